@@ -1,0 +1,1 @@
+"""The traceprobe node agent: eBPF programs in, connection records out."""

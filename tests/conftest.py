@@ -1,0 +1,134 @@
+"""Fixtures wiring the test world (tests/harness) into pytest.
+
+Tiers follow folders: tests/unit, tests/bpf, tests/cluster, tests/e2e. Under
+CI=true a skipped test is a failure: there a missing prerequisite is a bug.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from harness import pods as pods_mod
+from harness import procs
+from harness import services as services_mod
+from harness.prereq import in_ci, missing, require_root
+
+TIERS = ("unit", "bpf", "cluster", "e2e")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        parts = Path(str(item.fspath)).parts
+        for tier in TIERS:
+            if tier in parts:
+                item.add_marker(getattr(pytest.mark, tier))
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: Any) -> Iterator[None]:
+    outcome: Any = yield
+    report = outcome.get_result()
+    if in_ci() and report.skipped and not hasattr(report, "wasxfail"):
+        report.outcome = "failed"
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else report.longrepr
+        report.longrepr = f"CI=true forbids skipping: {reason}"
+
+
+@pytest.fixture(scope="session")
+def world_dir() -> Iterator[Path]:
+    """Scratch space on tmpfs when possible (etcd and logs are write-heavy)."""
+    base = "/dev/shm" if os.access("/dev/shm", os.W_OK) else None
+    path = Path(tempfile.mkdtemp(prefix="traceprobe-world-", dir=base))
+    yield path
+    if os.environ.get("TRACEPROBE_KEEP_WORLD"):
+        print(f"\nkept test world in {path}")
+    else:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def _reaped() -> None:
+    """Once per run: clear what a killed earlier run left (processes, netns, chains)."""
+    if os.geteuid() == 0:
+        procs.reap_stale_processes()
+        pods_mod.cleanup_stale()
+        if shutil.which("iptables"):
+            services_mod.cleanup_stale()
+
+
+@pytest.fixture(scope="session")
+def control_plane(world_dir: Path, _reaped: None) -> Iterator[Any]:
+    from harness.controlplane import ControlPlane
+    from harness.tools import ToolMissing
+
+    cp = ControlPlane(world_dir / "controlplane")
+    try:
+        cp.start()
+    except ToolMissing as exc:
+        cp.stop()
+        missing(str(exc))
+    except BaseException:
+        cp.stop()
+        raise
+    yield cp
+    cp.stop()
+
+
+@pytest.fixture(scope="session")
+def collector(world_dir: Path, _reaped: None) -> Iterator[Any]:
+    from harness.collector import Collector
+    from harness.tools import ToolMissing
+
+    col = Collector(world_dir / "collector")
+    try:
+        col.start()
+    except ToolMissing as exc:
+        col.stop()
+        missing(str(exc))
+    except BaseException:
+        col.stop()
+        raise
+    yield col
+    col.stop()
+
+
+@pytest.fixture
+def pod_factory(control_plane: Any) -> Iterator[Any]:
+    require_root("network-namespace pods")
+    factory = pods_mod.PodFactory(control_plane.api_client())
+    yield factory
+    factory.cleanup()
+
+
+@pytest.fixture
+def service_factory(control_plane: Any, pod_factory: Any) -> Iterator[Any]:
+    if not shutil.which("iptables"):
+        missing("iptables not installed (make setup installs it)")
+    factory = services_mod.ServiceFactory(control_plane.api_client())
+    yield factory
+    factory.cleanup()
+
+
+@pytest.fixture(scope="session")
+def bpf_ready(_reaped: None) -> None:
+    """BPF can load programs here, or the test is skipped (failed under CI)."""
+    from harness.bpf import bpf_unavailable_reason
+
+    require_root("loading BPF programs")
+    reason = bpf_unavailable_reason()
+    if reason:
+        missing(reason)
+    from harness.bpf import state_change_counter
+
+    try:
+        with state_change_counter():
+            pass
+    except Exception as exc:
+        missing(f"a trivial tracepoint program did not load: {exc}")

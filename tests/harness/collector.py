@@ -1,0 +1,142 @@
+"""A real OpenTelemetry Collector: OTLP gRPC + HTTP in, a JSON-lines file out.
+
+Tests query what it received by metric name and attributes, polling the file
+the collector's file exporter writes (one OTLP/JSON export request per line).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from harness.procs import ManagedProcess, free_port, wait_for_port
+from harness.tools import tool_path
+
+
+@dataclass(frozen=True)
+class MetricPoint:
+    name: str
+    kind: str  # sum, gauge, histogram, ...
+    value: float | None  # sums and gauges; histograms use `count`/`sum` in `extra`
+    attributes: dict[str, Any]
+    resource: dict[str, Any]
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _any_value(value: dict[str, Any]) -> Any:
+    if "stringValue" in value:
+        return value["stringValue"]
+    if "intValue" in value:
+        return int(value["intValue"])
+    if "doubleValue" in value:
+        return float(value["doubleValue"])
+    if "boolValue" in value:
+        return bool(value["boolValue"])
+    if "arrayValue" in value:
+        return [_any_value(v) for v in value["arrayValue"].get("values", [])]
+    return None
+
+
+def _attrs(items: list[dict[str, Any]] | None) -> dict[str, Any]:
+    return {item["key"]: _any_value(item.get("value", {})) for item in items or []}
+
+
+def parse_metrics_line(line: str) -> list[MetricPoint]:
+    """Flatten one OTLP/JSON ExportMetricsServiceRequest into data points."""
+    points: list[MetricPoint] = []
+    for rm in json.loads(line).get("resourceMetrics", []):
+        resource = _attrs(rm.get("resource", {}).get("attributes"))
+        for sm in rm.get("scopeMetrics", []):
+            for metric in sm.get("metrics", []):
+                for kind in ("sum", "gauge", "histogram", "exponentialHistogram", "summary"):
+                    if kind not in metric:
+                        continue
+                    for dp in metric[kind].get("dataPoints", []):
+                        raw = dp.get("asInt", dp.get("asDouble"))
+                        extra = {k: dp[k] for k in ("count", "sum", "bucketCounts",
+                                                    "explicitBounds") if k in dp}
+                        points.append(MetricPoint(
+                            metric["name"], kind, None if raw is None else float(raw),
+                            _attrs(dp.get("attributes")), resource, extra))
+    return points
+
+
+class Collector:
+    """otelcol with an OTLP receiver (gRPC and HTTP) and a file exporter."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        self.output = workdir / "received.jsonl"
+        self.grpc_port = 0
+        self.http_port = 0
+        self.process: ManagedProcess | None = None
+
+    @property
+    def grpc_endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.grpc_port}"
+
+    @property
+    def http_endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}"
+
+    def config(self) -> dict[str, Any]:
+        return {
+            "receivers": {"otlp": {"protocols": {
+                "grpc": {"endpoint": f"127.0.0.1:{self.grpc_port}"},
+                "http": {"endpoint": f"127.0.0.1:{self.http_port}"}}}},
+            "exporters": {
+                "file": {"path": str(self.output), "flush_interval": "100ms"},
+                "debug": {"verbosity": "basic"}},
+            "service": {
+                # The collector's own metrics server would take a fixed port.
+                "telemetry": {"metrics": {"level": "none"}},
+                "pipelines": {
+                    signal: {"receivers": ["otlp"], "exporters": ["file", "debug"]}
+                    for signal in ("metrics", "traces", "logs")}},
+        }
+
+    def start(self, timeout: float = 30.0) -> None:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.grpc_port, self.http_port = free_port(), free_port()
+        config_path = self.workdir / "otelcol.yaml"
+        config_path.write_text(yaml.safe_dump(self.config()))
+        self.process = ManagedProcess(
+            "otelcol", [tool_path("otelcol"), f"--config={config_path}"],
+            self.workdir / "otelcol.log")
+        wait_for_port(self.grpc_port, timeout, self.process.popen)
+        wait_for_port(self.http_port, timeout, self.process.popen)
+
+    def stop(self) -> None:
+        if self.process:
+            self.process.stop()
+            self.process = None
+
+    def metrics(self) -> list[MetricPoint]:
+        if not self.output.exists():
+            return []
+        points: list[MetricPoint] = []
+        for line in self.output.read_text().splitlines():
+            if line.strip():
+                points.extend(parse_metrics_line(line))
+        return points
+
+    def find(self, name: str, **attributes: Any) -> list[MetricPoint]:
+        """Points named `name` whose data-point or resource attributes include `attributes`."""
+        return [p for p in self.metrics() if p.name == name and all(
+            p.attributes.get(k, p.resource.get(k)) == v for k, v in attributes.items())]
+
+    def wait_for(self, name: str, timeout: float = 15.0, **attributes: Any) -> list[MetricPoint]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            found = self.find(name, **attributes)
+            if found:
+                return found
+            time.sleep(0.2)
+        seen = sorted({p.name for p in self.metrics()})
+        raise AssertionError(f"collector received no {name} {attributes} in {timeout}s; "
+                             f"metrics seen: {seen}")
