@@ -60,7 +60,7 @@ def loaded_program(text: str, cflags: list[str] | None = None) -> Iterator[Any]:
     """
     preflight()
     bcc = _import_bcc()
-    prog = bcc.BPF(text=text, cflags=cflags or [])
+    prog = bcc.BPF(text=text.encode(), cflags=cflags or [])
     try:
         yield prog
     finally:

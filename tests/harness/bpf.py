@@ -16,7 +16,7 @@ COUNT_STATE_CHANGES = r"""
 BPF_ARRAY(transitions, u64, 1);
 
 TRACEPOINT_PROBE(sock, inet_sock_set_state) {
-    if (args->protocol != IPPROTO_TCP)
+    if (args->protocol != 6)  // IPPROTO_TCP; uapi headers not needed for one constant
         return 0;
     int zero = 0;
     u64 *count = transitions.lookup(&zero);
