@@ -57,7 +57,8 @@ class ManagedProcess:
     """A child process with a log file, stopped (with its whole group) by stop()."""
 
     def __init__(self, name: str, argv: Sequence[str | os.PathLike[str]], log: Path,
-                 env: dict[str, str] | None = None, cwd: Path | None = None) -> None:
+                 env: dict[str, str] | None = None, cwd: Path | None = None,
+                 state_dir: Path = STATE_DIR) -> None:
         self.name = name
         self.log = log
         log.parent.mkdir(parents=True, exist_ok=True)
@@ -67,7 +68,7 @@ class ManagedProcess:
                 stdin=subprocess.DEVNULL, env=env, cwd=cwd, start_new_session=True,
                 preexec_fn=_die_with_parent,
             )
-        self._record = STATE_DIR / "procs" / str(self.popen.pid)
+        self._record = state_dir / "procs" / str(self.popen.pid)
         self._record.parent.mkdir(parents=True, exist_ok=True)
         self._record.write_text(f"{_start_time(self.popen.pid)}\n{name}\n")
 
@@ -97,10 +98,10 @@ class ManagedProcess:
         self._record.unlink(missing_ok=True)
 
 
-def reap_stale_processes() -> list[str]:
+def reap_stale_processes(state_dir: Path = STATE_DIR) -> list[str]:
     """Kill processes a previous (killed) run recorded; return their names."""
     reaped: list[str] = []
-    for record in sorted((STATE_DIR / "procs").glob("*")):
+    for record in sorted((state_dir / "procs").glob("*")):
         pid = int(record.name)
         started, _, name = record.read_text().partition("\n")
         if _start_time(pid) == started.strip():  # same process, not a reused pid
