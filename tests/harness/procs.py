@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -34,11 +35,22 @@ def _start_time(pid: int) -> str | None:
         return None
 
 
+# Below the kernel's ephemeral range (32768+ by default): a port picked there
+# can be taken by some outgoing connection before our server binds it.
+_PORT_RANGE = (20000, 32000)
+
+
 def free_port() -> int:
-    """A loopback TCP port that is free now (the kernel picks it)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A loopback TCP port that is free now, outside the ephemeral range."""
+    for _ in range(200):
+        port = random.randrange(*_PORT_RANGE)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"no free loopback port in {_PORT_RANGE}")
 
 
 def wait_for_port(port: int, timeout: float, proc: subprocess.Popen[bytes] | None = None) -> None:

@@ -1,0 +1,238 @@
+"""TraceProbe (namespaced, for app teams) and ClusterTraceProbe (cluster-wide, for platform teams).
+
+Both share one spec; the cluster kind adds `namespaceSelector`. A TraceProbe only
+ever observes pods of its own namespace, so a team whose RBAC stops at its
+namespace can use it without seeing anyone else's traffic (the Tetragon
+TracingPolicy / TracingPolicyNamespaced split).
+"""
+
+from __future__ import annotations
+
+import re
+from enum import StrEnum
+from typing import Annotated, ClassVar, Literal
+from urllib.parse import urlsplit
+
+from pydantic import Field
+
+from traceprobe_api.base import (
+    AGE_COLUMN,
+    ApiModel,
+    CrdInfo,
+    ObservedModel,
+    PrinterColumn,
+    Resource,
+    default_object,
+)
+from traceprobe_api.cel import LIST_SET, Rule
+from traceprobe_api.meta import (
+    DURATION_PATTERN,
+    Conditions,
+    DnsSubdomain,
+    LabelMap,
+    LabelSelector,
+    parse_duration,
+)
+
+
+class Probe(StrEnum):
+    """What the node agents observe."""
+
+    CONNECTIONS = "connections"  # TCP connection lifecycle: open, close, duration
+    FAILURES = "failures"  # refused, reset and timed-out connections
+    BYTES = "bytes"  # bytes sent and received per connection
+    RETRANSMITS = "retransmits"  # TCP retransmitted segments
+    RTT = "rtt"  # smoothed round-trip time
+    UDP = "udp"  # UDP flows (off by default: chatty, and no connection state to join on)
+
+
+DEFAULT_PROBES = [Probe.CONNECTIONS, Probe.FAILURES, Probe.BYTES, Probe.RETRANSMITS, Probe.RTT]
+MIN_INTERVAL_SECONDS = 1
+MAX_INTERVAL_SECONDS = 300
+
+
+def _interval_in_bounds(text: str) -> bool:
+    # A malformed duration is the pattern's error to report, not this rule's.
+    return (re.fullmatch(DURATION_PATTERN, text) is None
+            or MIN_INTERVAL_SECONDS <= parse_duration(text).total_seconds()
+            <= MAX_INTERVAL_SECONDS)
+
+
+Interval = Annotated[str, Field(max_length=32, pattern=DURATION_PATTERN), Rule(
+    f"!self.matches('{DURATION_PATTERN}')"
+    " || (duration(self) >= duration('1s') && duration(self) <= duration('5m'))",
+    "interval must be between 1s and 5m",
+    _interval_in_bounds)]
+
+
+def _http_url(text: str) -> bool:
+    parts = urlsplit(text)
+    return parts.scheme in ("http", "https") and bool(parts.hostname) and " " not in text
+
+
+Endpoint = Annotated[str, Field(min_length=1, max_length=2048), Rule(
+    "isURL(self) && url(self).getScheme() in ['http', 'https'] && url(self).getHostname() != ''",
+    "endpoint must be an http:// or https:// URL with a host,"
+    " e.g. https://otel-collector.monitoring:4317",
+    _http_url)]
+
+SecretKey = Annotated[str, Field(min_length=1, max_length=253, pattern="^[-._a-zA-Z0-9]+$")]
+
+
+class OtlpProtocol(StrEnum):
+    """OTLP transport."""
+
+    GRPC = "grpc"
+    HTTP_PROTOBUF = "http/protobuf"
+
+
+class SecretKeysRef(ApiModel):
+    """A Secret in the probe's namespace (for a ClusterTraceProbe: the operator's namespace).
+
+    Never another namespace: an app team could otherwise send someone else's
+    credentials to an endpoint of its choosing.
+    """
+
+    name: DnsSubdomain
+    """Name of the Secret."""
+    keys: Annotated[list[SecretKey], Field(min_length=1, max_length=32), LIST_SET] | None = None
+    """Only these keys become headers; absent means every key of the Secret."""
+
+
+class SecretRef(ApiModel):
+    """A Secret in the probe's namespace (for a ClusterTraceProbe: the operator's namespace)."""
+
+    name: DnsSubdomain
+    """Name of the Secret."""
+
+
+class ExportTls(ApiModel):
+    """TLS towards the export endpoint."""
+
+    secret_ref: SecretRef | None = None
+    """Secret with `ca.crt` (server CA) and optionally `tls.crt` + `tls.key` (client cert)."""
+    insecure_skip_verify: bool = False
+    """Skip server certificate verification (traffic stays encrypted). For testing only."""
+
+
+class Export(ApiModel):
+    """Where this probe's data goes, instead of the cluster-wide default collector."""
+
+    cel_rules = (
+        Rule("!has(self.headersSecretRef) || self.endpoint.startsWith('https://')",
+             "headersSecretRef needs an https:// endpoint: headers usually carry credentials"
+             " and must not cross the network in clear text",
+             lambda e: e.headers_secret_ref is None or e.endpoint.startswith("https://"),
+             field_path=".headersSecretRef"),
+        Rule("!has(self.tls) || self.endpoint.startsWith('https://')",
+             "tls needs an https:// endpoint (an http:// endpoint is plaintext)",
+             lambda e: e.tls is None or e.endpoint.startswith("https://"),
+             field_path=".tls"),
+    )
+
+    endpoint: Endpoint
+    """OTLP endpoint URL; http:// is plaintext, https:// uses TLS."""
+    protocol: OtlpProtocol = OtlpProtocol.GRPC
+    """grpc or http/protobuf."""
+    headers_secret_ref: SecretKeysRef | None = None
+    """Secret whose keys and values are sent as request headers (e.g. an API key)."""
+    tls: ExportTls | None = None
+    """TLS settings; only for https:// endpoints."""
+
+
+class Limits(ApiModel):
+    """Caps that bound each agent's memory and CPU use."""
+
+    max_connections: Annotated[int, Field(ge=1024, le=10_000_000)] = 65536
+    """Connections tracked at once per node (kernel map size); beyond it, drops are counted."""
+    max_events_per_second: Annotated[int, Field(ge=100, le=1_000_000)] = 10000
+    """Rare events (open/close/failure) sent to user space per second per node."""
+
+
+class TraceProbeSpec(ApiModel):
+    """What to observe and where to send it."""
+
+    probes: Annotated[list[Probe], Field(min_length=1, max_length=len(Probe)), LIST_SET] = Field(
+        default_factory=lambda: list(DEFAULT_PROBES),
+        json_schema_extra={"default": [p.value for p in DEFAULT_PROBES]})
+    """Which probes to attach."""
+    pod_selector: LabelSelector = default_object(LabelSelector)
+    """Pods to observe; `{}` (the default) selects every pod."""
+    node_selector: LabelMap | None = None
+    """Only nodes with all these labels run the probe; absent means every node."""
+    interval: Interval = "10s"
+    """How often in-kernel aggregates are drained and exported (1s to 5m)."""
+    export: Export | None = None
+    """Export override; absent means the cluster's default collector."""
+    limits: Limits = default_object(Limits)
+    """Per-node resource limits."""
+
+
+class ClusterTraceProbeSpec(TraceProbeSpec):
+    """What to observe across namespaces and where to send it."""
+
+    namespace_selector: LabelSelector = default_object(LabelSelector)
+    """Namespaces whose pods are observed; `{}` (the default) selects every namespace."""
+
+
+class ConditionType(StrEnum):
+    """Condition types the operator sets on probes."""
+
+    ACCEPTED = "Accepted"  # the spec passed the checks the schema cannot express
+    READY = "Ready"  # every selected node runs the probe
+    DEGRADED = "Degraded"  # some nodes run it only partly or not at all
+
+
+class NodeCounts(ObservedModel):
+    """Nodes this probe applies to, summarised from the per-node NodeReports."""
+
+    desired: Annotated[int, Field(ge=0)] = 0
+    """Nodes selected by the probe."""
+    ready: Annotated[int, Field(ge=0)] = 0
+    """Nodes whose agent reports the probe Attached."""
+    failed: Annotated[int, Field(ge=0)] = 0
+    """Nodes whose agent reports the probe Failed."""
+
+
+class TraceProbeStatus(ObservedModel):
+    """Observed state, written by the operator. Per-node detail lives in NodeReports."""
+
+    observed_generation: Annotated[int, Field(ge=0)] | None = None
+    """The `.metadata.generation` this status describes."""
+    conditions: Conditions | None = None
+    """Accepted, Ready, Degraded."""
+    nodes: NodeCounts | None = None
+    """Node counts."""
+    nodes_ready: Annotated[str, Field(max_length=32, pattern="^[0-9]+/[0-9]+$")] | None = None
+    """`ready/desired`, for `kubectl get`."""
+
+
+_PROBE_COLUMNS = (
+    PrinterColumn("Ready", "string", '.status.conditions[?(@.type=="Ready")].status',
+                  "Whether every selected node runs the probe"),
+    PrinterColumn("Nodes", "string", ".status.nodesReady", "Ready nodes / selected nodes"),
+    PrinterColumn("Interval", "string", ".spec.interval", "Aggregation interval", priority=1),
+    AGE_COLUMN,
+)
+
+
+class TraceProbe(Resource):
+    """Observes the TCP/UDP traffic of pods in its own namespace."""
+
+    crd: ClassVar[CrdInfo] = CrdInfo("traceprobes", "traceprobe", "Namespaced", ("tp",),
+                                     _PROBE_COLUMNS)
+
+    kind: Literal["TraceProbe"] = "TraceProbe"
+    spec: TraceProbeSpec = default_object(TraceProbeSpec)
+    status: TraceProbeStatus | None = None
+
+
+class ClusterTraceProbe(Resource):
+    """Observes the TCP/UDP traffic of pods in the namespaces it selects."""
+
+    crd: ClassVar[CrdInfo] = CrdInfo("clustertraceprobes", "clustertraceprobe", "Cluster",
+                                     ("ctp",), _PROBE_COLUMNS)
+
+    kind: Literal["ClusterTraceProbe"] = "ClusterTraceProbe"
+    spec: ClusterTraceProbeSpec = default_object(ClusterTraceProbeSpec)
+    status: TraceProbeStatus | None = None

@@ -1,0 +1,145 @@
+"""kopf handlers: thin glue between watch events and the pure decision modules."""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+from datetime import UTC, datetime
+from typing import Any
+
+import kopf
+
+from traceprobe_api import API_GROUP, API_VERSION
+from traceprobe_operator.agent_workload import ActiveProbe, render_daemonset
+from traceprobe_operator.conditions import set_condition
+from traceprobe_operator.kube import Kube
+from traceprobe_operator.node_reports import probe_states, selected_nodes
+from traceprobe_operator.probe_status import summarise
+from traceprobe_operator.settings import OperatorSettings
+from traceprobe_operator.validation import spec_problem
+
+FINALIZER = "traceprobe.io/agents-detached"
+KINDS = ("traceprobes", "clustertraceprobes")
+STATUS_REFRESH_SECONDS = 5.0
+
+_settings = OperatorSettings.from_env()
+_kube: Kube | None = None
+_daemonset_lock = threading.Lock()  # handlers run in threads; one DaemonSet writer at a time
+log = logging.getLogger("traceprobe.operator")
+
+
+def kube() -> Kube:
+    global _kube
+    if _kube is None:
+        _kube = Kube()
+    return _kube
+
+
+@kopf.on.startup()
+def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
+    settings.persistence.finalizer = FINALIZER
+    # Handler progress in annotations keeps `status` ours alone.
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="traceprobe.io")
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix="traceprobe.io")
+    settings.peering.name = "traceprobe"
+    settings.peering.mandatory = True
+    # Equal priorities freeze every replica; a random one makes exactly one active
+    # and lets a standby take over when the active one's peering entry expires.
+    settings.peering.priority = random.randint(1, 1_000_000)
+    settings.posting.level = logging.INFO
+
+
+def _kind(body: Any) -> str:
+    return str(body.get("kind") or "TraceProbe")
+
+
+def reconcile_daemonset(logger: Any) -> None:
+    """Make the agent DaemonSet match the set of live probes (or remove it)."""
+    with _daemonset_lock:
+        active = [ActiveProbe(_kind(p), p["metadata"].get("namespace"), p["metadata"]["name"],
+                              dict(p.get("spec", {}).get("nodeSelector") or {}))
+                  for p in kube().list_probes()
+                  if not p["metadata"].get("deletionTimestamp")
+                  and spec_problem(_kind(p), p) is None]
+        if not active:
+            if kube().delete_daemonset(_settings.agent_daemonset, _settings.namespace):
+                logger.info("no probe needs agents: agent DaemonSet removed")
+            return
+        outcome = kube().apply_daemonset(render_daemonset(_settings, active))
+        if outcome != "unchanged":
+            logger.info(f"agent DaemonSet {outcome} for {len(active)} probe(s)")
+
+
+def _on_spec(body: Any, meta: Any, status: Any, logger: Any, **_: Any) -> None:
+    generation = int(meta.get("generation") or 1)
+    conditions = list((status or {}).get("conditions") or [])
+    problem = spec_problem(_kind(body), body)
+    if problem:
+        conditions = set_condition(conditions, "Accepted", False, "InvalidSpec", problem,
+                                   generation)
+        conditions = set_condition(conditions, "Ready", False, "InvalidSpec",
+                                   "not deployed: the spec is invalid", generation)
+        kopf.warn(body, reason="InvalidSpec", message=problem)
+    else:
+        conditions = set_condition(conditions, "Accepted", True, "Valid",
+                                   "spec accepted", generation)
+        kopf.info(body, reason="Accepted", message=f"generation {generation} accepted")
+    kube().patch_probe_status(_kind(body), meta.get("namespace"), meta["name"],
+                              {"observedGeneration": generation, "conditions": conditions})
+    reconcile_daemonset(logger)
+
+
+def _refresh_status(body: Any, meta: Any, spec: Any, status: Any, **_: Any) -> None:
+    if spec_problem(_kind(body), body):
+        return
+    generation = int(meta.get("generation") or 1)
+    nodes = selected_nodes(kube().list_nodes(), spec.get("nodeSelector"))
+    states = probe_states(kube().list_node_reports(), _kind(body), meta.get("namespace"),
+                          meta["name"], datetime.now(UTC))
+    old = dict(status or {})
+    new = summarise(generation, nodes, states, list(old.get("conditions") or []),
+                    _settings.report_stale_seconds)
+    old_ready: dict[str, Any] = next(
+        (c for c in old.get("conditions") or [] if c["type"] == "Ready"), {})
+    new_ready = next(c for c in new["conditions"] if c["type"] == "Ready")
+    if old_ready.get("status") != new_ready["status"]:
+        emit = kopf.info if new_ready["status"] == "True" else kopf.warn
+        emit(body, reason=new_ready["reason"], message=new_ready["message"])
+    if {k: old.get(k) for k in new} != new:
+        kube().patch_probe_status(_kind(body), meta.get("namespace"), meta["name"], new)
+
+
+def _on_delete(body: Any, meta: Any, logger: Any, **_: Any) -> None:
+    """Hold the finalizer until agents report the probe detached, or time out."""
+    states = probe_states(kube().list_node_reports(), _kind(body), meta.get("namespace"),
+                          meta["name"], datetime.now(UTC))
+    attached = sorted(n for n, s in states.items() if s.state != "Detached"
+                      and s.heartbeat_age_seconds <= _settings.report_stale_seconds)
+    deleted_at = meta.get("deletionTimestamp")
+    waited = (datetime.now(UTC) - datetime.fromisoformat(
+        str(deleted_at).replace("Z", "+00:00"))).total_seconds() if deleted_at else 0.0
+    if attached and waited < _settings.detach_timeout_seconds:
+        generation = int(meta.get("generation") or 1)
+        conditions = set_condition(list((body.get("status") or {}).get("conditions") or []),
+                                   "Ready", False, "Detaching",
+                                   f"waiting for {len(attached)} agent(s) to detach: "
+                                   f"{', '.join(attached[:5])}", generation)
+        kube().patch_probe_status(_kind(body), meta.get("namespace"), meta["name"],
+                                  {"conditions": conditions})
+        raise kopf.TemporaryError(f"agents still attached on {', '.join(attached[:5])}",
+                                  delay=2)
+    if attached:
+        kopf.warn(body, reason="DetachTimeout",
+                  message=f"agents on {', '.join(attached[:5])} did not report detaching "
+                          f"within {_settings.detach_timeout_seconds:.0f}s; deleting anyway")
+    reconcile_daemonset(logger)
+
+
+for _plural in KINDS:
+    kopf.on.create(API_GROUP, API_VERSION, _plural, id="accept")(_on_spec)
+    kopf.on.update(API_GROUP, API_VERSION, _plural, field="spec", id="accept")(_on_spec)
+    kopf.on.resume(API_GROUP, API_VERSION, _plural, id="accept")(_on_spec)
+    kopf.timer(API_GROUP, API_VERSION, _plural, interval=STATUS_REFRESH_SECONDS,
+               initial_delay=1.0)(_refresh_status)
+    kopf.on.delete(API_GROUP, API_VERSION, _plural)(_on_delete)

@@ -1,0 +1,101 @@
+"""The operator's one door to the Kubernetes API (besides kopf's own watching).
+
+Thin I/O: read probes, nodes and node reports; write the agent DaemonSet and
+probe status. Decisions live in the pure modules.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from kubernetes import client, config
+from kubernetes.client.exceptions import ApiException
+
+from traceprobe_api import API_GROUP, API_VERSION
+from traceprobe_operator.agent_workload import CONFIG_HASH_ANNOTATION
+
+PLURALS = {"TraceProbe": "traceprobes", "ClusterTraceProbe": "clustertraceprobes"}
+NODE_REPORTS = "nodereports"
+
+
+class Kube:
+    def __init__(self, api_client: Any | None = None) -> None:
+        if api_client is None:
+            try:
+                config.load_incluster_config()
+            except config.ConfigException:
+                config.load_kube_config()
+            api_client = client.ApiClient()
+        self.core = client.CoreV1Api(api_client)
+        self.apps = client.AppsV1Api(api_client)
+        self.custom = client.CustomObjectsApi(api_client)
+
+    # --- reads -----------------------------------------------------------
+    def list_probes(self) -> list[dict[str, Any]]:
+        probes: list[dict[str, Any]] = []
+        for kind, plural in PLURALS.items():
+            items = self.custom.list_cluster_custom_object(API_GROUP, API_VERSION, plural)
+            for item in items.get("items", []):
+                item.setdefault("kind", kind)
+                probes.append(item)
+        return probes
+
+    def list_nodes(self) -> list[tuple[str, dict[str, str]]]:
+        return [(n.metadata.name, dict(n.metadata.labels or {}))
+                for n in self.core.list_node().items]
+
+    def list_node_reports(self) -> list[dict[str, Any]]:
+        result = self.custom.list_cluster_custom_object(API_GROUP, API_VERSION, NODE_REPORTS)
+        return list(result.get("items", []))
+
+    # --- writes ----------------------------------------------------------
+    def apply_daemonset(self, manifest: dict[str, Any]) -> str:
+        """Create or replace the agent DaemonSet; return created/updated/unchanged."""
+        meta = manifest["metadata"]
+        want = manifest["spec"]["template"]["metadata"]["annotations"][CONFIG_HASH_ANNOTATION]
+        try:
+            current = self.apps.read_namespaced_daemon_set(meta["name"], meta["namespace"])
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
+            self.apps.create_namespaced_daemon_set(meta["namespace"], manifest)
+            return "created"
+        annotations = current.spec.template.metadata.annotations or {}
+        if annotations.get(CONFIG_HASH_ANNOTATION) == want:
+            return "unchanged"
+        body = {**manifest, "metadata": {**meta,
+                                         "resourceVersion": current.metadata.resource_version}}
+        self.apps.replace_namespaced_daemon_set(meta["name"], meta["namespace"], body)
+        return "updated"
+
+    def delete_daemonset(self, name: str, namespace: str) -> bool:
+        try:
+            self.apps.delete_namespaced_daemon_set(name, namespace)
+        except ApiException as exc:
+            if exc.status == 404:
+                return False
+            raise
+        return True
+
+    def patch_probe_status(self, kind: str, namespace: str | None, name: str,
+                           status: dict[str, Any]) -> None:
+        body = {"status": status}
+        try:
+            if namespace:
+                self.custom.patch_namespaced_custom_object_status(
+                    API_GROUP, API_VERSION, namespace, PLURALS[kind], name, body)
+            else:
+                self.custom.patch_cluster_custom_object_status(
+                    API_GROUP, API_VERSION, PLURALS[kind], name, body)
+        except ApiException as exc:
+            if exc.status != 404:  # deleted meanwhile: nothing to report on
+                raise
+
+
+def age_seconds(timestamp: str | None, now: datetime | None = None) -> float:
+    """Seconds since an RFC 3339 timestamp; infinity when there is none."""
+    if not timestamp:
+        return float("inf")
+    then = datetime.fromisoformat(timestamp.replace("Z", "+00:00"))
+    return ((now or datetime.now(UTC)) - then).total_seconds()

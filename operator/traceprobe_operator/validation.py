@@ -1,0 +1,38 @@
+"""Spec checks beyond the CRD schema, reported as a condition instead of a crash.
+
+The API server already enforces the schema; re-validating with the same
+pydantic models catches objects stored under an older schema and anything
+the models check that CEL cannot.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import ValidationError
+
+from traceprobe_api.probe import ClusterTraceProbe, TraceProbe
+
+MODELS: dict[str, type[TraceProbe] | type[ClusterTraceProbe]] = {
+    "TraceProbe": TraceProbe, "ClusterTraceProbe": ClusterTraceProbe}
+
+
+def _path(loc: tuple[int | str, ...]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def spec_problem(kind: str, body: Any) -> str | None:
+    """None when the spec is valid, else one line naming the field(s) and the problem."""
+    model = MODELS.get(kind)
+    if model is None:
+        return f"unknown kind {kind!r}: expected one of {sorted(MODELS)}"
+    try:
+        model.model_validate({"spec": dict(body.get("spec") or {})})
+    except ValidationError as exc:
+        problems = [f"{_path(e['loc'])}: {e['msg']}" for e in exc.errors()]
+        return "; ".join(problems[:5]) + (f"; and {len(problems) - 5} more"
+                                          if len(problems) > 5 else "")
+    return None
