@@ -136,10 +136,11 @@ def _on_delete(body: Any, meta: Any, logger: Any, **_: Any) -> None:
     reconcile_daemonset(logger)
 
 
+# Explicit ids: kopf keeps handler progress in annotations named after them.
 for _plural in KINDS:
     kopf.on.create(API_GROUP, API_VERSION, _plural, id="accept")(_on_spec)
     kopf.on.update(API_GROUP, API_VERSION, _plural, field="spec", id="accept")(_on_spec)
     kopf.on.resume(API_GROUP, API_VERSION, _plural, id="accept")(_on_spec)
     kopf.timer(API_GROUP, API_VERSION, _plural, interval=STATUS_REFRESH_SECONDS,
-               initial_delay=1.0)(_refresh_status)
-    kopf.on.delete(API_GROUP, API_VERSION, _plural)(_on_delete)
+               initial_delay=1.0, id="status")(_refresh_status)
+    kopf.on.delete(API_GROUP, API_VERSION, _plural, id="detach")(_on_delete)

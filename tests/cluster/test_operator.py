@@ -105,6 +105,7 @@ def world(control_plane: Any, tmp_path_factory: pytest.TempPathFactory) -> Itera
         cp.kubectl("apply", "-f", str(path))
     cp.kubectl("apply", "-f", str(REPO / "operator/deploy/kopf-peering.yaml"))
     cp.kubectl("wait", "--for=condition=Established", "crd", "--all", "--timeout=30s")
+    cp.kubectl("apply", "-f", str(REPO / "operator/deploy/kopf-peering-object.yaml"))
     cp.kubectl("create", "namespace", NS, check=False)
     cp.kubectl("create", "namespace", "shop", check=False)
     cp.kubectl("apply", "-f", str(REPO / "operator/deploy/rbac.yaml"))

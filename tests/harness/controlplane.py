@@ -146,9 +146,13 @@ class ControlPlane:
 
     def kubectl(self, *args: str, kubeconfig_path: Path | None = None, check: bool = True,
                 input_text: str | None = None) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
+        result = subprocess.run(
             [str(tool_path("kubectl")), f"--kubeconfig={kubeconfig_path or self.admin_kubeconfig}",
-             *args], capture_output=True, text=True, check=check, input=input_text, timeout=60)
+             *args], capture_output=True, text=True, input=input_text, timeout=60)
+        if check and result.returncode != 0:
+            raise RuntimeError(f"kubectl {' '.join(args)} exited {result.returncode}: "
+                               f"{result.stderr.strip()}")
+        return result
 
     def serviceaccount_kubeconfig(self, namespace: str, name: str) -> Path:
         """Credentials of a real ServiceAccount token (TokenRequest), created if needed."""
