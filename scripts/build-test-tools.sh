@@ -135,7 +135,7 @@ run_logged() {
     local logf=$1
     shift
     if ! "$@" >"$logf" 2>&1; then
-        echo "----- last 40 lines of $logf -----" >&2
+        echo "----- last 40 lines of output: $* -----" >&2
         tail -n 40 "$logf" >&2
         echo "-----" >&2
         return 1

@@ -55,8 +55,10 @@ def world_dir() -> Iterator[Path]:
 
 @pytest.fixture(scope="session")
 def _reaped() -> None:
-    """Once per run: clear what a killed earlier run left (processes, netns, chains)."""
-    if os.geteuid() == 0:
+    """Once per run: clear what a killed earlier run left (processes, netns, chains),
+    unless another run is live right now."""
+    alone = procs.claim_run()
+    if alone and os.geteuid() == 0:
         procs.reap_stale_processes()
         pods_mod.cleanup_stale()
         if shutil.which("iptables"):

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 
 import kopf
 
@@ -13,8 +12,8 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="traceprobe-operator", description=__doc__)
     parser.add_argument("--verbose", action="store_true", help="debug logging")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # Prefix object messages with [namespace/name]: logs must say which probe.
+    kopf.configure(verbose=args.verbose, log_prefix=True)
     from traceprobe_operator import handlers  # registers the handlers
 
     del handlers

@@ -71,43 +71,51 @@ def reconcile_daemonset(logger: Any) -> None:
             logger.info(f"agent DaemonSet {outcome} for {len(active)} probe(s)")
 
 
-def _on_spec(body: Any, meta: Any, status: Any, logger: Any, **_: Any) -> None:
+def _on_spec(body: Any, meta: Any, logger: Any, **_: Any) -> None:
     generation = int(meta.get("generation") or 1)
-    conditions = list((status or {}).get("conditions") or [])
     problem = spec_problem(_kind(body), body)
+
+    def accept(status: dict[str, Any]) -> dict[str, Any]:
+        conditions = list(status.get("conditions") or [])
+        if problem:
+            conditions = set_condition(conditions, "Accepted", False, "InvalidSpec", problem,
+                                       generation)
+            conditions = set_condition(conditions, "Ready", False, "InvalidSpec",
+                                       "not deployed: the spec is invalid", generation)
+        else:
+            conditions = set_condition(conditions, "Accepted", True, "Valid",
+                                       "spec accepted", generation)
+        return {**status, "observedGeneration": generation, "conditions": conditions}
+
+    kube().update_probe_status(_kind(body), meta.get("namespace"), meta["name"], accept)
     if problem:
-        conditions = set_condition(conditions, "Accepted", False, "InvalidSpec", problem,
-                                   generation)
-        conditions = set_condition(conditions, "Ready", False, "InvalidSpec",
-                                   "not deployed: the spec is invalid", generation)
         kopf.warn(body, reason="InvalidSpec", message=problem)
     else:
-        conditions = set_condition(conditions, "Accepted", True, "Valid",
-                                   "spec accepted", generation)
         kopf.info(body, reason="Accepted", message=f"generation {generation} accepted")
-    kube().patch_probe_status(_kind(body), meta.get("namespace"), meta["name"],
-                              {"observedGeneration": generation, "conditions": conditions})
     reconcile_daemonset(logger)
 
 
-def _refresh_status(body: Any, meta: Any, spec: Any, status: Any, **_: Any) -> None:
+def _refresh_status(body: Any, meta: Any, spec: Any, **_: Any) -> None:
     if spec_problem(_kind(body), body):
         return
     generation = int(meta.get("generation") or 1)
     nodes = selected_nodes(kube().list_nodes(), spec.get("nodeSelector"))
     states = probe_states(kube().list_node_reports(), _kind(body), meta.get("namespace"),
                           meta["name"], datetime.now(UTC))
-    old = dict(status or {})
-    new = summarise(generation, nodes, states, list(old.get("conditions") or []),
-                    _settings.report_stale_seconds)
-    old_ready: dict[str, Any] = next(
-        (c for c in old.get("conditions") or [] if c["type"] == "Ready"), {})
-    new_ready = next(c for c in new["conditions"] if c["type"] == "Ready")
-    if old_ready.get("status") != new_ready["status"]:
-        emit = kopf.info if new_ready["status"] == "True" else kopf.warn
-        emit(body, reason=new_ready["reason"], message=new_ready["message"])
-    if {k: old.get(k) for k in new} != new:
-        kube().patch_probe_status(_kind(body), meta.get("namespace"), meta["name"], new)
+    flipped: list[dict[str, Any]] = []
+
+    def refresh(status: dict[str, Any]) -> dict[str, Any]:
+        old = list(status.get("conditions") or [])
+        new = summarise(generation, nodes, states, old, _settings.report_stale_seconds)
+        before: dict[str, Any] = next((c for c in old if c["type"] == "Ready"), {})
+        after = next(c for c in new["conditions"] if c["type"] == "Ready")
+        flipped[:] = [after] if before.get("status") != after["status"] else []
+        return {**status, **new}
+
+    kube().update_probe_status(_kind(body), meta.get("namespace"), meta["name"], refresh)
+    for ready in flipped:  # an Event only when Ready changes, not every refresh
+        emit = kopf.info if ready["status"] == "True" else kopf.warn
+        emit(body, reason=ready["reason"], message=ready["message"])
 
 
 def _on_delete(body: Any, meta: Any, logger: Any, **_: Any) -> None:
@@ -121,12 +129,14 @@ def _on_delete(body: Any, meta: Any, logger: Any, **_: Any) -> None:
         str(deleted_at).replace("Z", "+00:00"))).total_seconds() if deleted_at else 0.0
     if attached and waited < _settings.detach_timeout_seconds:
         generation = int(meta.get("generation") or 1)
-        conditions = set_condition(list((body.get("status") or {}).get("conditions") or []),
-                                   "Ready", False, "Detaching",
-                                   f"waiting for {len(attached)} agent(s) to detach: "
-                                   f"{', '.join(attached[:5])}", generation)
-        kube().patch_probe_status(_kind(body), meta.get("namespace"), meta["name"],
-                                  {"conditions": conditions})
+        message = f"waiting for {len(attached)} agent(s) to detach: {', '.join(attached[:5])}"
+
+        def detaching(status: dict[str, Any]) -> dict[str, Any]:
+            return {**status, "conditions": set_condition(
+                list(status.get("conditions") or []), "Ready", False, "Detaching",
+                message, generation)}
+
+        kube().update_probe_status(_kind(body), meta.get("namespace"), meta["name"], detaching)
         raise kopf.TemporaryError(f"agents still attached on {', '.join(attached[:5])}",
                                   delay=2)
     if attached:

@@ -6,6 +6,7 @@ probe status. Decisions live in the pure modules.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -78,19 +79,45 @@ class Kube:
             raise
         return True
 
-    def patch_probe_status(self, kind: str, namespace: str | None, name: str,
-                           status: dict[str, Any]) -> None:
-        body = {"status": status}
-        try:
-            if namespace:
-                self.custom.patch_namespaced_custom_object_status(
-                    API_GROUP, API_VERSION, namespace, PLURALS[kind], name, body)
-            else:
-                self.custom.patch_cluster_custom_object_status(
-                    API_GROUP, API_VERSION, PLURALS[kind], name, body)
-        except ApiException as exc:
-            if exc.status != 404:  # deleted meanwhile: nothing to report on
+    def update_probe_status(self, kind: str, namespace: str | None, name: str,
+                            mutate: Callable[[dict[str, Any]], dict[str, Any]]) -> None:
+        """Read-modify-write of a probe's status with optimistic concurrency.
+
+        Handlers and the status timer run concurrently; each rewrites the
+        conditions list, so each must start from the stored one, and a write
+        based on a stale read is refused (409) and redone.
+        """
+        plural = PLURALS[kind]
+        for _ in range(5):
+            try:
+                obj = (self.custom.get_namespaced_custom_object(
+                    API_GROUP, API_VERSION, namespace, plural, name) if namespace else
+                    self.custom.get_cluster_custom_object(API_GROUP, API_VERSION, plural, name))
+            except ApiException as exc:
+                if exc.status == 404:  # deleted meanwhile: nothing to report on
+                    return
                 raise
+            current = dict(obj.get("status") or {})
+            wanted = mutate(dict(current))
+            if wanted == current:
+                return
+            body = {"metadata": {"resourceVersion": obj["metadata"]["resourceVersion"]},
+                    "status": wanted}
+            try:
+                if namespace:
+                    self.custom.patch_namespaced_custom_object_status(
+                        API_GROUP, API_VERSION, namespace, plural, name, body)
+                else:
+                    self.custom.patch_cluster_custom_object_status(
+                        API_GROUP, API_VERSION, plural, name, body)
+                return
+            except ApiException as exc:
+                if exc.status == 404:
+                    return
+                if exc.status != 409:
+                    raise
+        raise RuntimeError(f"status of {kind} {namespace or ''}/{name} kept changing; "
+                           "will retry on the next event")
 
 
 def age_seconds(timestamp: str | None, now: datetime | None = None) -> float:

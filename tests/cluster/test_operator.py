@@ -184,6 +184,10 @@ def test_last_probe_gone_removes_daemonset(world: Any) -> None:
     wait_until(lambda: world.daemonset() is None, what="DaemonSet removed")
 
 
+def _handled(proc: ManagedProcess, probe: str) -> bool:
+    return f"[shop/{probe}] Handler 'accept' succeeded" in proc.log.read_text()
+
+
 def test_operator_restart_resumes_and_second_replica_is_passive(world: Any) -> None:
     world.replicas[0].stop()
     _apply_probe(world.cp, "while-down")  # changed while no operator runs
@@ -191,7 +195,15 @@ def test_operator_restart_resumes_and_second_replica_is_passive(world: Any) -> N
     wait_until(lambda: world.condition("while-down", "Accepted").get("status") == "True",
                what="restarted operator accepts a probe created while it was down")
     second = world.start_operator("op-standby")
-    time.sleep(8)
-    paused = ["Pausing operations" in p.log.read_text() for p in (first, second)]
-    assert paused.count(True) == 1, "exactly one replica must stand by"
-    assert first.alive() and second.alive()
+    time.sleep(5)  # peering: the lower-priority replica pauses
+    _apply_probe(world.cp, "one-handler")
+    wait_until(lambda: world.condition("one-handler", "Accepted").get("status") == "True")
+    time.sleep(2)
+    handlers = [p for p in (first, second) if _handled(p, "one-handler")]
+    assert len(handlers) == 1, "exactly one replica must act; the other stands by"
+    active, standby = handlers[0], (second if handlers[0] is first else first)
+
+    active.stop()  # graceful: it leaves the peering, the standby takes over
+    _apply_probe(world.cp, "failover")
+    wait_until(lambda: _handled(standby, "failover"), timeout=30,
+               what="standby replica takes over after the active one stops")

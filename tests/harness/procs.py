@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import fcntl
 import os
 import random
 import signal
@@ -108,6 +109,27 @@ class ManagedProcess:
                     os.killpg(self.popen.pid, signal.SIGKILL)
                 self.popen.wait(timeout)
         self._record.unlink(missing_ok=True)
+
+
+_run_locks: list[int] = []
+
+
+def claim_run(state_dir: Path = STATE_DIR) -> bool:
+    """Mark this test run live (a shared lock held until exit).
+
+    True when no other run is live, i.e. leftovers are a dead run's and safe
+    to reap; False when another run is going, whose world must not be touched.
+    """
+    state_dir.mkdir(parents=True, exist_ok=True)
+    fd = os.open(state_dir / "run.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        alone = True
+    except BlockingIOError:
+        alone = False
+    fcntl.flock(fd, fcntl.LOCK_SH)
+    _run_locks.append(fd)
+    return alone
 
 
 def reap_stale_processes(state_dir: Path = STATE_DIR) -> list[str]:
