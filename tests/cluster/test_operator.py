@@ -207,3 +207,19 @@ def test_operator_restart_resumes_and_second_replica_is_passive(world: Any) -> N
     _apply_probe(world.cp, "failover")
     wait_until(lambda: _handled(standby, "failover"), timeout=30,
                what="standby replica takes over after the active one stops")
+
+
+@pytest.mark.parametrize("verb,resource,namespace", [
+    ("list", "secrets", "shop"),
+    ("create", "pods", NS),
+    ("delete", "traceprobes.traceprobe.io", "shop"),
+    ("create", "nodereports.traceprobe.io", ""),
+    ("create", "daemonsets.apps", "shop"),
+    ("patch", "nodes", ""),
+])
+def test_operator_serviceaccount_is_denied_what_it_does_not_need(
+        world: Any, verb: str, resource: str, namespace: str) -> None:
+    args = ["auth", "can-i", verb, resource] + (["-n", namespace] if namespace else [])
+    answer = world.cp.kubectl(*args, kubeconfig_path=world.sa_kubeconfig, check=False)
+    assert answer.stdout.strip() == "no", f"operator may {verb} {resource} in {namespace!r}"
+
