@@ -65,3 +65,81 @@ def loaded_program(text: str, cflags: list[str] | None = None) -> Iterator[Any]:
         yield prog
     finally:
         prog.cleanup()
+
+
+COUNTER_NAMES = ("conn_map_full", "edge_map_full", "untracked_io", "unattributed_close")
+EDGE_FIELDS = ("opened", "closed", "refused", "timeouts", "resets", "bytes_sent",
+               "bytes_received", "retransmits", "rtt_sum_us", "rtt_samples", "rtt_max_us",
+               "duration_sum_ns")
+# Programs may still be writing the map we just switched away from; they run
+# for microseconds with preemption off, so this wait makes the drain lossless.
+_FLIP_GRACE_SECONDS = 0.02
+
+
+class ConnTracker:
+    """bpf/conn_tracker.c loaded and attached; drain() returns raw edge counts.
+
+    Raw edges are (key fields, value fields) dicts of plain ints/bytes, so the
+    pure modules turning them into records never see ctypes or bcc.
+    """
+
+    def __init__(self, source: str, cflags: list[str]) -> None:
+        preflight()
+        self._bcc = _import_bcc()
+        self._prog = self._bcc.BPF(text=source.encode(), cflags=cflags)
+        self._active = self._prog["active"]
+        self._maps = (self._prog["edges0"], self._prog["edges1"])
+        self._selected = 0
+        self.batch_ops = True
+
+    def program_ids(self) -> list[str]:
+        return sorted(f"tracepoint/{tp.decode() if isinstance(tp, bytes) else tp}"
+                      for tp in self._prog.tracepoint_fds)
+
+    def drain(self) -> list[tuple[dict[str, Any], dict[str, int]]]:
+        """Everything counted since the last drain (the other map keeps counting)."""
+        import time
+
+        old = self._selected
+        self._selected = 1 - old
+        self._active[self._active.Key(0)] = self._active.Leaf(self._selected)
+        time.sleep(_FLIP_GRACE_SECONDS)
+        table = self._maps[old]
+        items: list[tuple[Any, Any]]
+        if self.batch_ops:
+            try:
+                items = list(table.items_lookup_and_delete_batch())
+            except Exception:  # kernel without batch ops: fall back, keep working
+                self.batch_ops = False
+        if not self.batch_ops:
+            items = list(table.items())
+            for key, _ in items:
+                del table[key]
+        return [(self._key(k), self._val(v)) for k, v in items]
+
+    @staticmethod
+    def _key(k: Any) -> dict[str, Any]:
+        return {"cgroup": int(k.cgroup), "tgid": int(k.tgid), "port": int(k.port),
+                "family": int(k.family), "role": int(k.role),
+                "laddr": bytes(k.laddr), "raddr": bytes(k.raddr)}
+
+    @staticmethod
+    def _val(v: Any) -> dict[str, Any]:
+        out: dict[str, Any] = {name: int(getattr(v, name)) for name in EDGE_FIELDS}
+        out["comm"] = bytes(v.comm).split(b"\0", 1)[0].decode(errors="replace")
+        return out
+
+    def counters(self) -> dict[str, int]:
+        table = self._prog["counters"]
+        return {name: int(sum(table[table.Key(i)])) for i, name in enumerate(COUNTER_NAMES)}
+
+    def map_usage(self) -> dict[str, tuple[int, int]]:
+        """name -> (entries, capacity); counting entries walks the map, so call rarely."""
+        usage = {}
+        for name in ("conns", "edges0", "edges1"):
+            table = self._prog[name]
+            usage[name] = (sum(1 for _ in table.keys()), int(table.max_entries))
+        return usage
+
+    def close(self) -> None:
+        self._prog.cleanup()

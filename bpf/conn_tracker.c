@@ -1,0 +1,352 @@
+/* conn_tracker.c - traceprobe's connection accounting, tracepoints only.
+ *
+ * Hooks (all stable tracepoints; no kprobes, no kernel-memory reads, so it
+ * loads under lockdown=confidentiality and does not depend on struct layouts):
+ *   sock:inet_sock_set_state   lifecycle: connect, accept, established, close
+ *   sock:sock_send_length      bytes sent; attributes server sockets   (WITH_BYTES)
+ *   sock:sock_recv_length      bytes received; same                    (WITH_BYTES)
+ *   tcp:tcp_receive_reset      refused vs timed out; resets            (WITH_FAILURES)
+ *   tcp:tcp_retransmit_skb     retransmitted segments                  (WITH_RETRANS)
+ *   tcp:tcp_probe              smoothed RTT (srtt, microseconds)       (WITH_RTT)
+ *
+ * Maps:
+ *   conns       HASH  socket address -> struct conn   (MAX_CONNS entries)
+ *   edges0/1    HASH  struct edge_key -> struct edge_val (MAX_EDGES each),
+ *               double-buffered: programs write the map `active` selects, user
+ *               space flips it and drains the other with batch lookup-and-delete,
+ *               so aggregation is lossless without per-event output.
+ *   counters    PERCPU_ARRAY of drop / anomaly counters (enum counter)
+ *
+ * Resets we send need no hook: an abortive close is the only way from
+ * ESTABLISHED or CLOSE_WAIT straight to CLOSE (tcp:tcp_send_reset would also
+ * do, but its format names an enum that older header trees lack).
+ *
+ * A socket address joins events: the tracepoints give `skaddr`/`sk` but never
+ * the owning task, so the client side is attributed at connect() (process
+ * context) and the server side, whose state changes run in softirq, at its first
+ * send/recv/close in process context. Until then its counts wait in `conns`.
+ *
+ * Minimum kernel: 4.16 for inet_sock_set_state and tcp_probe (skaddr in
+ * tcp_probe: 5.x), 6.3 for sock_send_length/sock_recv_length. The loader checks
+ * each tracepoint and compiles only what exists (Degraded otherwise).
+ * Fallback: none in this file; kprobe variants would live in separate files.
+ */
+
+#define AF_INET_ 2
+#define AF_INET6_ 10
+#define IPPROTO_TCP_ 6
+#define IPPROTO_UDP_ 17
+#define MSG_PEEK_ 2
+
+/* TCP states, as in include/net/tcp_states.h */
+#define ST_ESTABLISHED 1
+#define ST_SYN_SENT 2
+#define ST_SYN_RECV 3
+#define ST_FIN_WAIT1 4
+#define ST_CLOSE 7
+#define ST_CLOSE_WAIT 8
+#define ST_LAST_ACK 9
+
+#define ROLE_CLIENT 1
+#define ROLE_SERVER 2
+#define ROLE_UDP 3
+
+#define F_ATTRIBUTED 1
+#define F_ESTABLISHED 2
+#define F_RST 4
+
+enum counter {
+    C_CONN_MAP_FULL,      /* a new connection could not be tracked */
+    C_EDGE_MAP_FULL,      /* an edge update was dropped: edges map full */
+    C_UNTRACKED_IO,       /* bytes on a TCP socket opened before the agent */
+    C_UNATTRIBUTED_CLOSE, /* server socket closed before any process touched it */
+    C_MAX,
+};
+
+struct edge_key {
+    u64 cgroup;       /* cgroup v2 id of the local process (0: unknown) */
+    u32 tgid;         /* local process (0: unknown) */
+    u16 port;         /* remote port for clients, local port for servers */
+    u8 family;        /* AF_INET or AF_INET6 */
+    u8 role;          /* ROLE_* */
+    u8 laddr[16];     /* local address (IPv4 in the first 4 bytes) */
+    u8 raddr[16];     /* remote address */
+};
+
+struct edge_val {
+    u64 opened;           /* connections established */
+    u64 closed;           /* established connections closed */
+    u64 refused;          /* connect() answered by RST */
+    u64 timeouts;         /* connect() never answered */
+    u64 resets;           /* established connections ended by RST */
+    u64 bytes_sent;
+    u64 bytes_received;
+    u64 retransmits;
+    u64 rtt_sum_us;
+    u64 rtt_samples;
+    u64 rtt_max_us;
+    u64 duration_sum_ns;
+    char comm[16];
+};
+
+struct conn {
+    struct edge_key key;
+    u64 start_ns;
+    u64 retransmits;      /* counted before attribution */
+    u32 flags;
+    u32 srtt_us;          /* latest smoothed RTT */
+};
+
+BPF_HASH(conns, u64, struct conn, MAX_CONNS);
+BPF_HASH(edges0, struct edge_key, struct edge_val, MAX_EDGES);
+BPF_HASH(edges1, struct edge_key, struct edge_val, MAX_EDGES);
+BPF_ARRAY(active, u32, 1);
+BPF_PERCPU_ARRAY(counters, u64, C_MAX);
+
+static __always_inline void count(int which)
+{
+    u64 *c = counters.lookup(&which);
+    if (c)
+        (*c)++;
+}
+
+static __always_inline struct edge_val *edge_get(struct edge_key *key, int in_task)
+{
+    struct edge_val init = {};
+    struct edge_val *val;
+    int zero = 0;
+    u32 *sel = active.lookup(&zero);
+
+    if (in_task)
+        bpf_get_current_comm(&init.comm, sizeof(init.comm));
+    if (sel && *sel)
+        val = edges1.lookup_or_try_init(key, &init);
+    else
+        val = edges0.lookup_or_try_init(key, &init);
+    if (!val)
+        count(C_EDGE_MAP_FULL);
+    return val;
+}
+
+static __always_inline void copy_addrs(struct edge_key *key, u16 family,
+                                       const u8 *s4, const u8 *d4,
+                                       const u8 *s6, const u8 *d6)
+{
+    if (family == AF_INET_) {
+        __builtin_memcpy(key->laddr, s4, 4);
+        __builtin_memcpy(key->raddr, d4, 4);
+    } else {
+        __builtin_memcpy(key->laddr, s6, 16);
+        __builtin_memcpy(key->raddr, d6, 16);
+    }
+}
+
+/* The connection gets its owner: move what waited in `conns` onto its edge. */
+static __always_inline struct edge_val *attribute(struct conn *c)
+{
+    c->key.cgroup = bpf_get_current_cgroup_id();
+    c->key.tgid = bpf_get_current_pid_tgid() >> 32;
+    c->flags |= F_ATTRIBUTED;
+    struct edge_val *e = edge_get(&c->key, 1);
+    if (e) {
+        if (c->flags & F_ESTABLISHED)
+            __sync_fetch_and_add(&e->opened, 1);
+        __sync_fetch_and_add(&e->retransmits, c->retransmits);
+    }
+    c->retransmits = 0;
+    return e;
+}
+
+static __always_inline void finish(u64 sk, struct conn *c, int old)
+{
+    struct edge_val *e;
+
+    if (!(c->flags & F_ATTRIBUTED)) {
+        /* Nobody ever read or wrote it: keep its counts on an owner-less edge. */
+        count(C_UNATTRIBUTED_CLOSE);
+        e = edge_get(&c->key, 0);
+        if (e && (c->flags & F_ESTABLISHED))
+            __sync_fetch_and_add(&e->opened, 1);
+        if (e)
+            __sync_fetch_and_add(&e->retransmits, c->retransmits);
+    } else {
+        e = edge_get(&c->key, 0);
+    }
+    if (e) {
+        if (old == ST_SYN_SENT) {
+            if (c->flags & F_RST)
+                __sync_fetch_and_add(&e->refused, 1);
+            else
+                __sync_fetch_and_add(&e->timeouts, 1);
+        } else if (c->flags & F_ESTABLISHED) {
+            __sync_fetch_and_add(&e->closed, 1);
+            __sync_fetch_and_add(&e->duration_sum_ns, bpf_ktime_get_ns() - c->start_ns);
+            if ((c->flags & F_RST) || old == ST_ESTABLISHED || old == ST_CLOSE_WAIT)
+                __sync_fetch_and_add(&e->resets, 1);
+            if (c->srtt_us) {
+                __sync_fetch_and_add(&e->rtt_sum_us, c->srtt_us);
+                __sync_fetch_and_add(&e->rtt_samples, 1);
+                if (c->srtt_us > e->rtt_max_us)
+                    e->rtt_max_us = c->srtt_us; /* racy max: a sample, not a total */
+            }
+        }
+    }
+    conns.delete(&sk);
+}
+
+TRACEPOINT_PROBE(sock, inet_sock_set_state)
+{
+    if (args->protocol != IPPROTO_TCP_)
+        return 0;
+    u64 sk = (u64)args->skaddr;
+    int old = args->oldstate, new = args->newstate;
+
+    if (new == ST_SYN_SENT) {
+        /* connect(): process context, so the owner is current. */
+        struct conn c = {};
+        c.key.role = ROLE_CLIENT;
+        c.key.family = args->family;
+        c.key.port = args->dport;
+        copy_addrs(&c.key, args->family, args->saddr, args->daddr,
+                   args->saddr_v6, args->daddr_v6);
+        c.start_ns = bpf_ktime_get_ns();
+        if (conns.insert(&sk, &c) != 0) {
+            count(C_CONN_MAP_FULL);
+            return 0;
+        }
+        struct conn *cp = conns.lookup(&sk);
+        if (cp)
+            attribute(cp);
+        return 0;
+    }
+    if (new == ST_ESTABLISHED && old == ST_SYN_SENT) {
+        struct conn *c = conns.lookup(&sk);
+        if (!c)
+            return 0;
+        c->flags |= F_ESTABLISHED;
+        c->start_ns = bpf_ktime_get_ns();
+        struct edge_val *e = edge_get(&c->key, 0);
+        if (e)
+            __sync_fetch_and_add(&e->opened, 1);
+        return 0;
+    }
+    if (new == ST_ESTABLISHED && old == ST_SYN_RECV) {
+        /* A server-side child socket, in softirq: owner unknown until later. */
+        struct conn c = {};
+        c.key.role = ROLE_SERVER;
+        c.key.family = args->family;
+        c.key.port = args->sport;
+        copy_addrs(&c.key, args->family, args->saddr, args->daddr,
+                   args->saddr_v6, args->daddr_v6);
+        c.start_ns = bpf_ktime_get_ns();
+        c.flags = F_ESTABLISHED;
+        if (conns.insert(&sk, &c) != 0)
+            count(C_CONN_MAP_FULL);
+        return 0;
+    }
+    if (new == ST_CLOSE) {
+        struct conn *c = conns.lookup(&sk);
+        if (c)
+            finish(sk, c, old);
+        return 0;
+    }
+    if (new == ST_FIN_WAIT1 || new == ST_LAST_ACK) {
+        /* Only close()/shutdown() lead here: process context, the owner is current. */
+        struct conn *c = conns.lookup(&sk);
+        if (c && !(c->flags & F_ATTRIBUTED))
+            attribute(c);
+    }
+    return 0;
+}
+
+#ifdef WITH_BYTES
+static __always_inline int on_io(u64 sk, u16 family, u16 protocol, int ret, int flags,
+                                 int sent)
+{
+    if (ret <= 0 || (!sent && (flags & MSG_PEEK_)))
+        return 0;
+    struct edge_val *e = 0;
+    if (protocol == IPPROTO_TCP_) {
+        struct conn *c = conns.lookup(&sk);
+        if (!c) {
+            count(C_UNTRACKED_IO);
+            return 0;
+        }
+        if (c->flags & F_ATTRIBUTED)
+            e = edge_get(&c->key, 1);
+        else
+            e = attribute(c);
+    }
+#ifdef WITH_UDP
+    else if (protocol == IPPROTO_UDP_) {
+        /* UDP tracepoints carry no addresses: aggregate per local process. */
+        struct edge_key key = {};
+        key.role = ROLE_UDP;
+        key.family = family;
+        key.cgroup = bpf_get_current_cgroup_id();
+        key.tgid = bpf_get_current_pid_tgid() >> 32;
+        e = edge_get(&key, 1);
+        if (e)
+            __sync_fetch_and_add(sent ? &e->opened : &e->closed, 1); /* datagrams */
+    }
+#endif
+    if (!e)
+        return 0;
+    if (sent)
+        __sync_fetch_and_add(&e->bytes_sent, ret);
+    else
+        __sync_fetch_and_add(&e->bytes_received, ret);
+    return 0;
+}
+
+TRACEPOINT_PROBE(sock, sock_send_length)
+{
+    return on_io((u64)args->sk, args->family, args->protocol, args->ret, args->flags, 1);
+}
+
+TRACEPOINT_PROBE(sock, sock_recv_length)
+{
+    return on_io((u64)args->sk, args->family, args->protocol, args->ret, args->flags, 0);
+}
+#endif
+
+#ifdef WITH_FAILURES
+TRACEPOINT_PROBE(tcp, tcp_receive_reset)
+{
+    u64 sk = (u64)args->skaddr;
+    struct conn *c = conns.lookup(&sk);
+    if (c)
+        c->flags |= F_RST;
+    return 0;
+}
+
+#endif
+
+#ifdef WITH_RETRANS
+TRACEPOINT_PROBE(tcp, tcp_retransmit_skb)
+{
+    u64 sk = (u64)args->skaddr;
+    struct conn *c = conns.lookup(&sk);
+    if (!c)
+        return 0;
+    if (c->flags & F_ATTRIBUTED) {
+        struct edge_val *e = edge_get(&c->key, 0);
+        if (e)
+            __sync_fetch_and_add(&e->retransmits, 1);
+    } else {
+        c->retransmits++;
+    }
+    return 0;
+}
+#endif
+
+#ifdef WITH_RTT
+TRACEPOINT_PROBE(tcp, tcp_probe)
+{
+    u64 sk = (u64)args->skaddr;
+    struct conn *c = conns.lookup(&sk);
+    if (c && args->srtt)
+        c->srtt_us = args->srtt;
+    return 0;
+}
+#endif

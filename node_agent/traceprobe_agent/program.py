@@ -1,0 +1,75 @@
+"""Which BPF program to build for the requested probes on this kernel (pure).
+
+Requested probe kinds come from the union of the TraceProbes that apply to the
+node; each kind whose tracepoints are missing is left out and reported, so the
+rest still runs (Degraded, not Failed).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+import os
+from pathlib import Path
+
+from traceprobe_agent.features import KernelFeatures
+
+#: Where the BPF C sources are; images set it, a checkout finds ../../bpf.
+BPF_DIR_ENV = "TRACEPROBE_BPF_DIR"
+_CHECKOUT_BPF_DIR = Path(__file__).resolve().parents[2] / "bpf"
+SOURCE = "conn_tracker.c"
+
+_FLAGS = {"bytes": "WITH_BYTES", "failures": "WITH_FAILURES",
+          "retransmits": "WITH_RETRANS", "rtt": "WITH_RTT", "udp": "WITH_UDP"}
+ALL_KINDS = ("connections", "failures", "bytes", "retransmits", "rtt", "udp")
+MIN_MAP_ENTRIES = 1024
+
+
+def bpf_source(name: str = SOURCE) -> str:
+    return (Path(os.environ.get(BPF_DIR_ENV) or _CHECKOUT_BPF_DIR) / name).read_text()
+
+
+@dataclass(frozen=True)
+class ProgramPlan:
+    kinds: tuple[str, ...]            # what will run
+    missing: dict[str, list[str]]     # kind -> absent tracepoints (not run)
+    max_connections: int
+    max_edges: int
+    cflags: tuple[str, ...] = field(default=())
+
+    @property
+    def runnable(self) -> bool:
+        return "connections" in self.kinds
+
+    def problem(self) -> str | None:
+        """A one-line reason when not everything requested runs."""
+        if not self.missing:
+            return None
+        parts = [f"{kind} needs {', '.join(tps)}" for kind, tps in sorted(self.missing.items())]
+        return "tracepoints missing: " + "; ".join(parts)
+
+
+def plan_program(requested: set[str], features: KernelFeatures, max_connections: int,
+                 max_edges: int | None = None) -> ProgramPlan:
+    unknown = requested - set(ALL_KINDS)
+    if unknown:
+        raise ValueError(f"unknown probe kinds {sorted(unknown)}; known: {list(ALL_KINDS)}")
+    wanted = set(requested) | {"connections"}  # lifecycle is the base of everything
+    if "udp" in wanted:
+        wanted.add("bytes")  # UDP is seen only through the send/recv tracepoints
+    missing: dict[str, list[str]] = {}
+    kinds: list[str] = []
+    for kind in ALL_KINDS:
+        if kind not in wanted:
+            continue
+        absent = features.missing_for("bytes" if kind == "udp" else kind)
+        if absent:
+            missing[kind] = absent
+        else:
+            kinds.append(kind)
+    if "connections" not in kinds:
+        kinds = []
+    conns = max(MIN_MAP_ENTRIES, max_connections)
+    edges = max(MIN_MAP_ENTRIES, max_edges or conns // 4)
+    cflags = [f"-DMAX_CONNS={conns}", f"-DMAX_EDGES={edges}"]
+    cflags += [f"-D{_FLAGS[k]}" for k in kinds if k in _FLAGS]
+    return ProgramPlan(tuple(kinds), missing, conns, edges, tuple(cflags))
