@@ -138,7 +138,7 @@ class ConnTracker:
         usage = {}
         for name in ("conns", "edges0", "edges1"):
             table = self._prog[name]
-            usage[name] = (sum(1 for _ in table.keys()), int(table.max_entries))
+            usage[name] = (sum(1 for _ in table), int(table.max_entries))
         return usage
 
     def close(self) -> None:

@@ -7,8 +7,8 @@ rest still runs (Degraded, not Failed).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 import os
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from traceprobe_agent.features import KernelFeatures

@@ -1,0 +1,67 @@
+"""Connection records: what a node agent observed for one edge in one interval.
+
+An edge is one local process (pod, cgroup) talking to one remote address and
+port in one role. Counters are deltas over [interval_start, interval_end);
+the service map sums them. No payload bytes ever appear here, only counts.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Annotated
+
+from pydantic import Field
+
+from traceprobe_api.base import ObservedModel
+
+_Count = Annotated[int, Field(ge=0)]
+_Port = Annotated[int, Field(ge=0, le=65535)]
+
+
+class Role(StrEnum):
+    CLIENT = "client"  # the local side connected out
+    SERVER = "server"  # the local side accepted
+    UDP = "udp"        # datagrams of a local process; peers not visible to tracepoints
+
+
+class ConnectionRecord(ObservedModel):
+    """Counts for one edge over one interval, as seen from one node."""
+
+    node: str
+    """Node (or host, in standalone mode) that observed it."""
+    role: Role
+    transport: Annotated[str, Field(pattern="^(tcp|udp)$")]
+    family: Annotated[str, Field(pattern="^ipv[46]$")]
+    local_ip: str | None = None
+    local_port: _Port | None = None
+    """Server role only: the port that accepted."""
+    remote_ip: str | None = None
+    remote_port: _Port | None = None
+    """Client role only: the port connected to."""
+    pid: int | None = None
+    """Local process id (None: not attributable, e.g. closed before any syscall)."""
+    comm: str = ""
+    cgroup_id: int = 0
+    cgroup_path: str | None = None
+    """cgroup v2 path of the local process, when resolvable (standalone naming)."""
+    interval_start: datetime
+    interval_end: datetime
+    opened: _Count = 0
+    """Connections established (UDP: datagrams sent)."""
+    closed: _Count = 0
+    """Established connections closed (UDP: datagrams received)."""
+    refused: _Count = 0
+    timeouts: _Count = 0
+    resets: _Count = 0
+    bytes_sent: _Count = 0
+    bytes_received: _Count = 0
+    retransmits: _Count = 0
+    rtt_sum_us: _Count = 0
+    rtt_samples: _Count = 0
+    rtt_max_us: _Count = 0
+    duration_sum_ns: _Count = 0
+
+    @property
+    def failures(self) -> int:
+        return self.refused + self.timeouts + self.resets

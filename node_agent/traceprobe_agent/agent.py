@@ -1,0 +1,139 @@
+"""The agent's core loop, independent of Kubernetes: apply a configuration,
+drain the kernel every interval, hand records to a sink, keep its own stats.
+
+Reconfiguration compiles a new program only when the plan changes (compile
+once per configuration) and swaps it in without restarting the process.
+"""
+
+from __future__ import annotations
+
+import logging
+import resource
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from traceprobe_agent.bcc_runtime import ConnTracker
+from traceprobe_agent.cgroups import CgroupNames
+from traceprobe_agent.edges import to_record
+from traceprobe_agent.features import KernelFeatures, probe_kernel
+from traceprobe_agent.program import ProgramPlan, bpf_source, plan_program
+from traceprobe_api.records import ConnectionRecord
+
+log = logging.getLogger("traceprobe.agent")
+Sink = Callable[[list[ConnectionRecord]], None]
+
+
+@dataclass(frozen=True)
+class AgentConfig:
+    kinds: frozenset[str] = frozenset({"connections", "failures", "bytes", "retransmits", "rtt"})
+    max_connections: int = 65536
+    interval_seconds: float = 10.0
+
+
+@dataclass
+class AgentStats:
+    started: float = field(default_factory=time.monotonic)
+    records: int = 0
+    drains: int = 0
+    last_drain_seconds: float = 0.0
+    compiles: int = 0
+    last_compile_seconds: float = 0.0
+    kernel_counters: dict[str, int] = field(default_factory=dict)
+    map_usage: dict[str, tuple[int, int]] = field(default_factory=dict)
+    problem: str | None = None
+
+    def cpu_seconds(self) -> float:
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        return usage.ru_utime + usage.ru_stime
+
+    @staticmethod
+    def rss_bytes() -> int:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * resource.getpagesize()
+
+    @staticmethod
+    def peak_rss_bytes() -> int:
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+class Agent:
+    def __init__(self, node: str, sink: Sink, features: KernelFeatures | None = None) -> None:
+        self.node = node
+        self.sink = sink
+        self.features = features or probe_kernel()
+        self.stats = AgentStats()
+        self.plan: ProgramPlan | None = None
+        self.config: AgentConfig | None = None
+        self._tracker: ConnTracker | None = None
+        self._cgroups = CgroupNames()
+        self._lock = threading.Lock()
+        self._interval_start = datetime.now(UTC)
+
+    def apply(self, config: AgentConfig) -> ProgramPlan:
+        """Run `config`; recompiles only when the resulting program differs."""
+        plan = plan_program(set(config.kinds), self.features, config.max_connections)
+        with self._lock:
+            self.config = config
+            if self.plan is not None and plan.cflags == self.plan.cflags and self._tracker:
+                return plan
+            self._flush_locked()  # counts of the old program are not lost
+            self._close_locked()
+            self.plan = plan
+            self.stats.problem = plan.problem()
+            if not plan.runnable:
+                log.error("not loading: %s", plan.problem())
+                return plan
+            started = time.monotonic()
+            self._tracker = ConnTracker(bpf_source(), list(plan.cflags))
+            self.stats.compiles += 1
+            self.stats.last_compile_seconds = time.monotonic() - started
+            log.info("loaded %s in %.2fs (%s)", ", ".join(plan.kinds),
+                     self.stats.last_compile_seconds, " ".join(plan.cflags))
+        return plan
+
+    def tick(self) -> list[ConnectionRecord]:
+        """Drain one interval's counts into records and give them to the sink."""
+        with self._lock:
+            records = self._flush_locked()
+            if self._tracker is not None:
+                self.stats.kernel_counters = self._tracker.counters()
+        return records
+
+    def _flush_locked(self) -> list[ConnectionRecord]:
+        if self._tracker is None:
+            return []
+        started = time.monotonic()
+        raw = self._tracker.drain()
+        end = datetime.now(UTC)
+        records = [to_record(k, v, self.node, self._interval_start, end, self._cgroups.path)
+                   for k, v in raw]
+        self._interval_start = end
+        self.stats.drains += 1
+        self.stats.records += len(records)
+        self.stats.last_drain_seconds = time.monotonic() - started
+        if records:
+            self.sink(records)
+        return records
+
+    def sample_map_usage(self) -> dict[str, tuple[int, int]]:
+        with self._lock:
+            if self._tracker is not None:
+                self.stats.map_usage = self._tracker.map_usage()
+        return self.stats.map_usage
+
+    def program_ids(self) -> list[str]:
+        with self._lock:
+            return self._tracker.program_ids() if self._tracker else []
+
+    def _close_locked(self) -> None:
+        if self._tracker is not None:
+            self._tracker.close()
+            self._tracker = None
+
+    def close(self) -> None:
+        with self._lock:
+            self._flush_locked()
+            self._close_locked()

@@ -1,0 +1,187 @@
+"""The agent in a cluster: the one module of the agent that talks to Kubernetes.
+
+Watches TraceProbes and ClusterTraceProbes, applies the ones whose nodeSelector
+matches this node (without restarting), and writes this node's NodeReport every
+interval so the operator can summarise readiness.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import signal
+import sys
+import threading
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+from kubernetes import client, config, watch
+from kubernetes.client.exceptions import ApiException
+
+from traceprobe_agent.agent import Agent
+from traceprobe_agent.bcc_runtime import BpfUnavailable
+from traceprobe_agent.features import KernelFeatures
+from traceprobe_agent.kernel_headers import find_kernel_headers
+from traceprobe_agent.node_config import ProbeView, applies, probe_entry, probe_view, union_config
+from traceprobe_api import API_GROUP, API_VERSION, __version__
+from traceprobe_api.records import ConnectionRecord
+
+log = logging.getLogger("traceprobe.agent")
+PLURALS = {"TraceProbe": "traceprobes", "ClusterTraceProbe": "clustertraceprobes"}
+
+
+def _load_config() -> Any:
+    try:
+        config.load_incluster_config()
+    except config.ConfigException:
+        config.load_kube_config()
+    return client.ApiClient()
+
+
+class ClusterAgent:
+    def __init__(self, node: str, agent: Agent, api: Any) -> None:
+        self.node = node
+        self.agent = agent
+        self.core = client.CoreV1Api(api)
+        self.custom = client.CustomObjectsApi(api)
+        self.probes: dict[tuple[str, str | None, str], ProbeView] = {}
+        self.changed = threading.Event()
+        self.load_error: str | None = None
+        self._lock = threading.Lock()
+
+    # --- watching probes --------------------------------------------------
+    def watch_forever(self, kind: str, stop: threading.Event) -> None:
+        plural = PLURALS[kind]
+        while not stop.is_set():
+            try:
+                listing = self.custom.list_cluster_custom_object(API_GROUP, API_VERSION, plural)
+                with self._lock:
+                    for key in [k for k in self.probes if k[0] == kind]:
+                        del self.probes[key]
+                    for obj in listing.get("items", []):
+                        obj["kind"] = kind
+                        view = probe_view(obj)
+                        self.probes[view.ref] = view
+                self.changed.set()
+                stream = watch.Watch().stream(
+                    self.custom.list_cluster_custom_object, API_GROUP, API_VERSION, plural,
+                    resource_version=listing["metadata"]["resourceVersion"],
+                    timeout_seconds=60)
+                for event in stream:
+                    obj = event["object"]
+                    obj["kind"] = kind
+                    view = probe_view(obj)
+                    with self._lock:
+                        if event["type"] == "DELETED":
+                            self.probes.pop(view.ref, None)
+                        else:
+                            self.probes[view.ref] = view
+                    self.changed.set()
+                    if stop.is_set():
+                        return
+            except (ApiException, OSError, ValueError) as exc:
+                # API server away: keep running the last configuration, retry.
+                log.warning("watching %s failed (%s); retrying in 5s", plural, exc)
+                stop.wait(5)
+
+    def node_labels(self) -> dict[str, str]:
+        return dict(self.core.read_node(self.node).metadata.labels or {})
+
+    def mine(self, labels: dict[str, str]) -> list[ProbeView]:
+        with self._lock:
+            return [p for p in self.probes.values() if applies(p, labels)]
+
+    def reconcile(self, labels: dict[str, str]) -> list[ProbeView]:
+        probes = self.mine(labels)
+        wanted = union_config(probes)
+        try:
+            if wanted is None:
+                self.agent.close()
+            else:
+                self.agent.apply(wanted)
+            self.load_error = None
+        except (BpfUnavailable, Exception) as exc:  # a node problem, reported, never a crash
+            self.load_error = f"{type(exc).__name__}: {exc}"
+            log.error("could not load programs: %s", self.load_error)
+        return probes
+
+    # --- reporting --------------------------------------------------------
+    def write_report(self, probes: list[ProbeView], features: KernelFeatures) -> None:
+        counters = self.agent.stats.kernel_counters
+        usage = self.agent.sample_map_usage()
+        programs = self.agent.program_ids()
+        entries = [probe_entry(p, self.agent.plan, programs, usage, counters, self.load_error)
+                   for p in sorted(probes, key=lambda p: p.ref)]
+        headers = find_kernel_headers()
+        attached = sum(1 for e in entries if e["state"] in ("Attached", "Degraded"))
+        status = {
+            "agentVersion": __version__, "kernelRelease": features.release,
+            "kernelFeatures": features.as_report(),
+            "headerSource": str(headers.path) if headers else "",
+            "heartbeatTime": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "probes": entries,
+            "probesAttached": f"{attached}/{len(entries)}",
+        }
+        body = {"apiVersion": f"{API_GROUP}/{API_VERSION}", "kind": "NodeReport",
+                "metadata": {"name": self.node}, "spec": {"nodeName": self.node}}
+        try:
+            self.custom.create_cluster_custom_object(API_GROUP, API_VERSION, "nodereports", body)
+        except ApiException as exc:
+            if exc.status != 409:
+                raise
+        self.custom.patch_cluster_custom_object_status(
+            API_GROUP, API_VERSION, "nodereports", self.node, {"status": status})
+
+
+def _stdout_sink(records: list[ConnectionRecord]) -> None:
+    for record in records:
+        sys.stdout.write(json.dumps(record.to_dict(), separators=(",", ":")) + "\n")
+    sys.stdout.flush()
+
+
+def run_in_cluster(node: str, features: KernelFeatures, interval: float,
+                   metrics_port: int) -> int:
+    agent = Agent(node, _stdout_sink, features)
+    cluster = ClusterAgent(node, agent, _load_config())
+    if metrics_port >= 0:
+        from traceprobe_agent.health import serve
+
+        serve(agent, metrics_port)
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    for kind in PLURALS:
+        threading.Thread(target=cluster.watch_forever, args=(kind, stop), daemon=True,
+                         name=f"watch-{kind}").start()
+    labels: dict[str, str] = {}
+    probes: list[ProbeView] = []
+    next_tick = time.monotonic() + interval
+
+    def report() -> None:
+        try:
+            cluster.write_report(probes, features)
+        except (ApiException, OSError) as exc:
+            log.warning("writing NodeReport failed (%s); will retry", exc)
+
+    while not stop.is_set():
+        if cluster.changed.wait(timeout=max(0.0, min(1.0, next_tick - time.monotonic()))):
+            cluster.changed.clear()
+            try:
+                labels = cluster.node_labels()
+            except (ApiException, OSError) as exc:
+                log.warning("reading node %s failed (%s); keeping its last labels", node, exc)
+            probes = cluster.reconcile(labels)
+            interval = agent.config.interval_seconds if agent.config else interval
+            report()  # the operator waits on this: say at once what changed
+        if time.monotonic() >= next_tick:
+            next_tick = time.monotonic() + interval
+            agent.tick()
+            report()  # doubles as the heartbeat
+    agent.close()
+    # Leave a last word: every probe detached here.
+    with contextlib.suppress(ApiException, OSError):
+        cluster.write_report([ProbeView(**{**p.__dict__, "deleting": True}) for p in probes],
+                             features)
+    return 0

@@ -1,0 +1,44 @@
+"""Raw kernel edges (plain dicts from bcc_runtime) to ConnectionRecords (pure)."""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+from traceprobe_api.records import ConnectionRecord, Role
+
+AF_INET, AF_INET6 = 2, 10
+_ROLES = {1: Role.CLIENT, 2: Role.SERVER, 3: Role.UDP}
+
+
+def format_ip(family: int, raw: bytes) -> str | None:
+    """Text form; IPv4-mapped IPv6 (dual-stack sockets) becomes plain IPv4."""
+    if family == AF_INET:
+        return str(ipaddress.IPv4Address(raw[:4]))
+    addr = ipaddress.IPv6Address(raw[:16])
+    if addr.ipv4_mapped:
+        return str(addr.ipv4_mapped)
+    return None if addr.is_unspecified else str(addr)
+
+
+def to_record(key: dict[str, Any], val: dict[str, Any], node: str, start: datetime,
+              end: datetime, cgroup_path: Callable[[int], str | None]) -> ConnectionRecord:
+    role = _ROLES[key["role"]]
+    family = key["family"]
+    local = remote = None
+    if role is not Role.UDP:
+        local = format_ip(family, key["laddr"])
+        remote = format_ip(family, key["raddr"])
+    family_name = "ipv4" if family == AF_INET or (local and ":" not in local) else "ipv6"
+    return ConnectionRecord(
+        node=node, role=role, transport="udp" if role is Role.UDP else "tcp",
+        family=family_name, local_ip=local, remote_ip=remote,
+        local_port=key["port"] if role is Role.SERVER else None,
+        remote_port=key["port"] if role is Role.CLIENT else None,
+        pid=key["tgid"] or None, comm=val.get("comm", ""), cgroup_id=key["cgroup"],
+        cgroup_path=cgroup_path(key["cgroup"]) if key["cgroup"] else None,
+        interval_start=start, interval_end=end,
+        **{k: v for k, v in val.items() if k != "comm"},
+    )
