@@ -5,6 +5,7 @@
  *   sock:inet_sock_set_state   lifecycle: connect, accept, established, close
  *   sock:sock_send_length      bytes sent; attributes server sockets   (WITH_BYTES)
  *   sock:sock_recv_length      bytes received; same                    (WITH_BYTES)
+ *   tcp:tcp_destroy_sock       the socket is freed: forget it          (HAVE_DESTROY)
  *   tcp:tcp_receive_reset      refused vs timed out; resets            (WITH_FAILURES)
  *   tcp:tcp_retransmit_skb     retransmitted segments                  (WITH_RETRANS)
  *   tcp:tcp_probe              smoothed RTT (srtt, microseconds)       (WITH_RTT)
@@ -25,6 +26,11 @@
  * the owning task, so the client side is attributed at connect() (process
  * context) and the server side, whose state changes run in softirq, at its first
  * send/recv/close in process context. Until then its counts wait in `conns`.
+ *
+ * A socket reaches CLOSE (e.g. TIME_WAIT after the peer's FIN) before its owner
+ * has read the data still queued, so its entry lives until tcp_destroy_sock;
+ * without that hook (HAVE_DESTROY unset) it goes at CLOSE and late reads are
+ * counted as untracked_io.
  *
  * Minimum kernel: 4.16 for inet_sock_set_state and tcp_probe (skaddr in
  * tcp_probe: 5.x), 6.3 for sock_send_length/sock_recv_length. The loader checks
@@ -54,6 +60,8 @@
 #define F_ATTRIBUTED 1
 #define F_ESTABLISHED 2
 #define F_RST 4
+#define F_CLOSED 8   /* reached CLOSE; `close_old` says from where */
+#define F_FOLDED 16  /* its close is counted on an edge */
 
 enum counter {
     C_CONN_MAP_FULL,      /* a new connection could not be tracked */
@@ -92,9 +100,12 @@ struct edge_val {
 struct conn {
     struct edge_key key;
     u64 start_ns;
+    u64 end_ns;
     u64 retransmits;      /* counted before attribution */
     u32 flags;
     u32 srtt_us;          /* latest smoothed RTT */
+    u32 close_old;        /* state it went to CLOSE from */
+    u32 pad;
 };
 
 BPF_HASH(conns, u64, struct conn, MAX_CONNS);
@@ -141,55 +152,67 @@ static __always_inline void copy_addrs(struct edge_key *key, u16 family,
     }
 }
 
-/* The connection gets its owner: move what waited in `conns` onto its edge. */
+/* How a finished connection ended, onto its edge. */
+static __always_inline void fold_close(struct edge_val *e, struct conn *c)
+{
+    c->flags |= F_FOLDED;
+    if (!e)
+        return;
+    if (c->close_old == ST_SYN_SENT) {
+        if (c->flags & F_RST)
+            __sync_fetch_and_add(&e->refused, 1);
+        else
+            __sync_fetch_and_add(&e->timeouts, 1);
+        return;
+    }
+    if (!(c->flags & F_ESTABLISHED))
+        return;
+    __sync_fetch_and_add(&e->closed, 1);
+    __sync_fetch_and_add(&e->duration_sum_ns, c->end_ns - c->start_ns);
+    /* Only an abortive close goes from ESTABLISHED or CLOSE_WAIT straight to CLOSE. */
+    if ((c->flags & F_RST) || c->close_old == ST_ESTABLISHED || c->close_old == ST_CLOSE_WAIT)
+        __sync_fetch_and_add(&e->resets, 1);
+    if (c->srtt_us) {
+        __sync_fetch_and_add(&e->rtt_sum_us, c->srtt_us);
+        __sync_fetch_and_add(&e->rtt_samples, 1);
+        if (c->srtt_us > e->rtt_max_us)
+            e->rtt_max_us = c->srtt_us; /* racy max: a sample, not a total */
+    }
+}
+
+/* Move what waited in `conns` onto the edge (opened, early retransmits). */
+static __always_inline void fold_pending(struct edge_val *e, struct conn *c)
+{
+    if (!e)
+        return;
+    if (c->flags & F_ESTABLISHED)
+        __sync_fetch_and_add(&e->opened, 1);
+    __sync_fetch_and_add(&e->retransmits, c->retransmits);
+    c->retransmits = 0;
+    if ((c->flags & F_CLOSED) && !(c->flags & F_FOLDED))
+        fold_close(e, c);
+}
+
+/* The connection gets its owner, the current task (process context only). */
 static __always_inline struct edge_val *attribute(struct conn *c)
 {
     c->key.cgroup = bpf_get_current_cgroup_id();
     c->key.tgid = bpf_get_current_pid_tgid() >> 32;
     c->flags |= F_ATTRIBUTED;
     struct edge_val *e = edge_get(&c->key, 1);
-    if (e) {
-        if (c->flags & F_ESTABLISHED)
-            __sync_fetch_and_add(&e->opened, 1);
-        __sync_fetch_and_add(&e->retransmits, c->retransmits);
-    }
-    c->retransmits = 0;
+    fold_pending(e, c);
     return e;
 }
 
-static __always_inline void finish(u64 sk, struct conn *c, int old)
+/* The socket is gone: count what was never attributed, then forget it. */
+static __always_inline void forget(u64 sk, struct conn *c)
 {
-    struct edge_val *e;
-
     if (!(c->flags & F_ATTRIBUTED)) {
-        /* Nobody ever read or wrote it: keep its counts on an owner-less edge. */
+        /* No process ever touched it: keep its counts on an owner-less edge. */
         count(C_UNATTRIBUTED_CLOSE);
-        e = edge_get(&c->key, 0);
-        if (e && (c->flags & F_ESTABLISHED))
-            __sync_fetch_and_add(&e->opened, 1);
-        if (e)
-            __sync_fetch_and_add(&e->retransmits, c->retransmits);
-    } else {
-        e = edge_get(&c->key, 0);
-    }
-    if (e) {
-        if (old == ST_SYN_SENT) {
-            if (c->flags & F_RST)
-                __sync_fetch_and_add(&e->refused, 1);
-            else
-                __sync_fetch_and_add(&e->timeouts, 1);
-        } else if (c->flags & F_ESTABLISHED) {
-            __sync_fetch_and_add(&e->closed, 1);
-            __sync_fetch_and_add(&e->duration_sum_ns, bpf_ktime_get_ns() - c->start_ns);
-            if ((c->flags & F_RST) || old == ST_ESTABLISHED || old == ST_CLOSE_WAIT)
-                __sync_fetch_and_add(&e->resets, 1);
-            if (c->srtt_us) {
-                __sync_fetch_and_add(&e->rtt_sum_us, c->srtt_us);
-                __sync_fetch_and_add(&e->rtt_samples, 1);
-                if (c->srtt_us > e->rtt_max_us)
-                    e->rtt_max_us = c->srtt_us; /* racy max: a sample, not a total */
-            }
-        }
+        fold_pending(edge_get(&c->key, 0), c);
+    } else if ((c->flags & F_CLOSED) && !(c->flags & F_FOLDED)) {
+        fold_close(edge_get(&c->key, 0), c);
     }
     conns.delete(&sk);
 }
@@ -246,8 +269,16 @@ TRACEPOINT_PROBE(sock, inet_sock_set_state)
     }
     if (new == ST_CLOSE) {
         struct conn *c = conns.lookup(&sk);
-        if (c)
-            finish(sk, c, old);
+        if (!c)
+            return 0;
+        c->flags |= F_CLOSED;
+        c->close_old = old;
+        c->end_ns = bpf_ktime_get_ns();
+        if (c->flags & F_ATTRIBUTED)
+            fold_close(edge_get(&c->key, 0), c);
+#ifndef HAVE_DESTROY
+        forget(sk, c);
+#endif
         return 0;
     }
     if (new == ST_FIN_WAIT1 || new == ST_LAST_ACK) {
@@ -258,6 +289,17 @@ TRACEPOINT_PROBE(sock, inet_sock_set_state)
     }
     return 0;
 }
+
+#ifdef HAVE_DESTROY
+TRACEPOINT_PROBE(tcp, tcp_destroy_sock)
+{
+    u64 sk = (u64)args->skaddr;
+    struct conn *c = conns.lookup(&sk);
+    if (c)
+        forget(sk, c);
+    return 0;
+}
+#endif
 
 #ifdef WITH_BYTES
 static __always_inline int on_io(u64 sk, u16 family, u16 protocol, int ret, int flags,

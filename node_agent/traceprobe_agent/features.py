@@ -13,6 +13,7 @@ TRACEFS_ROOTS = (Path("/sys/kernel/tracing"), Path("/sys/kernel/debug/tracing"))
 #: tracepoint -> the probe kind it serves (a missing one degrades only that kind)
 TRACEPOINTS: dict[str, str] = {
     "sock:inet_sock_set_state": "connections",
+    "tcp:tcp_destroy_sock": "lifetime",  # optional: late reads after CLOSE still count
     "sock:sock_send_length": "bytes",
     "sock:sock_recv_length": "bytes",
     "tcp:tcp_receive_reset": "failures",

@@ -72,4 +72,6 @@ def plan_program(requested: set[str], features: KernelFeatures, max_connections:
     edges = max(MIN_MAP_ENTRIES, max_edges or conns // 4)
     cflags = [f"-DMAX_CONNS={conns}", f"-DMAX_EDGES={edges}"]
     cflags += [f"-D{_FLAGS[k]}" for k in kinds if k in _FLAGS]
+    if kinds and not features.missing_for("lifetime"):
+        cflags.append("-DHAVE_DESTROY")
     return ProgramPlan(tuple(kinds), missing, conns, edges, tuple(cflags))

@@ -135,12 +135,16 @@ class Objects:
             self.created.append((kind, namespace, name))
 
     def delete_all(self) -> None:
-        """Delete what was created, newest first (no garbage collector runs here)."""
+        """Delete what was created, newest first (no garbage collector runs here).
+
+        Background propagation: "Orphan" would add a finalizer that only the
+        absent garbage collector removes, leaving objects stuck in deletion.
+        """
         for kind, namespace, name in reversed(self.created):
             api = {"Pod": self.core, "Job": self.batch, "CronJob": self.batch}.get(kind, self.apps)
             try:
                 getattr(api, f"delete_namespaced_{_snake(kind)}")(
-                    name, namespace, grace_period_seconds=0, propagation_policy="Orphan")
+                    name, namespace, grace_period_seconds=0, propagation_policy="Background")
             except ApiException as exc:
                 if exc.status != 404:
                     raise

@@ -1,0 +1,1 @@
+"""Benchmarks: commands that print tables (see benchmarks/README.md)."""

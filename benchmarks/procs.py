@@ -1,0 +1,83 @@
+"""Child processes of the benchmark: all recorded, all killed on exit.
+
+Each child gets PDEATHSIG=SIGKILL, so it dies with the benchmark even when the
+benchmark itself is SIGKILLed; `stop_all()` ends the rest on normal exit or Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import signal
+import subprocess
+from pathlib import Path
+from typing import Any
+
+_PR_SET_PDEATHSIG = 1
+_CLK_TCK = os.sysconf("SC_CLK_TCK")
+_children: list[subprocess.Popen[Any]] = []
+
+
+def _die_with_parent() -> None:
+    ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+def spawn(argv: list[str], **kwargs: Any) -> subprocess.Popen[Any]:
+    """Popen with PDEATHSIG; the process is stopped by stop_all() if still running."""
+    proc: subprocess.Popen[Any] = subprocess.Popen(argv, preexec_fn=_die_with_parent, **kwargs)
+    _children.append(proc)
+    return proc
+
+
+def stop(proc: subprocess.Popen[Any], sig: int = signal.SIGTERM, timeout: float = 15.0) -> int:
+    """Signal one child and wait; SIGKILL if it does not exit in time. Returns its code."""
+    if proc.poll() is None:
+        proc.send_signal(sig)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    if proc in _children:
+        _children.remove(proc)
+    return proc.returncode
+
+
+def stop_all() -> None:
+    for proc in list(_children):
+        stop(proc, timeout=5.0)
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of a live process (all its threads), from /proc/PID/stat."""
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    fields = stat[stat.rindex(")") + 2:].split()
+    return (int(fields[11]) + int(fields[12])) / _CLK_TCK  # fields 14 and 15 of stat
+
+
+def memory_bytes(pid: int) -> tuple[int, int]:
+    """(VmRSS, VmHWM) of a live process, in bytes."""
+    values = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        key, _, rest = line.partition(":")
+        if key in ("VmRSS", "VmHWM"):
+            values[key] = int(rest.split()[0]) * 1024
+    return values.get("VmRSS", 0), values.get("VmHWM", 0)
+
+
+def bpf_programs(pid: int) -> dict[int, tuple[int, int]]:
+    """BPF programs whose fds `pid` holds: prog id -> (run_cnt, run_time_ns).
+
+    run_* only advance while kernel.bpf_stats_enabled=1.
+    """
+    progs: dict[int, tuple[int, int]] = {}
+    for info in Path(f"/proc/{pid}/fdinfo").iterdir():
+        try:
+            fields = dict(line.split(":", 1) for line in info.read_text().splitlines()
+                          if ":" in line)
+        except OSError:
+            continue  # fd closed meanwhile
+        if "prog_id" in fields:
+            progs[int(fields["prog_id"])] = (int(fields.get("run_cnt", "0")),
+                                             int(fields.get("run_time_ns", "0")))
+    return progs

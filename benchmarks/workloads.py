@@ -1,0 +1,111 @@
+"""The workloads: a server in one namespace, the generator's clients in another
+(or the same, for loopback), run for a fixed time; results from both ends."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from benchmarks import procs
+from benchmarks.netns import Namespaces, Placement, in_ns
+
+CHURN_PORT, BULK_PORT = 7070, 7071
+REQUEST_BYTES, RESPONSE_BYTES = 64, 256
+CHUNK_BYTES = 128 * 1024
+
+
+@dataclass(frozen=True)
+class Workload:
+    name: str
+    kind: str  # "churn" or "bulk"
+    where: Placement
+    port: int
+
+
+@dataclass(frozen=True)
+class Settings:
+    seconds: float
+    threads: int = 4          # churn client threads
+    server_workers: int = 4   # churn server accept threads
+    bulk_connections: int = 1
+
+
+@dataclass
+class WorkloadResult:
+    workload: Workload
+    seconds: float
+    completed: int             # churn: connections; bulk: connections streamed
+    failed: int
+    bytes_sent: int            # client payload written
+    server_accepted: int
+    server_bytes_received: int
+    client_pid: int
+    client_cpu: float
+    server_cpu: float
+    errors: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def rate(self) -> float:
+        """Connections/s (churn) or bytes/s (bulk)."""
+        done = self.completed if self.workload.kind == "churn" else self.bytes_sent
+        return done / self.seconds if self.seconds > 0 else 0.0
+
+
+def all_workloads(ns: Namespaces) -> dict[str, Workload]:
+    return {
+        "loopback-churn": Workload("loopback-churn", "churn", ns.loopback, CHURN_PORT),
+        "netns-churn": Workload("netns-churn", "churn", ns.veth, CHURN_PORT),
+        "loopback-bulk": Workload("loopback-bulk", "bulk", ns.loopback, BULK_PORT),
+        "netns-bulk": Workload("netns-bulk", "bulk", ns.veth, BULK_PORT),
+    }
+
+
+def _last_json(text: str, who: str) -> dict[str, Any]:
+    for line in reversed(text.splitlines()):
+        if line.startswith("{"):
+            parsed: dict[str, Any] = json.loads(line)
+            return parsed
+    raise RuntimeError(f"{who} printed no result: {text.strip()[-300:]!r}")
+
+
+def run(workload: Workload, settings: Settings, binary: Path) -> WorkloadResult:
+    """Start the server, run the clients for settings.seconds, stop the server."""
+    w, exe, ip, port = workload.where, str(binary), workload.where.server_ip, str(workload.port)
+    if workload.kind == "churn":
+        server_argv = [exe, "serve", ip, port, str(settings.server_workers),
+                       str(REQUEST_BYTES), str(RESPONSE_BYTES)]
+        client_argv = [exe, "churn", ip, port, str(settings.threads), str(settings.seconds),
+                       str(REQUEST_BYTES), str(RESPONSE_BYTES)]
+    else:
+        server_argv = [exe, "sink", ip, port]
+        client_argv = [exe, "bulk", ip, port, str(settings.bulk_connections),
+                       str(settings.seconds), str(CHUNK_BYTES)]
+    server = procs.spawn(in_ns(w.server_ns, server_argv), stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
+    try:
+        assert server.stdout is not None
+        if server.stdout.readline().strip() != "ready":
+            _, err = server.communicate(timeout=5)
+            raise RuntimeError(f"{workload.name}: server did not start: {err.strip()}")
+        client = procs.spawn(in_ns(w.client_ns, client_argv), stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+        try:
+            out, err = client.communicate(timeout=settings.seconds + 60)
+        finally:
+            procs.stop(client, timeout=5)
+        got = _last_json(out, f"{workload.name} client (stderr: {err.strip()[-200:]})")
+    finally:
+        procs.stop(server, timeout=10)
+    served = _last_json(server.stdout.read(), f"{workload.name} server")
+    return WorkloadResult(
+        workload=workload, seconds=float(got["seconds"]), completed=int(got["completed"]),
+        failed=int(got["failed"]), bytes_sent=int(got["bytes_sent"]),
+        server_accepted=int(served["accepted"]),
+        server_bytes_received=int(served["bytes_received"]), client_pid=client.pid,
+        client_cpu=float(got["cpu_seconds"]), server_cpu=float(served["cpu_seconds"]),
+        errors={**got.get("errors", {}), **{f"server {k}": v
+                                            for k, v in served.get("errors", {}).items()}},
+    )

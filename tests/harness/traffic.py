@@ -1,0 +1,118 @@
+"""Known traffic, run inside netns pods: the independent truth for agent tests.
+
+    traffic.py serve PORT RESPONSE_BYTES [--reset] [--count N] [--family 4|6]
+    traffic.py dial HOST PORT REQUEST_BYTES [--count N] [--parallel P] [--hold S]
+    traffic.py stream HOST PORT BYTES
+
+`serve` prints "ready" once listening; it reads each request fully (until the
+client half-closes), answers RESPONSE_BYTES and closes (or resets with --reset).
+`dial` prints one JSON line: connections completed, failed (with errno names),
+bytes sent and received. Plain stdlib Python: it runs under /usr/bin/python3.
+"""
+
+from __future__ import annotations
+
+import argparse
+import errno
+import json
+import socket
+import struct
+import sys
+import threading
+import time
+
+
+def _recv_all(conn: socket.socket) -> int:
+    total = 0
+    while chunk := conn.recv(65536):
+        total += len(chunk)
+    return total
+
+
+def serve(port: int, response: int, reset: bool, count: int, family: int) -> None:
+    af = socket.AF_INET6 if family == 6 else socket.AF_INET
+    srv = socket.socket(af, socket.SOCK_STREAM)
+    srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if af == socket.AF_INET6:
+        srv.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)  # dual stack
+    srv.bind(("::" if af == socket.AF_INET6 else "0.0.0.0", port))
+    srv.listen(128)
+    print("ready", flush=True)
+    served = 0
+    while count <= 0 or served < count:
+        conn, _ = srv.accept()
+        served += 1
+        threading.Thread(target=_handle, args=(conn, response, reset), daemon=True).start()
+    time.sleep(0.5)
+
+
+def _handle(conn: socket.socket, response: int, reset: bool) -> None:
+    if reset:
+        conn.recv(1)
+        # SO_LINGER with 0 timeout: close() sends RST instead of FIN.
+        conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        conn.close()
+        return
+    _recv_all(conn)
+    conn.sendall(b"r" * response)
+    conn.close()
+
+
+def dial(host: str, port: int, request: int, count: int, parallel: int, hold: float,
+         timeout: float) -> None:
+    result = {"completed": 0, "failed": {}, "sent": 0, "received": 0}
+    lock = threading.Lock()
+
+    def one() -> None:
+        try:
+            conn = socket.create_connection((host, port), timeout=timeout)
+            conn.sendall(b"q" * request)
+            if hold:
+                time.sleep(hold)
+            conn.shutdown(socket.SHUT_WR)
+            got = _recv_all(conn)
+            conn.close()
+            with lock:
+                result["completed"] += 1
+                result["sent"] += request
+                result["received"] += got
+        except OSError as exc:
+            name = errno.errorcode.get(exc.errno or 0, type(exc).__name__)
+            with lock:
+                result["failed"][name] = result["failed"].get(name, 0) + 1
+
+    for start in range(0, count, parallel):
+        threads = [threading.Thread(target=one) for _ in range(min(parallel, count - start))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    print(json.dumps(result), flush=True)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    sub = p.add_subparsers(dest="cmd", required=True)
+    s = sub.add_parser("serve")
+    s.add_argument("port", type=int)
+    s.add_argument("response", type=int)
+    s.add_argument("--reset", action="store_true")
+    s.add_argument("--count", type=int, default=0)
+    s.add_argument("--family", type=int, default=6)
+    d = sub.add_parser("dial")
+    d.add_argument("host")
+    d.add_argument("port", type=int)
+    d.add_argument("request", type=int)
+    d.add_argument("--count", type=int, default=1)
+    d.add_argument("--parallel", type=int, default=1)
+    d.add_argument("--hold", type=float, default=0.0)
+    d.add_argument("--timeout", type=float, default=10.0)
+    a = p.parse_args()
+    if a.cmd == "serve":
+        serve(a.port, a.response, a.reset, a.count, a.family)
+    else:
+        dial(a.host, a.port, a.request, a.count, a.parallel, a.hold, a.timeout)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
