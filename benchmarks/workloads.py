@@ -43,6 +43,7 @@ class WorkloadResult:
     server_accepted: int
     server_bytes_received: int
     client_pid: int
+    server_pid: int
     client_cpu: float
     server_cpu: float
     errors: dict[str, int] = field(default_factory=dict)
@@ -104,7 +105,7 @@ def run(workload: Workload, settings: Settings, binary: Path) -> WorkloadResult:
         workload=workload, seconds=float(got["seconds"]), completed=int(got["completed"]),
         failed=int(got["failed"]), bytes_sent=int(got["bytes_sent"]),
         server_accepted=int(served["accepted"]),
-        server_bytes_received=int(served["bytes_received"]), client_pid=client.pid,
+        server_bytes_received=int(served["bytes_received"]), client_pid=client.pid, server_pid=server.pid,
         client_cpu=float(got["cpu_seconds"]), server_cpu=float(served["cpu_seconds"]),
         errors={**got.get("errors", {}), **{f"server {k}": v
                                             for k, v in served.get("errors", {}).items()}},

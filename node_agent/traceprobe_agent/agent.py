@@ -122,6 +122,7 @@ class Agent:
         with self._lock:
             if self._tracker is not None:
                 self.stats.map_usage = self._tracker.map_usage()
+                self.stats.kernel_counters = self._tracker.counters()
         return self.stats.map_usage
 
     def program_ids(self) -> list[str]:

@@ -6,6 +6,7 @@ the rest stays testable without root and BCC's Python API has one owner.
 
 from __future__ import annotations
 
+import ctypes
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -76,6 +77,14 @@ EDGE_FIELDS = ("opened", "closed", "refused", "timeouts", "resets", "bytes_sent"
 _FLIP_GRACE_SECONDS = 0.02
 
 
+def _return_freed_memory() -> None:
+    """Clang/LLVM free tens of MB after a compile; glibc keeps them unless asked."""
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass  # not glibc: nothing to trim
+
+
 class ConnTracker:
     """bpf/conn_tracker.c loaded and attached; drain() returns raw edge counts.
 
@@ -87,6 +96,7 @@ class ConnTracker:
         preflight()
         self._bcc = _import_bcc()
         self._prog = self._bcc.BPF(text=source.encode(), cflags=cflags)
+        _return_freed_memory()
         self._active = self._prog["active"]
         self._maps = (self._prog["edges0"], self._prog["edges1"])
         self._selected = 0

@@ -16,8 +16,8 @@ from typing import Any
 
 import pytest
 
-from traceprobe_api.records import ConnectionRecord
 from traceprobe_agent.agent import Agent, AgentConfig
+from traceprobe_api.records import ConnectionRecord
 
 TRAFFIC = str(Path(__file__).resolve().parents[1] / "harness" / "traffic.py")
 PY = "/usr/bin/python3"
@@ -64,8 +64,9 @@ def pods(pod_factory: Any) -> tuple[Any, Any]:
 
 
 def serve(pod: Any, port: int, response: int, *extra: str) -> subprocess.Popen[str]:
-    proc = pod.popen([PY, TRAFFIC, "serve", str(port), str(response), *extra],
-                     stdout=subprocess.PIPE, text=True)
+    proc: subprocess.Popen[str] = pod.popen(
+        [PY, TRAFFIC, "serve", str(port), str(response), *extra],
+        stdout=subprocess.PIPE, text=True)
     assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
     return proc
 

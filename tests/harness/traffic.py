@@ -17,7 +17,6 @@ import errno
 import json
 import socket
 import struct
-import sys
 import threading
 import time
 
@@ -60,7 +59,8 @@ def _handle(conn: socket.socket, response: int, reset: bool) -> None:
 
 def dial(host: str, port: int, request: int, count: int, parallel: int, hold: float,
          timeout: float) -> None:
-    result = {"completed": 0, "failed": {}, "sent": 0, "received": 0}
+    counts = {"completed": 0, "sent": 0, "received": 0}
+    failed: dict[str, int] = {}
     lock = threading.Lock()
 
     def one() -> None:
@@ -73,13 +73,13 @@ def dial(host: str, port: int, request: int, count: int, parallel: int, hold: fl
             got = _recv_all(conn)
             conn.close()
             with lock:
-                result["completed"] += 1
-                result["sent"] += request
-                result["received"] += got
+                counts["completed"] += 1
+                counts["sent"] += request
+                counts["received"] += got
         except OSError as exc:
             name = errno.errorcode.get(exc.errno or 0, type(exc).__name__)
             with lock:
-                result["failed"][name] = result["failed"].get(name, 0) + 1
+                failed[name] = failed.get(name, 0) + 1
 
     for start in range(0, count, parallel):
         threads = [threading.Thread(target=one) for _ in range(min(parallel, count - start))]
@@ -87,7 +87,7 @@ def dial(host: str, port: int, request: int, count: int, parallel: int, hold: fl
             t.start()
         for t in threads:
             t.join()
-    print(json.dumps(result), flush=True)
+    print(json.dumps({**counts, "failed": failed}), flush=True)
 
 
 def main() -> None:
@@ -115,4 +115,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

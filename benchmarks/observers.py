@@ -1,0 +1,230 @@
+"""The observers under test: the traceprobe agent (standalone) and tcplife-bpfcc.
+
+Each is started fresh for one workload, waited for until it has attached, and
+stopped gracefully afterwards (the agent flushes its last interval on SIGTERM;
+tcplife exits on SIGINT). What it recorded is then checked against what the
+workload generator did.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+from benchmarks import procs
+from benchmarks.workloads import WorkloadResult
+
+REPO = Path(__file__).resolve().parent.parent
+TCPLIFE = "/usr/sbin/tcplife-bpfcc"
+_LOST = re.compile(r"[Pp]ossibly lost (\d+) samples")
+_URL = re.compile(r"(http://127\.0\.0\.1:\d+)/metrics")
+_DROP = re.compile(r'^traceprobe_agent_kernel_drops_total\{cause="([^"]+)"\} (\d+)', re.M)
+
+
+class ObserverFailed(RuntimeError):
+    """The observer could not start or stop; the message says why."""
+
+
+@dataclass
+class Accounting:
+    """What the observer recorded about one workload's traffic (None: not available)."""
+
+    client_conns: int | None = None   # opened + refused + timeouts, client side
+    server_conns: int | None = None   # opened, server side
+    client_bytes: int | None = None   # bytes sent, client side
+    server_bytes: int | None = None   # bytes received, server side
+    drops: dict[str, int] = field(default_factory=dict)
+
+
+class Observer:
+    name: ClassVar[str]
+    proc: subprocess.Popen[Any]
+
+    def __init__(self) -> None:
+        self.tmp = tempfile.TemporaryDirectory(prefix="tpb-")
+        self.out_path = Path(self.tmp.name) / "stdout"
+        self.err_path = Path(self.tmp.name) / "stderr"
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def start(self, timeout: float) -> None:
+        raise NotImplementedError
+
+    def before_stop(self) -> None:
+        """Called after the workload and a settling pause, while still running."""
+
+    def stop(self) -> None:
+        raise NotImplementedError
+
+    def account(self, result: WorkloadResult) -> Accounting:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        if getattr(self, "proc", None) is not None:
+            procs.stop(self.proc, timeout=5)
+        self.tmp.cleanup()
+
+    def _wait_until(self, ready: threading.Event | None, timeout: float,
+                    predicate: Any = None) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if (ready is not None and ready.wait(0.1)) or (predicate and predicate()):
+                return
+            if self.proc.poll() is not None:
+                break
+            time.sleep(0.1)
+        code = self.proc.poll()
+        tail = _tail(self.err_path) or _tail(self.out_path)
+        state = f"exited with {code}" if code is not None else f"not ready after {timeout:.0f}s"
+        raise ObserverFailed(f"{self.name} {state}: {tail}")
+
+
+def _tail(path: Path, chars: int = 400) -> str:
+    try:
+        return path.read_text(errors="replace").strip()[-chars:]
+    except OSError:
+        return ""
+
+
+class Agent(Observer):
+    """`python -m traceprobe_agent --standalone --interval 1 --metrics-port 0`."""
+
+    name = "traceprobe"
+
+    def start(self, timeout: float) -> None:
+        argv = [sys.executable, "-m", "traceprobe_agent", "--standalone", "--interval", "1",
+                "--metrics-port", "0"]
+        self.out = self.out_path.open("w")
+        self.proc = procs.spawn(argv, cwd=REPO, stdout=self.out, stderr=subprocess.PIPE,
+                                text=True)
+        self.url: str | None = None
+        self.programs: list[str] = []
+        ready = threading.Event()
+        threading.Thread(target=self._read_stderr, args=(ready,), daemon=True).start()
+        self._wait_until(ready, timeout)
+
+    def _read_stderr(self, ready: threading.Event) -> None:
+        assert self.proc.stderr is not None
+        with self.err_path.open("w") as log:
+            for line in self.proc.stderr:
+                log.write(line)
+                log.flush()
+                if m := _URL.search(line):
+                    self.url = m.group(1)
+                if line.startswith("{"):
+                    try:
+                        msg = json.loads(line)
+                    except ValueError:
+                        continue
+                    if msg.get("ready"):
+                        self.programs = list(msg.get("programs", []))
+                        ready.set()
+
+    def before_stop(self) -> None:
+        self.drops = self.kernel_drops()
+
+    def kernel_drops(self) -> dict[str, int]:
+        if self.url is None:
+            return {}
+        with urllib.request.urlopen(f"{self.url}/metrics", timeout=10) as resp:
+            text = resp.read().decode()
+        return {cause: int(n) for cause, n in _DROP.findall(text)}
+
+    def stop(self) -> None:
+        code = procs.stop(self.proc, signal.SIGTERM, timeout=30)
+        self.out.close()
+        if code != 0:
+            raise ObserverFailed(f"agent exited with {code} on SIGTERM: {_tail(self.err_path)}")
+
+    def records(self) -> list[dict[str, Any]]:
+        rows = []
+        for line in self.out_path.read_text().splitlines():
+            if line.startswith("{"):
+                rows.append(json.loads(line))
+        return rows
+
+    def account(self, result: WorkloadResult) -> Accounting:
+        ip, port = result.workload.where.server_ip, result.workload.port
+        acc = Accounting(client_conns=0, server_conns=0, client_bytes=0, server_bytes=0,
+                         drops=getattr(self, "drops", {}))
+        for r in self.records():
+            if (r.get("role") == "client" and r.get("remoteIp") == ip
+                    and r.get("remotePort") == port and r.get("pid") == result.client_pid):
+                acc.client_conns += r.get("opened", 0) + r.get("refused", 0) + r.get(
+                    "timeouts", 0)
+                acc.client_bytes += r.get("bytesSent", 0)
+            elif (r.get("role") == "server" and r.get("localIp") == ip
+                  and r.get("localPort") == port
+                  and r.get("pid") in (None, result.server_pid)):
+                acc.server_conns += r.get("opened", 0)
+                acc.server_bytes += r.get("bytesReceived", 0)
+        return acc
+
+
+class Tcplife(Observer):
+    """Debian's tcplife-bpfcc with its default output: one line per closed connection."""
+
+    name = "tcplife-bpfcc"
+
+    def start(self, timeout: float) -> None:
+        self.out = self.out_path.open("w")
+        self.err = self.err_path.open("w")
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}  # like a terminal: a line at a time
+        self.proc = procs.spawn([TCPLIFE], stdout=self.out, stderr=self.err, env=env)
+        self._wait_until(None, timeout, lambda: "PID" in _tail(self.out_path, 10_000))
+
+    def stop(self) -> None:
+        procs.stop(self.proc, signal.SIGINT, timeout=30)
+        self.out.close()
+        self.err.close()
+
+    def account(self, result: WorkloadResult) -> Accounting:
+        ip, port = result.workload.where.server_ip, str(result.workload.port)
+        client = server = lost = 0
+        text = self.out_path.read_text(errors="replace") + self.err_path.read_text(
+            errors="replace")
+        for line in text.splitlines():
+            if m := _LOST.search(line):
+                lost += int(m.group(1))
+                continue
+            f = line.split()
+            if len(f) < 9 or not f[0].isdigit():
+                continue
+            # PID COMM... LADDR LPORT RADDR RPORT TX_KB RX_KB MS (comm may hold spaces)
+            laddr, lport, raddr, rport = f[-7], f[-6], f[-5], f[-4]
+            if raddr == ip and rport == port and int(f[0]) == result.client_pid:
+                client += 1
+            elif laddr == ip and lport == port:
+                server += 1
+        return Accounting(client_conns=client, server_conns=server,
+                          drops={"lost samples": lost})
+
+
+OBSERVERS: dict[str, type[Observer]] = {"traceprobe": Agent, "tcplife": Tcplife}
+
+
+def program_names(ids: list[int]) -> dict[int, str]:
+    """BPF program names (bpftool knows the full ones); `prog N` if it can't tell."""
+    names = {i: f"prog {i}" for i in ids}
+    try:
+        out = subprocess.run(["bpftool", "prog", "show", "--json"], capture_output=True,
+                             text=True, timeout=30).stdout
+        for prog in json.loads(out or "[]"):
+            if prog.get("id") in names and prog.get("name"):
+                names[prog["id"]] = prog["name"]
+    except (OSError, ValueError, subprocess.TimeoutExpired):
+        pass
+    return names

@@ -1,0 +1,138 @@
+"""One measured run and the per-(workload, variant) summaries the tables print."""
+
+from __future__ import annotations
+
+import statistics
+from dataclasses import dataclass, field
+
+from benchmarks.observers import Accounting
+from benchmarks.workloads import WorkloadResult
+
+BASELINE = "baseline"
+DROP_CAUSES = ("conn_map_full", "edge_map_full", "lost samples")  # events lost, not anomalies
+
+
+@dataclass
+class Run:
+    repeat: int
+    variant: str
+    workload: str
+    result: WorkloadResult | None = None
+    cpu: float | None = None      # observer CPU seconds over the workload and settling
+    rss: int | None = None        # observer VmRSS at the end of the workload
+    hwm: int | None = None        # observer VmHWM (peak, compile included)
+    acc: Accounting | None = None
+    bpf: dict[int, tuple[int, int]] = field(default_factory=dict)  # prog id -> (runs, ns)
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None and self.result is not None
+
+    @property
+    def units(self) -> float:
+        """Connections (churn) or GiB (bulk) the workload moved."""
+        assert self.result is not None
+        if self.result.workload.kind == "churn":
+            return float(self.result.completed)
+        return self.result.bytes_sent / 2**30
+
+    def unaccounted(self) -> tuple[int, int] | None:
+        """(client, server) connections the observer missed (churn) or bytes (bulk)."""
+        r, a = self.result, self.acc
+        if r is None or a is None or a.client_conns is None or a.server_conns is None:
+            return None
+        if r.workload.kind == "bulk":
+            if a.client_bytes is None or a.server_bytes is None:
+                return None
+            return r.bytes_sent - a.client_bytes, r.server_bytes_received - a.server_bytes
+        return r.completed + r.failed - a.client_conns, r.server_accepted - a.server_conns
+
+    def drops(self) -> int:
+        return sum(v for k, v in (self.acc.drops if self.acc else {}).items()
+                   if k in DROP_CAUSES)
+
+
+def median(xs: list[float]) -> float | None:
+    return statistics.median(xs) if xs else None
+
+
+@dataclass
+class Summary:
+    """Medians over the repeats of one variant on one workload."""
+
+    workload: str
+    variant: str
+    runs: list[Run]
+    rates: list[float]
+    ratios: list[float]           # paired with the baseline run of the same repeat
+    errors: list[str]
+
+    @property
+    def rate(self) -> float | None:
+        return median(self.rates)
+
+    @property
+    def ratio(self) -> float | None:
+        return median(self.ratios)
+
+    def ok_runs(self) -> list[Run]:
+        return [r for r in self.runs if r.ok]
+
+    def cpu_per_unit(self) -> float | None:
+        return median([r.cpu / r.units for r in self.ok_runs() if r.cpu is not None and r.units])
+
+    def workload_cpu_per_conn_us(self) -> float | None:
+        return median([(r.result.client_cpu + r.result.server_cpu) / r.result.completed * 1e6
+                       for r in self.ok_runs() if r.result and r.result.completed])
+
+    def rss(self) -> float | None:
+        return median([float(r.rss) for r in self.ok_runs() if r.rss is not None])
+
+    def peak(self) -> float | None:
+        values = [float(r.hwm) for r in self.ok_runs() if r.hwm is not None]
+        return max(values) if values else None
+
+    def drops(self) -> int | None:
+        runs = [r for r in self.ok_runs() if r.acc is not None]
+        return sum(r.drops() for r in runs) if runs else None
+
+    def anomalies(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for r in self.ok_runs():
+            for k, v in (r.acc.drops if r.acc else {}).items():
+                if k not in DROP_CAUSES and v:
+                    out[k] = out.get(k, 0) + v
+        return out
+
+    def failed(self) -> int:
+        return sum(r.result.failed for r in self.ok_runs() if r.result)
+
+    def unaccounted(self) -> tuple[int, int] | None:
+        pairs = [u for r in self.ok_runs() if (u := r.unaccounted()) is not None]
+        if not pairs:
+            return None
+        return sum(c for c, _ in pairs), sum(s for _, s in pairs)
+
+    def expected(self) -> int:
+        """Connections (churn) or bytes (bulk) the generator produced over all repeats."""
+        total = 0
+        for r in self.ok_runs():
+            assert r.result is not None
+            w = r.result
+            total += w.bytes_sent if w.workload.kind == "bulk" else w.completed + w.failed
+        return total
+
+
+def summarise(runs: list[Run], workload: str, variant: str) -> Summary:
+    mine = [r for r in runs if r.workload == workload and r.variant == variant]
+    base = {r.repeat: r.result.rate for r in runs
+            if r.workload == workload and r.variant == BASELINE and r.ok and r.result}
+    rates, ratios = [], []
+    for r in mine:
+        if r.ok and r.result is not None:
+            rates.append(r.result.rate)
+            if base.get(r.repeat):
+                ratios.append(r.result.rate / base[r.repeat])
+    return Summary(workload, variant, mine, rates, ratios,
+                   [r.error for r in mine if r.error])

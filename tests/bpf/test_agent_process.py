@@ -1,0 +1,139 @@
+"""The agent as a process (standalone mode): clean detach on SIGKILL, resume on
+restart, Degraded instead of a crash when a tracepoint is missing, own metrics."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from harness.tools import REPO
+
+
+def _bpftool_ids(kind: str) -> set[int]:
+    out = subprocess.run(["bpftool", "-j", kind, "show"], capture_output=True, text=True,
+                         check=True).stdout
+    return {item["id"] for item in json.loads(out)}
+
+
+class AgentProc:
+    def __init__(self, *args: str) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "traceprobe_agent", "--standalone", "--interval", "1",
+             "--metrics-port", "0", *args],
+            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        self.stderr: list[str] = []
+        self.metrics_url = ""
+        assert self.proc.stderr is not None
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            line = self.proc.stderr.readline()
+            if not line:
+                raise AssertionError(f"agent exited early: {''.join(self.stderr)}")
+            self.stderr.append(line)
+            if "/metrics" in line:
+                self.metrics_url = line.strip().rsplit(" ", 1)[-1]
+            if line.startswith('{"ready"'):
+                self.ready = json.loads(line)
+                return
+        raise AssertionError("agent not ready in 60s")
+
+    def stop(self) -> list[dict[str, Any]]:
+        self.proc.send_signal(signal.SIGTERM)
+        out, err = self.proc.communicate(timeout=30)
+        self.stderr.append(err)
+        return [json.loads(line) for line in out.splitlines() if line.strip()]
+
+
+def _loopback_connections(n: int) -> int:
+    server = socket.create_server(("127.0.0.1", 0))
+    port = int(server.getsockname()[1])
+    for _ in range(n):
+        client = socket.create_connection(("127.0.0.1", port))
+        peer, _ = server.accept()
+        client.close()
+        peer.close()
+    server.close()
+    return port
+
+
+@pytest.fixture
+def agent_proc(bpf_ready: None) -> Iterator[list[AgentProc]]:
+    started: list[AgentProc] = []
+    yield started
+    for a in started:
+        if a.proc.poll() is None:
+            a.proc.kill()
+            a.proc.wait()
+
+
+def test_sigkill_leaves_no_programs_or_maps_and_restart_resumes(agent_proc: Any) -> None:
+    progs_before, maps_before = _bpftool_ids("prog"), _bpftool_ids("map")
+    first = AgentProc()
+    agent_proc.append(first)
+    assert len(_bpftool_ids("prog") - progs_before) == len(first.ready["programs"]) >= 5
+    assert _bpftool_ids("map") - maps_before
+    os.kill(first.proc.pid, signal.SIGKILL)
+    first.proc.wait()
+    deadline = time.monotonic() + 10  # the kernel frees them once the last fd closes
+    while time.monotonic() < deadline and (_bpftool_ids("prog") - progs_before
+                                           or _bpftool_ids("map") - maps_before):
+        time.sleep(0.2)
+    assert not _bpftool_ids("prog") - progs_before, "programs leaked after SIGKILL"
+    assert not _bpftool_ids("map") - maps_before, "maps leaked after SIGKILL"
+
+    second = AgentProc()
+    agent_proc.append(second)
+    port = _loopback_connections(4)
+    time.sleep(0.2)
+    records = second.stop()
+    mine = [r for r in records if r["role"] == "client" and r.get("remotePort") == port]
+    assert sum(r["opened"] for r in mine) == 4 and sum(r["closed"] for r in mine) == 4
+    assert mine[0]["pid"] == os.getpid()
+
+
+def test_missing_tracepoint_degrades_instead_of_crashing(agent_proc: Any) -> None:
+    agent = AgentProc("--probes", "connections,rtt", "--disable-tracepoint", "tcp:tcp_probe")
+    agent_proc.append(agent)
+    assert "tracepoint/tcp:tcp_probe" not in agent.ready["programs"]
+    assert "tracepoint/sock:inet_sock_set_state" in agent.ready["programs"]
+    assert any("degraded: tracepoints missing: rtt needs tcp:tcp_probe" in line
+               for line in agent.stderr)
+    port = _loopback_connections(2)
+    records = agent.stop()
+    mine = [r for r in records if r["role"] == "client" and r.get("remotePort") == port]
+    assert sum(r["opened"] for r in mine) == 2 and all(r["rttSamples"] == 0 for r in mine)
+
+
+def test_nothing_runnable_is_a_clear_error(bpf_ready: None) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "traceprobe_agent", "--standalone", "--metrics-port", "-1",
+         "--disable-tracepoint", "sock:inet_sock_set_state"],
+        cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1
+    assert "nothing can run: tracepoints missing: connections needs " \
+           "sock:inet_sock_set_state" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_metrics_and_health_endpoints(agent_proc: Any) -> None:
+    agent = AgentProc("--max-connections", "2048")
+    agent_proc.append(agent)
+    with urllib.request.urlopen(agent.metrics_url.replace("/metrics", "/healthz")) as r:
+        assert r.status == 200
+    with urllib.request.urlopen(agent.metrics_url) as r:
+        text = r.read().decode()
+    assert 'traceprobe_agent_map_capacity{map="conns"} 2048' in text
+    assert 'traceprobe_agent_kernel_drops_total{cause="conn_map_full"} 0' in text
+    rss = next(float(line.split()[1]) for line in text.splitlines()
+               if line.startswith("process_resident_memory_bytes"))
+    assert 10e6 < rss < 500e6
