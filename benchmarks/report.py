@@ -55,7 +55,8 @@ def machine_facts() -> str:
         return out.stdout.strip() or "?"
 
     dirty = " (+ uncommitted changes)" if git("status", "--porcelain") != "?" else ""
-    load = " ".join(open("/proc/loadavg").read().split()[:3])
+    with open("/proc/loadavg") as f:
+        load = " ".join(f.read().split()[:3])
     facts = [
         ("date", datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")),
         ("host", platform.node()),
@@ -133,15 +134,18 @@ def bulk_block(runs: list[Run], workload: str, variants: list[str]) -> tuple[str
 
 def targets_block(agents: dict[str, Summary | None]) -> str:
     rows = []
-    conn = {w: s for w, s in agents.items() if s and s.runs and _kind(s) == "churn"}
-    bulk = {w: s for w, s in agents.items() if s and s.runs and _kind(s) == "bulk"}
+    conn: dict[str, Summary] = {w: s for w, s in agents.items()
+                                if s and s.runs and _kind(s) == "churn"}
+    bulk: dict[str, Summary] = {w: s for w, s in agents.items()
+                                if s and s.runs and _kind(s) == "bulk"}
     for name, group, target in (("conn rate vs baseline", conn, TARGET_CONN_RATIO),
                                 ("bulk throughput vs baseline", bulk, TARGET_BULK_RATIO)):
         for w, s in group.items():
             rows.append([f"{name} >= {target}", w, num(s.ratio, ".3f"), verdict(s.ratio, target)])
-    for w, s in agents.items():
-        if s is None or not s.runs:
+    for w, a in agents.items():
+        if a is None or not a.runs:
             continue
+        s = a
         u = s.unaccounted()
         drops = s.drops()
         lost = None if u is None else abs(u[0]) + abs(u[1]) + (drops or 0)

@@ -105,7 +105,8 @@ def run(workload: Workload, settings: Settings, binary: Path) -> WorkloadResult:
         workload=workload, seconds=float(got["seconds"]), completed=int(got["completed"]),
         failed=int(got["failed"]), bytes_sent=int(got["bytes_sent"]),
         server_accepted=int(served["accepted"]),
-        server_bytes_received=int(served["bytes_received"]), client_pid=client.pid, server_pid=server.pid,
+        server_bytes_received=int(served["bytes_received"]),
+        client_pid=client.pid, server_pid=server.pid,
         client_cpu=float(got["cpu_seconds"]), server_cpu=float(served["cpu_seconds"]),
         errors={**got.get("errors", {}), **{f"server {k}": v
                                             for k, v in served.get("errors", {}).items()}},

@@ -6,6 +6,7 @@ the rest stays testable without root and BCC's Python API has one owner.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 from collections.abc import Iterator
@@ -79,10 +80,8 @@ _FLIP_GRACE_SECONDS = 0.02
 
 def _return_freed_memory() -> None:
     """Clang/LLVM free tens of MB after a compile; glibc keeps them unless asked."""
-    try:
+    with contextlib.suppress(OSError, AttributeError):  # not glibc: nothing to trim
         ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):
-        pass  # not glibc: nothing to trim
 
 
 class ConnTracker:

@@ -3,127 +3,29 @@ the RBAC it declares (operator/deploy/rbac.yaml)."""
 
 from __future__ import annotations
 
-import os
-import sys
 import time
-from collections.abc import Callable, Iterator
-from datetime import UTC, datetime
-from pathlib import Path
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from kubernetes import client
-from kubernetes.client.exceptions import ApiException
 
+from harness.install import apply_probe, ensure_node, install
 from harness.procs import ManagedProcess
-from harness.tools import REPO
-
-NS = "traceprobe-system"
-GROUP, VERSION = "traceprobe.io", "v1alpha1"
-
-
-def wait_until(check: Callable[[], Any], timeout: float = 30, what: str = "") -> Any:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        try:
-            last = check()
-            if last:
-                return last
-        except ApiException as exc:
-            last = exc
-        time.sleep(0.3)
-    raise AssertionError(f"timed out waiting for {what or check}: last={last!r}")
-
-
-class OperatorWorld:
-    def __init__(self, cp: Any, tmp: Path) -> None:
-        self.cp = cp
-        self.tmp = tmp
-        api = cp.api_client()
-        self.custom = client.CustomObjectsApi(api)
-        self.apps = client.AppsV1Api(api)
-        self.core = client.CoreV1Api(api)
-        self.sa_kubeconfig = cp.serviceaccount_kubeconfig(NS, "traceprobe-operator")
-        self.replicas: list[ManagedProcess] = []
-
-    def start_operator(self, name: str = "op-1") -> ManagedProcess:
-        env = {**os.environ, "KUBECONFIG": str(self.sa_kubeconfig),
-               "TRACEPROBE_NAMESPACE": NS, "TRACEPROBE_DETACH_TIMEOUT_SECONDS": "8",
-               "PYTHONUNBUFFERED": "1"}
-        proc = ManagedProcess(name, [sys.executable, "-m", "traceprobe_operator"],
-                              self.tmp / f"{name}.log", env=env, cwd=REPO)
-        self.replicas.append(proc)
-        return proc
-
-    def daemonset(self) -> Any:
-        try:
-            return self.apps.read_namespaced_daemon_set("traceprobe-agent", NS)
-        except ApiException as exc:
-            if exc.status == 404:
-                return None
-            raise
-
-    def probe(self, name: str, namespace: str = "shop") -> Any:
-        try:
-            return self.custom.get_namespaced_custom_object(GROUP, VERSION, namespace,
-                                                            "traceprobes", name)
-        except ApiException as exc:
-            if exc.status == 404:
-                return None
-            raise
-
-    def condition(self, name: str, type_: str) -> dict[str, Any]:
-        obj = self.probe(name) or {}
-        return next((c for c in (obj.get("status") or {}).get("conditions") or []
-                     if c["type"] == type_), {})
-
-    def report(self, node: str, probe: str, state: str, generation: int = 1) -> None:
-        body = {"apiVersion": f"{GROUP}/{VERSION}", "kind": "NodeReport",
-                "metadata": {"name": node}, "spec": {"nodeName": node}}
-        try:
-            self.custom.create_cluster_custom_object(GROUP, VERSION, "nodereports", body)
-        except ApiException as exc:
-            if exc.status != 409:
-                raise
-        status = {"heartbeatTime": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-                  "probes": [{"probe": {"kind": "TraceProbe", "namespace": "shop",
-                                        "name": probe, "generation": generation},
-                              "state": state}]}
-        self.custom.patch_cluster_custom_object_status(GROUP, VERSION, "nodereports", node,
-                                                       {"status": status})
-
-    def stop(self) -> None:
-        for proc in self.replicas:
-            proc.stop()
+from harness.world import GROUP, NS, VERSION, OperatorWorld, wait_until
 
 
 @pytest.fixture(scope="module")
 def world(control_plane: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    cp = control_plane
-    for path in sorted((REPO / "crds").glob("*.yaml")):
-        cp.kubectl("apply", "-f", str(path))
-    cp.kubectl("apply", "-f", str(REPO / "operator/deploy/kopf-peering.yaml"))
-    cp.kubectl("wait", "--for=condition=Established", "crd", "--all", "--timeout=30s")
-    cp.kubectl("apply", "-f", str(REPO / "operator/deploy/kopf-peering-object.yaml"))
-    cp.kubectl("create", "namespace", NS, check=False)
-    cp.kubectl("create", "namespace", "shop", check=False)
-    cp.kubectl("apply", "-f", str(REPO / "operator/deploy/rbac.yaml"))
-    for node in ("tp-node-a",):
-        cp.kubectl("create", "-f", "-", check=False, input_text=(
-            f"apiVersion: v1\nkind: Node\nmetadata:\n  name: {node}\n"
-            f"  labels: {{kubernetes.io/os: linux, pool: web}}\n"))
-    w = OperatorWorld(cp, tmp_path_factory.mktemp("operator"))
+    install(control_plane)
+    ensure_node(control_plane, "tp-node-a", {"kubernetes.io/os": "linux", "pool": "web"})
+    w = OperatorWorld(control_plane, tmp_path_factory.mktemp("operator"))
     w.start_operator()
     yield w
     w.stop()
 
 
 def _apply_probe(cp: Any, name: str, node_selector: str = "{pool: web}") -> None:
-    cp.kubectl("apply", "-f", "-", input_text=(
-        f"apiVersion: traceprobe.io/v1alpha1\nkind: TraceProbe\n"
-        f"metadata: {{name: {name}, namespace: shop}}\n"
-        f"spec: {{nodeSelector: {node_selector}}}\n"))
+    apply_probe(cp, name, "shop", f"{{nodeSelector: {node_selector}}}")
 
 
 def test_probe_creates_daemonset_and_status_follows_reports(world: Any) -> None:

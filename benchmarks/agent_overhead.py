@@ -1,0 +1,218 @@
+"""Agent overhead (issue 4): what the traceprobe agent costs the traffic it watches.
+
+Runs, interleaved in one invocation (per repeat and workload: baseline,
+traceprobe, tcplife), a connection-churn workload on loopback and between two
+network namespaces, and a bulk-transfer workload, and prints medians, ratios to
+the no-agent baseline, the observers' CPU and memory, lost events and an
+accuracy check of what the agent recorded against what the generator did.
+
+Run as root from the repository: `make bench` or
+`.venv/bin/python -m benchmarks.agent_overhead [--seconds S] [--repeats N]`.
+Traffic stays on loopback and a veth pair inside the benchmark's own tpb-*
+namespaces; everything it starts is stopped and removed on exit or Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import FrameType
+
+from benchmarks import bpfcost, procs, report, workloads
+from benchmarks.build import build_loadgen
+from benchmarks.netns import Namespaces, reap_stale
+from benchmarks.observers import OBSERVERS, TCPLIFE, ObserverFailed
+from benchmarks.results import BASELINE, Run
+
+VARIANTS = (BASELINE, "traceprobe", "tcplife")
+DEFAULT_WORKLOADS = ("loopback-churn", "netns-churn", "loopback-bulk")
+START_TIMEOUT = 180.0
+
+
+def say(msg: str) -> None:
+    print(f"[bench] {msg}", file=sys.stderr, flush=True)
+
+
+def _args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m benchmarks.agent_overhead", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--seconds", type=float, default=12.0, help="per workload run (12)")
+    p.add_argument("--repeats", type=int, default=3, help="interleaved repeats (3)")
+    p.add_argument("--threads", type=int, default=4, help="churn client threads (4)")
+    p.add_argument("--server-workers", type=int, default=4, help="churn server threads (4)")
+    p.add_argument("--bulk-connections", type=int, default=1, help="bulk streams (1)")
+    p.add_argument("--workloads", default=",".join(DEFAULT_WORKLOADS),
+                   help="comma-separated, of loopback-churn,netns-churn,loopback-bulk,netns-bulk")
+    p.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated subset")
+    p.add_argument("--settle", type=float, default=1.5,
+                   help="seconds an observer gets after the traffic before it is stopped")
+    p.add_argument("--bpf-stats-seconds", type=float, default=5.0,
+                   help="length of the extra per-program BPF cost pass (0: skip it)")
+    p.add_argument("--no-install", action="store_true",
+                   help="do not apt-get install bpfcc-tools when tcplife-bpfcc is missing")
+    return p.parse_args(argv)
+
+
+def ensure_tcplife(install: bool) -> str | None:
+    """None when tcplife-bpfcc can run, else why not (its column then shows n/a)."""
+    if os.access(TCPLIFE, os.X_OK):
+        return None
+    if not install:
+        return "not installed and --no-install given"
+    if shutil.which("apt-get") is None:
+        return "not installed and apt-get not found"
+    say("tcplife-bpfcc missing: apt-get update && apt-get install -y bpfcc-tools ...")
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    for cmd in (["apt-get", "update", "-qq"],
+                ["apt-get", "install", "-y", "-qq", "bpfcc-tools"]):
+        try:
+            done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900)
+        except subprocess.TimeoutExpired:
+            return f"'{' '.join(cmd)}' timed out"
+        if done.returncode != 0:
+            return f"'{' '.join(cmd)}' failed: {done.stderr.strip()[-300:]}"
+    return None if os.access(TCPLIFE, os.X_OK) else f"bpfcc-tools installed but no {TCPLIFE}"
+
+
+def run_one(variant: str, workload: workloads.Workload, settings: workloads.Settings,
+            binary: Path, repeat: int, settle: float) -> Run:
+    """One workload under one variant; observer started before and stopped after."""
+    run = Run(repeat, variant, workload.name)
+    observer = OBSERVERS[variant]() if variant != BASELINE else None
+    try:
+        if observer is not None:
+            observer.start(START_TIMEOUT)
+            cpu0 = procs.cpu_seconds(observer.pid)
+            bpf0 = procs.bpf_programs(observer.pid)
+        time.sleep(0.5)  # the same quiet gap before every run, observer or not
+        run.result = workloads.run(workload, settings, binary)
+        if observer is not None:
+            run.rss, run.hwm = procs.memory_bytes(observer.pid)
+            time.sleep(settle)  # the agent drains its last interval, tcplife its backlog
+            run.cpu = procs.cpu_seconds(observer.pid) - cpu0
+            run.bpf = {i: (c - bpf0.get(i, (0, 0))[0], t - bpf0.get(i, (0, 0))[1])
+                       for i, (c, t) in procs.bpf_programs(observer.pid).items()}
+            observer.before_stop()
+            observer.stop()
+            run.acc = observer.account(run.result)
+    except (ObserverFailed, RuntimeError, OSError, ValueError) as exc:
+        run.error = str(exc).replace("\n", " ")
+    finally:
+        if observer is not None:
+            observer.close()
+    return run
+
+
+def describe(run: Run) -> str:
+    head = f"{run.workload:<15} {run.variant:<10}"
+    if not run.ok or run.result is None:
+        return f"{head} FAILED: {run.error}"
+    r = run.result
+    rate = f"{r.rate:,.0f} conn/s" if r.workload.kind == "churn" else f"{r.rate / 1e6:,.0f} MB/s"
+    extra = ""
+    if run.acc is not None and (u := run.unaccounted()) is not None:
+        extra = f", unaccounted cli/srv {u[0]}/{u[1]}, drops {run.drops()}"
+    if run.cpu is not None and run.rss is not None:
+        extra += f", obs CPU {run.cpu:.2f}s RSS {run.rss / 1e6:.0f} MB"
+    return f"{head} {rate}, failed {r.failed}{extra}"
+
+
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _args(argv)
+    if os.geteuid() != 0:
+        print("benchmarks.agent_overhead: run as root (BPF, network namespaces)", file=sys.stderr)
+        return 2
+    names = [w.strip() for w in args.workloads.split(",") if w.strip()]
+    variants = [v for v in VARIANTS if v in args.variants.split(",")]
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, _interrupt)
+    print("Agent overhead benchmark (issue 4)\n\nMachine\n" + report.machine_facts(), flush=True)
+    binary = build_loadgen()
+    if "tcplife" in variants and (why := ensure_tcplife(not args.no_install)):
+        print(f"\n  NOTE: tcplife-bpfcc unavailable ({why}); its rows show n/a.", flush=True)
+        variants.remove("tcplife")
+    settings = workloads.Settings(args.seconds, args.threads, args.server_workers,
+                                  args.bulk_connections)
+    total = len(names) * len(variants) * args.repeats
+    say(f"{total} runs of {args.seconds:g}s (+ observer start-up), then the BPF cost pass; "
+        f"removed stale namespaces: {reap_stale() or 'none'}")
+    runs: list[Run] = []
+    profile: list[Run] = []
+    try:
+        with Namespaces() as ns:
+            all_wl = workloads.all_workloads(ns)
+            unknown = [n for n in names if n not in all_wl]
+            if unknown:
+                print(f"unknown workload(s) {unknown}; choose from {list(all_wl)}",
+                      file=sys.stderr)
+                return 2
+            try:
+                for repeat in range(args.repeats):
+                    for name in names:
+                        for v in variants:
+                            runs.append(run_one(v, all_wl[name], settings, binary, repeat,
+                                                args.settle))
+                            say(f"{len(runs)}/{total} repeat {repeat + 1}: "
+                                f"{describe(runs[-1])}")
+                observers = [v for v in variants if v != BASELINE]
+                if args.bpf_stats_seconds > 0 and observers:
+                    short = workloads.Settings(args.bpf_stats_seconds, args.threads,
+                                               args.server_workers, args.bulk_connections)
+                    with bpfcost.stats_enabled() as enabled:
+                        for name in names if enabled else []:
+                            for v in observers:
+                                profile.append(run_one(v, all_wl[name], short, binary, -1,
+                                                       args.settle))
+                                say(f"BPF cost pass: {describe(profile[-1])}")
+            finally:
+                procs.stop_all()
+    except KeyboardInterrupt:
+        procs.stop_all()
+        print("\ninterrupted: processes stopped, tpb-* namespaces removed", file=sys.stderr)
+        return 130
+    print_tables(runs, profile, names, variants, settings)
+    return 0
+
+
+def print_tables(runs: list[Run], profile: list[Run], names: list[str], variants: list[str],
+                 settings: workloads.Settings) -> None:
+    print(f"\nSettings: {settings.seconds:g} s per run, {len(set(r.repeat for r in runs))} "
+          f"interleaved repeats (baseline, traceprobe, tcplife per repeat and workload); "
+          f"churn: {settings.threads} client threads, {settings.server_workers} server "
+          f"threads, {workloads.REQUEST_BYTES} B request, {workloads.RESPONSE_BYTES} B "
+          f"response, server closes first; bulk: {settings.bulk_connections} stream(s) of "
+          f"{workloads.CHUNK_BYTES // 1024} KiB writes.")
+    print("Medians over repeats; ratio = median of per-repeat ratios to the baseline run of "
+          "the same repeat.\n'obs' = the observer process (agent or tcplife): CPU from "
+          "/proc/PID/stat, RSS = VmRSS at the end of the traffic, peak = max VmHWM "
+          "(BCC compile included).\n'unaccounted' = generator's count minus observer's "
+          "(client: connections attempted vs opened+refused+timeouts of the client's pid; "
+          "server: accepted vs opened), summed over repeats.")
+    agents = {}
+    for name in names:
+        kind = "bulk" if "bulk" in name else "churn"
+        block = report.bulk_block if kind == "bulk" else report.churn_block
+        text, agent = block(runs, name, variants)
+        agents[name] = agent
+        print(f"\n{name}\n{text}")
+    notes = report.anomalies_block(runs, names, variants)
+    if notes:
+        print(f"\nNotes\n{notes}")
+    print(f"\nTargets\n{report.targets_block(agents)}")
+    if profile:
+        print("\nBPF program cost (separate run per workload with kernel.bpf_stats_enabled=1; "
+              "not part of the ratios above)\n" + bpfcost.render(profile))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

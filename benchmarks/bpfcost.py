@@ -1,0 +1,69 @@
+"""Per-program BPF cost (kernel.bpf_stats_enabled=1): run counts and time per run.
+
+The statistics cost a little themselves (two clock reads per program run), so
+they are enabled only for a separate, shorter pass whose rates are not used in
+the ratio tables.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from benchmarks.observers import program_names
+from benchmarks.report import table
+from benchmarks.results import Run
+
+SYSCTL = Path("/proc/sys/kernel/bpf_stats_enabled")
+
+
+@contextmanager
+def stats_enabled() -> Iterator[bool]:
+    """Turn the kernel's BPF run statistics on, and back to what they were."""
+    try:
+        old = SYSCTL.read_text().strip()
+        SYSCTL.write_text("1")
+    except OSError:
+        yield False
+        return
+    try:
+        yield True
+    finally:
+        SYSCTL.write_text(old)
+
+
+def render(runs: list[Run]) -> str:
+    """Rows per observer and program; columns per workload: runs/unit, ns/run."""
+    workloads = list(dict.fromkeys(r.workload for r in runs))
+    names = program_names(sorted({i for r in runs for i in r.bpf}))
+    header = ["observer", "program"]
+    for w in workloads:
+        unit = "MiB" if "bulk" in w else "conn"
+        header += [f"{w} runs/{unit}", "ns/run"]
+    rows = []
+    for variant in dict.fromkeys(r.variant for r in runs):
+        per_prog: dict[str, dict[str, tuple[int, int]]] = {}
+        units: dict[str, float] = {}
+        for r in runs:
+            if r.variant != variant or not r.ok or r.result is None:
+                continue
+            res = r.result
+            units[r.workload] = (res.completed if res.workload.kind == "churn"
+                                 else res.bytes_sent / 2**20)
+            for pid, (cnt, ns) in r.bpf.items():
+                per_prog.setdefault(names.get(pid, str(pid)), {})[r.workload] = (cnt, ns)
+        total: dict[str, float] = {}
+        for prog in sorted(per_prog):
+            row = [variant, prog]
+            for w in workloads:
+                cnt, ns = per_prog[prog].get(w, (0, 0))
+                u = units.get(w) or 0
+                row += [f"{cnt / u:.2f}" if u else "n/a", f"{ns / cnt:.0f}" if cnt else "-"]
+                total[w] = total.get(w, 0.0) + (ns / u if u else 0.0)
+            rows.append(row)
+        row = [variant, "TOTAL ns per conn (churn) / per MiB (bulk)"]
+        for w in workloads:
+            row += ["", f"{total[w]:,.0f}" if w in total and units.get(w) else "n/a"]
+        rows.append(row)
+    return table(header, rows)

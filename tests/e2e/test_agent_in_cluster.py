@@ -1,0 +1,81 @@
+"""Operator + real node agent + real API server: a probe becomes programs in the
+kernel, the agent's NodeReport makes the probe Ready, deletion detaches."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from harness.install import apply_probe, ensure_node, install
+from harness.world import GROUP, VERSION, OperatorWorld, wait_until
+
+NODE = "tp-agent-node"
+
+
+def _prog_ids() -> set[int]:
+    out = subprocess.run(["bpftool", "-j", "prog", "show"], capture_output=True, text=True,
+                         check=True).stdout
+    return {p["id"] for p in json.loads(out)}
+
+
+@pytest.fixture(scope="module")
+def world(control_plane: Any, bpf_ready: None,
+          tmp_path_factory: pytest.TempPathFactory) -> Iterator[OperatorWorld]:
+    install(control_plane)
+    ensure_node(control_plane, NODE, {"kubernetes.io/os": "linux", "pool": "web"})
+    w = OperatorWorld(control_plane, tmp_path_factory.mktemp("agent-world"))
+    w.start_operator(detach_timeout=120)  # long: only the agent's report may release
+    yield w
+    w.stop()
+
+
+def _entry(world: OperatorWorld, probe: str) -> dict[str, Any]:
+    report = world.node_report(NODE) or {}
+    return next((e for e in (report.get("status") or {}).get("probes") or []
+                 if e["probe"]["name"] == probe), {})
+
+
+def test_probe_to_kernel_to_ready_and_back(world: OperatorWorld) -> None:
+    before = _prog_ids()
+    agent = world.start_agent(NODE)
+    report = wait_until(lambda: world.node_report(NODE), what="the agent's NodeReport")
+    assert report["spec"]["nodeName"] == NODE
+
+    apply_probe(world.cp, "edge", "shop", "{nodeSelector: {pool: web}}")
+    entry = wait_until(lambda: _entry(world, "edge").get("state") == "Attached"
+                       and _entry(world, "edge"), timeout=60, what="probe Attached on node")
+    assert "tracepoint/sock:inet_sock_set_state" in entry["programsAttached"]
+    assert len(_prog_ids() - before) == len(entry["programsAttached"])
+    wait_until(lambda: world.condition("edge", "Ready").get("status") == "True",
+               what="operator sees the real agent's report: Ready")
+    assert world.probe("edge")["status"]["nodesReady"] == "1/1"
+    status = (world.node_report(NODE) or {})["status"]
+    assert status["kernelFeatures"]["tracepoint:sock:inet_sock_set_state"] is True
+    assert status["headerSource"] and status["probesAttached"] == "1/1"
+
+    # A spec change applies without a restart: fewer kinds, fewer programs.
+    apply_probe(world.cp, "edge", "shop", "{nodeSelector: {pool: web}, probes: [connections]}")
+    wait_until(lambda: _entry(world, "edge").get("probe", {}).get("generation") == 2,
+               timeout=60, what="generation 2 applied")
+    assert len(_entry(world, "edge")["programsAttached"]) < len(entry["programsAttached"])
+    assert agent.alive()
+
+    # A probe for other nodes is not this agent's business.
+    apply_probe(world.cp, "elsewhere", "shop", "{nodeSelector: {pool: db}}")
+    wait_until(lambda: world.condition("elsewhere", "Ready").get("reason") == "NoMatchingNodes",
+               what="NoMatchingNodes for a selector no node matches")
+    assert _entry(world, "elsewhere") == {}
+
+    # Deletion: the agent detaches and says so; the finalizer lets go well before
+    # the operator's 120 s timeout, and the programs leave the kernel.
+    world.custom.delete_namespaced_custom_object(GROUP, VERSION, "shop", "traceprobes", "edge")
+    world.custom.delete_namespaced_custom_object(GROUP, VERSION, "shop", "traceprobes",
+                                                 "elsewhere")
+    wait_until(lambda: world.probe("edge") is None, timeout=30, what="probe deleted")
+    wait_until(lambda: not (_prog_ids() - before), timeout=30, what="programs detached")
+    assert agent.alive()
+    assert "Traceback" not in agent.log.read_text()

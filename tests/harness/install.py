@@ -1,0 +1,34 @@
+"""Install traceprobe's API and RBAC into a test control plane, as a user would."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from harness.tools import REPO
+
+NAMESPACE = "traceprobe-system"
+
+
+def install(cp: Any) -> None:
+    """CRDs, kopf peering, the namespace, and the operator's and agent's RBAC."""
+    for path in sorted((REPO / "crds").glob("*.yaml")):
+        cp.kubectl("apply", "-f", str(path))
+    cp.kubectl("apply", "-f", str(REPO / "operator/deploy/kopf-peering.yaml"))
+    cp.kubectl("wait", "--for=condition=Established", "crd", "--all", "--timeout=30s")
+    cp.kubectl("apply", "-f", str(REPO / "operator/deploy/kopf-peering-object.yaml"))
+    cp.kubectl("create", "namespace", NAMESPACE, check=False)
+    cp.kubectl("apply", "-f", str(REPO / "operator/deploy/rbac.yaml"))
+    cp.kubectl("apply", "-f", str(REPO / "node_agent/deploy/rbac.yaml"))
+
+
+def ensure_node(cp: Any, name: str, labels: dict[str, str]) -> None:
+    label_text = ", ".join(f"{k}: {v}" for k, v in labels.items())
+    cp.kubectl("create", "-f", "-", check=False, input_text=(
+        f"apiVersion: v1\nkind: Node\nmetadata:\n  name: {name}\n  labels: {{{label_text}}}\n"))
+
+
+def apply_probe(cp: Any, name: str, namespace: str = "shop", spec: str = "{}") -> None:
+    cp.kubectl("create", "namespace", namespace, check=False)
+    cp.kubectl("apply", "-f", "-", input_text=(
+        f"apiVersion: traceprobe.io/v1alpha1\nkind: TraceProbe\n"
+        f"metadata: {{name: {name}, namespace: {namespace}}}\nspec: {spec}\n"))
