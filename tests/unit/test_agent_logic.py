@@ -1,0 +1,112 @@
+"""Pure agent logic: feature probing, program plans, records, node configuration."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from traceprobe_agent.edges import format_ip, to_record
+from traceprobe_agent.features import TRACEPOINTS, KernelFeatures, probe_kernel
+from traceprobe_agent.node_config import applies, probe_entry, probe_view, union_config
+from traceprobe_agent.program import plan_program
+from traceprobe_api.records import Role
+
+ALL_TP = dict.fromkeys(TRACEPOINTS, True)
+
+
+def _features(**missing: bool) -> KernelFeatures:
+    tps = dict(ALL_TP)
+    for tp in missing:
+        tps[tp.replace("__", ":")] = False
+    return KernelFeatures("6.18", tps, btf=True)
+
+
+def test_probe_kernel_reads_tracefs_and_lockdown(tmp_path: Path) -> None:
+    (tmp_path / "events" / "sock" / "inet_sock_set_state").mkdir(parents=True)
+    sysfs = tmp_path / "sys"
+    (sysfs / "kernel" / "security").mkdir(parents=True)
+    (sysfs / "kernel" / "security" / "lockdown").write_text("none integrity [confidentiality]\n")
+    f = probe_kernel(tmp_path, sysfs, "6.18",
+                     forced_missing=frozenset({"sock:inet_sock_set_state"}))
+    assert f.lockdown == "confidentiality" and not f.btf
+    assert f.tracepoints["sock:inet_sock_set_state"] is False  # forced
+    assert f.tracepoints["tcp:tcp_probe"] is False  # absent from this tracefs
+    f2 = probe_kernel(tmp_path, sysfs, "6.18")
+    assert f2.tracepoints["sock:inet_sock_set_state"] is True
+
+
+def test_plan_flags_and_degradation() -> None:
+    full = plan_program({"bytes", "rtt", "udp"}, _features(), 100)
+    assert full.kinds == ("connections", "bytes", "rtt", "udp")
+    assert "-DMAX_CONNS=1024" in full.cflags  # floor
+    assert {"-DWITH_BYTES", "-DWITH_RTT", "-DWITH_UDP", "-DHAVE_DESTROY"} <= set(full.cflags)
+    assert full.problem() is None
+    no_rtt = plan_program({"rtt", "bytes"}, _features(**{"tcp__tcp_probe": False}), 65536)
+    assert no_rtt.runnable and "rtt" not in no_rtt.kinds and "-DWITH_RTT" not in no_rtt.cflags
+    assert no_rtt.problem() == "tracepoints missing: rtt needs tcp:tcp_probe"
+    dead = plan_program({"bytes"}, _features(**{"sock__inet_sock_set_state": False}), 65536)
+    assert not dead.runnable and dead.kinds == ()
+    with pytest.raises(ValueError, match="unknown probe kinds"):
+        plan_program({"dns"}, _features(), 1)
+
+
+def test_format_ip_maps_dual_stack_to_ipv4() -> None:
+    assert format_ip(2, bytes([10, 244, 1, 2]) + bytes(12)) == "10.244.1.2"
+    mapped = bytes(10) + b"\xff\xff" + bytes([10, 0, 0, 9])
+    assert format_ip(10, mapped) == "10.0.0.9"
+    assert format_ip(10, bytes(15) + b"\x01") == "::1"
+    assert format_ip(10, bytes(16)) is None
+
+
+def test_raw_edge_to_record() -> None:
+    key = {"cgroup": 42, "tgid": 7, "port": 8080, "family": 2, "role": 2,
+           "laddr": bytes([10, 0, 0, 1]) + bytes(12), "raddr": bytes([10, 0, 0, 2]) + bytes(12)}
+    val = {"opened": 3, "closed": 2, "bytes_sent": 10, "comm": "nginx"}
+    now = datetime.now(UTC)
+    rec = to_record(key, val, "n1", now, now, lambda cg: f"/pods/{cg}")
+    assert (rec.role, rec.local_port, rec.remote_port, rec.pid, rec.cgroup_path) == (
+        Role.SERVER, 8080, None, 7, "/pods/42")
+    assert (rec.local_ip, rec.remote_ip, rec.opened, rec.comm) == ("10.0.0.1", "10.0.0.2", 3,
+                                                                   "nginx")
+    udp = to_record({**key, "role": 3, "tgid": 0}, val, "n1", now, now, lambda cg: None)
+    assert udp.transport == "udp" and udp.local_ip is None and udp.pid is None
+
+
+def _probe(name: str, gen: int = 1, deleting: bool = False, **spec: object) -> object:
+    meta = {"name": name, "namespace": "shop", "generation": gen}
+    if deleting:
+        meta["deletionTimestamp"] = "2026-01-01T00:00:00Z"
+    return probe_view({"kind": "TraceProbe", "metadata": meta, "spec": spec})
+
+
+def test_union_config_and_node_selection() -> None:
+    a = _probe("a", probes=["connections", "rtt"], interval="30s",
+               limits={"maxConnections": 2048}, nodeSelector={"pool": "web"})
+    b = _probe("b", probes=["bytes"], interval="1m30s", limits={"maxConnections": 100000})
+    gone = _probe("c", deleting=True, probes=["udp"])
+    cfg = union_config([a, b, gone])  # type: ignore[list-item]
+    assert cfg is not None
+    assert cfg.kinds == frozenset({"connections", "rtt", "bytes"})
+    assert (cfg.max_connections, cfg.interval_seconds) == (100000, 30.0)
+    assert union_config([gone]) is None  # type: ignore[list-item]
+    assert applies(a, {"pool": "web", "zone": "1"}) and not applies(a, {"pool": "db"})  # type: ignore[arg-type]
+
+
+def test_probe_entry_states() -> None:
+    features = _features(**{"tcp__tcp_probe": False})
+    plan = plan_program({"connections", "rtt"}, features, 4096)
+    rtt_probe = _probe("r", gen=3, probes=["connections", "rtt"])
+    entry = probe_entry(rtt_probe, plan, ["tracepoint/sock:inet_sock_set_state"],  # type: ignore[arg-type]
+                        {"conns": (5, 4096)}, {"conn_map_full": 0}, None)
+    assert entry["state"] == "Degraded" and entry["reason"] == "TracepointMissing"
+    assert entry["probe"] == {"kind": "TraceProbe", "name": "r", "generation": 3,
+                              "namespace": "shop"}
+    assert entry["mapUsage"] == [{"name": "conns", "entries": 5, "capacity": 4096}]
+    plain = probe_entry(_probe("p", probes=["connections"]), plan, [], {}, {}, None)  # type: ignore[arg-type]
+    assert plain["state"] == "Attached"
+    failed = probe_entry(_probe("f"), plan, [], {}, {}, "BpfUnavailable: no headers")  # type: ignore[arg-type]
+    assert (failed["state"], failed["reason"]) == ("Failed", "LoadFailed")
+    detached = probe_entry(_probe("d", deleting=True), plan, [], {}, {}, None)  # type: ignore[arg-type]
+    assert detached["state"] == "Detached"
