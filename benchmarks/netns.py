@@ -25,6 +25,9 @@ _SYSCTLS = {
     "net.core.somaxconn": "4096",
     "net.ipv4.tcp_max_syn_backlog": "4096",
     "net.ipv4.ip_local_port_range": "1024 65000",
+    # No TIME_WAIT sockets: otherwise each run inherits the previous run's (up to
+    # the bucket limit, for 60 s), and later runs would see a fuller table.
+    "net.ipv4.tcp_max_tw_buckets": "0",
 }
 
 

@@ -68,6 +68,7 @@ enum counter {
     C_EDGE_MAP_FULL,      /* an edge update was dropped: edges map full */
     C_UNTRACKED_IO,       /* bytes on a TCP socket opened before the agent */
     C_UNATTRIBUTED_CLOSE, /* server socket closed before any process touched it */
+    C_STALE_REPLACED,     /* a socket connected again; its old entry was replaced */
     C_MAX,
 };
 
@@ -137,6 +138,19 @@ static __always_inline struct edge_val *edge_get(struct edge_key *key, int in_ta
     if (!val)
         count(C_EDGE_MAP_FULL);
     return val;
+}
+
+/* Track a new connection; a leftover entry for the same socket (a second
+ * connect() on it) is replaced, not mistaken for a full map. */
+static __always_inline int track(u64 sk, struct conn *c)
+{
+    if (conns.lookup(&sk))
+        count(C_STALE_REPLACED);
+    if (conns.update(&sk, c) != 0) {
+        count(C_CONN_MAP_FULL);
+        return -1;
+    }
+    return 0;
 }
 
 static __always_inline void copy_addrs(struct edge_key *key, u16 family,
@@ -233,10 +247,8 @@ TRACEPOINT_PROBE(sock, inet_sock_set_state)
         copy_addrs(&c.key, args->family, args->saddr, args->daddr,
                    args->saddr_v6, args->daddr_v6);
         c.start_ns = bpf_ktime_get_ns();
-        if (conns.insert(&sk, &c) != 0) {
-            count(C_CONN_MAP_FULL);
+        if (track(sk, &c) != 0)
             return 0;
-        }
         struct conn *cp = conns.lookup(&sk);
         if (cp)
             attribute(cp);
@@ -263,8 +275,7 @@ TRACEPOINT_PROBE(sock, inet_sock_set_state)
                    args->saddr_v6, args->daddr_v6);
         c.start_ns = bpf_ktime_get_ns();
         c.flags = F_ESTABLISHED;
-        if (conns.insert(&sk, &c) != 0)
-            count(C_CONN_MAP_FULL);
+        track(sk, &c);
         return 0;
     }
     if (new == ST_CLOSE) {

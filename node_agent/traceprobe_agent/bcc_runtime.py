@@ -69,7 +69,8 @@ def loaded_program(text: str, cflags: list[str] | None = None) -> Iterator[Any]:
         prog.cleanup()
 
 
-COUNTER_NAMES = ("conn_map_full", "edge_map_full", "untracked_io", "unattributed_close")
+COUNTER_NAMES = ("conn_map_full", "edge_map_full", "untracked_io", "unattributed_close",
+                 "stale_replaced")
 EDGE_FIELDS = ("opened", "closed", "refused", "timeouts", "resets", "bytes_sent",
                "bytes_received", "retransmits", "rtt_sum_us", "rtt_samples", "rtt_max_us",
                "duration_sum_ns")

@@ -26,7 +26,7 @@ def _prog_ids() -> set[int]:
 def world(control_plane: Any, bpf_ready: None,
           tmp_path_factory: pytest.TempPathFactory) -> Iterator[OperatorWorld]:
     install(control_plane)
-    ensure_node(control_plane, NODE, {"kubernetes.io/os": "linux", "pool": "web"})
+    ensure_node(control_plane, NODE, {"kubernetes.io/os": "linux", "traceprobe-e2e": "agent"})
     w = OperatorWorld(control_plane, tmp_path_factory.mktemp("agent-world"))
     w.start_operator(detach_timeout=120)  # long: only the agent's report may release
     yield w
@@ -45,7 +45,7 @@ def test_probe_to_kernel_to_ready_and_back(world: OperatorWorld) -> None:
     report = wait_until(lambda: world.node_report(NODE), what="the agent's NodeReport")
     assert report["spec"]["nodeName"] == NODE
 
-    apply_probe(world.cp, "edge", "shop", "{nodeSelector: {pool: web}}")
+    apply_probe(world.cp, "edge", "shop", "{nodeSelector: {traceprobe-e2e: agent}}")
     entry = wait_until(lambda: _entry(world, "edge").get("state") == "Attached"
                        and _entry(world, "edge"), timeout=60, what="probe Attached on node")
     assert "tracepoint/sock:inet_sock_set_state" in entry["programsAttached"]
@@ -58,14 +58,15 @@ def test_probe_to_kernel_to_ready_and_back(world: OperatorWorld) -> None:
     assert status["headerSource"] and status["probesAttached"] == "1/1"
 
     # A spec change applies without a restart: fewer kinds, fewer programs.
-    apply_probe(world.cp, "edge", "shop", "{nodeSelector: {pool: web}, probes: [connections]}")
+    apply_probe(world.cp, "edge", "shop",
+                "{nodeSelector: {traceprobe-e2e: agent}, probes: [connections]}")
     wait_until(lambda: _entry(world, "edge").get("probe", {}).get("generation") == 2,
                timeout=60, what="generation 2 applied")
     assert len(_entry(world, "edge")["programsAttached"]) < len(entry["programsAttached"])
     assert agent.alive()
 
     # A probe for other nodes is not this agent's business.
-    apply_probe(world.cp, "elsewhere", "shop", "{nodeSelector: {pool: db}}")
+    apply_probe(world.cp, "elsewhere", "shop", "{nodeSelector: {traceprobe-e2e: nowhere}}")
     wait_until(lambda: world.condition("elsewhere", "Ready").get("reason") == "NoMatchingNodes",
                what="NoMatchingNodes for a selector no node matches")
     assert _entry(world, "elsewhere") == {}
