@@ -21,13 +21,14 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 from types import FrameType
 
 from benchmarks import bpfcost, procs, report, workloads
 from benchmarks.build import build_loadgen
 from benchmarks.netns import Namespaces, reap_stale
-from benchmarks.observers import OBSERVERS, TCPLIFE, ObserverFailed
+from benchmarks.observers import OBSERVERS, TCPLIFE, ObserverFailed, program_names
 from benchmarks.results import BASELINE, Run
 
 VARIANTS = (BASELINE, "traceprobe", "tcplife")
@@ -42,17 +43,19 @@ def say(msg: str) -> None:
 def _args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m benchmarks.agent_overhead", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--seconds", type=float, default=12.0, help="per workload run (12)")
-    p.add_argument("--repeats", type=int, default=3, help="interleaved repeats (3)")
+    p.add_argument("--seconds", type=float, default=5.0, help="per workload run (5)")
+    p.add_argument("--repeats", type=int, default=5, help="interleaved repeats (5)")
     p.add_argument("--threads", type=int, default=4, help="churn client threads (4)")
     p.add_argument("--server-workers", type=int, default=4, help="churn server threads (4)")
     p.add_argument("--bulk-connections", type=int, default=1, help="bulk streams (1)")
+    p.add_argument("--no-pin", action="store_true",
+                   help="let the scheduler place bulk sender and receiver (default: CPU 0 / 1)")
     p.add_argument("--workloads", default=",".join(DEFAULT_WORKLOADS),
                    help="comma-separated, of loopback-churn,netns-churn,loopback-bulk,netns-bulk")
     p.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated subset")
     p.add_argument("--settle", type=float, default=1.5,
                    help="seconds an observer gets after the traffic before it is stopped")
-    p.add_argument("--bpf-stats-seconds", type=float, default=5.0,
+    p.add_argument("--bpf-stats-seconds", type=float, default=4.0,
                    help="length of the extra per-program BPF cost pass (0: skip it)")
     p.add_argument("--no-install", action="store_true",
                    help="do not apt-get install bpfcc-tools when tcplife-bpfcc is missing")
@@ -96,8 +99,10 @@ def run_one(variant: str, workload: workloads.Workload, settings: workloads.Sett
             run.rss, run.hwm = procs.memory_bytes(observer.pid)
             time.sleep(settle)  # the agent drains its last interval, tcplife its backlog
             run.cpu = procs.cpu_seconds(observer.pid) - cpu0
-            run.bpf = {i: (c - bpf0.get(i, (0, 0))[0], t - bpf0.get(i, (0, 0))[1])
-                       for i, (c, t) in procs.bpf_programs(observer.pid).items()}
+            bpf1 = procs.bpf_programs(observer.pid)
+            names = program_names(sorted(bpf1))  # while the programs still exist
+            run.bpf = {names[i]: (c - bpf0.get(i, (0, 0))[0], t - bpf0.get(i, (0, 0))[1])
+                       for i, (c, t) in bpf1.items()}
             observer.before_stop()
             observer.stop()
             run.acc = observer.account(run.result)
@@ -142,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\n  NOTE: tcplife-bpfcc unavailable ({why}); its rows show n/a.", flush=True)
         variants.remove("tcplife")
     settings = workloads.Settings(args.seconds, args.threads, args.server_workers,
-                                  args.bulk_connections)
+                                  args.bulk_connections, not args.no_pin)
     total = len(names) * len(variants) * args.repeats
     say(f"{total} runs of {args.seconds:g}s (+ observer start-up), then the BPF cost pass; "
         f"removed stale namespaces: {reap_stale() or 'none'}")
@@ -157,6 +162,8 @@ def main(argv: list[str] | None = None) -> int:
                       file=sys.stderr)
                 return 2
             try:
+                for name in names:  # unmeasured: first-run effects hit no variant
+                    workloads.run(all_wl[name], replace(settings, seconds=2.0), binary)
                 for repeat in range(args.repeats):
                     for name in names:
                         for v in variants:
@@ -166,8 +173,7 @@ def main(argv: list[str] | None = None) -> int:
                                 f"{describe(runs[-1])}")
                 observers = [v for v in variants if v != BASELINE]
                 if args.bpf_stats_seconds > 0 and observers:
-                    short = workloads.Settings(args.bpf_stats_seconds, args.threads,
-                                               args.server_workers, args.bulk_connections)
+                    short = replace(settings, seconds=args.bpf_stats_seconds)
                     with bpfcost.stats_enabled() as enabled:
                         for name in names if enabled else []:
                             for v in observers:
@@ -191,18 +197,15 @@ def print_tables(runs: list[Run], profile: list[Run], names: list[str], variants
           f"churn: {settings.threads} client threads, {settings.server_workers} server "
           f"threads, {workloads.REQUEST_BYTES} B request, {workloads.RESPONSE_BYTES} B "
           f"response, server closes first; bulk: {settings.bulk_connections} stream(s) of "
-          f"{workloads.CHUNK_BYTES // 1024} KiB writes.")
-    print("Medians over repeats; ratio = median of per-repeat ratios to the baseline run of "
-          "the same repeat.\n'obs' = the observer process (agent or tcplife): CPU from "
-          "/proc/PID/stat, RSS = VmRSS at the end of the traffic, peak = max VmHWM "
-          "(BCC compile included).\n'unaccounted' = generator's count minus observer's "
-          "(client: connections attempted vs opened+refused+timeouts of the client's pid; "
-          "server: accepted vs opened), summed over repeats.")
+          f"{workloads.CHUNK_BYTES // 1024} KiB writes"
+          f"{', sender on CPU 0, receiver on CPU 1' if settings.pin_bulk else ''}. "
+          "Namespaces keep no TIME_WAIT sockets (tcp_max_tw_buckets=0), so runs do not "
+          "inherit each other's.")
+    print(report.LEGEND)
     agents = {}
     for name in names:
         kind = "bulk" if "bulk" in name else "churn"
-        block = report.bulk_block if kind == "bulk" else report.churn_block
-        text, agent = block(runs, name, variants)
+        text, agent = report.workload_block(runs, name, variants, kind)
         agents[name] = agent
         print(f"\n{name}\n{text}")
     notes = report.anomalies_block(runs, names, variants)

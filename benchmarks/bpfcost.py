@@ -11,7 +11,6 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from benchmarks.observers import program_names
 from benchmarks.report import table
 from benchmarks.results import Run
 
@@ -36,7 +35,6 @@ def stats_enabled() -> Iterator[bool]:
 def render(runs: list[Run]) -> str:
     """Rows per observer and program; columns per workload: runs/unit, ns/run."""
     workloads = list(dict.fromkeys(r.workload for r in runs))
-    names = program_names(sorted({i for r in runs for i in r.bpf}))
     header = ["observer", "program"]
     for w in workloads:
         unit = "MiB" if "bulk" in w else "conn"
@@ -51,8 +49,9 @@ def render(runs: list[Run]) -> str:
             res = r.result
             units[r.workload] = (res.completed if res.workload.kind == "churn"
                                  else res.bytes_sent / 2**20)
-            for pid, (cnt, ns) in r.bpf.items():
-                per_prog.setdefault(names.get(pid, str(pid)), {})[r.workload] = (cnt, ns)
+            for prog, (cnt, ns) in r.bpf.items():
+                short = prog.removeprefix("tracepoint__").replace("__", ":", 1)
+                per_prog.setdefault(short, {})[r.workload] = (cnt, ns)
         total: dict[str, float] = {}
         for prog in sorted(per_prog):
             row = [variant, prog]

@@ -219,6 +219,8 @@ OBSERVERS: dict[str, type[Observer]] = {"traceprobe": Agent, "tcplife": Tcplife}
 def program_names(ids: list[int]) -> dict[int, str]:
     """BPF program names (bpftool knows the full ones); `prog N` if it can't tell."""
     names = {i: f"prog {i}" for i in ids}
+    if not ids:
+        return names
     try:
         out = subprocess.run(["bpftool", "prog", "show", "--json"], capture_output=True,
                              text=True, timeout=30).stdout

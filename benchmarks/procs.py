@@ -18,13 +18,15 @@ _CLK_TCK = os.sysconf("SC_CLK_TCK")
 _children: list[subprocess.Popen[Any]] = []
 
 
-def _die_with_parent() -> None:
-    ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+def spawn(argv: list[str], cpus: set[int] | None = None, **kwargs: Any) -> subprocess.Popen[Any]:
+    """Popen with PDEATHSIG (and CPU affinity if given); stop_all() stops it if still running."""
 
+    def prepare() -> None:
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+        if cpus:
+            os.sched_setaffinity(0, cpus)
 
-def spawn(argv: list[str], **kwargs: Any) -> subprocess.Popen[Any]:
-    """Popen with PDEATHSIG; the process is stopped by stop_all() if still running."""
-    proc: subprocess.Popen[Any] = subprocess.Popen(argv, preexec_fn=_die_with_parent, **kwargs)
+    proc: subprocess.Popen[Any] = subprocess.Popen(argv, preexec_fn=prepare, **kwargs)
     _children.append(proc)
     return proc
 

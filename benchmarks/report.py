@@ -14,6 +14,28 @@ from benchmarks.results import BASELINE, Run, Summary, summarise
 TARGET_CONN_RATIO, TARGET_BULK_RATIO, TARGET_RSS_MB = 0.95, 0.97, 150.0
 MB = 1e6
 NA = "n/a"
+LEGEND = """
+How to read the tables
+  medians over the repeats; [min - max] of the rate across them.
+  ratio    rate / the baseline run of the same repeat (runs are interleaved, so slow drift
+           in the machine's other load cancels); the median of those per-repeat ratios.
+  cpu-est  the same ratio estimated from CPU cost instead of wall-clock rate: baseline's
+           CPU per connection (client + server processes) / this variant's (client + server
+           + observer). At saturation rate ~ CPU / cost, so it predicts the ratio on an
+           otherwise idle machine; it misses softirq work done in ksoftirqd or idle context.
+  gen CPU  the generator's client + server CPU (utime + stime, softirq included when it
+           ran in their context) per connection or GiB: the observer's in-kernel cost
+           lands here.
+  obs      the observer process (agent or tcplife): CPU from /proc/PID/stat over the
+           traffic and settling time; RSS = VmRSS at the end of the traffic; peak = max
+           VmHWM (includes the BCC compile).
+  drops    agent: kernel drop counters (conn_map_full, edge_map_full); tcplife: samples
+           its perf buffer lost ("Possibly lost N samples").
+  recorded client-side connections the observer saw for the generator's pid (agent:
+           opened + refused + timeouts) / attempted by the generator (completed + failed).
+  unaccounted  generator's count minus observer's, summed over repeats; client side as
+           above, server side: connections accepted vs recorded as opened (bulk: bytes sent
+           vs bytesSent, bytes received vs bytesReceived)."""
 
 
 def table(header: Sequence[str], rows: Sequence[Sequence[str]], indent: str = "  ") -> str:
@@ -75,61 +97,51 @@ def _cell_unaccounted(s: Summary) -> str:
     return NA if u is None else f"{u[0]:,} / {u[1]:,}"
 
 
-def churn_block(runs: list[Run], workload: str, variants: list[str]) -> tuple[str, Summary | None]:
-    header = ["variant", "conn/s", "[min - max]", "ratio", f">={TARGET_CONN_RATIO}",
-              "gen fail", "gen CPU us/conn", "obs CPU s/100k", "RSS MB", "peak MB",
-              "drops/lost", "recorded/expected", "unaccounted cli/srv"]
+def workload_block(runs: list[Run], workload: str, variants: list[str],
+                   kind: str) -> tuple[str, Summary | None]:
+    """One table per workload; returns it and the traceprobe summary for the targets."""
+    churn = kind == "churn"
+    target = TARGET_CONN_RATIO if churn else TARGET_BULK_RATIO
+    header = ["variant", "conn/s" if churn else "MB/s", "[min - max]", "ratio",
+              f">={target}", "cpu-est", "gen CPU us/conn" if churn else "gen CPU s/GiB",
+              "obs CPU s/100k" if churn else "obs CPU s/GiB", "RSS MB", "peak MB",
+              "drops/lost", "recorded/expected" if churn else "bytes counted/sent",
+              "unaccounted cli/srv" + ("" if churn else " bytes")]
+    scale = 1.0 if churn else 1 / MB
     rows, agent = [], None
     for v in variants:
         s = summarise(runs, workload, v)
         agent = s if v == "traceprobe" else agent
         if not s.rates:
-            rows.append([v, NA, "", "", "", "", "", "", "", "", "", "", _why(s)])
+            rows.append([v, NA, *[""] * (len(header) - 3), _why(s)])
             continue
-        is_obs = v != BASELINE
-        recorded = [r.acc.client_conns for r in s.ok_runs() if r.acc and r.acc.client_conns
-                    is not None]
-        cpu = s.cpu_per_unit()
+        obs = v != BASELINE
+        gen = s.workload_cpu_per_unit()
+        cpu = s.obs_cpu_per_unit()
         rows.append([
-            v, num(s.rate), f"[{min(s.rates):,.0f} - {max(s.rates):,.0f}]",
-            num(s.ratio, ".3f"), verdict(s.ratio, TARGET_CONN_RATIO) if is_obs else "",
-            f"{s.failed():,}", num(s.workload_cpu_per_conn_us(), ".1f"),
-            num(cpu * 1e5 if cpu is not None else None, ".2f") if is_obs else "",
-            num(_mb(s.rss()), ".1f") if is_obs else "",
-            num(_mb(s.peak()), ".1f") if is_obs else "",
-            num(s.drops()) if is_obs else "",
-            f"{sum(recorded):,}/{s.expected():,}" if is_obs else f"-/{s.expected():,}",
-            _cell_unaccounted(s) if is_obs else "",
+            v, num(s.rate * scale if s.rate is not None else None),
+            f"[{min(s.rates) * scale:,.0f} - {max(s.rates) * scale:,.0f}]",
+            num(s.ratio, ".3f"), verdict(s.ratio, target) if obs else "",
+            num(s.cpu_ratio, ".3f"),
+            num(gen * 1e6 if churn and gen is not None else gen, ".1f" if churn else ".3f"),
+            num(cpu * 1e5 if churn and cpu is not None else cpu, ".2f" if churn else ".3f")
+            if obs else "",
+            num(_mb(s.rss()), ".1f") if obs else "",
+            num(_mb(s.peak()), ".1f") if obs else "",
+            num(s.drops()) if obs else "",
+            _recorded(s, churn) if obs else "",
+            _cell_unaccounted(s) if obs else "",
         ])
     return table(header, rows), agent
 
 
-def bulk_block(runs: list[Run], workload: str, variants: list[str]) -> tuple[str, Summary | None]:
-    header = ["variant", "MB/s", "[min - max]", "ratio", f">={TARGET_BULK_RATIO}",
-              "obs CPU s/GiB", "RSS MB", "peak MB", "drops/lost", "bytes counted/sent",
-              "unaccounted cli/srv bytes"]
-    rows, agent = [], None
-    for v in variants:
-        s = summarise(runs, workload, v)
-        agent = s if v == "traceprobe" else agent
-        if not s.rates:
-            rows.append([v, NA, "", "", "", "", "", "", "", "", _why(s)])
-            continue
-        is_obs = v != BASELINE
-        counted = [r.acc.client_bytes for r in s.ok_runs() if r.acc]
-        known = [c for c in counted if c is not None]
-        rows.append([
-            v, num(_mb(s.rate)), f"[{min(s.rates) / MB:,.0f} - {max(s.rates) / MB:,.0f}]",
-            num(s.ratio, ".3f"), verdict(s.ratio, TARGET_BULK_RATIO) if is_obs else "",
-            num(s.cpu_per_unit(), ".3f") if is_obs else "",
-            num(_mb(s.rss()), ".1f") if is_obs else "",
-            num(_mb(s.peak()), ".1f") if is_obs else "",
-            num(s.drops()) if is_obs else "",
-            (f"{sum(known) / s.expected():.6f}" if known and len(known) == len(counted)
-             and s.expected() else NA) if is_obs else "",
-            _cell_unaccounted(s) if is_obs else "",
-        ])
-    return table(header, rows), agent
+def _recorded(s: Summary, churn: bool) -> str:
+    accs = [r.acc for r in s.ok_runs()]
+    counts = [a.client_conns if churn else a.client_bytes for a in accs if a is not None]
+    known = [c for c in counts if c is not None]
+    if not known or len(known) != len(accs) or not s.expected():
+        return NA
+    return f"{sum(known):,}/{s.expected():,}" if churn else f"{sum(known) / s.expected():.6f}"
 
 
 def targets_block(agents: dict[str, Summary | None]) -> str:
@@ -142,18 +154,17 @@ def targets_block(agents: dict[str, Summary | None]) -> str:
                                 ("bulk throughput vs baseline", bulk, TARGET_BULK_RATIO)):
         for w, s in group.items():
             rows.append([f"{name} >= {target}", w, num(s.ratio, ".3f"), verdict(s.ratio, target)])
-    for w, a in agents.items():
-        if a is None or not a.runs:
+    for w, summary in agents.items():
+        if summary is None or not summary.runs:
             continue
-        s = a
-        u = s.unaccounted()
-        drops = s.drops()
+        u = summary.unaccounted()
+        drops = summary.drops()
         lost = None if u is None else abs(u[0]) + abs(u[1]) + (drops or 0)
-        unit = "bytes" if _kind(s) == "bulk" else "conns"
+        unit = "bytes" if _kind(summary) == "bulk" else "conns"
         rows.append(["zero unaccounted losses", w,
                      NA if u is None else f"cli {u[0]:,} srv {u[1]:,} {unit}, drops {drops}",
                      verdict(lost, 0, higher_is_better=False)])
-    rss = [x for s in agents.values() if s for x in [s.rss()] if x is not None]
+    rss = [x for a in agents.values() if a for x in [a.rss()] if x is not None]
     worst = _mb(max(rss)) if rss else None
     rows.append([f"steady RSS <= {TARGET_RSS_MB:.0f} MB", "all (max of medians)",
                  num(worst, ".1f") + " MB", verdict(worst, TARGET_RSS_MB, False)])
@@ -169,6 +180,8 @@ def anomalies_block(runs: list[Run], workloads: list[str], variants: list[str]) 
                 found = ", ".join(f"{k} {n:,}" for k, n in sorted(s.anomalies().items()))
                 lines.append(f"  {w} / {v}: {found} (summed over runs; counters, not losses)")
             lines += [f"  {w} / {v}: run failed: {e}" for e in s.errors]
+            if s.failed():
+                lines.append(f"  {w} / {v}: generator failures {s.failed():,}: {s.error_kinds()}")
     return "\n".join(lines)
 
 

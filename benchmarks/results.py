@@ -22,7 +22,7 @@ class Run:
     rss: int | None = None        # observer VmRSS at the end of the workload
     hwm: int | None = None        # observer VmHWM (peak, compile included)
     acc: Accounting | None = None
-    bpf: dict[int, tuple[int, int]] = field(default_factory=dict)  # prog id -> (runs, ns)
+    bpf: dict[str, tuple[int, int]] = field(default_factory=dict)  # program -> (runs, ns)
     error: str | None = None
 
     @property
@@ -36,6 +36,12 @@ class Run:
         if self.result.workload.kind == "churn":
             return float(self.result.completed)
         return self.result.bytes_sent / 2**30
+
+    def cpu_per_unit(self) -> float | None:
+        """CPU seconds per unit of the generator's processes plus the observer's."""
+        if self.result is None or not self.units:
+            return None
+        return (self.result.client_cpu + self.result.server_cpu + (self.cpu or 0.0)) / self.units
 
     def unaccounted(self) -> tuple[int, int] | None:
         """(client, server) connections the observer missed (churn) or bytes (bulk)."""
@@ -66,6 +72,7 @@ class Summary:
     runs: list[Run]
     rates: list[float]
     ratios: list[float]           # paired with the baseline run of the same repeat
+    cpu_ratios: list[float]       # baseline's CPU per unit / this variant's, paired likewise
     errors: list[str]
 
     @property
@@ -76,15 +83,21 @@ class Summary:
     def ratio(self) -> float | None:
         return median(self.ratios)
 
+    @property
+    def cpu_ratio(self) -> float | None:
+        return median(self.cpu_ratios)
+
     def ok_runs(self) -> list[Run]:
         return [r for r in self.runs if r.ok]
 
-    def cpu_per_unit(self) -> float | None:
+    def obs_cpu_per_unit(self) -> float | None:
+        """The observer's CPU seconds per connection (churn) or GiB (bulk)."""
         return median([r.cpu / r.units for r in self.ok_runs() if r.cpu is not None and r.units])
 
-    def workload_cpu_per_conn_us(self) -> float | None:
-        return median([(r.result.client_cpu + r.result.server_cpu) / r.result.completed * 1e6
-                       for r in self.ok_runs() if r.result and r.result.completed])
+    def workload_cpu_per_unit(self) -> float | None:
+        """CPU seconds of the generator's client and server per connection or GiB."""
+        return median([(r.result.client_cpu + r.result.server_cpu) / r.units
+                       for r in self.ok_runs() if r.result and r.units])
 
     def rss(self) -> float | None:
         return median([float(r.rss) for r in self.ok_runs() if r.rss is not None])
@@ -108,6 +121,13 @@ class Summary:
     def failed(self) -> int:
         return sum(r.result.failed for r in self.ok_runs() if r.result)
 
+    def error_kinds(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for r in self.ok_runs():
+            for k, n in (r.result.errors if r.result else {}).items():
+                out[k] = out.get(k, 0) + n
+        return out
+
     def unaccounted(self) -> tuple[int, int] | None:
         pairs = [u for r in self.ok_runs() if (u := r.unaccounted()) is not None]
         if not pairs:
@@ -126,13 +146,20 @@ class Summary:
 
 def summarise(runs: list[Run], workload: str, variant: str) -> Summary:
     mine = [r for r in runs if r.workload == workload and r.variant == variant]
-    base = {r.repeat: r.result.rate for r in runs
+    base = {r.repeat: r for r in runs
             if r.workload == workload and r.variant == BASELINE and r.ok and r.result}
-    rates, ratios = [], []
+    rates, ratios, cpu_ratios = [], [], []
     for r in mine:
-        if r.ok and r.result is not None:
-            rates.append(r.result.rate)
-            if base.get(r.repeat):
-                ratios.append(r.result.rate / base[r.repeat])
-    return Summary(workload, variant, mine, rates, ratios,
+        if not r.ok or r.result is None:
+            continue
+        rates.append(r.result.rate)
+        b = base.get(r.repeat)
+        if b is None or b.result is None:
+            continue
+        if b.result.rate:
+            ratios.append(r.result.rate / b.result.rate)
+        mine_cpu, base_cpu = r.cpu_per_unit(), b.cpu_per_unit()
+        if mine_cpu and base_cpu:
+            cpu_ratios.append(base_cpu / mine_cpu)
+    return Summary(workload, variant, mine, rates, ratios, cpu_ratios,
                    [r.error for r in mine if r.error])

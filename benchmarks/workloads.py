@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +32,7 @@ class Settings:
     threads: int = 4          # churn client threads
     server_workers: int = 4   # churn server accept threads
     bulk_connections: int = 1
+    pin_bulk: bool = True     # bulk sender on CPU 0, receiver on CPU 1: steadier numbers
 
 
 @dataclass
@@ -84,14 +86,17 @@ def run(workload: Workload, settings: Settings, binary: Path) -> WorkloadResult:
         server_argv = [exe, "sink", ip, port]
         client_argv = [exe, "bulk", ip, port, str(settings.bulk_connections),
                        str(settings.seconds), str(CHUNK_BYTES)]
-    server = procs.spawn(in_ns(w.server_ns, server_argv), stdout=subprocess.PIPE,
+    pin = workload.kind == "bulk" and settings.pin_bulk and (os.cpu_count() or 1) >= 2
+    server = procs.spawn(in_ns(w.server_ns, server_argv), {1} if pin else None,
+                         stdout=subprocess.PIPE,
                          stderr=subprocess.PIPE, text=True)
     try:
         assert server.stdout is not None
         if server.stdout.readline().strip() != "ready":
             _, err = server.communicate(timeout=5)
             raise RuntimeError(f"{workload.name}: server did not start: {err.strip()}")
-        client = procs.spawn(in_ns(w.client_ns, client_argv), stdout=subprocess.PIPE,
+        client = procs.spawn(in_ns(w.client_ns, client_argv), {0} if pin else None,
+                             stdout=subprocess.PIPE,
                              stderr=subprocess.PIPE, text=True)
         try:
             out, err = client.communicate(timeout=settings.seconds + 60)

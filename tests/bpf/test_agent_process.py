@@ -17,13 +17,8 @@ from typing import Any
 
 import pytest
 
+from harness.bpf import held_ids, live_ids
 from harness.tools import REPO
-
-
-def _bpftool_ids(kind: str) -> set[int]:
-    out = subprocess.run(["bpftool", "-j", kind, "show"], capture_output=True, text=True,
-                         check=True).stdout
-    return {item["id"] for item in json.loads(out)}
 
 
 class AgentProc:
@@ -78,19 +73,18 @@ def agent_proc(bpf_ready: None) -> Iterator[list[AgentProc]]:
 
 
 def test_sigkill_leaves_no_programs_or_maps_and_restart_resumes(agent_proc: Any) -> None:
-    progs_before, maps_before = _bpftool_ids("prog"), _bpftool_ids("map")
     first = AgentProc()
     agent_proc.append(first)
-    assert len(_bpftool_ids("prog") - progs_before) == len(first.ready["programs"]) >= 5
-    assert _bpftool_ids("map") - maps_before
+    progs, maps = held_ids(first.proc.pid, "prog"), held_ids(first.proc.pid, "map")
+    assert len(progs) == len(first.ready["programs"]) >= 5 and maps
+    assert progs <= live_ids("prog") and maps <= live_ids("map")
     os.kill(first.proc.pid, signal.SIGKILL)
     first.proc.wait()
     deadline = time.monotonic() + 10  # the kernel frees them once the last fd closes
-    while time.monotonic() < deadline and (_bpftool_ids("prog") - progs_before
-                                           or _bpftool_ids("map") - maps_before):
+    while time.monotonic() < deadline and (progs & live_ids("prog") or maps & live_ids("map")):
         time.sleep(0.2)
-    assert not _bpftool_ids("prog") - progs_before, "programs leaked after SIGKILL"
-    assert not _bpftool_ids("map") - maps_before, "maps leaked after SIGKILL"
+    assert not progs & live_ids("prog"), "programs leaked after SIGKILL"
+    assert not maps & live_ids("map"), "maps leaked after SIGKILL"
 
     second = AgentProc()
     agent_proc.append(second)

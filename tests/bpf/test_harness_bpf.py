@@ -2,23 +2,16 @@
 
 from __future__ import annotations
 
-import json
+import os
 import socket
-import subprocess
 
-from harness.bpf import state_change_counter
-
-
-def _bpf_prog_ids() -> set[int]:
-    out = subprocess.run(["bpftool", "-j", "prog", "show"], capture_output=True, text=True,
-                         check=True).stdout
-    return {p["id"] for p in json.loads(out)}
+from harness.bpf import held_ids, live_ids, state_change_counter
 
 
 def test_tracepoint_program_counts_loopback_connections(bpf_ready: None) -> None:
-    before_ids = _bpf_prog_ids()
     with state_change_counter() as count:
-        assert _bpf_prog_ids() - before_ids, "program not visible to bpftool while loaded"
+        mine = held_ids(os.getpid())
+        assert mine and mine <= live_ids(), "program not visible to bpftool while loaded"
         start = count()
         server = socket.create_server(("127.0.0.1", 0))
         port = server.getsockname()[1]
@@ -31,4 +24,4 @@ def test_tracepoint_program_counts_loopback_connections(bpf_ready: None) -> None
         # Each connection walks CLOSE→SYN_SENT→ESTABLISHED on the client and
         # more on the server: at least 2 transitions per connection are certain.
         assert count() - start >= 10
-    assert not (_bpf_prog_ids() - before_ids), "program still loaded after cleanup"
+    assert not mine & live_ids(), "program still loaded after cleanup"

@@ -3,23 +3,16 @@ kernel, the agent's NodeReport makes the probe Ready, deletion detaches."""
 
 from __future__ import annotations
 
-import json
-import subprocess
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
+from harness.bpf import held_ids
 from harness.install import apply_probe, ensure_node, install
 from harness.world import GROUP, VERSION, OperatorWorld, wait_until
 
 NODE = "tp-agent-node"
-
-
-def _prog_ids() -> set[int]:
-    out = subprocess.run(["bpftool", "-j", "prog", "show"], capture_output=True, text=True,
-                         check=True).stdout
-    return {p["id"] for p in json.loads(out)}
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +33,6 @@ def _entry(world: OperatorWorld, probe: str) -> dict[str, Any]:
 
 
 def test_probe_to_kernel_to_ready_and_back(world: OperatorWorld) -> None:
-    before = _prog_ids()
     agent = world.start_agent(NODE)
     report = wait_until(lambda: world.node_report(NODE), what="the agent's NodeReport")
     assert report["spec"]["nodeName"] == NODE
@@ -49,7 +41,7 @@ def test_probe_to_kernel_to_ready_and_back(world: OperatorWorld) -> None:
     entry = wait_until(lambda: _entry(world, "edge").get("state") == "Attached"
                        and _entry(world, "edge"), timeout=60, what="probe Attached on node")
     assert "tracepoint/sock:inet_sock_set_state" in entry["programsAttached"]
-    assert len(_prog_ids() - before) == len(entry["programsAttached"])
+    assert len(held_ids(agent.pid)) == len(entry["programsAttached"])
     wait_until(lambda: world.condition("edge", "Ready").get("status") == "True",
                what="operator sees the real agent's report: Ready")
     assert world.probe("edge")["status"]["nodesReady"] == "1/1"
@@ -77,6 +69,6 @@ def test_probe_to_kernel_to_ready_and_back(world: OperatorWorld) -> None:
     world.custom.delete_namespaced_custom_object(GROUP, VERSION, "shop", "traceprobes",
                                                  "elsewhere")
     wait_until(lambda: world.probe("edge") is None, timeout=30, what="probe deleted")
-    wait_until(lambda: not (_prog_ids() - before), timeout=30, what="programs detached")
+    wait_until(lambda: not held_ids(agent.pid), timeout=30, what="programs detached")
     assert agent.alive()
     assert "Traceback" not in agent.log.read_text()

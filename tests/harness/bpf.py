@@ -6,8 +6,13 @@ so the test world and the product share header discovery and preflight checks.
 
 from __future__ import annotations
 
+import contextlib
+import json
+import re
+import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 from traceprobe_agent.bcc_runtime import BpfUnavailable, loaded_program, preflight
@@ -45,3 +50,21 @@ def state_change_counter() -> Iterator[Any]:
             return int(table[table.Key(0)].value)
 
         yield count
+
+
+def held_ids(pid: int, kind: str = "prog") -> set[int]:
+    """IDs of the BPF programs (kind="prog") or maps ("map") a process holds open,
+    read from its fdinfo: precise even while other BPF users come and go."""
+    ids: set[int] = set()
+    for info in Path(f"/proc/{pid}/fdinfo").glob("*"):
+        with contextlib.suppress(OSError):
+            ids.update(int(m) for m in re.findall(rf"^{kind}_id:\s*(\d+)", info.read_text(),
+                                                   re.M))
+    return ids
+
+
+def live_ids(kind: str = "prog") -> set[int]:
+    """IDs of every BPF program or map in the kernel right now (bpftool)."""
+    out = subprocess.run(["bpftool", "-j", kind, "show"], capture_output=True, text=True,
+                         check=True).stdout
+    return {int(item["id"]) for item in json.loads(out)}
