@@ -37,6 +37,8 @@ class AgentConfig:
 class AgentStats:
     started: float = field(default_factory=time.monotonic)
     records: int = 0
+    connections: dict[str, int] = field(default_factory=lambda: dict.fromkeys(
+        ("opened", "closed", "refused", "timeouts", "resets"), 0))
     drains: int = 0
     last_drain_seconds: float = 0.0
     compiles: int = 0
@@ -113,6 +115,9 @@ class Agent:
         self._interval_start = end
         self.stats.drains += 1
         self.stats.records += len(records)
+        for record in records:
+            for event in self.stats.connections:
+                self.stats.connections[event] += getattr(record, event)
         self.stats.last_drain_seconds = time.monotonic() - started
         if records:
             self.sink(records)

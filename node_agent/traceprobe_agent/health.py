@@ -14,6 +14,9 @@ def render_metrics(agent: Agent) -> str:
     lines = [
         "# TYPE traceprobe_agent_records_total counter",
         f"traceprobe_agent_records_total {s.records}",
+        "# TYPE traceprobe_agent_connections_total counter",
+        *(f'traceprobe_agent_connections_total{{event="{k}"}} {v}'
+          for k, v in sorted(s.connections.items())),
         "# TYPE traceprobe_agent_drains_total counter",
         f"traceprobe_agent_drains_total {s.drains}",
         "# TYPE traceprobe_agent_drain_seconds gauge",

@@ -134,3 +134,9 @@ def test_metrics_and_health_endpoints(agent_proc: Any) -> None:
     rss = next(float(line.split()[1]) for line in text.splitlines()
                if line.startswith("process_resident_memory_bytes"))
     assert 10e6 < rss < 500e6
+    _loopback_connections(3)
+    time.sleep(1.5)  # one interval: the agent drains and counts
+    with urllib.request.urlopen(agent.metrics_url) as r:
+        text = r.read().decode()
+    opened = re.search(r'traceprobe_agent_connections_total\{event="opened"\} (\d+)', text)
+    assert opened and int(opened.group(1)) >= 6  # 3 client + 3 server sides
