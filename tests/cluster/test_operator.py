@@ -78,6 +78,17 @@ def test_delete_times_out_with_a_warning_event(world: Any) -> None:
                for e in events), [e.reason for e in events]
 
 
+def test_delete_without_agents_is_immediate(world: Any) -> None:
+    _apply_probe(world.cp, "unwatched")
+    wait_until(lambda: world.condition("unwatched", "Accepted").get("status") == "True")
+    started = time.monotonic()
+    world.custom.delete_namespaced_custom_object(GROUP, VERSION, "shop", "traceprobes",
+                                                 "unwatched")
+    wait_until(lambda: world.probe("unwatched") is None, what="deleted")
+    # No agent ever reported it, so nothing to wait for (the timeout is 8 s).
+    assert time.monotonic() - started < 5
+
+
 def test_last_probe_gone_removes_daemonset(world: Any) -> None:
     for name in ("web",):
         world.custom.delete_namespaced_custom_object(GROUP, VERSION, "shop", "traceprobes", name)
