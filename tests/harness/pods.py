@@ -170,20 +170,19 @@ class PodFactory:
             refs, extra = self.objects.owner_refs(owner[0], owner[1], namespace, labels)
             labels.update(extra)
         tag = f"{self._run_id}{self._next:02x}"
-        cgroup = self.cgroup_base / f"{namespace}_{name}"
-        cgroup.mkdir(exist_ok=True)
-        if host_network:
-            pod = Pod(name, namespace, self.node, self.node_ip, None, None, cgroup, labels)
-        else:
-            ip4, ip6 = self._addresses()
-            netns = f"{NETNS_PREFIX}{tag}"
-            self._plumb(netns, f"{VETH_PREFIX}{tag}", ip4, ip6)
-            pod = Pod(name, namespace, self.node, ip4, ip6, netns, cgroup, labels)
-        self.pods.append(pod)
+        ip4, ip6 = (self.node_ip, None) if host_network else self._addresses()
         obj = self.objects.create_pod(name, namespace, self.node, labels, refs, host_network)
-        pod.uid = obj.metadata.uid
-        ips = [pod.ip] + ([pod.ip6] if pod.ip6 else [])
-        self.objects.mark_running(name, namespace, ips, self.node_ip)
+        # Laid out like the kubelet's cgroupfs driver (kubepods/pod<uid>/<container>),
+        # so the agent finds pods from cgroup paths here as on a real node.
+        cgroup = self.cgroup_base / "kubepods" / f"pod{obj.metadata.uid}" / "main"
+        cgroup.mkdir(parents=True, exist_ok=True)
+        netns = None
+        if not host_network:
+            netns = f"{NETNS_PREFIX}{tag}"
+            self._plumb(netns, f"{VETH_PREFIX}{tag}", ip4, str(ip6))
+        pod = Pod(name, namespace, self.node, ip4, ip6, netns, cgroup, labels, obj.metadata.uid)
+        self.pods.append(pod)
+        self.objects.mark_running(name, namespace, [ip4] + ([ip6] if ip6 else []), self.node_ip)
         return pod
 
     @staticmethod
@@ -208,8 +207,8 @@ class PodFactory:
            "net.ipv6.conf.all.accept_redirects=0")
 
     def delete(self, pod: Pod, delete_object: bool = True) -> None:
-        """Remove one pod's processes, cgroup and netns (and its Pod object)."""
-        kill_cgroup(pod.cgroup)
+        """Remove one pod's processes, cgroups and netns (and its Pod object)."""
+        kill_cgroup(pod.cgroup.parent)
         if pod.netns:
             sh("ip", "netns", "del", pod.netns, check=False)
         if delete_object:
@@ -223,5 +222,4 @@ class PodFactory:
         for pod in list(self.pods):
             self.delete(pod, delete_object=False)
         self.objects.delete_all()
-        with contextlib.suppress(OSError):
-            self.cgroup_base.rmdir()
+        kill_cgroup(self.cgroup_base)
