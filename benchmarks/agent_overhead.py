@@ -43,7 +43,7 @@ def say(msg: str) -> None:
 def _args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m benchmarks.agent_overhead", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--seconds", type=float, default=5.0, help="per workload run (5)")
+    p.add_argument("--seconds", type=float, default=6.0, help="per workload run (6)")
     p.add_argument("--repeats", type=int, default=5, help="interleaved repeats (5)")
     p.add_argument("--threads", type=int, default=4, help="churn client threads (4)")
     p.add_argument("--server-workers", type=int, default=4, help="churn server threads (4)")
@@ -94,7 +94,12 @@ def run_one(variant: str, workload: workloads.Workload, settings: workloads.Sett
             cpu0 = procs.cpu_seconds(observer.pid)
             bpf0 = procs.bpf_programs(observer.pid)
         time.sleep(0.5)  # the same quiet gap before every run, observer or not
+        busy0, obs0 = procs.machine_busy(), procs.cpu_seconds(observer.pid) if observer else 0.0
         run.result = workloads.run(workload, settings, binary)
+        busy, wall = (b - a for a, b in zip(busy0, procs.machine_busy(), strict=True))
+        obs_cpu = procs.cpu_seconds(observer.pid) - obs0 if observer else 0.0
+        others = busy - run.result.client_cpu - run.result.server_cpu - obs_cpu
+        run.other_cpu = max(0.0, others / wall) if wall > 0 else None
         if observer is not None:
             run.rss, run.hwm = procs.memory_bytes(observer.pid)
             time.sleep(settle)  # the agent drains its last interval, tcplife its backlog
@@ -107,7 +112,7 @@ def run_one(variant: str, workload: workloads.Workload, settings: workloads.Sett
             observer.stop()
             run.acc = observer.account(run.result)
     except (ObserverFailed, RuntimeError, OSError, ValueError) as exc:
-        run.error = str(exc).replace("\n", " ")
+        run.error = f"{variant} run failed: {exc}".replace("\n", " ")
     finally:
         if observer is not None:
             observer.close()
@@ -125,7 +130,8 @@ def describe(run: Run) -> str:
         extra = f", unaccounted cli/srv {u[0]}/{u[1]}, drops {run.drops()}"
     if run.cpu is not None and run.rss is not None:
         extra += f", obs CPU {run.cpu:.2f}s RSS {run.rss / 1e6:.0f} MB"
-    return f"{head} {rate}, failed {r.failed}{extra}"
+    other = f", other CPU {run.other_cpu:.0%}" if run.other_cpu is not None else ""
+    return f"{head} {rate}, failed {r.failed}{other}{extra}"
 
 
 def _interrupt(signum: int, frame: FrameType | None) -> None:
@@ -139,39 +145,43 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     names = [w.strip() for w in args.workloads.split(",") if w.strip()]
     variants = [v for v in VARIANTS if v in args.variants.split(",")]
+    unknown = [n for n in names if n not in workloads.NAMES]
+    if unknown or not names or not variants:
+        print(f"choose workloads from {', '.join(workloads.NAMES)} and variants from "
+              f"{', '.join(VARIANTS)} (got {args.workloads!r}, {args.variants!r})",
+              file=sys.stderr)
+        return 2
     for sig in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, _interrupt)
     print("Agent overhead benchmark (issue 4)\n\nMachine\n" + report.machine_facts(), flush=True)
     binary = build_loadgen()
+    runs: list[Run] = []
+    running = list(variants)
     if "tcplife" in variants and (why := ensure_tcplife(not args.no_install)):
         print(f"\n  NOTE: tcplife-bpfcc unavailable ({why}); its rows show n/a.", flush=True)
-        variants.remove("tcplife")
+        running.remove("tcplife")
+        runs += [Run(0, "tcplife", n, error=f"tcplife-bpfcc unavailable: {why}") for n in names]
     settings = workloads.Settings(args.seconds, args.threads, args.server_workers,
                                   args.bulk_connections, not args.no_pin)
-    total = len(names) * len(variants) * args.repeats
+    total = len(names) * len(running) * args.repeats
     say(f"{total} runs of {args.seconds:g}s (+ observer start-up), then the BPF cost pass; "
         f"removed stale namespaces: {reap_stale() or 'none'}")
-    runs: list[Run] = []
     profile: list[Run] = []
+    measured = len(runs)
     try:
         with Namespaces() as ns:
             all_wl = workloads.all_workloads(ns)
-            unknown = [n for n in names if n not in all_wl]
-            if unknown:
-                print(f"unknown workload(s) {unknown}; choose from {list(all_wl)}",
-                      file=sys.stderr)
-                return 2
             try:
                 for name in names:  # unmeasured: first-run effects hit no variant
                     workloads.run(all_wl[name], replace(settings, seconds=2.0), binary)
                 for repeat in range(args.repeats):
                     for name in names:
-                        for v in variants:
+                        for v in running:
                             runs.append(run_one(v, all_wl[name], settings, binary, repeat,
                                                 args.settle))
-                            say(f"{len(runs)}/{total} repeat {repeat + 1}: "
+                            say(f"{len(runs) - measured}/{total} repeat {repeat + 1}: "
                                 f"{describe(runs[-1])}")
-                observers = [v for v in variants if v != BASELINE]
+                observers = [v for v in running if v != BASELINE]
                 if args.bpf_stats_seconds > 0 and observers:
                     short = replace(settings, seconds=args.bpf_stats_seconds)
                     with bpfcost.stats_enabled() as enabled:
@@ -192,8 +202,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def print_tables(runs: list[Run], profile: list[Run], names: list[str], variants: list[str],
                  settings: workloads.Settings) -> None:
-    print(f"\nSettings: {settings.seconds:g} s per run, {len(set(r.repeat for r in runs))} "
-          f"interleaved repeats (baseline, traceprobe, tcplife per repeat and workload); "
+    print(f"\nSettings: {settings.seconds:g} s per run, {len({r.repeat for r in runs if r.ok})} "
+          f"interleaved repeats ({', '.join(variants)} per repeat and workload); "
           f"churn: {settings.threads} client threads, {settings.server_workers} server "
           f"threads, {workloads.REQUEST_BYTES} B request, {workloads.RESPONSE_BYTES} B "
           f"response, server closes first; bulk: {settings.bulk_connections} stream(s) of "

@@ -57,6 +57,15 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / _CLK_TCK  # fields 14 and 15 of stat
 
 
+def machine_busy() -> tuple[float, float]:
+    """(CPU seconds all CPUs spent busy, CPU seconds elapsed on all CPUs) since boot."""
+    with open("/proc/stat") as f:
+        ticks = [int(x) for x in f.readline().split()[1:]]
+    idle = ticks[3] + ticks[4]  # idle, iowait
+    total = sum(ticks[:8])  # guest time is already part of user
+    return (total - idle) / _CLK_TCK, total / _CLK_TCK
+
+
 def memory_bytes(pid: int) -> tuple[int, int]:
     """(VmRSS, VmHWM) of a live process, in bytes."""
     values = {}

@@ -16,13 +16,18 @@ MB = 1e6
 NA = "n/a"
 LEGEND = """
 How to read the tables
-  medians over the repeats; [min - max] of the rate across them.
+  medians over the repeats; [min - max] across them.
+  other CPU  share of the machine's CPU time busy with neither the generator nor the
+           observer during the traffic (other tenants, kworkers, ksoftirqd): noise gauge.
   ratio    rate / the baseline run of the same repeat (runs are interleaved, so slow drift
            in the machine's other load cancels); the median of those per-repeat ratios.
-  cpu-est  the same ratio estimated from CPU cost instead of wall-clock rate: baseline's
+           The verdict (>= target) is on this figure.
+  med/med  median rate / the baseline's median rate (unpaired; steadier when run-to-run
+           noise is fast rather than a drift).
+  cpu-est  the ratio estimated from CPU cost instead of wall-clock rate: baseline's median
            CPU per connection (client + server processes) / this variant's (client + server
-           + observer). At saturation rate ~ CPU / cost, so it predicts the ratio on an
-           otherwise idle machine; it misses softirq work done in ksoftirqd or idle context.
+           + observer). At saturation rate ~ CPU / cost; misses softirq work done in
+           ksoftirqd or idle context. Three estimates that disagree mean noise, not signal.
   gen CPU  the generator's client + server CPU (utime + stime, softirq included when it
            ran in their context) per connection or GiB: the observer's in-kernel cost
            lands here.
@@ -102,8 +107,9 @@ def workload_block(runs: list[Run], workload: str, variants: list[str],
     """One table per workload; returns it and the traceprobe summary for the targets."""
     churn = kind == "churn"
     target = TARGET_CONN_RATIO if churn else TARGET_BULK_RATIO
-    header = ["variant", "conn/s" if churn else "MB/s", "[min - max]", "ratio",
-              f">={target}", "cpu-est", "gen CPU us/conn" if churn else "gen CPU s/GiB",
+    header = ["variant", "conn/s" if churn else "MB/s", "other CPU", "ratio",
+              "[min - max]", f">={target}", "med/med", "cpu-est",
+              "gen CPU us/conn" if churn else "gen CPU s/GiB",
               "obs CPU s/100k" if churn else "obs CPU s/GiB", "RSS MB", "peak MB",
               "drops/lost", "recorded/expected" if churn else "bytes counted/sent",
               "unaccounted cli/srv" + ("" if churn else " bytes")]
@@ -113,16 +119,18 @@ def workload_block(runs: list[Run], workload: str, variants: list[str],
         s = summarise(runs, workload, v)
         agent = s if v == "traceprobe" else agent
         if not s.rates:
-            rows.append([v, NA, *[""] * (len(header) - 3), _why(s)])
+            rows.append([v, NA, *[""] * (len(header) - 3), "see Notes" if s.errors else NA])
             continue
         obs = v != BASELINE
         gen = s.workload_cpu_per_unit()
         cpu = s.obs_cpu_per_unit()
         rows.append([
             v, num(s.rate * scale if s.rate is not None else None),
-            f"[{min(s.rates) * scale:,.0f} - {max(s.rates) * scale:,.0f}]",
-            num(s.ratio, ".3f"), verdict(s.ratio, target) if obs else "",
-            num(s.cpu_ratio, ".3f"),
+            num(100 * o if (o := s.other_cpu()) is not None else None, ".0f") + "%",
+            num(s.ratio, ".3f"),
+            f"[{min(s.ratios):.2f} - {max(s.ratios):.2f}]" if s.ratios and obs else "",
+            verdict(s.ratio, target) if obs else "",
+            num(s.rate_of_medians, ".3f") if obs else "", num(s.cpu_ratio, ".3f") if obs else "",
             num(gen * 1e6 if churn and gen is not None else gen, ".1f" if churn else ".3f"),
             num(cpu * 1e5 if churn and cpu is not None else cpu, ".2f" if churn else ".3f")
             if obs else "",
@@ -153,7 +161,9 @@ def targets_block(agents: dict[str, Summary | None]) -> str:
     for name, group, target in (("conn rate vs baseline", conn, TARGET_CONN_RATIO),
                                 ("bulk throughput vs baseline", bulk, TARGET_BULK_RATIO)):
         for w, s in group.items():
-            rows.append([f"{name} >= {target}", w, num(s.ratio, ".3f"), verdict(s.ratio, target)])
+            rows.append([f"{name} >= {target}", w,
+                         f"{num(s.ratio, '.3f')} (med/med {num(s.rate_of_medians, '.3f')}, "
+                         f"cpu-est {num(s.cpu_ratio, '.3f')})", verdict(s.ratio, target)])
     for w, summary in agents.items():
         if summary is None or not summary.runs:
             continue
@@ -179,7 +189,7 @@ def anomalies_block(runs: list[Run], workloads: list[str], variants: list[str]) 
             if s.anomalies():
                 found = ", ".join(f"{k} {n:,}" for k, n in sorted(s.anomalies().items()))
                 lines.append(f"  {w} / {v}: {found} (summed over runs; counters, not losses)")
-            lines += [f"  {w} / {v}: run failed: {e}" for e in s.errors]
+            lines += [f"  {w} / {v}: {e}" for e in dict.fromkeys(s.errors)]
             if s.failed():
                 lines.append(f"  {w} / {v}: generator failures {s.failed():,}: {s.error_kinds()}")
     return "\n".join(lines)
@@ -195,6 +205,3 @@ def _kind(s: Summary) -> str:
 def _mb(x: float | None) -> float | None:
     return None if x is None else x / MB
 
-
-def _why(s: Summary) -> str:
-    return (s.errors[0][:70] + "...") if s.errors else "not run"

@@ -24,6 +24,7 @@ class Run:
     acc: Accounting | None = None
     bpf: dict[str, tuple[int, int]] = field(default_factory=dict)  # program -> (runs, ns)
     error: str | None = None
+    other_cpu: float | None = None  # share of all CPUs busy with neither generator nor observer
 
     @property
     def ok(self) -> bool:
@@ -72,8 +73,9 @@ class Summary:
     runs: list[Run]
     rates: list[float]
     ratios: list[float]           # paired with the baseline run of the same repeat
-    cpu_ratios: list[float]       # baseline's CPU per unit / this variant's, paired likewise
     errors: list[str]
+    base_rate: float | None = None  # the baseline's median rate on this workload
+    base_cpu: float | None = None   # the baseline's median CPU per unit (generator)
 
     @property
     def rate(self) -> float | None:
@@ -84,8 +86,15 @@ class Summary:
         return median(self.ratios)
 
     @property
+    def rate_of_medians(self) -> float | None:
+        """Median rate / the baseline's median rate (unpaired)."""
+        return self.rate / self.base_rate if self.rate and self.base_rate else None
+
+    @property
     def cpu_ratio(self) -> float | None:
-        return median(self.cpu_ratios)
+        """Baseline's median CPU per unit / this variant's (generator + observer)."""
+        mine = median([c for r in self.ok_runs() if (c := r.cpu_per_unit()) is not None])
+        return self.base_cpu / mine if mine and self.base_cpu else None
 
     def ok_runs(self) -> list[Run]:
         return [r for r in self.runs if r.ok]
@@ -98,6 +107,9 @@ class Summary:
         """CPU seconds of the generator's client and server per connection or GiB."""
         return median([(r.result.client_cpu + r.result.server_cpu) / r.units
                        for r in self.ok_runs() if r.result and r.units])
+
+    def other_cpu(self) -> float | None:
+        return median([r.other_cpu for r in self.ok_runs() if r.other_cpu is not None])
 
     def rss(self) -> float | None:
         return median([float(r.rss) for r in self.ok_runs() if r.rss is not None])
@@ -146,20 +158,17 @@ class Summary:
 
 def summarise(runs: list[Run], workload: str, variant: str) -> Summary:
     mine = [r for r in runs if r.workload == workload and r.variant == variant]
-    base = {r.repeat: r for r in runs
+    base = {r.repeat: r.result for r in runs
             if r.workload == workload and r.variant == BASELINE and r.ok and r.result}
-    rates, ratios, cpu_ratios = [], [], []
+    rates, ratios = [], []
     for r in mine:
         if not r.ok or r.result is None:
             continue
         rates.append(r.result.rate)
         b = base.get(r.repeat)
-        if b is None or b.result is None:
-            continue
-        if b.result.rate:
-            ratios.append(r.result.rate / b.result.rate)
-        mine_cpu, base_cpu = r.cpu_per_unit(), b.cpu_per_unit()
-        if mine_cpu and base_cpu:
-            cpu_ratios.append(base_cpu / mine_cpu)
-    return Summary(workload, variant, mine, rates, ratios, cpu_ratios,
-                   [r.error for r in mine if r.error])
+        if b is not None and b.rate:
+            ratios.append(r.result.rate / b.rate)
+    base_runs = [r for r in runs if r.workload == workload and r.variant == BASELINE and r.ok]
+    return Summary(workload, variant, mine, rates, ratios, [r.error for r in mine if r.error],
+                   base_rate=median([r.result.rate for r in base_runs if r.result]),
+                   base_cpu=median([c for r in base_runs if (c := r.cpu_per_unit()) is not None]))

@@ -16,6 +16,7 @@ from benchmarks.netns import Namespaces, Placement, in_ns
 CHURN_PORT, BULK_PORT = 7070, 7071
 REQUEST_BYTES, RESPONSE_BYTES = 64, 256
 CHUNK_BYTES = 128 * 1024
+NAMES = ("loopback-churn", "netns-churn", "loopback-bulk", "netns-bulk")
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,80 @@
+"""Who owned an IP address *when* (pure).
+
+Pod IPs are reused: a record must be charged to the pod that held the address
+at the record's time, not to whoever holds it now. Each address keeps a short
+history of owners with [since, until) intervals; a released address keeps
+answering for its last owner during a grace period, so late records of a
+deleted pod still resolve, unless a newer owner claimed it since.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Generic, TypeVar
+
+T = TypeVar("T")
+FOREVER = float("inf")
+
+
+@dataclass
+class _Tenure(Generic[T]):
+    owner: T
+    since: float
+    until: float = FOREVER
+
+
+@dataclass
+class IpDirectory(Generic[T]):
+    grace_seconds: float = 60.0
+    max_history: int = 4  # tenures kept per address: bounded memory under churn
+    _by_ip: dict[str, list[_Tenure[T]]] = field(default_factory=dict)
+
+    def claim(self, ip: str, owner: T, since: float) -> None:
+        """`owner` holds `ip` from `since` on; a still-open previous tenure ends there."""
+        history = self._by_ip.setdefault(ip, [])
+        if history and history[-1].owner == owner and history[-1].until == FOREVER:
+            return
+        for tenure in history:
+            if tenure.until == FOREVER:
+                tenure.until = since
+        history.append(_Tenure(owner, since))
+        del history[:-self.max_history]
+
+    def release(self, ip: str, owner: T, at: float) -> None:
+        for tenure in self._by_ip.get(ip, []):
+            if tenure.owner == owner and tenure.until == FOREVER:
+                tenure.until = at
+
+    def lookup(self, ip: str, at: float) -> T | None:
+        """The owner of `ip` at time `at`: the tenure covering `at`, else the most
+        recent one that ended less than the grace period before `at` — unless a
+        later tenure had begun by then."""
+        history = self._by_ip.get(ip)
+        if not history:
+            return None
+        for tenure in reversed(history):
+            if tenure.since <= at < tenure.until:
+                return tenure.owner
+        for tenure in reversed(history):
+            if tenure.until <= at < tenure.until + self.grace_seconds and not any(
+                    t.since <= at and t.since >= tenure.until for t in history):
+                return tenure.owner
+        # A record stamped slightly before the first claim (clock skew): the first owner.
+        first = history[0]
+        return first.owner if at < first.since and first.since - at < self.grace_seconds else None
+
+    def expire(self, now: float) -> int:
+        """Forget tenures that ended more than the grace period ago; return how many."""
+        dropped = 0
+        for ip in list(self._by_ip):
+            history = self._by_ip[ip]
+            keep = [t for t in history if t.until + self.grace_seconds > now]
+            dropped += len(history) - len(keep)
+            if keep:
+                self._by_ip[ip] = keep
+            else:
+                del self._by_ip[ip]
+        return dropped
+
+    def __len__(self) -> int:
+        return len(self._by_ip)
