@@ -8,7 +8,9 @@
  *   tcp:tcp_destroy_sock       the socket is freed: forget it          (HAVE_DESTROY)
  *   tcp:tcp_receive_reset      refused vs timed out; resets            (WITH_FAILURES)
  *   tcp:tcp_retransmit_skb     retransmitted segments                  (WITH_RETRANS)
- *   tcp:tcp_probe              smoothed RTT (srtt, microseconds)       (WITH_RTT)
+ *   tcp:tcp_probe              smoothed RTT (srtt, microseconds)       (WITH_RTT);
+ *                              sampled at close and at most once a second while
+ *                              packets arrive
  *
  * Maps:
  *   conns       HASH  socket address -> struct conn   (MAX_CONNS entries)
@@ -103,6 +105,7 @@ struct conn {
     u64 start_ns;
     u64 end_ns;
     u64 retransmits;      /* counted before attribution */
+    u64 rtt_sample_ns;    /* when srtt was last added to the edge */
     u32 flags;
     u32 srtt_us;          /* latest smoothed RTT */
     u32 close_old;        /* state it went to CLOSE from */
@@ -247,6 +250,7 @@ TRACEPOINT_PROBE(sock, inet_sock_set_state)
         copy_addrs(&c.key, args->family, args->saddr, args->daddr,
                    args->saddr_v6, args->daddr_v6);
         c.start_ns = bpf_ktime_get_ns();
+        c.rtt_sample_ns = c.start_ns;
         if (track(sk, &c) != 0)
             return 0;
         struct conn *cp = conns.lookup(&sk);
@@ -274,6 +278,7 @@ TRACEPOINT_PROBE(sock, inet_sock_set_state)
         copy_addrs(&c.key, args->family, args->saddr, args->daddr,
                    args->saddr_v6, args->daddr_v6);
         c.start_ns = bpf_ktime_get_ns();
+        c.rtt_sample_ns = c.start_ns;
         c.flags = F_ESTABLISHED;
         track(sk, &c);
         return 0;
@@ -394,12 +399,29 @@ TRACEPOINT_PROBE(tcp, tcp_retransmit_skb)
 #endif
 
 #ifdef WITH_RTT
+/* Long-lived connections add an RTT sample at most this often (closing adds one). */
+#define RTT_SAMPLE_NS 1000000000ULL
+
 TRACEPOINT_PROBE(tcp, tcp_probe)
 {
     u64 sk = (u64)args->skaddr;
     struct conn *c = conns.lookup(&sk);
-    if (c && args->srtt)
-        c->srtt_us = args->srtt;
+    if (!c || !args->srtt)
+        return 0;
+    c->srtt_us = args->srtt;
+    if (!(c->flags & F_ATTRIBUTED))
+        return 0;
+    u64 now = bpf_ktime_get_ns();
+    if (now - c->rtt_sample_ns < RTT_SAMPLE_NS)
+        return 0;
+    c->rtt_sample_ns = now;
+    struct edge_val *e = edge_get(&c->key, 0);
+    if (e) {
+        __sync_fetch_and_add(&e->rtt_sum_us, c->srtt_us);
+        __sync_fetch_and_add(&e->rtt_samples, 1);
+        if (c->srtt_us > e->rtt_max_us)
+            e->rtt_max_us = c->srtt_us;
+    }
     return 0;
 }
 #endif

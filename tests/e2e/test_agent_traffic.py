@@ -171,6 +171,8 @@ def test_long_lived_bytes_and_retransmits_match_the_kernel(
     recorder.flush()
     total = recorder.edge(role="client", remote_ip=b.ip, remote_port=8084)
     assert (total["opened"], total["closed"], total["bytes_sent"]) == (1, 1, 3_000_000)
+    # RTT: sampled at most once a second while packets flow, and once at close.
+    assert 1 <= total["rtt_samples"] <= 12
     # Tracepoint counts retransmitted skbs; the kernel counts segments (an skb
     # may carry several), so ours is bounded by, and non-zero like, the kernel's.
     assert 0 < total["retransmits"] <= kernel_client["retrans_total"]
