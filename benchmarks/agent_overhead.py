@@ -155,6 +155,7 @@ def main(argv: list[str] | None = None) -> int:
         signal.signal(sig, _interrupt)
     print("Agent overhead benchmark (issue 4)\n\nMachine\n" + report.machine_facts(), flush=True)
     binary = build_loadgen()
+    fingerprint = report.agent_fingerprint()
     runs: list[Run] = []
     running = list(variants)
     if "tcplife" in variants and (why := ensure_tcplife(not args.no_install)):
@@ -197,6 +198,10 @@ def main(argv: list[str] | None = None) -> int:
         print("\ninterrupted: processes stopped, tpb-* namespaces removed", file=sys.stderr)
         return 130
     print_tables(runs, profile, names, variants, settings)
+    if report.agent_fingerprint() != fingerprint:
+        print(f"\nWARNING: the agent's sources changed during the run ({fingerprint} -> "
+              f"{report.agent_fingerprint()}); each agent run compiles them anew, so these "
+              "results mix versions.")
     return 0
 
 

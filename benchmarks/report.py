@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import hashlib
 import os
 import platform
 import subprocess
@@ -66,6 +67,14 @@ def verdict(value: float | None, target: float, higher_is_better: bool = True) -
     return "ok" if good else "MISS"
 
 
+def agent_fingerprint() -> str:
+    """Hash of the agent's sources (bpf/*.c, node_agent/**/*.py): each run compiles them anew."""
+    digest = hashlib.sha256()
+    for path in sorted([*REPO.glob("bpf/*.c"), *REPO.glob("node_agent/**/*.py")]):
+        digest.update(path.name.encode() + path.read_bytes())
+    return digest.hexdigest()[:12]
+
+
 def machine_facts() -> str:
     def first(path: str, key: str) -> str:
         try:
@@ -91,8 +100,9 @@ def machine_facts() -> str:
         ("cpu", first("/proc/cpuinfo", "model name")),
         ("memory", first("/proc/meminfo", "MemTotal")),
         ("kernel", f"{platform.release()} ({platform.version()})"),
-        ("load avg", f"{load} at start (other work on this machine adds noise)"),
-        ("traceprobe", f"{git('rev-parse', '--short', 'HEAD')}{dirty}"),
+        ("load avg", f"{load} (1, 5, 15 min) at start"),
+        ("traceprobe", f"{git('rev-parse', '--short', 'HEAD')}{dirty}; agent sources "
+                       f"{agent_fingerprint()} (sha256 of bpf/*.c, node_agent/**/*.py)"),
     ]
     return "\n".join(f"  {k:<11} {v}" for k, v in facts)
 

@@ -65,40 +65,34 @@ def _reaped() -> None:
             services_mod.cleanup_stale()
 
 
+def _running(part: Any) -> Iterator[Any]:
+    """Start a test-world part, stop it afterwards, also when starting fails."""
+    from harness.tools import ToolMissing
+
+    try:
+        part.start()
+    except ToolMissing as exc:
+        part.stop()
+        missing(str(exc))
+    except BaseException:
+        part.stop()
+        raise
+    yield part
+    part.stop()
+
+
 @pytest.fixture(scope="session")
 def control_plane(world_dir: Path, _reaped: None) -> Iterator[Any]:
     from harness.controlplane import ControlPlane
-    from harness.tools import ToolMissing
 
-    cp = ControlPlane(world_dir / "controlplane")
-    try:
-        cp.start()
-    except ToolMissing as exc:
-        cp.stop()
-        missing(str(exc))
-    except BaseException:
-        cp.stop()
-        raise
-    yield cp
-    cp.stop()
+    yield from _running(ControlPlane(world_dir / "controlplane"))
 
 
 @pytest.fixture(scope="session")
 def collector(world_dir: Path, _reaped: None) -> Iterator[Any]:
     from harness.collector import Collector
-    from harness.tools import ToolMissing
 
-    col = Collector(world_dir / "collector")
-    try:
-        col.start()
-    except ToolMissing as exc:
-        col.stop()
-        missing(str(exc))
-    except BaseException:
-        col.stop()
-        raise
-    yield col
-    col.stop()
+    yield from _running(Collector(world_dir / "collector"))
 
 
 @pytest.fixture
