@@ -120,9 +120,10 @@ def workload_block(runs: list[Run], workload: str, variants: list[str],
     header = ["variant", "conn/s" if churn else "MB/s", "other CPU", "ratio",
               "[min - max]", f">={target}", "med/med", "cpu-est",
               "gen CPU us/conn" if churn else "gen CPU s/GiB",
-              "obs CPU s/100k" if churn else "obs CPU s/GiB", "RSS MB", "peak MB",
+              "obs CPU s/100k" if churn else "obs CPU s/GiB",
+              f"RSS MB<={TARGET_RSS_MB:.0f}", "peak MB",
               "drops/lost", "recorded/expected" if churn else "bytes counted/sent",
-              "unaccounted cli/srv" + ("" if churn else " bytes")]
+              "unaccounted cli/srv" + ("" if churn else " bytes") + " (=0)"]
     scale = 1.0 if churn else 1 / MB
     rows, agent = [], None
     for v in variants:

@@ -14,7 +14,7 @@
  *
  * Maps:
  *   conns       HASH  socket address -> struct conn   (MAX_CONNS entries)
- *   edges0/1    HASH  struct edge_key -> struct edge_val (MAX_EDGES each),
+ *   edges0/1    PERCPU_HASH struct edge_key -> struct edge_val (MAX_EDGES each),
  *               double-buffered: programs write the map `active` selects, user
  *               space flips it and drains the other with batch lookup-and-delete,
  *               so aggregation is lossless without per-event output.
@@ -113,8 +113,11 @@ struct conn {
 };
 
 BPF_HASH(conns, u64, struct conn, MAX_CONNS);
-BPF_HASH(edges0, struct edge_key, struct edge_val, MAX_EDGES);
-BPF_HASH(edges1, struct edge_key, struct edge_val, MAX_EDGES);
+/* Per-CPU values: no atomics and no cache-line bouncing between CPUs on the hot
+ * path. Plain `+=` is safe: tracing programs never nest on one CPU (the kernel
+ * skips a program that would run inside another), so nothing interleaves. */
+BPF_PERCPU_HASH(edges0, struct edge_key, struct edge_val, MAX_EDGES);
+BPF_PERCPU_HASH(edges1, struct edge_key, struct edge_val, MAX_EDGES);
 BPF_ARRAY(active, u32, 1);
 BPF_PERCPU_ARRAY(counters, u64, C_MAX);
 
@@ -127,14 +130,22 @@ static __always_inline void count(int which)
 
 static __always_inline struct edge_val *edge_get(struct edge_key *key, int in_task)
 {
-    struct edge_val init = {};
     struct edge_val *val;
     int zero = 0;
     u32 *sel = active.lookup(&zero);
+    int second = sel && *sel;
 
+    /* Hot path: the edge exists; no zero-fill, no comm copy. */
+    if (second)
+        val = edges1.lookup(key);
+    else
+        val = edges0.lookup(key);
+    if (val)
+        return val;
+    struct edge_val init = {};
     if (in_task)
         bpf_get_current_comm(&init.comm, sizeof(init.comm));
-    if (sel && *sel)
+    if (second)
         val = edges1.lookup_or_try_init(key, &init);
     else
         val = edges0.lookup_or_try_init(key, &init);
@@ -177,23 +188,23 @@ static __always_inline void fold_close(struct edge_val *e, struct conn *c)
         return;
     if (c->close_old == ST_SYN_SENT) {
         if (c->flags & F_RST)
-            __sync_fetch_and_add(&e->refused, 1);
+            e->refused += 1;
         else
-            __sync_fetch_and_add(&e->timeouts, 1);
+            e->timeouts += 1;
         return;
     }
     if (!(c->flags & F_ESTABLISHED))
         return;
-    __sync_fetch_and_add(&e->closed, 1);
-    __sync_fetch_and_add(&e->duration_sum_ns, c->end_ns - c->start_ns);
+    e->closed += 1;
+    e->duration_sum_ns += c->end_ns - c->start_ns;
     /* Only an abortive close goes from ESTABLISHED or CLOSE_WAIT straight to CLOSE. */
     if ((c->flags & F_RST) || c->close_old == ST_ESTABLISHED || c->close_old == ST_CLOSE_WAIT)
-        __sync_fetch_and_add(&e->resets, 1);
+        e->resets += 1;
     if (c->srtt_us) {
-        __sync_fetch_and_add(&e->rtt_sum_us, c->srtt_us);
-        __sync_fetch_and_add(&e->rtt_samples, 1);
+        e->rtt_sum_us += c->srtt_us;
+        e->rtt_samples += 1;
         if (c->srtt_us > e->rtt_max_us)
-            e->rtt_max_us = c->srtt_us; /* racy max: a sample, not a total */
+            e->rtt_max_us = c->srtt_us;
     }
 }
 
@@ -203,8 +214,8 @@ static __always_inline void fold_pending(struct edge_val *e, struct conn *c)
     if (!e)
         return;
     if (c->flags & F_ESTABLISHED)
-        __sync_fetch_and_add(&e->opened, 1);
-    __sync_fetch_and_add(&e->retransmits, c->retransmits);
+        e->opened += 1;
+    e->retransmits += c->retransmits;
     c->retransmits = 0;
     if ((c->flags & F_CLOSED) && !(c->flags & F_FOLDED))
         fold_close(e, c);
@@ -266,7 +277,7 @@ TRACEPOINT_PROBE(sock, inet_sock_set_state)
         c->start_ns = bpf_ktime_get_ns();
         struct edge_val *e = edge_get(&c->key, 0);
         if (e)
-            __sync_fetch_and_add(&e->opened, 1);
+            e->opened += 1;
         return 0;
     }
     if (new == ST_ESTABLISHED && old == ST_SYN_RECV) {
@@ -344,16 +355,18 @@ static __always_inline int on_io(u64 sk, u16 family, u16 protocol, int ret, int 
         key.cgroup = bpf_get_current_cgroup_id();
         key.tgid = bpf_get_current_pid_tgid() >> 32;
         e = edge_get(&key, 1);
-        if (e)
-            __sync_fetch_and_add(sent ? &e->opened : &e->closed, 1); /* datagrams */
+        if (e && sent)
+            e->opened++; /* datagrams sent */
+        else if (e)
+            e->closed++; /* datagrams received */
     }
 #endif
     if (!e)
         return 0;
     if (sent)
-        __sync_fetch_and_add(&e->bytes_sent, ret);
+        e->bytes_sent += ret;
     else
-        __sync_fetch_and_add(&e->bytes_received, ret);
+        e->bytes_received += ret;
     return 0;
 }
 
@@ -390,7 +403,7 @@ TRACEPOINT_PROBE(tcp, tcp_retransmit_skb)
     if (c->flags & F_ATTRIBUTED) {
         struct edge_val *e = edge_get(&c->key, 0);
         if (e)
-            __sync_fetch_and_add(&e->retransmits, 1);
+            e->retransmits += 1;
     } else {
         c->retransmits++;
     }
@@ -417,8 +430,8 @@ TRACEPOINT_PROBE(tcp, tcp_probe)
     c->rtt_sample_ns = now;
     struct edge_val *e = edge_get(&c->key, 0);
     if (e) {
-        __sync_fetch_and_add(&e->rtt_sum_us, c->srtt_us);
-        __sync_fetch_and_add(&e->rtt_samples, 1);
+        e->rtt_sum_us += c->srtt_us;
+        e->rtt_samples += 1;
         if (c->srtt_us > e->rtt_max_us)
             e->rtt_max_us = c->srtt_us;
     }

@@ -134,9 +134,13 @@ class ConnTracker:
                 "laddr": bytes(k.laddr), "raddr": bytes(k.raddr)}
 
     @staticmethod
-    def _val(v: Any) -> dict[str, Any]:
-        out: dict[str, Any] = {name: int(getattr(v, name)) for name in EDGE_FIELDS}
-        out["comm"] = bytes(v.comm).split(b"\0", 1)[0].decode(errors="replace")
+    def _val(per_cpu: Any) -> dict[str, Any]:
+        """One edge's per-CPU values, summed (the max of maxima)."""
+        out: dict[str, Any] = {name: sum(int(getattr(v, name)) for v in per_cpu)
+                               for name in EDGE_FIELDS}
+        out["rtt_max_us"] = max(int(v.rtt_max_us) for v in per_cpu)
+        comms = (bytes(v.comm).split(b"\0", 1)[0] for v in per_cpu)
+        out["comm"] = next((c for c in comms if c), b"").decode(errors="replace")
         return out
 
     def counters(self) -> dict[str, int]:
