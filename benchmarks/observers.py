@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
 import signal
 import subprocess
 import sys
@@ -106,7 +107,9 @@ class Agent(Observer):
 
     def start(self, timeout: float) -> None:
         argv = [sys.executable, "-m", "traceprobe_agent", "--standalone", "--interval", "1",
-                "--metrics-port", "0"]
+                "--metrics-port", "0",
+                # e.g. "--probes connections,bytes" to price one probe kind
+                *shlex.split(os.environ.get("TRACEPROBE_BENCH_AGENT_ARGS", ""))]
         self.out = self.out_path.open("w")
         self.proc = procs.spawn(argv, cwd=REPO, stdout=self.out, stderr=subprocess.PIPE,
                                 text=True)

@@ -34,6 +34,10 @@
  * without that hook (HAVE_DESTROY unset) it goes at CLOSE and late reads are
  * counted as untracked_io.
  *
+ * RAW_HOOKS (set when the kernel has raw tracepoints and UDP is not wanted):
+ * send/recv/destroy attach as raw tracepoints, which read only their arguments
+ * (the socket address and two ints), so the hot path skips the trace record.
+ *
  * Minimum kernel: 4.16 for inet_sock_set_state and tcp_probe (skaddr in
  * tcp_probe: 5.x), 6.3 for sock_send_length/sock_recv_length. The loader checks
  * each tracepoint and compiles only what exists (Degraded otherwise).
@@ -318,14 +322,25 @@ TRACEPOINT_PROBE(sock, inet_sock_set_state)
 }
 
 #ifdef HAVE_DESTROY
-TRACEPOINT_PROBE(tcp, tcp_destroy_sock)
+static __always_inline int on_destroy(u64 sk)
 {
-    u64 sk = (u64)args->skaddr;
     struct conn *c = conns.lookup(&sk);
     if (c)
         forget(sk, c);
     return 0;
 }
+
+#ifdef RAW_HOOKS
+RAW_TRACEPOINT_PROBE(tcp_destroy_sock)
+{
+    return on_destroy(ctx->args[0]); /* TP_PROTO(struct sock *sk) */
+}
+#else
+TRACEPOINT_PROBE(tcp, tcp_destroy_sock)
+{
+    return on_destroy((u64)args->skaddr);
+}
+#endif
 #endif
 
 #ifdef WITH_BYTES
@@ -370,6 +385,21 @@ static __always_inline int on_io(u64 sk, u16 family, u16 protocol, int ret, int 
     return 0;
 }
 
+#ifdef RAW_HOOKS
+/* Raw tracepoints hand over the arguments as they are, skipping the trace-event
+ * record the kernel otherwise fills per call; the protocol is not among them, so
+ * a socket counts only if `conns` knows it (UDP needs the classic hooks). */
+RAW_TRACEPOINT_PROBE(sock_send_length)
+{
+    /* TP_PROTO(struct sock *sk, int ret, int flags) */
+    return on_io(ctx->args[0], 0, IPPROTO_TCP_, (int)ctx->args[1], (int)ctx->args[2], 1);
+}
+
+RAW_TRACEPOINT_PROBE(sock_recv_length)
+{
+    return on_io(ctx->args[0], 0, IPPROTO_TCP_, (int)ctx->args[1], (int)ctx->args[2], 0);
+}
+#else
 TRACEPOINT_PROBE(sock, sock_send_length)
 {
     return on_io((u64)args->sk, args->family, args->protocol, args->ret, args->flags, 1);
@@ -379,6 +409,7 @@ TRACEPOINT_PROBE(sock, sock_recv_length)
 {
     return on_io((u64)args->sk, args->family, args->protocol, args->ret, args->flags, 0);
 }
+#endif
 #endif
 
 #ifdef WITH_FAILURES

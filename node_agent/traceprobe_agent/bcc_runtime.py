@@ -36,6 +36,13 @@ def tracepoint_exists(category: str, event: str) -> bool:
     return bool(_import_bcc().BPF.tracepoint_exists(category, event))
 
 
+def raw_tracepoints_supported() -> bool:
+    try:
+        return bool(_import_bcc().BPF.support_raw_tracepoint())
+    except BpfUnavailable:
+        return False
+
+
 def preflight() -> None:
     """Raise BpfUnavailable with a clear reason when BPF programs can't be loaded."""
     if os.geteuid() != 0:
@@ -103,8 +110,11 @@ class ConnTracker:
         self.batch_ops = True
 
     def program_ids(self) -> list[str]:
-        return sorted(f"tracepoint/{tp.decode() if isinstance(tp, bytes) else tp}"
-                      for tp in self._prog.tracepoint_fds)
+        def text(name: Any) -> str:
+            return name.decode() if isinstance(name, bytes) else str(name)
+
+        return sorted([f"tracepoint/{text(tp)}" for tp in self._prog.tracepoint_fds]
+                      + [f"raw_tracepoint/{text(tp)}" for tp in self._prog.raw_tracepoint_fds])
 
     def drain(self) -> list[tuple[dict[str, Any], dict[str, int]]]:
         """Everything counted since the last drain (the other map keeps counting)."""

@@ -28,6 +28,7 @@ class KernelFeatures:
     tracepoints: dict[str, bool] = field(default_factory=dict)
     btf: bool = False
     lockdown: str = "unknown"  # none, integrity, confidentiality, unknown
+    raw_tracepoints: bool = False
 
     def missing_for(self, kind: str) -> list[str]:
         """Tracepoints that kind `kind` needs but the kernel lacks."""
@@ -37,6 +38,7 @@ class KernelFeatures:
     def as_report(self) -> dict[str, bool]:
         report = {f"tracepoint:{tp}": ok for tp, ok in self.tracepoints.items()}
         report["btf"] = self.btf
+        report["raw_tracepoints"] = self.raw_tracepoints
         report[f"lockdown:{self.lockdown}"] = True
         return report
 
@@ -53,6 +55,15 @@ def _lockdown(path: Path) -> str:
     # The active mode is bracketed: "none integrity [confidentiality]".
     start, end = text.find("["), text.find("]")
     return text[start + 1:end] if 0 <= start < end else "unknown"
+
+
+def _raw_tracepoints_supported() -> bool:
+    """Ask BCC (it tries BPF_RAW_TRACEPOINT_OPEN); False where bcc is missing."""
+    try:
+        from traceprobe_agent.bcc_runtime import raw_tracepoints_supported
+    except ImportError:
+        return False
+    return raw_tracepoints_supported()
 
 
 def probe_kernel(tracefs: Path | None = None, sysfs: Path = Path("/sys"),
@@ -72,5 +83,7 @@ def probe_kernel(tracefs: Path | None = None, sysfs: Path = Path("/sys"),
         release=release or os.uname().release,
         tracepoints=tracepoints,
         btf=(sysfs / "kernel" / "btf" / "vmlinux").exists(),
+        # Raw tracepoints (4.17+) are a bpf() capability, not a tracefs entry.
+        raw_tracepoints=_raw_tracepoints_supported(),
         lockdown=_lockdown(sysfs / "kernel" / "security" / "lockdown"),
     )

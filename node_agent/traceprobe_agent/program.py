@@ -74,4 +74,6 @@ def plan_program(requested: set[str], features: KernelFeatures, max_connections:
     cflags += [f"-D{_FLAGS[k]}" for k in kinds if k in _FLAGS]
     if kinds and not features.missing_for("lifetime"):
         cflags.append("-DHAVE_DESTROY")
+    if kinds and features.raw_tracepoints and "udp" not in kinds:
+        cflags.append("-DRAW_HOOKS")
     return ProgramPlan(tuple(kinds), missing, conns, edges, tuple(cflags))
