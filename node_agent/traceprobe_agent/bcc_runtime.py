@@ -11,6 +11,7 @@ import ctypes
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 from traceprobe_agent.kernel_headers import KERNEL_SOURCE_ENV, find_kernel_headers
@@ -86,6 +87,33 @@ EDGE_FIELDS = ("opened", "closed", "refused", "timeouts", "resets", "bytes_sent"
 _FLIP_GRACE_SECONDS = 0.02
 
 
+_MADV_PAGEOUT = 21  # Linux 5.4+: reclaim these pages now (clean file pages just drop)
+_COMPILER_LIBS = ("libLLVM", "libclang")
+
+
+def _page_out_compiler() -> int:
+    """Drop the compiler's code pages from our resident set; return bytes advised.
+
+    BCC links clang/LLVM into the agent; after a compile their ~80 MB of clean,
+    file-backed pages sit idle until the next compile, which faults them back.
+    """
+    libc = ctypes.CDLL(None, use_errno=True)
+    advised = 0
+    try:
+        maps = Path("/proc/self/maps").read_text().splitlines()
+    except OSError:
+        return 0
+    for line in maps:
+        fields = line.split()
+        if len(fields) < 6 or not any(lib in fields[5] for lib in _COMPILER_LIBS):
+            continue
+        start, end = (int(x, 16) for x in fields[0].split("-"))
+        if libc.madvise(ctypes.c_void_p(start), ctypes.c_size_t(end - start),
+                        _MADV_PAGEOUT) == 0:
+            advised += end - start
+    return advised
+
+
 def _return_freed_memory() -> None:
     """Clang/LLVM free tens of MB after a compile; glibc keeps them unless asked."""
     with contextlib.suppress(OSError, AttributeError):  # not glibc: nothing to trim
@@ -104,6 +132,7 @@ class ConnTracker:
         self._bcc = _import_bcc()
         self._prog = self._bcc.BPF(text=source.encode(), cflags=cflags)
         _return_freed_memory()
+        _page_out_compiler()
         self._active = self._prog["active"]
         self._maps = (self._prog["edges0"], self._prog["edges1"])
         self._selected = 0
@@ -135,7 +164,11 @@ class ConnTracker:
             items = list(table.items())
             for key, _ in items:
                 del table[key]
-        return [(self._key(k), self._val(v)) for k, v in items]
+        edges = [(self._key(k), self._val(v)) for k, v in items]
+        # The batch buffers are sized for a full map (MBs); hand them back now.
+        del items
+        _return_freed_memory()
+        return edges
 
     @staticmethod
     def _key(k: Any) -> dict[str, Any]:
