@@ -89,6 +89,9 @@ def bpf_programs(pid: int) -> dict[int, tuple[int, int]]:
         except OSError:
             continue  # fd closed meanwhile
         if "prog_id" in fields:
-            progs[int(fields["prog_id"])] = (int(fields.get("run_cnt", "0")),
-                                             int(fields.get("run_time_ns", "0")))
+            # A raw tracepoint's link fd names the same prog_id without run stats:
+            # keep the program fd's figures, whichever fd comes first.
+            stats = (int(fields.get("run_cnt", "0")), int(fields.get("run_time_ns", "0")))
+            prog = int(fields["prog_id"])
+            progs[prog] = max(progs.get(prog, (0, 0)), stats)
     return progs
