@@ -160,11 +160,16 @@ static __always_inline struct edge_val *edge_get(struct edge_key *key, int in_ta
 
 /* Track a new connection; a leftover entry for the same socket (a second
  * connect() on it) is replaced, not mistaken for a full map. */
+#define EEXIST_ 17
+
 static __always_inline int track(u64 sk, struct conn *c)
 {
-    if (conns.lookup(&sk))
+    int err = conns.insert(&sk, c);
+    if (err == -EEXIST_) {
         count(C_STALE_REPLACED);
-    if (conns.update(&sk, c) != 0) {
+        err = conns.update(&sk, c);
+    }
+    if (err) {
         count(C_CONN_MAP_FULL);
         return -1;
     }
@@ -266,11 +271,12 @@ TRACEPOINT_PROBE(sock, inet_sock_set_state)
                    args->saddr_v6, args->daddr_v6);
         c.start_ns = bpf_ktime_get_ns();
         c.rtt_sample_ns = c.start_ns;
-        if (track(sk, &c) != 0)
-            return 0;
-        struct conn *cp = conns.lookup(&sk);
-        if (cp)
-            attribute(cp);
+        /* Attributed before it is stored: one map write, no re-lookup. */
+        c.key.cgroup = bpf_get_current_cgroup_id();
+        c.key.tgid = bpf_get_current_pid_tgid() >> 32;
+        c.flags = F_ATTRIBUTED;
+        if (track(sk, &c) == 0)
+            edge_get(&c.key, 1); /* create the edge now, while comm is the owner's */
         return 0;
     }
     if (new == ST_ESTABLISHED && old == ST_SYN_SENT) {
