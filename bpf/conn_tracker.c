@@ -189,6 +189,26 @@ static __always_inline void copy_addrs(struct edge_key *key, u16 family,
     }
 }
 
+static __always_inline void init_conn(struct conn *c, u8 role, u16 family, u16 port,
+                                      const u8 *s4, const u8 *d4,
+                                      const u8 *s6, const u8 *d6)
+{
+    c->key.role = role;
+    c->key.family = family;
+    c->key.port = port;
+    copy_addrs(&c->key, family, s4, d4, s6, d6);
+    c->start_ns = bpf_ktime_get_ns();
+    c->rtt_sample_ns = c->start_ns;
+}
+
+static __always_inline void add_rtt(struct edge_val *e, u32 srtt_us)
+{
+    e->rtt_sum_us += srtt_us;
+    e->rtt_samples += 1;
+    if (srtt_us > e->rtt_max_us)
+        e->rtt_max_us = srtt_us;
+}
+
 /* How a finished connection ended, onto its edge. */
 static __always_inline void fold_close(struct edge_val *e, struct conn *c)
 {
@@ -209,12 +229,8 @@ static __always_inline void fold_close(struct edge_val *e, struct conn *c)
     /* Only an abortive close goes from ESTABLISHED or CLOSE_WAIT straight to CLOSE. */
     if ((c->flags & F_RST) || c->close_old == ST_ESTABLISHED || c->close_old == ST_CLOSE_WAIT)
         e->resets += 1;
-    if (c->srtt_us) {
-        e->rtt_sum_us += c->srtt_us;
-        e->rtt_samples += 1;
-        if (c->srtt_us > e->rtt_max_us)
-            e->rtt_max_us = c->srtt_us;
-    }
+    if (c->srtt_us)
+        add_rtt(e, c->srtt_us);
 }
 
 /* Move what waited in `conns` onto the edge (opened, early retransmits). */
@@ -264,13 +280,8 @@ TRACEPOINT_PROBE(sock, inet_sock_set_state)
     if (new == ST_SYN_SENT) {
         /* connect(): process context, so the owner is current. */
         struct conn c = {};
-        c.key.role = ROLE_CLIENT;
-        c.key.family = args->family;
-        c.key.port = args->dport;
-        copy_addrs(&c.key, args->family, args->saddr, args->daddr,
-                   args->saddr_v6, args->daddr_v6);
-        c.start_ns = bpf_ktime_get_ns();
-        c.rtt_sample_ns = c.start_ns;
+        init_conn(&c, ROLE_CLIENT, args->family, args->dport, args->saddr, args->daddr,
+                  args->saddr_v6, args->daddr_v6);
         /* Attributed before it is stored: one map write, no re-lookup. */
         c.key.cgroup = bpf_get_current_cgroup_id();
         c.key.tgid = bpf_get_current_pid_tgid() >> 32;
@@ -293,13 +304,8 @@ TRACEPOINT_PROBE(sock, inet_sock_set_state)
     if (new == ST_ESTABLISHED && old == ST_SYN_RECV) {
         /* A server-side child socket, in softirq: owner unknown until later. */
         struct conn c = {};
-        c.key.role = ROLE_SERVER;
-        c.key.family = args->family;
-        c.key.port = args->sport;
-        copy_addrs(&c.key, args->family, args->saddr, args->daddr,
-                   args->saddr_v6, args->daddr_v6);
-        c.start_ns = bpf_ktime_get_ns();
-        c.rtt_sample_ns = c.start_ns;
+        init_conn(&c, ROLE_SERVER, args->family, args->sport, args->saddr, args->daddr,
+                  args->saddr_v6, args->daddr_v6);
         c.flags = F_ESTABLISHED;
         track(sk, &c);
         return 0;
@@ -466,12 +472,8 @@ TRACEPOINT_PROBE(tcp, tcp_probe)
         return 0;
     c->rtt_sample_ns = now;
     struct edge_val *e = edge_get(&c->key, 0);
-    if (e) {
-        e->rtt_sum_us += c->srtt_us;
-        e->rtt_samples += 1;
-        if (c->srtt_us > e->rtt_max_us)
-            e->rtt_max_us = c->srtt_us;
-    }
+    if (e)
+        add_rtt(e, c->srtt_us);
     return 0;
 }
 #endif
