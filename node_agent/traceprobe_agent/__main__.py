@@ -38,6 +38,9 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
                    help="/healthz and /metrics on 127.0.0.1 (0: pick one, -1: off)")
     p.add_argument("--disable-tracepoint", action="append", default=[],
                    help="treat this tracepoint as missing (category:event)")
+    p.add_argument("--cgroup-root", default=None,
+                   help="only report processes under this cgroup v2 path (one node's "
+                        "subtree when several simulated nodes share a kernel)")
     p.add_argument("--verbose", action="store_true")
     return p.parse_args(argv)
 
@@ -66,8 +69,9 @@ def main(argv: list[str] | None = None) -> int:
     if not args.standalone:
         from traceprobe_agent.cluster import run_in_cluster
 
-        return run_in_cluster(args.node_name, features, args.interval, args.metrics_port)
-    agent = Agent(args.node_name, _print_records, features)
+        return run_in_cluster(args.node_name, features, args.interval, args.metrics_port,
+                              args.cgroup_root)
+    agent = Agent(args.node_name, _print_records, features, args.cgroup_root)
     try:
         plan = agent.apply(AgentConfig(kinds, args.max_connections, args.interval))
     except BpfUnavailable as exc:

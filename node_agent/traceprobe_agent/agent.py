@@ -19,6 +19,7 @@ from traceprobe_agent.bcc_runtime import ConnTracker
 from traceprobe_agent.cgroups import CgroupNames
 from traceprobe_agent.edges import to_record
 from traceprobe_agent.features import KernelFeatures, probe_kernel
+from traceprobe_agent.pod_cgroups import under
 from traceprobe_agent.program import ProgramPlan, bpf_source, plan_program
 from traceprobe_api.records import ConnectionRecord
 
@@ -37,6 +38,7 @@ class AgentConfig:
 class AgentStats:
     started: float = field(default_factory=time.monotonic)
     records: int = 0
+    foreign_records: int = 0  # outside this agent's cgroup subtree, not reported
     connections: dict[str, int] = field(default_factory=lambda: dict.fromkeys(
         ("opened", "closed", "refused", "timeouts", "resets"), 0))
     drains: int = 0
@@ -62,8 +64,12 @@ class AgentStats:
 
 
 class Agent:
-    def __init__(self, node: str, sink: Sink, features: KernelFeatures | None = None) -> None:
+    def __init__(self, node: str, sink: Sink, features: KernelFeatures | None = None,
+                 cgroup_root: str | None = None) -> None:
         self.node = node
+        # Only processes under this cgroup subtree are this agent's: several
+        # simulated nodes can share one kernel, each agent keeping to its own.
+        self.cgroup_root = cgroup_root
         self.sink = sink
         self.features = features or probe_kernel()
         self.stats = AgentStats()
@@ -112,6 +118,10 @@ class Agent:
         end = datetime.now(UTC)
         records = [to_record(k, v, self.node, self._interval_start, end, self._cgroups.path)
                    for k, v in raw]
+        if self.cgroup_root is not None:
+            mine = [r for r in records if under(r.cgroup_path, self.cgroup_root)]
+            self.stats.foreign_records += len(records) - len(mine)
+            records = mine
         self._interval_start = end
         self.stats.drains += 1
         self.stats.records += len(records)

@@ -142,8 +142,8 @@ def _stdout_sink(records: list[ConnectionRecord]) -> None:
 
 
 def run_in_cluster(node: str, features: KernelFeatures, interval: float,
-                   metrics_port: int) -> int:
-    agent = Agent(node, _stdout_sink, features)
+                   metrics_port: int, cgroup_root: str | None = None) -> int:
+    agent = Agent(node, _stdout_sink, features, cgroup_root)
     cluster = ClusterAgent(node, agent, _load_config())
     if metrics_port >= 0:
         from traceprobe_agent.health import serve

@@ -11,16 +11,14 @@ import re
 import subprocess
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
+from harness.traffic_control import PY, TRAFFIC, dial, serve, stop
 from traceprobe_agent.agent import Agent, AgentConfig
 from traceprobe_api.records import ConnectionRecord
 
-TRAFFIC = str(Path(__file__).resolve().parents[1] / "harness" / "traffic.py")
-PY = "/usr/bin/python3"
 ALL = frozenset({"connections", "failures", "bytes", "retransmits", "rtt"})
 
 
@@ -61,25 +59,6 @@ def pods(pod_factory: Any) -> tuple[Any, Any]:
     a = pod_factory.create("client-0", "traffic", owner=("Deployment", "client"))
     b = pod_factory.create("server-0", "traffic", owner=("StatefulSet", "server"))
     return a, b
-
-
-def serve(pod: Any, port: int, response: int, *extra: str) -> subprocess.Popen[str]:
-    proc: subprocess.Popen[str] = pod.popen(
-        [PY, TRAFFIC, "serve", str(port), str(response), *extra],
-        stdout=subprocess.PIPE, text=True)
-    assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
-    return proc
-
-
-def dial(pod: Any, host: str, port: int, request: int, *extra: str) -> dict[str, Any]:
-    out = pod.run([PY, TRAFFIC, "dial", host, str(port), str(request), *extra], timeout=120)
-    return dict(json.loads(out.stdout))
-
-
-def stop(*procs: subprocess.Popen[str]) -> None:
-    for proc in procs:
-        proc.kill()
-        proc.wait()
 
 
 def test_short_connections_match_exactly(recorder: Recorder, pods: tuple[Any, Any]) -> None:

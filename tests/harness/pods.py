@@ -10,6 +10,7 @@ All names start with a fixed prefix so a killed run's leftovers can be found.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import secrets
 import signal
@@ -27,6 +28,9 @@ VETH_PREFIX = "tph"
 GATEWAY4, POD_CIDR4 = "10.244.0.1", "10.244.0.0/16"
 GATEWAY6, POD_CIDR6 = "fd00:10:244::1", "fd00:10:244::/64"
 CGROUP_TREE = "traceprobe-test"
+
+
+_ADDRESS_SEQUENCE = itertools.count(secrets.randbelow(200) * 250)
 
 
 def sh(*argv: str, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -154,8 +158,9 @@ class PodFactory:
         self.cgroup_base.mkdir(parents=True, exist_ok=True)
 
     def _addresses(self) -> tuple[str, str]:
-        # Offset by a per-factory random so two factories of one run never collide.
-        n = self._next + int(self._run_id, 16) % 200 * 250
+        # One sequence per process (from a random start), shared by all factories
+        # (nodes), so two nodes of one run never hand out the same address.
+        n = next(_ADDRESS_SEQUENCE) % 50_000
         self._next += 1
         hi, lo = 1 + n // 250, 2 + n % 250
         return f"10.244.{hi}.{lo}", f"fd00:10:244::{hi:x}:{lo:x}"
