@@ -45,6 +45,15 @@ class ConnectionRecord(ObservedModel):
     cgroup_id: int = 0
     cgroup_path: str | None = None
     """cgroup v2 path of the local process, when resolvable (standalone naming)."""
+    # Explicit aliases: the generated camelCase would read "k8SPod".
+    k8s_namespace: str | None = Field(default=None, alias="k8sNamespace")
+    """Local side's pod namespace (cluster mode, resolved by cgroup → pod UID)."""
+    k8s_pod: str | None = Field(default=None, alias="k8sPod")
+    k8s_pod_uid: str | None = Field(default=None, alias="k8sPodUid")
+    k8s_workload_kind: str | None = Field(default=None, alias="k8sWorkloadKind")
+    """Deployment, StatefulSet, DaemonSet, Job, CronJob, ReplicaSet or Pod."""
+    k8s_workload: str | None = Field(default=None, alias="k8sWorkload")
+    k8s_host_network: bool | None = Field(default=None, alias="k8sHostNetwork")
     interval_start: datetime
     interval_end: datetime
     opened: _Count = 0

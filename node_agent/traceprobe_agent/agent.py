@@ -65,11 +65,13 @@ class AgentStats:
 
 class Agent:
     def __init__(self, node: str, sink: Sink, features: KernelFeatures | None = None,
-                 cgroup_root: str | None = None) -> None:
+                 cgroup_root: str | None = None,
+                 enrich: Callable[[ConnectionRecord], ConnectionRecord] | None = None) -> None:
         self.node = node
         # Only processes under this cgroup subtree are this agent's: several
         # simulated nodes can share one kernel, each agent keeping to its own.
         self.cgroup_root = cgroup_root
+        self.enrich = enrich
         self.sink = sink
         self.features = features or probe_kernel()
         self.stats = AgentStats()
@@ -122,6 +124,8 @@ class Agent:
             mine = [r for r in records if under(r.cgroup_path, self.cgroup_root)]
             self.stats.foreign_records += len(records) - len(mine)
             records = mine
+        if self.enrich is not None:
+            records = [self.enrich(r) for r in records]
         self._interval_start = end
         self.stats.drains += 1
         self.stats.records += len(records)

@@ -25,6 +25,7 @@ from traceprobe_agent.bcc_runtime import BpfUnavailable
 from traceprobe_agent.features import KernelFeatures
 from traceprobe_agent.kernel_headers import find_kernel_headers
 from traceprobe_agent.node_config import ProbeView, applies, probe_entry, probe_view, union_config
+from traceprobe_agent.pod_index import PodIndex, pod_info
 from traceprobe_api import API_GROUP, API_VERSION, __version__
 from traceprobe_api.records import ConnectionRecord
 
@@ -86,6 +87,32 @@ class ClusterAgent:
                 log.warning("watching %s failed (%s); retrying in 5s", plural, exc)
                 stop.wait(5)
 
+    def watch_pods_forever(self, index: PodIndex, stop: threading.Event) -> None:
+        """This node's pods only (field selector): the agent names local sides."""
+        selector = f"spec.nodeName={self.node}"
+        while not stop.is_set():
+            try:
+                listing = self.core.list_pod_for_all_namespaces(field_selector=selector)
+                sanitize = self.core.api_client.sanitize_for_serialization
+                with self._lock:
+                    index.replace_all([pod_info(sanitize(p)) for p in listing.items])
+                stream = watch.Watch().stream(
+                    self.core.list_pod_for_all_namespaces, field_selector=selector,
+                    resource_version=listing.metadata.resource_version, timeout_seconds=60)
+                for event in stream:
+                    info = pod_info(event["raw_object"])
+                    with self._lock:
+                        if event["type"] == "DELETED":
+                            index.delete(info.uid)
+                        else:
+                            index.upsert(info)
+                        index.expire()
+                    if stop.is_set():
+                        return
+            except (ApiException, OSError, ValueError, KeyError) as exc:
+                log.warning("watching pods of %s failed (%s); retrying in 5s", self.node, exc)
+                stop.wait(5)
+
     def node_labels(self) -> dict[str, str]:
         return dict(self.core.read_node(self.node).metadata.labels or {})
 
@@ -143,7 +170,8 @@ def _stdout_sink(records: list[ConnectionRecord]) -> None:
 
 def run_in_cluster(node: str, features: KernelFeatures, interval: float,
                    metrics_port: int, cgroup_root: str | None = None) -> int:
-    agent = Agent(node, _stdout_sink, features, cgroup_root)
+    pods = PodIndex()
+    agent = Agent(node, _stdout_sink, features, cgroup_root, enrich=pods.enrich)
     cluster = ClusterAgent(node, agent, _load_config())
     if metrics_port >= 0:
         from traceprobe_agent.health import serve
@@ -155,6 +183,8 @@ def run_in_cluster(node: str, features: KernelFeatures, interval: float,
     for kind in PLURALS:
         threading.Thread(target=cluster.watch_forever, args=(kind, stop), daemon=True,
                          name=f"watch-{kind}").start()
+    threading.Thread(target=cluster.watch_pods_forever, args=(pods, stop), daemon=True,
+                     name="watch-pods").start()
     labels: dict[str, str] = {}
     probes: list[ProbeView] = []
     next_tick = time.monotonic() + interval

@@ -3,6 +3,7 @@ kernel, the agent's NodeReport makes the probe Ready, deletion detaches."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from typing import Any
 
@@ -10,6 +11,8 @@ import pytest
 
 from harness.bpf import held_ids
 from harness.install import apply_probe, ensure_node, install
+from harness.pods import PodFactory
+from harness.traffic_control import dial, serve, stop
 from harness.world import GROUP, VERSION, OperatorWorld, wait_until
 
 NODE = "tp-agent-node"
@@ -48,6 +51,33 @@ def test_probe_to_kernel_to_ready_and_back(world: OperatorWorld) -> None:
     status = (world.node_report(NODE) or {})["status"]
     assert status["kernelFeatures"]["tracepoint:sock:inet_sock_set_state"] is True
     assert status["headerSource"] and status["probesAttached"] == "1/1"
+
+    # Local sides are named from this node's pods (cgroup → pod UID → Pod).
+    pods = PodFactory(world.cp.api_client(), node=NODE)
+    try:
+        web = pods.create("web-7d9f-abcde", "shop", owner=("Deployment", "web"))
+        db = pods.create("db-0", "shop", owner=("StatefulSet", "db"))
+        server = serve(db, 5432, 64)
+        try:
+            assert dial(web, db.ip, 5432, 32, "--count", "2")["completed"] == 2
+        finally:
+            stop(server)
+
+        def named() -> list[dict[str, Any]]:
+            lines = [json.loads(line) for line in agent.log.read_text().splitlines()
+                     if line.startswith('{"node"')]
+            return [r for r in lines if r.get("k8sPod") in (web.name, db.name)]
+
+        records = wait_until(lambda: len({r["role"] for r in named()}) == 2 and named(),
+                             timeout=30, what="records naming both pods")
+        client = next(r for r in records if r["role"] == "client")
+        server_side = next(r for r in records if r["role"] == "server")
+        assert (client["k8sNamespace"], client["k8sWorkloadKind"], client["k8sWorkload"]) == (
+            "shop", "Deployment", "web")
+        assert (server_side["k8sPod"], server_side["k8sWorkloadKind"]) == ("db-0", "StatefulSet")
+        assert client["remoteIp"] == db.ip and client["opened"] == 2
+    finally:
+        pods.cleanup()
 
     # A spec change applies without a restart: fewer kinds, fewer programs.
     apply_probe(world.cp, "edge", "shop",

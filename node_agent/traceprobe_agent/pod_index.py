@@ -1,0 +1,95 @@
+"""This node's pods by UID, for naming the local side of records (pure).
+
+Fed by a node-scoped watch (cluster.py): each agent knows only its own node's
+pods, so watch traffic grows with pods per node, not with the cluster. Deleted
+pods stay for a grace period so records drained after the deletion still name
+them.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from traceprobe_agent.pod_cgroups import pod_uid
+from traceprobe_api.records import ConnectionRecord
+
+
+@dataclass(frozen=True)
+class PodInfo:
+    uid: str
+    namespace: str
+    name: str
+    workload_kind: str
+    workload: str
+    host_network: bool
+
+
+def workload_of(meta: dict[str, Any]) -> tuple[str, str]:
+    """(kind, name) of the workload that owns a pod, from its owner references.
+
+    A ReplicaSet named `<deployment>-<pod-template-hash>` belongs to that
+    Deployment (the hash is on the pod's labels), so no ReplicaSet watch is needed.
+    """
+    owners = [o for o in meta.get("ownerReferences") or [] if o.get("controller")]
+    if not owners:
+        return "Pod", str(meta.get("name", ""))
+    kind, name = str(owners[0]["kind"]), str(owners[0]["name"])
+    template_hash = (meta.get("labels") or {}).get("pod-template-hash")
+    if kind == "ReplicaSet" and template_hash and name.endswith(f"-{template_hash}"):
+        return "Deployment", name[: -len(template_hash) - 1]
+    return kind, name
+
+
+def pod_info(obj: dict[str, Any]) -> PodInfo:
+    meta, spec = obj.get("metadata") or {}, obj.get("spec") or {}
+    kind, workload = workload_of(meta)
+    return PodInfo(str(meta["uid"]), str(meta.get("namespace", "")), str(meta["name"]),
+                   kind, workload, bool(spec.get("hostNetwork")))
+
+
+class PodIndex:
+    def __init__(self, grace_seconds: float = 120.0) -> None:
+        self.grace_seconds = grace_seconds
+        self._pods: dict[str, PodInfo] = {}
+        self._deleted_at: dict[str, float] = {}
+
+    def upsert(self, info: PodInfo) -> None:
+        self._pods[info.uid] = info
+        self._deleted_at.pop(info.uid, None)
+
+    def delete(self, uid: str, now: float | None = None) -> None:
+        if uid in self._pods:
+            self._deleted_at[uid] = time.monotonic() if now is None else now
+
+    def replace_all(self, infos: list[PodInfo], now: float | None = None) -> None:
+        """A fresh listing: pods missing from it count as deleted now."""
+        seen = {i.uid for i in infos}
+        for uid in list(self._pods):
+            if uid not in seen:
+                self.delete(uid, now)
+        for info in infos:
+            self.upsert(info)
+
+    def expire(self, now: float | None = None) -> None:
+        now = time.monotonic() if now is None else now
+        for uid, at in list(self._deleted_at.items()):
+            if now - at > self.grace_seconds:
+                del self._deleted_at[uid]
+                self._pods.pop(uid, None)
+
+    def get(self, uid: str | None) -> PodInfo | None:
+        return self._pods.get(uid) if uid else None
+
+    def __len__(self) -> int:
+        return len(self._pods)
+
+    def enrich(self, record: ConnectionRecord) -> ConnectionRecord:
+        info = self.get(pod_uid(record.cgroup_path))
+        if info is None:
+            return record
+        return record.model_copy(update={
+            "k8s_namespace": info.namespace, "k8s_pod": info.name, "k8s_pod_uid": info.uid,
+            "k8s_workload_kind": info.workload_kind, "k8s_workload": info.workload,
+            "k8s_host_network": info.host_network})
