@@ -120,9 +120,14 @@ class Collector:
         if not self.output.exists():
             return []
         points: list[MetricPoint] = []
-        for line in self.output.read_text().splitlines():
-            if line.strip():
+        lines = [line for line in self.output.read_text().splitlines() if line.strip()]
+        for i, line in enumerate(lines):
+            try:
                 points.extend(parse_metrics_line(line))
+            except json.JSONDecodeError:
+                if i != len(lines) - 1:
+                    raise
+                # The collector is still writing this line; the next poll reads it whole.
         return points
 
     def find(self, name: str, **attributes: Any) -> list[MetricPoint]:

@@ -1,0 +1,113 @@
+"""Edges out via OTLP (opentelemetry-sdk), in the user's own backend's terms.
+
+Attribute names follow OTel semantic conventions and the `k8s.src.*` /
+`k8s.dst.*` family of Beyla/OBI flow metrics; an optional Grafana service-graph
+set (`traces_service_graph_request_*`) lets the map show up in Grafana as is.
+Endpoint, protocol, headers and TLS come from the standard `OTEL_EXPORTER_OTLP_*`
+variables unless given: argument > signal-specific env > generic env > default,
+which is the SDK's own order.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import MetricExporter, PeriodicExportingMetricReader
+from opentelemetry.sdk.resources import Resource
+
+from traceprobe_map.merge import EdgeKey, EdgeStats
+from traceprobe_map.peers import Peer
+
+
+
+def make_exporter(protocol: str = "grpc", endpoint: str | None = None,
+                  insecure: bool | None = None) -> MetricExporter:
+    """An OTLP metric exporter; None arguments defer to the OTEL_* environment."""
+    if protocol == "grpc":
+        from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
+
+        return OTLPMetricExporter(endpoint=endpoint, insecure=insecure)
+    if protocol == "http/protobuf":
+        from opentelemetry.exporter.otlp.proto.http.metric_exporter import (
+            OTLPMetricExporter as HttpExporter,
+        )
+
+        return HttpExporter(endpoint=endpoint)
+    raise ValueError(f"OTLP protocol {protocol!r} not supported: use grpc or http/protobuf")
+
+
+def _side(prefix: str, peer: Peer) -> dict[str, str]:
+    attrs = {f"{prefix}.name": peer.name, f"{prefix}.kind": peer.kind}
+    if peer.namespace:
+        attrs[f"{prefix}.namespace"] = peer.namespace
+    if peer.workload_kind:
+        attrs[f"{prefix}.owner.type"] = peer.workload_kind
+    return attrs
+
+
+def edge_attributes(key: EdgeKey, cluster: str) -> dict[str, Any]:
+    attrs: dict[str, Any] = {"k8s.cluster.name": cluster, "network.transport": key.transport,
+                             **_side("k8s.src", key.src), **_side("k8s.dst", key.dst)}
+    if key.port is not None:
+        attrs["server.port"] = key.port
+    return attrs
+
+
+class EdgeExporter:
+    """Counts each merged window onto cumulative OTLP sums, exported periodically."""
+
+    def __init__(self, exporter: MetricExporter, cluster: str = "cluster",
+                 interval_seconds: float = 10.0, service_graph: bool = False) -> None:
+        self.cluster = cluster
+        self.service_graph = service_graph
+        self._reader = PeriodicExportingMetricReader(
+            exporter, export_interval_millis=interval_seconds * 1000)
+        self._provider = MeterProvider(metric_readers=[self._reader], resource=Resource.create(
+            {"service.name": "traceprobe-service-map", "k8s.cluster.name": cluster}))
+        meter = self._provider.get_meter("traceprobe.service_map")
+        self._connections = meter.create_counter(
+            "traceprobe.edge.connections", "{connection}", "Connections established")
+        self._failures = meter.create_counter(
+            "traceprobe.edge.failures", "{connection}", "Failed connections, by failure.kind")
+        self._bytes = meter.create_counter(
+            "traceprobe.edge.bytes", "By", "Bytes, by network.io.direction from the client")
+        self._retransmits = meter.create_counter(
+            "traceprobe.edge.retransmits", "{packet}", "Retransmitted packets")
+        self._rtt_sum = meter.create_counter(
+            "traceprobe.edge.rtt.sum", "us", "Sum of smoothed-RTT samples")
+        self._rtt_count = meter.create_counter(
+            "traceprobe.edge.rtt.count", "{sample}", "Smoothed-RTT samples")
+        self._sg_total = meter.create_counter("traces_service_graph_request_total")
+        self._sg_failed = meter.create_counter("traces_service_graph_request_failed_total")
+
+    def record(self, edges: dict[EdgeKey, EdgeStats]) -> None:
+        for key, s in edges.items():
+            attrs = edge_attributes(key, self.cluster)
+            self._connections.add(s.connections, attrs)
+            for kind, n in (("refused", s.refused), ("timeout", s.timeouts),
+                            ("reset", s.resets)):
+                if n:
+                    self._failures.add(n, {**attrs, "failure.kind": kind})
+            self._bytes.add(s.bytes_sent, {**attrs, "network.io.direction": "transmit"})
+            self._bytes.add(s.bytes_received, {**attrs, "network.io.direction": "receive"})
+            if s.retransmits:
+                self._retransmits.add(s.retransmits, attrs)
+            if s.rtt_samples:
+                self._rtt_sum.add(s.rtt_sum_us, attrs)
+                self._rtt_count.add(s.rtt_samples, attrs)
+            if self.service_graph:
+                sg = {"client": key.src.name, "server": key.dst.name,
+                      "client_service_namespace": key.src.namespace or "",
+                      "server_service_namespace": key.dst.namespace or "",
+                      "connection_type": "" if key.dst.kind == "workload" else key.dst.kind}
+                self._sg_total.add(s.connections, sg)
+                failed = s.refused + s.timeouts + s.resets
+                if failed:
+                    self._sg_failed.add(failed, sg)
+
+    def flush(self, timeout_millis: float = 10_000) -> bool:
+        return bool(self._provider.force_flush(timeout_millis))
+
+    def shutdown(self) -> None:
+        self._provider.shutdown()

@@ -1,0 +1,50 @@
+"""Service-map edges reach a real OpenTelemetry Collector with the right names."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import pytest
+
+from traceprobe_map.export import EdgeExporter, make_exporter
+from traceprobe_map.merge import EdgeKey, EdgeStats
+from traceprobe_map.peers import Peer
+
+
+@pytest.mark.parametrize("protocol", ["grpc", "http/protobuf"])
+def test_edges_exported_with_semconv_and_service_graph(collector: Any, protocol: str) -> None:
+    cluster = f"c-{uuid.uuid4().hex[:8]}"
+    endpoint = (collector.grpc_endpoint if protocol == "grpc"
+                else f"{collector.http_endpoint}/v1/metrics")
+    exporter = EdgeExporter(make_exporter(protocol, endpoint, insecure=True), cluster,
+                            interval_seconds=60, service_graph=True)
+    key = EdgeKey(Peer("workload", "web", "shop", "Deployment"),
+                  Peer("workload", "db", "shop", "StatefulSet"), 5432, "tcp")
+    stats = EdgeStats(connections=7, refused=2, bytes_sent=700, bytes_received=2100,
+                      rtt_sum_us=350, rtt_samples=7)
+    exporter.record({key: stats})
+    assert exporter.flush()
+    exporter.shutdown()
+
+    (conns,) = collector.wait_for("traceprobe.edge.connections", **{"k8s.cluster.name": cluster})
+    assert conns.value == 7
+    assert {k: conns.attributes[k] for k in (
+        "k8s.src.namespace", "k8s.src.name", "k8s.src.owner.type", "k8s.dst.name",
+        "server.port", "network.transport")} == {
+        "k8s.src.namespace": "shop", "k8s.src.name": "web", "k8s.src.owner.type": "Deployment",
+        "k8s.dst.name": "db", "server.port": 5432, "network.transport": "tcp"}
+    sent = collector.find("traceprobe.edge.bytes", **{"k8s.cluster.name": cluster,
+                                                      "network.io.direction": "transmit"})
+    assert [p.value for p in sent] == [700.0]
+    failed = collector.find("traceprobe.edge.failures", **{"k8s.cluster.name": cluster})
+    assert [(p.attributes["failure.kind"], p.value) for p in failed] == [("refused", 2.0)]
+    graph = [p for p in collector.find("traces_service_graph_request_total", client="web")
+             if p.resource.get("k8s.cluster.name") == cluster]
+    assert [(p.attributes["server"], p.attributes["server_service_namespace"], p.value)
+            for p in graph] == [("db", "shop", 7.0)]
+
+
+def test_unknown_protocol_is_a_clear_error() -> None:
+    with pytest.raises(ValueError, match="use grpc or http/protobuf"):
+        make_exporter("udp")
