@@ -20,7 +20,6 @@ from traceprobe_map.merge import EdgeKey, EdgeStats
 from traceprobe_map.peers import Peer
 
 
-
 def make_exporter(protocol: str = "grpc", endpoint: str | None = None,
                   insecure: bool | None = None) -> MetricExporter:
     """An OTLP metric exporter; None arguments defer to the OTEL_* environment."""
