@@ -162,18 +162,26 @@ static int wait_and_report(sigset_t *set)
     _exit(0);
 }
 
+/* Next connection on listen_fd; errors are noted and skipped, successes counted. */
+static int accept_counted(void)
+{
+    for (;;) {
+        int fd = accept4(listen_fd, NULL, NULL, SOCK_CLOEXEC);
+        if (fd >= 0) {
+            atomic_fetch_add(&n_accepted, 1);
+            return fd;
+        }
+        note_error(errno);
+    }
+}
+
 static void *serve_worker(void *arg)
 {
     char *resp = calloc(1, resp_bytes + 1), *buf = malloc(req_bytes + 1);
     (void)arg;
     memset(resp, 'r', resp_bytes);
     for (;;) {
-        int fd = accept4(listen_fd, NULL, NULL, SOCK_CLOEXEC);
-        if (fd < 0) {
-            note_error(errno);
-            continue;
-        }
-        atomic_fetch_add(&n_accepted, 1);
+        int fd = accept_counted();
         size_t got = 0;
         while (got < req_bytes) {
             ssize_t n = read(fd, buf + got, req_bytes - got);
@@ -251,12 +259,7 @@ static void *sink_acceptor(void *arg)
 {
     (void)arg;
     for (;;) {
-        int fd = accept4(listen_fd, NULL, NULL, SOCK_CLOEXEC);
-        if (fd < 0) {
-            note_error(errno);
-            continue;
-        }
-        atomic_fetch_add(&n_accepted, 1);
+        int fd = accept_counted();
         spawn(sink_conn, (void *)(long)fd);
     }
     return NULL;

@@ -115,16 +115,14 @@ def service_factory(control_plane: Any, pod_factory: Any) -> Iterator[Any]:
 @pytest.fixture(scope="session")
 def bpf_ready(_reaped: None) -> None:
     """BPF can load programs here, or the test is skipped (failed under CI)."""
-    from harness.bpf import bpf_unavailable_reason
+    from harness.bpf import state_change_counter
+    from traceprobe_agent.bcc_runtime import BpfUnavailable
 
     require_root("loading BPF programs")
-    reason = bpf_unavailable_reason()
-    if reason:
-        missing(reason)
-    from harness.bpf import state_change_counter
-
-    try:
+    try:  # loading runs the agent's preflight: its message names what is missing
         with state_change_counter():
             pass
+    except BpfUnavailable as exc:
+        missing(str(exc))
     except Exception as exc:
         missing(f"a trivial tracepoint program did not load: {exc}")

@@ -23,8 +23,19 @@ from pydantic_core import CoreSchema, core_schema
 VALIDATIONS_KEY = "x-kubernetes-validations"
 
 
+class _AfterValidator:
+    """An `Annotated` marker whose `validate` runs after pydantic's own checks."""
+
+    def validate(self, value: Any) -> Any:
+        raise NotImplementedError
+
+    def __get_pydantic_core_schema__(
+            self, source: Any, handler: GetCoreSchemaHandler) -> CoreSchema:
+        return core_schema.no_info_after_validator_function(self.validate, handler(source))
+
+
 @dataclass(frozen=True)
-class Rule:
+class Rule(_AfterValidator):
     """A CEL rule for the API server with the Python check that mirrors it."""
 
     rule: str
@@ -47,10 +58,6 @@ class Rule:
             raise ValueError(self.message)
         return value
 
-    def __get_pydantic_core_schema__(
-            self, source: Any, handler: GetCoreSchemaHandler) -> CoreSchema:
-        return core_schema.no_info_after_validator_function(self.validate, handler(source))
-
     def __get_pydantic_json_schema__(
             self, schema: CoreSchema, handler: GetJsonSchemaHandler) -> JsonSchemaValue:
         json_schema = handler(schema)
@@ -65,7 +72,7 @@ def add_validations(json_schema: dict[str, Any], rules: Iterable[Rule]) -> None:
 
 
 @dataclass(frozen=True)
-class KubeList:
+class KubeList(_AfterValidator):
     """`x-kubernetes-list-type` (+ map keys), with the same uniqueness check in Python.
 
     The API server forbids `uniqueItems`; a `set` list is its way to say "unique
@@ -92,10 +99,6 @@ class KubeList:
                 raise ValueError(f"Duplicate value: {key!r}")
             seen.add(key)
         return items
-
-    def __get_pydantic_core_schema__(
-            self, source: Any, handler: GetCoreSchemaHandler) -> CoreSchema:
-        return core_schema.no_info_after_validator_function(self.validate, handler(source))
 
     def __get_pydantic_json_schema__(
             self, schema: CoreSchema, handler: GetJsonSchemaHandler) -> JsonSchemaValue:

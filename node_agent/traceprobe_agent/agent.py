@@ -81,6 +81,7 @@ class Agent:
         self._cgroups = CgroupNames()
         self._lock = threading.Lock()
         self._interval_start = datetime.now(UTC)
+        self._map_sampled_at = -float("inf")
 
     def apply(self, config: AgentConfig) -> ProgramPlan:
         """Run `config`; recompiles only when the resulting program differs."""
@@ -93,6 +94,7 @@ class Agent:
             self._close_locked()
             self.plan = plan
             self.stats.problem = plan.problem()
+            self._map_sampled_at = -float("inf")
             if not plan.runnable:
                 log.error("not loading: %s", plan.problem())
                 return plan
@@ -137,10 +139,15 @@ class Agent:
             self.sink(records)
         return records
 
-    def sample_map_usage(self) -> dict[str, tuple[int, int]]:
+    def sample_map_usage(self, max_age_seconds: float = 30.0) -> dict[str, tuple[int, int]]:
+        """Map fill (and drop counters); counting entries walks every key, so a
+        sample younger than `max_age_seconds` is reused (reports and scrapes)."""
         with self._lock:
-            if self._tracker is not None:
+            fresh = time.monotonic() - self._map_sampled_at < max_age_seconds
+            if self._tracker is not None and not fresh:
                 self.stats.map_usage = self._tracker.map_usage()
+                self._map_sampled_at = time.monotonic()
+            if self._tracker is not None:
                 self.stats.kernel_counters = self._tracker.counters()
         return self.stats.map_usage
 

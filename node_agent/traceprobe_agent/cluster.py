@@ -21,7 +21,6 @@ from kubernetes import client, config, watch
 from kubernetes.client.exceptions import ApiException
 
 from traceprobe_agent.agent import Agent
-from traceprobe_agent.bcc_runtime import BpfUnavailable
 from traceprobe_agent.features import KernelFeatures
 from traceprobe_agent.kernel_headers import find_kernel_headers
 from traceprobe_agent.node_config import ProbeView, applies, probe_entry, probe_view, union_config
@@ -50,68 +49,69 @@ class ClusterAgent:
         self.probes: dict[tuple[str, str | None, str], ProbeView] = {}
         self.changed = threading.Event()
         self.load_error: str | None = None
+        self.header_source = ""  # looked up when programs load, not per report
         self._lock = threading.Lock()
 
-    # --- watching probes --------------------------------------------------
-    def watch_forever(self, kind: str, stop: threading.Event) -> None:
-        plural = PLURALS[kind]
+    # --- watching ---------------------------------------------------------
+    def _list_then_watch(self, what: str, list_fn: Any, args: tuple[Any, ...],
+                         kwargs: dict[str, Any], on_list: Any, on_event: Any,
+                         stop: threading.Event) -> None:
+        """List, then watch from that version; on any failure keep the last view
+        (the API server may be away: the agent runs on) and start over."""
+        plain = self.core.api_client.sanitize_for_serialization
         while not stop.is_set():
             try:
-                listing = self.custom.list_cluster_custom_object(API_GROUP, API_VERSION, plural)
+                listing = plain(list_fn(*args, **kwargs))
                 with self._lock:
-                    for key in [k for k in self.probes if k[0] == kind]:
-                        del self.probes[key]
-                    for obj in listing.get("items", []):
-                        obj["kind"] = kind
-                        view = probe_view(obj)
-                        self.probes[view.ref] = view
+                    on_list(listing.get("items") or [])
                 self.changed.set()
                 stream = watch.Watch().stream(
-                    self.custom.list_cluster_custom_object, API_GROUP, API_VERSION, plural,
-                    resource_version=listing["metadata"]["resourceVersion"],
-                    timeout_seconds=60)
+                    list_fn, *args, resource_version=listing["metadata"]["resourceVersion"],
+                    timeout_seconds=60, **kwargs)
                 for event in stream:
-                    obj = event["object"]
-                    obj["kind"] = kind
-                    view = probe_view(obj)
                     with self._lock:
-                        if event["type"] == "DELETED":
-                            self.probes.pop(view.ref, None)
-                        else:
-                            self.probes[view.ref] = view
+                        on_event(event["type"], event["raw_object"])
                     self.changed.set()
                     if stop.is_set():
                         return
-            except (ApiException, OSError, ValueError) as exc:
-                # API server away: keep running the last configuration, retry.
-                log.warning("watching %s failed (%s); retrying in 5s", plural, exc)
+            except (ApiException, OSError, ValueError, KeyError) as exc:
+                log.warning("watching %s failed (%s); retrying in 5s", what, exc)
                 stop.wait(5)
+
+    def watch_forever(self, kind: str, stop: threading.Event) -> None:
+        def view(obj: dict[str, Any]) -> ProbeView:
+            return probe_view({**obj, "kind": kind})
+
+        def relist(items: list[dict[str, Any]]) -> None:
+            for key in [k for k in self.probes if k[0] == kind]:
+                del self.probes[key]
+            self.probes.update((v.ref, v) for v in map(view, items))
+
+        def apply(kind_of_event: str, obj: dict[str, Any]) -> None:
+            v = view(obj)
+            if kind_of_event == "DELETED":
+                self.probes.pop(v.ref, None)
+            else:
+                self.probes[v.ref] = v
+
+        self._list_then_watch(PLURALS[kind], self.custom.list_cluster_custom_object,
+                              (API_GROUP, API_VERSION, PLURALS[kind]), {}, relist, apply, stop)
 
     def watch_pods_forever(self, index: PodIndex, stop: threading.Event) -> None:
         """This node's pods only (field selector): the agent names local sides."""
-        selector = f"spec.nodeName={self.node}"
-        while not stop.is_set():
-            try:
-                listing = self.core.list_pod_for_all_namespaces(field_selector=selector)
-                sanitize = self.core.api_client.sanitize_for_serialization
-                with self._lock:
-                    index.replace_all([pod_info(sanitize(p)) for p in listing.items])
-                stream = watch.Watch().stream(
-                    self.core.list_pod_for_all_namespaces, field_selector=selector,
-                    resource_version=listing.metadata.resource_version, timeout_seconds=60)
-                for event in stream:
-                    info = pod_info(event["raw_object"])
-                    with self._lock:
-                        if event["type"] == "DELETED":
-                            index.delete(info.uid)
-                        else:
-                            index.upsert(info)
-                        index.expire()
-                    if stop.is_set():
-                        return
-            except (ApiException, OSError, ValueError, KeyError) as exc:
-                log.warning("watching pods of %s failed (%s); retrying in 5s", self.node, exc)
-                stop.wait(5)
+
+        def apply(kind_of_event: str, obj: dict[str, Any]) -> None:
+            info = pod_info(obj)
+            if kind_of_event == "DELETED":
+                index.delete(info.uid)
+            else:
+                index.upsert(info)
+            index.expire()
+
+        self._list_then_watch(
+            f"pods of {self.node}", self.core.list_pod_for_all_namespaces, (),
+            {"field_selector": f"spec.nodeName={self.node}"},
+            lambda items: index.replace_all([pod_info(p) for p in items]), apply, stop)
 
     def node_labels(self) -> dict[str, str]:
         return dict(self.core.read_node(self.node).metadata.labels or {})
@@ -123,13 +123,15 @@ class ClusterAgent:
     def reconcile(self, labels: dict[str, str]) -> list[ProbeView]:
         probes = self.mine(labels)
         wanted = union_config(probes)
+        headers = find_kernel_headers()
+        self.header_source = str(headers.path) if headers else ""
         try:
             if wanted is None:
                 self.agent.close()
             else:
                 self.agent.apply(wanted)
             self.load_error = None
-        except (BpfUnavailable, Exception) as exc:  # a node problem, reported, never a crash
+        except Exception as exc:  # BpfUnavailable or a compile error: reported, never a crash
             self.load_error = f"{type(exc).__name__}: {exc}"
             log.error("could not load programs: %s", self.load_error)
         return probes
@@ -141,12 +143,11 @@ class ClusterAgent:
         programs = self.agent.program_ids()
         entries = [probe_entry(p, self.agent.plan, programs, usage, counters, self.load_error)
                    for p in sorted(probes, key=lambda p: p.ref)]
-        headers = find_kernel_headers()
         attached = sum(1 for e in entries if e["state"] in ("Attached", "Degraded"))
         status = {
             "agentVersion": __version__, "kernelRelease": features.release,
             "kernelFeatures": features.as_report(),
-            "headerSource": str(headers.path) if headers else "",
+            "headerSource": self.header_source,
             "heartbeatTime": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
             "probes": entries,
             "probesAttached": f"{attached}/{len(entries)}",

@@ -1,10 +1,12 @@
-"""What the running kernel offers, probed from tracefs and sysfs (no bcc needed).
+"""What the running kernel offers: tracepoints from tracefs, BTF and lockdown from
+sysfs, raw-tracepoint support from bcc (a bpf() capability, no file shows it).
 
 Variants are chosen from these facts, never from the kernel version string.
 """
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -71,8 +73,6 @@ def probe_kernel(tracefs: Path | None = None, sysfs: Path = Path("/sys"),
                  forced_missing: frozenset[str] = frozenset()) -> KernelFeatures:
     """Probe the kernel; `forced_missing` pretends tracepoints are absent (for tests
     and for operators who want to disable a hook on a misbehaving kernel)."""
-    import os
-
     root = tracefs or tracefs_root()
     tracepoints = {}
     for tp in TRACEPOINTS:

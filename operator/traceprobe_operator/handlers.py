@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import random
 import threading
+import time
 from datetime import UTC, datetime
 from typing import Any
 
@@ -99,8 +100,9 @@ def _refresh_status(body: Any, meta: Any, spec: Any, **_: Any) -> None:
     if spec_problem(_kind(body), body):
         return
     generation = int(meta.get("generation") or 1)
-    nodes = selected_nodes(kube().list_nodes(), spec.get("nodeSelector"))
-    states = probe_states(kube().list_node_reports(), _kind(body), meta.get("namespace"),
+    all_nodes, reports = _cluster_snapshot()
+    nodes = selected_nodes(all_nodes, spec.get("nodeSelector"))
+    states = probe_states(reports, _kind(body), meta.get("namespace"),
                           meta["name"], datetime.now(UTC))
     flipped: list[dict[str, Any]] = []
 
@@ -116,6 +118,20 @@ def _refresh_status(body: Any, meta: Any, spec: Any, **_: Any) -> None:
     for ready in flipped:  # an Event only when Ready changes, not every refresh
         emit = kopf.info if ready["status"] == "True" else kopf.warn
         emit(body, reason=ready["reason"], message=ready["message"])
+
+
+_snapshot: tuple[float, list[tuple[str, dict[str, str]]], list[dict[str, Any]]] | None = None
+_snapshot_lock = threading.Lock()
+
+
+def _cluster_snapshot() -> tuple[list[tuple[str, dict[str, str]]], list[dict[str, Any]]]:
+    """Nodes and NodeReports, listed once per half refresh period and shared by
+    every probe's status timer (not two LISTs per probe per tick)."""
+    global _snapshot
+    with _snapshot_lock:
+        if _snapshot is None or time.monotonic() - _snapshot[0] > STATUS_REFRESH_SECONDS / 2:
+            _snapshot = (time.monotonic(), kube().list_nodes(), kube().list_node_reports())
+        return _snapshot[1], _snapshot[2]
 
 
 def _on_delete(body: Any, meta: Any, logger: Any, **_: Any) -> None:

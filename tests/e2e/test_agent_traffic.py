@@ -23,10 +23,10 @@ ALL = frozenset({"connections", "failures", "bytes", "retransmits", "rtt"})
 
 
 class Recorder:
-    def __init__(self) -> None:
+    def __init__(self, kinds: frozenset[str] = ALL) -> None:
         self.records: list[ConnectionRecord] = []
         self.agent = Agent("node-1", self.records.extend)
-        self.agent.apply(AgentConfig(ALL, 65536, 1.0))
+        self.agent.apply(AgentConfig(kinds, 65536, 1.0))
 
     def flush(self) -> None:
         self.agent.tick()
@@ -195,10 +195,7 @@ print("done", flush=True)
 def test_udp_datagrams_are_counted_per_process(pod_factory: Any, bpf_ready: None) -> None:
     # UDP tracepoints carry no addresses: traceprobe reports UDP per local
     # process (datagrams and bytes each way), honestly without a peer.
-    rec = Recorder.__new__(Recorder)
-    rec.records = []
-    rec.agent = Agent("node-1", rec.records.extend)
-    rec.agent.apply(AgentConfig(frozenset({"connections", "udp"}), 4096, 1.0))
+    rec = Recorder(frozenset({"connections", "udp"}))
     try:
         a = pod_factory.create("udp-client", "traffic")
         b = pod_factory.create("udp-server", "traffic")

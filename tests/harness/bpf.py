@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from traceprobe_agent.bcc_runtime import BpfUnavailable, loaded_program, preflight
+from traceprobe_agent.bcc_runtime import loaded_program
 
 COUNT_STATE_CHANGES = r"""
 BPF_ARRAY(transitions, u64, 1);
@@ -30,14 +30,6 @@ TRACEPOINT_PROBE(sock, inet_sock_set_state) {
     return 0;
 }
 """
-
-
-def bpf_unavailable_reason() -> str | None:
-    try:
-        preflight()
-    except BpfUnavailable as exc:
-        return str(exc)
-    return None
 
 
 @contextmanager

@@ -33,9 +33,8 @@ def cleanup_stale() -> None:
     """Drop every chain this harness made (a killed run may have left some)."""
     listing = sh("iptables", "-w", "-t", "nat", "-S", check=False).stdout
     for hook in ("PREROUTING", "OUTPUT"):
-        while f"-A {hook} -j {CHAIN}" in listing:
+        for _ in range(listing.count(f"-A {hook} -j {CHAIN}\n")):
             _ipt("-D", hook, "-j", CHAIN, check=False)
-            listing = listing.replace(f"-A {hook} -j {CHAIN}", "", 1)
     chains = [line.split()[1] for line in listing.splitlines()
               if line.startswith("-N TP-")]
     for chain in chains:
