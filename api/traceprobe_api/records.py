@@ -70,6 +70,9 @@ class ConnectionRecord(ObservedModel):
     rtt_samples: _Count = 0
     rtt_max_us: _Count = 0
     duration_sum_ns: _Count = 0
+    backends: dict[str, _Count] = Field(default_factory=dict)
+    """Client role to a NATed address (a ClusterIP): connections per real
+    destination `ip:port`, read from conntrack (kube-proxy DNAT)."""
 
     @property
     def failures(self) -> int:

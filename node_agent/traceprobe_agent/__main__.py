@@ -41,6 +41,12 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--cgroup-root", default=None,
                    help="only report processes under this cgroup v2 path (one node's "
                         "subtree when several simulated nodes share a kernel)")
+    p.add_argument("--map-endpoint", default=os.environ.get("TRACEPROBE_MAP_ENDPOINT"),
+                   help="host:port of the service map's OTLP/gRPC ingest (cluster mode)")
+    p.add_argument("--map-ca-file", default=None,
+                   help="CA bundle for TLS to the service map (default: plaintext gRPC)")
+    p.add_argument("--print-records", action="store_true",
+                   help="also print records as JSON lines (always, without --map-endpoint)")
     p.add_argument("--verbose", action="store_true")
     return p.parse_args(argv)
 
@@ -70,7 +76,8 @@ def main(argv: list[str] | None = None) -> int:
         from traceprobe_agent.cluster import run_in_cluster
 
         return run_in_cluster(args.node_name, features, args.interval, args.metrics_port,
-                              args.cgroup_root)
+                              args.cgroup_root, args.map_endpoint, args.map_ca_file,
+                              args.print_records)
     agent = Agent(args.node_name, _print_records, features, args.cgroup_root)
     try:
         plan = agent.apply(AgentConfig(kinds, args.max_connections, args.interval))

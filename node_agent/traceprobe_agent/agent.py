@@ -21,6 +21,7 @@ from traceprobe_agent.edges import to_record
 from traceprobe_agent.features import KernelFeatures, probe_kernel
 from traceprobe_agent.pod_cgroups import under
 from traceprobe_agent.program import ProgramPlan, bpf_source, plan_program
+from traceprobe_agent.report_sender import SenderStats
 from traceprobe_api.records import ConnectionRecord
 
 log = logging.getLogger("traceprobe.agent")
@@ -48,6 +49,7 @@ class AgentStats:
     kernel_counters: dict[str, int] = field(default_factory=dict)
     map_usage: dict[str, tuple[int, int]] = field(default_factory=dict)
     problem: str | None = None
+    report: SenderStats | None = None  # edge reports to the service map, when sent
 
     def cpu_seconds(self) -> float:
         usage = resource.getrusage(resource.RUSAGE_SELF)

@@ -14,6 +14,7 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -170,9 +171,26 @@ def _stdout_sink(records: list[ConnectionRecord]) -> None:
 
 
 def run_in_cluster(node: str, features: KernelFeatures, interval: float,
-                   metrics_port: int, cgroup_root: str | None = None) -> int:
+                   metrics_port: int, cgroup_root: str | None = None,
+                   map_endpoint: str | None = None, map_ca_file: str | None = None,
+                   print_records: bool = False) -> int:
     pods = PodIndex()
-    agent = Agent(node, _stdout_sink, features, cgroup_root, enrich=pods.enrich)
+    sinks: list[Callable[[list[ConnectionRecord]], None]] = []
+    sender = None
+    if map_endpoint:
+        from traceprobe_agent.report_sender import ReportSender
+
+        sender = ReportSender(map_endpoint, node, ca_file=map_ca_file)
+        sinks.append(sender)
+    if print_records or not map_endpoint:
+        sinks.append(_stdout_sink)
+
+    def sink(records: list[ConnectionRecord]) -> None:
+        for each in sinks:
+            each(records)
+
+    agent = Agent(node, sink, features, cgroup_root, enrich=pods.enrich)
+    agent.stats.report = sender.stats if sender else None
     cluster = ClusterAgent(node, agent, _load_config())
     if metrics_port >= 0:
         from traceprobe_agent.health import serve
@@ -211,6 +229,8 @@ def run_in_cluster(node: str, features: KernelFeatures, interval: float,
             agent.tick()
             report()  # doubles as the heartbeat
     agent.close()
+    if sender is not None:
+        sender.close()
     # Leave a last word: every probe detached here.
     with contextlib.suppress(ApiException, OSError):
         cluster.write_report([ProbeView(**{**p.__dict__, "deleting": True}) for p in probes],

@@ -33,6 +33,16 @@ def render_metrics(agent: Agent) -> str:
     lines.append("# TYPE traceprobe_agent_map_capacity gauge")
     lines += [f'traceprobe_agent_map_capacity{{map="{m}"}} {cap}'
               for m, (_used, cap) in sorted(s.map_usage.items())]
+    if s.report is not None:
+        lines.append("# TYPE traceprobe_agent_report_records_total counter")
+        lines += [f'traceprobe_agent_report_records_total{{outcome="{k}"}} {v}'
+                  for k, v in (("sent", s.report.sent_records),
+                               ("dropped", s.report.dropped_records),
+                               ("rejected", s.report.rejected_records))]
+        lines += ["# TYPE traceprobe_agent_report_queued_records gauge",
+                  f"traceprobe_agent_report_queued_records {s.report.queued_records}",
+                  "# TYPE traceprobe_agent_report_failed_exports_total counter",
+                  f"traceprobe_agent_report_failed_exports_total {s.report.failed_exports}"]
     lines += [
         "# TYPE process_cpu_seconds_total counter",
         f"process_cpu_seconds_total {s.cpu_seconds():.3f}",

@@ -14,6 +14,9 @@ from typing import Any
 
 from traceprobe_agent.pod_cgroups import pod_uid
 from traceprobe_api.records import ConnectionRecord
+from traceprobe_api.workloads import workload_of
+
+__all__ = ["PodIndex", "PodInfo", "pod_info", "workload_of"]
 
 
 @dataclass(frozen=True)
@@ -24,22 +27,6 @@ class PodInfo:
     workload_kind: str
     workload: str
     host_network: bool
-
-
-def workload_of(meta: dict[str, Any]) -> tuple[str, str]:
-    """(kind, name) of the workload that owns a pod, from its owner references.
-
-    A ReplicaSet named `<deployment>-<pod-template-hash>` belongs to that
-    Deployment (the hash is on the pod's labels), so no ReplicaSet watch is needed.
-    """
-    owners = [o for o in meta.get("ownerReferences") or [] if o.get("controller")]
-    if not owners:
-        return "Pod", str(meta.get("name", ""))
-    kind, name = str(owners[0]["kind"]), str(owners[0]["name"])
-    template_hash = (meta.get("labels") or {}).get("pod-template-hash")
-    if kind == "ReplicaSet" and template_hash and name.endswith(f"-{template_hash}"):
-        return "Deployment", name[: -len(template_hash) - 1]
-    return kind, name
 
 
 def pod_info(obj: dict[str, Any]) -> PodInfo:

@@ -13,10 +13,16 @@ from __future__ import annotations
 from typing import Any
 
 from opentelemetry.sdk.metrics import MeterProvider
-from opentelemetry.sdk.metrics.export import MetricExporter, PeriodicExportingMetricReader
+from opentelemetry.sdk.metrics.export import (
+    MetricExporter,
+    MetricExportResult,
+    MetricsData,
+    PeriodicExportingMetricReader,
+)
 from opentelemetry.sdk.resources import Resource
 
-from traceprobe_map.merge import EdgeKey, EdgeStats
+from traceprobe_map.edge_stats import EdgeStats
+from traceprobe_map.merge import EdgeKey
 from traceprobe_map.peers import Peer
 
 
@@ -34,6 +40,41 @@ def make_exporter(protocol: str = "grpc", endpoint: str | None = None,
 
         return HttpExporter(endpoint=endpoint)
     raise ValueError(f"OTLP protocol {protocol!r} not supported: use grpc or http/protobuf")
+
+
+class CountingExporter(MetricExporter):
+    """Counts export outcomes, so an unreachable backend shows up as a number.
+
+    Sums are cumulative: an export that fails loses nothing, the next one that
+    succeeds carries the totals, and memory stays bounded by the number of
+    distinct edges however long the backend is away. `failed_points` counts
+    data points whose delivery was deferred that way.
+    """
+
+    def __init__(self, inner: MetricExporter) -> None:
+        super().__init__(preferred_temporality=inner._preferred_temporality,
+                         preferred_aggregation=inner._preferred_aggregation)
+        self.inner = inner
+        self.exports = 0
+        self.failed_exports = 0
+        self.failed_points = 0
+
+    def export(self, metrics_data: MetricsData, timeout_millis: float = 10_000,
+               **kwargs: Any) -> MetricExportResult:
+        result = self.inner.export(metrics_data, timeout_millis=timeout_millis, **kwargs)
+        self.exports += 1
+        if result is not MetricExportResult.SUCCESS:
+            self.failed_exports += 1
+            self.failed_points += sum(len(m.data.data_points)
+                                      for rm in metrics_data.resource_metrics
+                                      for sm in rm.scope_metrics for m in sm.metrics)
+        return result
+
+    def force_flush(self, timeout_millis: float = 10_000) -> bool:
+        return bool(self.inner.force_flush(timeout_millis))
+
+    def shutdown(self, timeout_millis: float = 30_000, **kwargs: Any) -> None:
+        self.inner.shutdown(timeout_millis=timeout_millis, **kwargs)
 
 
 def _side(prefix: str, peer: Peer) -> dict[str, str]:
@@ -77,6 +118,9 @@ class EdgeExporter:
             "traceprobe.edge.rtt.sum", "us", "Sum of smoothed-RTT samples")
         self._rtt_count = meter.create_counter(
             "traceprobe.edge.rtt.count", "{sample}", "Smoothed-RTT samples")
+        self._backend_connections = meter.create_counter(
+            "traceprobe.edge.backend.connections", "{connection}",
+            "Connections to a Service, by the backend they reached (k8s.dst.backend.*)")
         self._sg_total = meter.create_counter("traces_service_graph_request_total")
         self._sg_failed = meter.create_counter("traces_service_graph_request_failed_total")
 
@@ -92,6 +136,8 @@ class EdgeExporter:
             self._bytes.add(s.bytes_received, {**attrs, "network.io.direction": "receive"})
             if s.retransmits:
                 self._retransmits.add(s.retransmits, attrs)
+            for backend, n in s.backends.items():
+                self._backend_connections.add(n, {**attrs, **_side("k8s.dst.backend", backend)})
             if s.rtt_samples:
                 self._rtt_sum.add(s.rtt_sum_us, attrs)
                 self._rtt_count.add(s.rtt_samples, attrs)

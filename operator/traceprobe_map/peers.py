@@ -35,6 +35,11 @@ class Resolver:
     services: IpDirectory[Peer] = field(default_factory=IpDirectory)
     nodes: IpDirectory[Peer] = field(default_factory=IpDirectory)
     dns_names: dict[str, str] = field(default_factory=dict)  # ip -> name observed
+    # (namespace, kind, name) -> (kind, name) of its controller: Job -> CronJob,
+    # ReplicaSet -> Deployment when the pod-template-hash rule could not tell.
+    owners: dict[tuple[str, str, str], tuple[str, str]] = field(default_factory=dict)
+    # Service -> its endpoints' addresses (EndpointSlices), for NAT without conntrack.
+    endpoints: dict[Peer, frozenset[str]] = field(default_factory=dict)
     max_external: int = 1000
     overflowed: int = 0
     _external: set[str] = field(default_factory=set)
@@ -46,17 +51,36 @@ class Resolver:
         for directory in (self.services, self.pods, self.nodes):
             owner = directory.lookup(ip, at)
             if owner is not None:
-                return owner
+                return self._rolled_up(owner)
         if ip not in self._external and len(self._external) >= self.max_external:
             self.overflowed += 1
             return Peer("external", OVERFLOW)
         self._external.add(ip)
         return Peer("external", self.dns_names.get(ip, ip))
 
-    @staticmethod
-    def local(namespace: str | None, workload_kind: str | None, workload: str | None,
+    def local(self, namespace: str | None, workload_kind: str | None, workload: str | None,
               node: str) -> Peer:
         """The local side, as the agent named it (a process outside pods is its node)."""
         if namespace and workload:
-            return Peer("workload", workload, namespace, workload_kind)
+            return self._rolled_up(Peer("workload", workload, namespace, workload_kind))
         return Peer("node", node)
+
+    def _rolled_up(self, peer: Peer) -> Peer:
+        """A workload named by its top controller (at most a few hops: no cycles)."""
+        for _ in range(4):
+            if peer.kind != "workload" or peer.namespace is None or not self.owners:
+                return peer
+            parent = self.owners.get((peer.namespace, peer.workload_kind or "", peer.name))
+            if parent is None:
+                return peer
+            peer = Peer("workload", parent[1], peer.namespace, parent[0])
+        return peer
+
+    def backends_of(self, service: Peer, at: float) -> set[Peer]:
+        """Workloads behind a Service's endpoints at time `at`."""
+        found = set()
+        for ip in self.endpoints.get(service, frozenset()):
+            owner = self.pods.lookup(ip, at)
+            if owner is not None:
+                found.add(self._rolled_up(owner))
+        return found

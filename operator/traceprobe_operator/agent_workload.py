@@ -49,13 +49,21 @@ def _host_path(name: str, path: str, mount: str, read_only: bool) -> tuple[dict[
             {"name": name, "mountPath": mount, "readOnly": read_only})
 
 
-# Each mount is needed, and no more: tracefs for tracepoint formats, bpffs for
-# pinned maps, headers for BCC's compile, cgroupfs to map cgroup ids to pods.
+# The host paths the agent mounts, each for one reason (a container's own /sys
+# shows neither tracefs nor bpffs, and its /sys/fs/cgroup only its own cgroup):
 _MOUNTS = [
+    # tracefs: tracepoint ids and formats BCC reads to attach; writable only for
+    # kprobe fallbacks, which register probes by writing kprobe_events.
     _host_path("tracefs", "/sys/kernel/tracing", "/sys/kernel/tracing", False),
+    # bpffs: where BCC pins tables (BPF_TABLE_PINNED) to outlive a restart. The
+    # current programs pin nothing: drop this mount unless one comes to.
     _host_path("bpffs", "/sys/fs/bpf", "/sys/fs/bpf", False),
+    # Kernel headers for BCC's compile: /lib/modules/$(uname -r)/{build,source}
+    # are links into /usr/src, so both are mounted where the links expect them
+    # (read-only; the image carries Debian's headers as a fallback).
     _host_path("modules", "/lib/modules", "/lib/modules", True),
     _host_path("usr-src", "/usr/src", "/usr/src", True),
+    # cgroupfs (read-only): cgroup ids from BPF -> cgroup paths -> pod UIDs.
     _host_path("cgroup", "/sys/fs/cgroup", "/sys/fs/cgroup", True),
 ]
 
@@ -65,17 +73,19 @@ def render_daemonset(settings: OperatorSettings, probes: list[ActiveProbe]) -> d
               "app.kubernetes.io/component": "node-agent"}
     affinity = node_affinity(probes)
     config = {"image": settings.agent_image, "affinity": affinity,
-              "serviceAccount": settings.agent_service_account}
+              "serviceAccount": settings.agent_service_account,
+              "mapEndpoint": settings.map_endpoint}
     config_hash = hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:16]
     pod_spec: dict[str, Any] = {
         "serviceAccountName": settings.agent_service_account,
-        # conntrack lookups (Service NAT) need the node's network namespace.
+        # conntrack lookups (Service NAT) need the node's network namespace. No
+        # hostPID: processes are named from BPF (pid, comm, cgroup id), not /proc.
         "hostNetwork": True,
         "dnsPolicy": "ClusterFirstWithHostNet",
         "tolerations": [{"operator": "Exists"}],  # observe every node, tainted too
         "containers": [{
             "name": "agent", "image": settings.agent_image,
-            "args": ["--node-name=$(NODE_NAME)"],
+            "args": ["--node-name=$(NODE_NAME)", f"--map-endpoint={settings.map_endpoint}"],
             "env": [{"name": "NODE_NAME",
                      "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}}],
             "securityContext": {

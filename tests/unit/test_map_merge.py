@@ -36,7 +36,7 @@ def test_both_sides_make_one_edge_counted_once() -> None:
     server = rec(Role.SERVER, 10, node="n2", local_ip="10.0.0.2", local_port=5432,
                  remote_ip="10.0.0.1", k8s_namespace="shop", k8s_workload_kind="StatefulSet",
                  k8s_workload="db", opened=3, bytes_sent=900, bytes_received=300)
-    edges = merge([client, server], resolver())
+    edges = merge([client, server], resolver()).edges
     assert list(edges) == [EdgeKey(WEB, DB, 5432, "tcp")]
     stats = edges[EdgeKey(WEB, DB, 5432, "tcp")]
     assert (stats.connections, stats.bytes_sent, stats.bytes_received) == (3, 300, 900)
@@ -47,7 +47,7 @@ def test_server_side_alone_counts_and_flips_bytes() -> None:
     outside = rec(Role.SERVER, 10, local_port=443, remote_ip="203.0.113.7",
                   k8s_namespace="shop", k8s_workload_kind="StatefulSet", k8s_workload="db",
                   opened=2, bytes_sent=5000, bytes_received=100)
-    (key, stats), = merge([outside], resolver()).items()
+    (key, stats), = merge([outside], resolver()).edges.items()
     assert key.src == Peer("external", "203.0.113.7") and key.dst == DB
     assert (stats.bytes_sent, stats.bytes_received) == (100, 5000)  # client's view
 
@@ -63,7 +63,7 @@ def test_reused_ip_and_services_nodes_and_overflow() -> None:
 
     edges = merge([mk(50, "10.0.0.2", 1), mk(250, "10.0.0.2", 1), mk(50, "10.96.0.10", 80),
                    mk(50, "192.168.0.5", 10250), mk(50, "198.51.100.1", 443),
-                   mk(50, "198.51.100.2", 443), mk(50, "198.51.100.3", 443)], r)
+                   mk(50, "198.51.100.2", 443), mk(50, "198.51.100.3", 443)], r).edges
     dsts = {(k.dst.kind, k.dst.label): v.connections for k, v in edges.items()}
     assert dsts[("workload", "shop/db")] == 1  # the pod that held the IP before reuse
     assert dsts[("workload", "batch/etl")] == 1  # the new owner: no inherited edges
@@ -75,6 +75,69 @@ def test_reused_ip_and_services_nodes_and_overflow() -> None:
 def test_udp_and_host_processes() -> None:
     r = resolver()
     edges = merge([rec(Role.UDP, 1, opened=5),
-                   rec(Role.CLIENT, 1, remote_ip="10.0.0.2", remote_port=5432, opened=1)], r)
+                   rec(Role.CLIENT, 1, remote_ip="10.0.0.2", remote_port=5432, opened=1)], r).edges
     (key,) = edges
     assert key.src == Peer("node", "n1") and key.dst == DB
+
+
+PAY = Peer("service", "payments", "pay")
+PAY_V1 = Peer("workload", "payments-v1", "pay", "Deployment")
+PAY_V2 = Peer("workload", "payments-v2", "pay", "Deployment")
+
+
+def _nat_world() -> Resolver:
+    r = resolver()
+    r.services.claim("10.96.0.20", PAY, since=0)
+    r.pods.claim("10.0.1.1", PAY_V1, since=0)
+    r.pods.claim("10.0.1.2", PAY_V2, since=0)
+    r.endpoints[PAY] = frozenset({"10.0.1.1", "10.0.1.2"})
+    return r
+
+
+def _server(ip: str, workload: str, n: int) -> ConnectionRecord:
+    return rec(Role.SERVER, 10, node="n2", local_ip=ip, local_port=8080, remote_ip="10.0.0.1",
+               k8s_namespace="pay", k8s_workload_kind="Deployment", k8s_workload=workload,
+               opened=n, bytes_sent=10 * n, bytes_received=n)
+
+
+def test_service_edge_keeps_conntrack_backends_and_absorbs_server_sides() -> None:
+    client = rec(Role.CLIENT, 10, remote_ip="10.96.0.20", remote_port=80, k8s_namespace="shop",
+                 k8s_workload_kind="Deployment", k8s_workload="web", opened=5, bytes_sent=5,
+                 backends={"10.0.1.1:8080": 3, "10.0.1.2:8080": 2})
+    result = merge([client, _server("10.0.1.1", "payments-v1", 3),
+                    _server("10.0.1.2", "payments-v2", 2)], _nat_world())
+    (key, stats), = result.edges.items()  # one edge: no double counting via backends
+    assert key == EdgeKey(WEB, PAY, 80, "tcp") and stats.connections == 5
+    assert stats.backends == {PAY_V1: 3, PAY_V2: 2}
+    assert stats.observed_by == {"client", "server"}
+
+
+def test_service_backends_from_endpoint_slices_when_conntrack_is_silent() -> None:
+    client = rec(Role.CLIENT, 10, remote_ip="10.96.0.20", remote_port=80, k8s_namespace="shop",
+                 k8s_workload_kind="Deployment", k8s_workload="web", opened=4)
+    result = merge([client, _server("10.0.1.1", "payments-v1", 1),
+                    _server("10.0.1.2", "payments-v2", 3)], _nat_world())
+    (stats,) = result.edges.values()
+    assert stats.connections == 4 and stats.backends == {PAY_V1: 1, PAY_V2: 3}
+
+
+def test_server_side_seen_by_client_in_a_neighbouring_window_is_not_recounted() -> None:
+    server = rec(Role.SERVER, 10, local_port=5432, remote_ip="10.0.0.1", k8s_namespace="shop",
+                 k8s_workload_kind="StatefulSet", k8s_workload="db", opened=3)
+    key = EdgeKey(WEB, DB, 5432, "tcp")
+    assert merge([server], resolver(), recent_client_keys={key}).edges == {}
+    assert merge([server], resolver()).edges[key].connections == 3
+
+
+def test_owner_roll_up_and_edge_cap() -> None:
+    r = resolver()
+    r.owners[("batch", "Job", "etl-28001")] = ("CronJob", "etl")
+    records = [rec(Role.CLIENT, 10, remote_ip=f"198.51.100.{i}", remote_port=443,
+                   k8s_namespace="batch", k8s_workload_kind="Job", k8s_workload="etl-28001",
+                   opened=i) for i in range(1, 6)]
+    r.max_external = 100
+    result = merge(records, r, max_edges=3)
+    assert all(k.src in (Peer("workload", "etl", "batch", "CronJob"), Peer("overflow",
+               "overflow")) for k in result.edges)
+    assert len(result.edges) == 3 and result.overflowed_edges == 3
+    assert sum(s.connections for s in result.edges.values()) == 15  # nothing lost

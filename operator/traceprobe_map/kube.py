@@ -1,0 +1,123 @@
+"""The service map's only Kubernetes I/O: list-then-watch of what naming needs.
+
+Cluster-wide, read-only: pods, services, endpointslices, nodes, namespaces,
+replicasets and jobs (owner chains), and the probes. Lists and watch events
+are read as plain JSON (no client model objects): at thousands of pods the
+typed models cost more CPU and memory than everything else here together.
+While the API server is away the last view stays in use and the loop retries.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from kubernetes import client, config, watch
+from kubernetes.client.exceptions import ApiException
+
+from traceprobe_api import API_GROUP, API_VERSION
+from traceprobe_map.metadata import MetadataCache
+
+log = logging.getLogger("traceprobe.map.kube")
+Handler = Callable[[str, dict[str, Any]], None]
+
+
+def load_api_client() -> client.ApiClient:
+    try:
+        config.load_incluster_config()
+    except config.ConfigException:
+        config.load_kube_config()
+    return client.ApiClient()
+
+
+@dataclass(frozen=True)
+class _Source:
+    what: str
+    list_fn: Callable[..., Any]
+    args: tuple[Any, ...]
+    on_event: Handler
+    on_list: Callable[[list[dict[str, Any]]], None] | None = None
+
+
+def _sources(api: client.ApiClient, cache: MetadataCache) -> list[_Source]:
+    core, apps = client.CoreV1Api(api), client.AppsV1Api(api)
+    batch, disc = client.BatchV1Api(api), client.DiscoveryV1Api(api)
+    custom = client.CustomObjectsApi(api)
+
+    def each(handler: Handler) -> Callable[[list[dict[str, Any]]], None]:
+        def relist(items: list[dict[str, Any]]) -> None:
+            for obj in items:  # deletions missed while away are rare here; pods relist fully
+                handler("ADDED", obj)
+        return relist
+
+    sources = [
+        _Source("pods", core.list_pod_for_all_namespaces, (),
+                lambda e, o: cache.pod(e, o, time.time()),
+                lambda items: cache.relist_pods(items, time.time())),
+        _Source("services", core.list_service_for_all_namespaces, (),
+                lambda e, o: cache.service(e, o, time.time())),
+        _Source("endpointslices", disc.list_endpoint_slice_for_all_namespaces, (),
+                cache.endpoint_slice),
+        _Source("nodes", core.list_node, (), lambda e, o: cache.node(e, o, time.time())),
+        _Source("namespaces", core.list_namespace, (), cache.namespace),
+        _Source("replicasets", apps.list_replica_set_for_all_namespaces, (),
+                lambda e, o: cache.owner(e, o, "ReplicaSet")),
+        _Source("jobs", batch.list_job_for_all_namespaces, (),
+                lambda e, o: cache.owner(e, o, "Job")),
+    ]
+    for kind, plural in (("TraceProbe", "traceprobes"),
+                         ("ClusterTraceProbe", "clustertraceprobes")):
+        sources.append(_Source(plural, custom.list_cluster_custom_object,
+                               (API_GROUP, API_VERSION, plural),
+                               lambda e, o, k=kind: cache.probe(e, o, k)))  # type: ignore[misc]
+    return [s if s.on_list else _Source(s.what, s.list_fn, s.args, s.on_event,
+                                        each(s.on_event)) for s in sources]
+
+
+class _RawWatch(watch.Watch):  # type: ignore[misc]
+    """Events as the API server's JSON, not deserialized into client models."""
+
+    def get_return_type(self, func: Any) -> None:
+        return None
+
+
+def _list_then_watch(source: _Source, stop: threading.Event,
+                     synced: threading.Event) -> None:
+    while not stop.is_set():
+        try:
+            response = source.list_fn(*source.args, _preload_content=False)
+            listing = json.loads(response.data)
+            assert source.on_list is not None
+            source.on_list(listing.get("items") or [])
+            synced.set()
+            stream = _RawWatch().stream(
+                source.list_fn, *source.args,
+                resource_version=listing["metadata"]["resourceVersion"], timeout_seconds=300)
+            for event in stream:
+                if event["type"] == "ERROR":  # e.g. 410 Gone: relist
+                    raise ValueError(event["raw_object"].get("message", "watch error"))
+                if event["type"] in ("ADDED", "MODIFIED", "DELETED"):
+                    source.on_event(event["type"], event["raw_object"])
+                if stop.is_set():
+                    return
+        except (ApiException, OSError, ValueError, KeyError) as exc:
+            # Expired resource versions (410) land here too: relisting is the cure.
+            log.warning("watching %s failed (%s); keeping the last view, retrying in 5s",
+                        source.what, exc)
+            stop.wait(5)
+
+
+def watch_cluster(api: client.ApiClient, cache: MetadataCache,
+                  stop: threading.Event) -> dict[str, threading.Event]:
+    """Start one watch thread per kind; returns an event per kind, set once listed."""
+    synced: dict[str, threading.Event] = {}
+    for source in _sources(api, cache):
+        synced[source.what] = threading.Event()
+        threading.Thread(target=_list_then_watch, args=(source, stop, synced[source.what]),
+                         daemon=True, name=f"watch-{source.what}").start()
+    return synced

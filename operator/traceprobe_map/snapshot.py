@@ -1,0 +1,167 @@
+"""The service map as served: `/api/map` JSON, the CLI and the web view read this.
+
+Nodes are workloads, Services, nodes and external peers; edges are client →
+server with counts over the window and rates per second. Field names are
+camelCase on the wire (pydantic aliases), snake_case in Python.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated
+
+from pydantic import Field
+
+from traceprobe_api.base import ObservedModel
+from traceprobe_map.edge_stats import EdgeStats
+from traceprobe_map.merge import EdgeKey
+from traceprobe_map.peers import Peer
+
+_Count = Annotated[int, Field(ge=0)]
+_Rate = Annotated[float, Field(ge=0)]
+
+
+class MapNode(ObservedModel):
+    id: str
+    """Stable across refreshes: `<kind>:<namespace>/<name>` or `<kind>:<name>`."""
+    kind: str
+    """workload, service, node, external or unknown."""
+    name: str
+    namespace: str | None = None
+    workload_kind: str | None = None
+    """Deployment, StatefulSet, DaemonSet, Job, CronJob, ReplicaSet or Pod."""
+    pods: list[str] = Field(default_factory=list)
+    """Pods seen on this node's edges in the window (local side of a record)."""
+    nodes: list[str] = Field(default_factory=list)
+    """Kubernetes nodes those pods ran on."""
+    ports: list[int] = Field(default_factory=list)
+    """Ports this peer was reached on."""
+
+
+class Failures(ObservedModel):
+    refused: _Count = 0
+    timeout: _Count = 0
+    reset: _Count = 0
+
+    @property
+    def total(self) -> int:
+        return self.refused + self.timeout + self.reset
+
+
+class Rtt(ObservedModel):
+    """Smoothed RTT (µs): percentiles of per-record mean srtt, weighted by samples."""
+
+    samples: _Count = 0
+    mean_us: _Rate | None = None
+    p50_us: _Rate | None = None
+    p99_us: _Rate | None = None
+    max_us: _Count | None = None
+
+
+class Backend(ObservedModel):
+    """Where a Service edge's connections really went (kube-proxy DNAT, via conntrack)."""
+
+    id: str
+    """A MapNode id (the backend workload)."""
+    connections: _Count
+
+
+class MapEdge(ObservedModel):
+    id: str
+    """`<source>-><target>:<port>/<transport>`."""
+    source: str
+    target: str
+    port: int | None = None
+    transport: str = "tcp"
+    connections: _Count = 0
+    connections_per_second: _Rate = 0.0
+    failures: Failures = Field(default_factory=Failures)
+    failures_per_second: _Rate = 0.0
+    error_rate: Annotated[float, Field(ge=0, le=1)] = 0.0
+    """failures / (connections + failures)."""
+    bytes_sent: _Count = 0
+    """Client → server."""
+    bytes_received: _Count = 0
+    """Server → client."""
+    bytes_sent_per_second: _Rate = 0.0
+    bytes_received_per_second: _Rate = 0.0
+    retransmits: _Count = 0
+    rtt: Rtt = Field(default_factory=Rtt)
+    backends: list[Backend] = Field(default_factory=list)
+    observed_by: list[str] = Field(default_factory=list)
+    """client, server or both: which sides' agents saw it."""
+    probes: list[str] = Field(default_factory=list)
+    """Probes (`namespace/name`, or `name` for a ClusterTraceProbe) that observed it."""
+
+
+class Overflow(ObservedModel):
+    """What the cardinality caps folded into overflow buckets during the window."""
+
+    edges: _Count = 0
+    externals: _Count = 0
+
+
+class MapSnapshot(ObservedModel):
+    cluster: str
+    generated_at: datetime
+    window_seconds: float
+    nodes: list[MapNode] = Field(default_factory=list)
+    edges: list[MapEdge] = Field(default_factory=list)
+    overflow: Overflow = Field(default_factory=Overflow)
+
+
+def node_id(peer: Peer) -> str:
+    return f"{peer.kind}:{peer.label}"
+
+
+def _rtt(stats: EdgeStats) -> Rtt:
+    if not stats.rtt_samples:
+        return Rtt()
+    return Rtt(samples=stats.rtt_samples, mean_us=stats.rtt_sum_us / stats.rtt_samples,
+               p50_us=stats.rtt_percentile(0.5), p99_us=stats.rtt_percentile(0.99),
+               max_us=stats.rtt_max_us)
+
+
+def build_snapshot(edges: dict[EdgeKey, EdgeStats], cluster: str, window_seconds: float,
+                   generated_at: datetime, overflow: Overflow | None = None) -> MapSnapshot:
+    """The served form of merged edges; rates are per second over the window."""
+    per_second = 1.0 / window_seconds if window_seconds > 0 else 0.0
+    nodes: dict[str, MapNode] = {}
+
+    def node(peer: Peer, pods: set[str], hosts: set[str], port: int | None) -> str:
+        nid = node_id(peer)
+        n = nodes.get(nid)
+        if n is None:
+            n = nodes[nid] = MapNode(id=nid, kind=peer.kind, name=peer.name,
+                                     namespace=peer.namespace, workload_kind=peer.workload_kind)
+        n.pods = sorted(set(n.pods) | pods)
+        n.nodes = sorted(set(n.nodes) | hosts)
+        if port is not None and port not in n.ports:
+            n.ports = sorted([*n.ports, port])
+        return nid
+
+    out: list[MapEdge] = []
+    for key, s in edges.items():
+        source = node(key.src, s.src_pods, s.src_nodes, None)
+        target = node(key.dst, s.dst_pods, s.dst_nodes, key.port)
+        for backend in s.backends:
+            node(backend, set(), set(), None)
+        attempts = s.connections + s.failures
+        out.append(MapEdge(
+            id=f"{source}->{target}:{key.port if key.port is not None else '*'}/{key.transport}",
+            source=source, target=target, port=key.port, transport=key.transport,
+            connections=s.connections, connections_per_second=s.connections * per_second,
+            failures=Failures(refused=s.refused, timeout=s.timeouts, reset=s.resets),
+            failures_per_second=s.failures * per_second,
+            error_rate=min(1.0, s.failures / attempts) if attempts else 0.0,
+            bytes_sent=s.bytes_sent, bytes_received=s.bytes_received,
+            bytes_sent_per_second=s.bytes_sent * per_second,
+            bytes_received_per_second=s.bytes_received * per_second,
+            retransmits=s.retransmits, rtt=_rtt(s),
+            backends=[Backend(id=node_id(p), connections=n)
+                      for p, n in sorted(s.backends.items(), key=lambda kv: -kv[1])],
+            observed_by=sorted(s.observed_by), probes=sorted(s.probes)))
+    out.sort(key=lambda e: (-(e.connections + e.failures.total), e.id))
+    return MapSnapshot(cluster=cluster, generated_at=generated_at, window_seconds=window_seconds,
+                       nodes=sorted(nodes.values(), key=lambda n: n.id), edges=out,
+                       overflow=overflow or Overflow())

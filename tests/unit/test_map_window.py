@@ -1,0 +1,78 @@
+"""The sliding window: buckets merged once, late records kept, caps counted."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from traceprobe_api.records import ConnectionRecord, Role
+from traceprobe_map.merge import EdgeKey
+from traceprobe_map.peers import Peer, Resolver
+from traceprobe_map.window import MapWindow
+
+WEB = Peer("workload", "web", "shop", "Deployment")
+DB = Peer("workload", "db", "shop", "StatefulSet")
+
+
+def _rec(at: float, role: Role = Role.CLIENT, **kw: object) -> ConnectionRecord:
+    t = datetime.fromtimestamp(at, UTC)
+    base: dict[str, object] = {"node": "n1", "role": role, "transport": "tcp", "family": "ipv4",
+                               "interval_start": t, "interval_end": t, "opened": 1}
+    if role is Role.CLIENT:
+        base.update(remote_ip="10.0.0.2", remote_port=5432, k8s_namespace="shop",
+                    k8s_workload="web", k8s_workload_kind="Deployment", bytes_sent=100)
+    else:
+        base.update(local_port=5432, remote_ip="10.0.0.1", k8s_namespace="shop",
+                    k8s_workload="db", k8s_workload_kind="StatefulSet", bytes_received=100)
+    return ConnectionRecord.model_validate({**base, **kw})
+
+
+def _window(**kw: object) -> tuple[MapWindow, list[dict[EdgeKey, object]]]:
+    r = Resolver()
+    r.pods.claim("10.0.0.1", WEB, since=0)
+    r.pods.claim("10.0.0.2", DB, since=0)
+    exported: list[dict[EdgeKey, object]] = []
+    w = MapWindow(r, bucket_seconds=10, window_seconds=60, lateness_seconds=5,
+                  on_bucket=lambda edges: exported.append(dict(edges)), **kw)  # type: ignore[arg-type]
+    return w, exported
+
+
+def test_bucket_merges_once_when_due_and_snapshot_rates() -> None:
+    w, exported = _window()
+    w.add([_rec(1001), _rec(1002), _rec(1003, Role.SERVER)], now=1003)
+    assert w.close_due(1014) == 0  # 1000..1010 + 5 s lateness not over yet
+    snap = w.snapshot(now=1014)  # unmerged records are in the snapshot already
+    (edge,) = snap.edges
+    assert edge.connections == 2 and edge.observed_by == ["client", "server"]
+    assert w.close_due(1015) == 1 and len(exported) == 1
+    (stats,) = exported[0].values()
+    assert stats.connections == 2  # type: ignore[attr-defined]
+    snap = w.snapshot(now=1020)
+    assert snap.window_seconds == 17  # covered since the first record arrived
+    assert abs(snap.edges[0].connections_per_second - 2 / 17) < 1e-9
+    assert w.snapshot(window_seconds=5, now=1040).edges == []  # outside a 5 s window
+
+
+def test_late_records_count_in_a_newer_bucket_and_server_side_is_not_recounted() -> None:
+    w, exported = _window()
+    w.add([_rec(1001)], now=1001)
+    w.close_due(1016)
+    # The server's agent reports the same connection a bucket later.
+    w.add([_rec(1005, Role.SERVER), _rec(1012)], now=1016)
+    assert w.stats.late_records == 1
+    w.close_due(1030)
+    assert [sum(s.connections for s in b.values()) for b in exported] == [1, 1]  # type: ignore[attr-defined]
+
+
+def test_pending_cap_drops_and_counts() -> None:
+    w, _ = _window(max_pending_records=3)
+    assert w.add([_rec(1001)] * 5, now=1001) == 2
+    assert w.stats.dropped_records == 2 and w.stats.records == 3
+
+
+def test_old_buckets_leave_the_window() -> None:
+    w, _ = _window()
+    w.add([_rec(1001)], now=1001)
+    w.close_due(1016)
+    assert w.snapshot(now=1050).edges
+    w.close_due(1200)
+    assert w.snapshot(now=1200).edges == []
