@@ -19,6 +19,7 @@ from traceprobe_agent.bcc_runtime import ConnTracker
 from traceprobe_agent.cgroups import CgroupNames
 from traceprobe_agent.edges import to_record
 from traceprobe_agent.features import KernelFeatures, probe_kernel
+from traceprobe_agent.nat_events import NatTable
 from traceprobe_agent.pod_cgroups import under
 from traceprobe_agent.program import ProgramPlan, bpf_source, plan_program
 from traceprobe_agent.report_sender import SenderStats
@@ -68,12 +69,14 @@ class AgentStats:
 class Agent:
     def __init__(self, node: str, sink: Sink, features: KernelFeatures | None = None,
                  cgroup_root: str | None = None,
-                 enrich: Callable[[ConnectionRecord], ConnectionRecord] | None = None) -> None:
+                 enrich: Callable[[ConnectionRecord], ConnectionRecord] | None = None,
+                 nat: NatTable | None = None) -> None:
         self.node = node
         # Only processes under this cgroup subtree are this agent's: several
         # simulated nodes can share one kernel, each agent keeping to its own.
         self.cgroup_root = cgroup_root
         self.enrich = enrich
+        self.nat = nat
         self.sink = sink
         self.features = features or probe_kernel()
         self.stats = AgentStats()
@@ -128,6 +131,8 @@ class Agent:
             mine = [r for r in records if under(r.cgroup_path, self.cgroup_root)]
             self.stats.foreign_records += len(records) - len(mine)
             records = mine
+        if self.nat is not None:
+            records = self.nat.annotate(records)
         if self.enrich is not None:
             records = [self.enrich(r) for r in records]
         self._interval_start = end

@@ -189,7 +189,13 @@ def run_in_cluster(node: str, features: KernelFeatures, interval: float,
         for each in sinks:
             each(records)
 
-    agent = Agent(node, sink, features, cgroup_root, enrich=pods.enrich)
+    from traceprobe_agent.nat_events import NatTable, NatWatcher
+
+    nat = NatTable()
+    nat_watcher = NatWatcher(nat)
+    if nat_watcher.problem:
+        log.warning("%s", nat_watcher.problem)
+    agent = Agent(node, sink, features, cgroup_root, enrich=pods.enrich, nat=nat)
     agent.stats.report = sender.stats if sender else None
     cluster = ClusterAgent(node, agent, _load_config())
     if metrics_port >= 0:
@@ -229,6 +235,7 @@ def run_in_cluster(node: str, features: KernelFeatures, interval: float,
             agent.tick()
             report()  # doubles as the heartbeat
     agent.close()
+    nat_watcher.close()
     if sender is not None:
         sender.close()
     # Leave a last word: every probe detached here.

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from opentelemetry.metrics import Counter
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import (
     MetricExporter,
@@ -94,6 +95,11 @@ def edge_attributes(key: EdgeKey, cluster: str) -> dict[str, Any]:
     return attrs
 
 
+def _add(counter: Counter, n: int, attrs: dict[str, Any]) -> None:
+    if n:
+        counter.add(n, attrs)
+
+
 class EdgeExporter:
     """Counts each merged window onto cumulative OTLP sums, exported periodically."""
 
@@ -125,19 +131,19 @@ class EdgeExporter:
         self._sg_failed = meter.create_counter("traces_service_graph_request_failed_total")
 
     def record(self, edges: dict[EdgeKey, EdgeStats]) -> None:
+        # Zero increments are skipped: they would create series that never count.
         for key, s in edges.items():
             attrs = edge_attributes(key, self.cluster)
-            self._connections.add(s.connections, attrs)
+            _add(self._connections, s.connections, attrs)
             for kind, n in (("refused", s.refused), ("timeout", s.timeouts),
                             ("reset", s.resets)):
-                if n:
-                    self._failures.add(n, {**attrs, "failure.kind": kind})
-            self._bytes.add(s.bytes_sent, {**attrs, "network.io.direction": "transmit"})
-            self._bytes.add(s.bytes_received, {**attrs, "network.io.direction": "receive"})
-            if s.retransmits:
-                self._retransmits.add(s.retransmits, attrs)
+                _add(self._failures, n, {**attrs, "failure.kind": kind})
+            _add(self._bytes, s.bytes_sent, {**attrs, "network.io.direction": "transmit"})
+            _add(self._bytes, s.bytes_received, {**attrs, "network.io.direction": "receive"})
+            _add(self._retransmits, s.retransmits, attrs)
             for backend, n in s.backends.items():
-                self._backend_connections.add(n, {**attrs, **_side("k8s.dst.backend", backend)})
+                _add(self._backend_connections, n,
+                     {**attrs, **_side("k8s.dst.backend", backend)})
             if s.rtt_samples:
                 self._rtt_sum.add(s.rtt_sum_us, attrs)
                 self._rtt_count.add(s.rtt_samples, attrs)
@@ -146,10 +152,8 @@ class EdgeExporter:
                       "client_service_namespace": key.src.namespace or "",
                       "server_service_namespace": key.dst.namespace or "",
                       "connection_type": "" if key.dst.kind == "workload" else key.dst.kind}
-                self._sg_total.add(s.connections, sg)
-                failed = s.refused + s.timeouts + s.resets
-                if failed:
-                    self._sg_failed.add(failed, sg)
+                _add(self._sg_total, s.connections + s.failures, sg)
+                _add(self._sg_failed, s.failures, sg)
 
     def flush(self, timeout_millis: float = 10_000) -> bool:
         return bool(self._provider.force_flush(timeout_millis))

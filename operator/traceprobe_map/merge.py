@@ -89,7 +89,7 @@ def merge(records: Iterable[ConnectionRecord], resolver: Resolver,
         if target is None:
             edges[key] = stats
             continue
-        if target != key and target in client and target not in conntracked:
+        if target.dst.kind == "service" and target in client and target not in conntracked:
             # EndpointSlice fallback (no conntrack): the server side tells the split.
             client[target].backends[key.dst] += stats.connections
         mine = edges.get(target)
@@ -116,6 +116,13 @@ def _accounted_by(key: EdgeKey, at: float, client: dict[EdgeKey, EdgeStats],
             return service_key
     if recent_client_keys is not None and key in recent_client_keys:
         return key  # counted in a neighbouring window
+    if key.src.kind == "node":
+        # A hostNetwork client's address is its node's: the server sees the node,
+        # the client's own agent named the pod. Same server and port, same node.
+        for client_key, stats in client.items():
+            if (client_key.dst, client_key.port) == (key.dst, key.port) and \
+                    key.src.name in stats.src_nodes:
+                return client_key
     return None
 
 

@@ -100,9 +100,11 @@ class Collector:
                     for signal in ("metrics", "traces", "logs")}},
         }
 
-    def start(self, timeout: float = 30.0) -> None:
+    def start(self, timeout: float = 30.0, keep_ports: bool = False) -> None:
+        """Start; `keep_ports` restarts on the previous ports (an outage, then recovery)."""
         self.workdir.mkdir(parents=True, exist_ok=True)
-        self.grpc_port, self.http_port = free_port(), free_port()
+        if not (keep_ports and self.grpc_port):
+            self.grpc_port, self.http_port = free_port(), free_port()
         config_path = self.workdir / "otelcol.yaml"
         config_path.write_text(yaml.safe_dump(self.config()))
         self.process = ManagedProcess(

@@ -10,7 +10,7 @@ NAMESPACE = "traceprobe-system"
 
 
 def install(cp: Any) -> None:
-    """CRDs, kopf peering, the namespace, and the operator's and agent's RBAC."""
+    """CRDs, kopf peering, the namespace, and the operator's, agent's and map's RBAC."""
     for path in sorted((REPO / "crds").glob("*.yaml")):
         cp.kubectl("apply", "-f", str(path))
     cp.kubectl("apply", "-f", str(REPO / "operator/deploy/kopf-peering.yaml"))
@@ -19,6 +19,7 @@ def install(cp: Any) -> None:
     cp.kubectl("create", "namespace", NAMESPACE, check=False)
     cp.kubectl("apply", "-f", str(REPO / "operator/deploy/rbac.yaml"))
     cp.kubectl("apply", "-f", str(REPO / "node_agent/deploy/rbac.yaml"))
+    cp.kubectl("apply", "-f", str(REPO / "operator/deploy/service-map-rbac.yaml"))
 
 
 def ensure_node(cp: Any, name: str, labels: dict[str, str]) -> None:

@@ -166,8 +166,10 @@ class PodFactory:
         return f"10.244.{hi}.{lo}", f"fd00:10:244::{hi:x}:{lo:x}"
 
     def create(self, name: str, namespace: str = "default", labels: dict[str, str] | None = None,
-               owner: tuple[str, str] | None = None, host_network: bool = False) -> Pod:
-        """A running pod; `owner` is (kind, workload name), e.g. ("Deployment", "cart")."""
+               owner: tuple[str, str] | None = None, host_network: bool = False,
+               reuse_ip_of: Pod | None = None) -> Pod:
+        """A running pod; `owner` is (kind, workload name), e.g. ("Deployment", "cart").
+        `reuse_ip_of` hands it a deleted pod's addresses (IP reuse, as after churn)."""
         labels = dict(labels or {"app": owner[1] if owner else name})
         self.objects.ensure_namespace(namespace)
         refs: list[dict[str, Any]] = []
@@ -175,7 +177,8 @@ class PodFactory:
             refs, extra = self.objects.owner_refs(owner[0], owner[1], namespace, labels)
             labels.update(extra)
         tag = f"{self._run_id}{self._next:02x}"
-        ip4, ip6 = (self.node_ip, None) if host_network else self._addresses()
+        ip4, ip6 = (self.node_ip, None) if host_network else (
+            (reuse_ip_of.ip, reuse_ip_of.ip6) if reuse_ip_of else self._addresses())
         obj = self.objects.create_pod(name, namespace, self.node, labels, refs, host_network)
         # Laid out like the kubelet's cgroupfs driver (kubepods/pod<uid>/<container>),
         # so the agent finds pods from cgroup paths here as on a real node.
@@ -185,9 +188,25 @@ class PodFactory:
         if not host_network:
             netns = f"{NETNS_PREFIX}{tag}"
             self._plumb(netns, f"{VETH_PREFIX}{tag}", ip4, str(ip6))
+            if reuse_ip_of is not None:  # the old pod's MAC must not linger in the host
+                for ip in (ip4, ip6):
+                    sh("ip", "neigh", "flush", "to", str(ip), check=False)
         pod = Pod(name, namespace, self.node, ip4, ip6, netns, cgroup, labels, obj.metadata.uid)
         self.pods.append(pod)
         self.objects.mark_running(name, namespace, [ip4] + ([ip6] if ip6 else []), self.node_ip)
+        return pod
+
+    def create_external(self, name: str) -> Pod:
+        """A peer outside the cluster: a network namespace on the bridge with no Pod
+        object, its processes in a cgroup outside every simulated node."""
+        tag = f"{self._run_id}{self._next:02x}"
+        ip4, ip6 = self._addresses()
+        netns = f"{NETNS_PREFIX}{tag}"
+        self._plumb(netns, f"{VETH_PREFIX}{tag}", ip4, ip6)
+        cgroup = cgroup2_root() / CGROUP_TREE / "outside" / name
+        cgroup.mkdir(parents=True, exist_ok=True)
+        pod = Pod(name, "", "", ip4, ip6, netns, cgroup)
+        self.pods.append(pod)
         return pod
 
     @staticmethod
@@ -213,10 +232,10 @@ class PodFactory:
 
     def delete(self, pod: Pod, delete_object: bool = True) -> None:
         """Remove one pod's processes, cgroups and netns (and its Pod object)."""
-        kill_cgroup(pod.cgroup.parent)
+        kill_cgroup(pod.cgroup.parent if pod.namespace else pod.cgroup)
         if pod.netns:
             sh("ip", "netns", "del", pod.netns, check=False)
-        if delete_object:
+        if delete_object and pod.namespace:
             with contextlib.suppress(Exception):
                 self.objects.core.delete_namespaced_pod(pod.name, pod.namespace,
                                                         grace_period_seconds=0)

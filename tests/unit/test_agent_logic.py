@@ -110,3 +110,37 @@ def test_probe_entry_states() -> None:
     assert (failed["state"], failed["reason"]) == ("Failed", "LoadFailed")
     detached = probe_entry(_probe("d", deleting=True), plan, [], {}, {}, None)  # type: ignore[arg-type]
     assert detached["state"] == "Detached"
+
+
+def test_conntrack_dnat_events_become_backends_of_client_records() -> None:
+    from traceprobe_agent.nat_events import NatTable, parse_event
+
+    line = ("    [NEW] tcp      6 120 SYN_SENT src=10.0.0.1 dst=10.96.0.20 sport=52222 "
+            "dport=80 [UNREPLIED] src=10.0.1.2 dst=10.0.0.1 sport=8080 dport=52222")
+    flow = parse_event(line)
+    assert flow is not None and flow.key == ("10.0.0.1", "10.96.0.20", 80)
+    assert flow.backend == "10.0.1.2:8080"
+    assert parse_event(line.replace("src=10.0.1.2", "src=10.96.0.20")) is None  # not NATed
+    assert parse_event("[DESTROY] tcp 6 src=1.1.1.1 dst=2.2.2.2 sport=1 dport=2") is None
+    v6 = parse_event("[NEW] tcp 6 120 SYN_SENT src=fd00::1 dst=fd00:96::1 sport=1 dport=80 "
+                     "[UNREPLIED] src=fd00::9 dst=fd00::1 sport=8080 dport=1")
+    assert v6 is not None and v6.backend == "[fd00::9]:8080"
+
+    table = NatTable(keep_drains=1)
+    for _ in range(2):
+        table.add(flow)
+    table.add(parse_event(line.replace("src=10.0.1.2", "src=10.0.1.3")))  # type: ignore[arg-type]
+    from datetime import UTC, datetime
+
+    from traceprobe_api.records import ConnectionRecord, Role
+    t = datetime.now(UTC)
+    client = ConnectionRecord(node="n", role=Role.CLIENT, transport="tcp", family="ipv4",
+                              local_ip="10.0.0.1", remote_ip="10.96.0.20", remote_port=80,
+                              interval_start=t, interval_end=t, opened=3)
+    (annotated,) = table.annotate([client])
+    assert annotated.backends == {"10.0.1.2:8080": 2, "10.0.1.3:8080": 1}
+    assert table.annotate([client])[0].backends == {}  # consumed once
+    table.add(flow)
+    table.annotate([])
+    table.annotate([])
+    assert table.annotate([client])[0].backends == {}  # aged out unmatched

@@ -141,3 +141,16 @@ def test_owner_roll_up_and_edge_cap() -> None:
                "overflow")) for k in result.edges)
     assert len(result.edges) == 3 and result.overflowed_edges == 3
     assert sum(s.connections for s in result.edges.values()) == 15  # nothing lost
+
+
+def test_host_network_client_seen_as_its_node_by_the_server_is_one_edge() -> None:
+    exporter = Peer("workload", "node-exporter", "mon", "DaemonSet")
+    client = rec(Role.CLIENT, 10, node="n2", remote_ip="10.0.0.2", remote_port=5432,
+                 k8s_namespace="mon", k8s_workload_kind="DaemonSet",
+                 k8s_workload="node-exporter", k8s_host_network=True, opened=2)
+    server = rec(Role.SERVER, 10, node="n1", local_port=5432, remote_ip="192.168.0.5",
+                 k8s_namespace="shop", k8s_workload_kind="StatefulSet", k8s_workload="db",
+                 opened=2)
+    (key, stats), = merge([client, server], resolver()).edges.items()
+    assert key == EdgeKey(exporter, DB, 5432, "tcp") and stats.connections == 2
+    assert stats.observed_by == {"client", "server"}

@@ -1,0 +1,172 @@
+"""The whole path on real parts: netns pods on two simulated nodes, real eBPF in
+two cluster-mode agents, OTLP to the real service map, which names both ends
+from the real API server and exports to a real Collector.
+
+Truth comes from the traffic generator (connections it completed or saw
+refused) and from the kernel's own iptables counters for the DNAT split.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from harness.install import apply_probe, install
+from harness.map_world import MapWorld
+from harness.pods import PodFactory
+from harness.services import ServiceFactory
+from harness.traffic_control import dial, serve, stop
+from harness.world import wait_until
+
+CONNS = "traceprobe.edge.connections"
+FAILURES = "traceprobe.edge.failures"
+BACKENDS = "traceprobe.edge.backend.connections"
+
+
+@pytest.fixture
+def world(control_plane: Any, collector: Any, bpf_ready: None,
+          tmp_path: Any) -> Iterator[tuple[MapWorld, PodFactory, PodFactory, ServiceFactory]]:
+    install(control_plane)
+    n1 = PodFactory(control_plane.api_client(), node="sm-node-1")
+    n2 = PodFactory(control_plane.api_client(), node="sm-node-2")  # claims the node IP last
+    services = ServiceFactory(control_plane.api_client())
+    w = MapWorld(control_plane, tmp_path)
+    try:
+        yield w, n1, n2, services
+    finally:
+        w.stop()
+        services.cleanup()
+        n2.cleanup()
+        n1.cleanup()
+        control_plane.kubectl("delete", "traceprobes", "--all", "-A", "--wait=false",
+                              check=False)
+
+
+def _dnat_split(chain: str) -> list[int]:
+    """Packets per DNAT rule of a Service chain = new connections per backend."""
+    out = subprocess.run(["iptables", "-t", "nat", "-L", chain, "-v", "-x", "-n"],
+                         capture_output=True, text=True, check=True).stdout
+    return [int(line.split()[0]) for line in out.splitlines() if "DNAT" in line]
+
+
+def _edges(collector: Any, name: str, **attrs: Any) -> dict[tuple[str, str, int], float]:
+    """Cumulative value (its largest: sums only grow) per (src, dst, port) of our edges."""
+    latest: dict[tuple[str, str, int], float] = {}
+    for p in collector.find(name, **attrs):
+        a = p.attributes
+        if a.get("k8s.src.namespace") not in ("shop", "pay"):
+            continue
+        dst = f"{a.get('k8s.dst.namespace', '')}/{a['k8s.dst.name']}".lstrip("/")
+        if name == BACKENDS:
+            dst += f">{a['k8s.dst.backend.name']}"
+        key = (f"{a['k8s.src.namespace']}/{a['k8s.src.name']}", dst, a.get("server.port", 0))
+        latest[key] = max(latest.get(key, 0.0), p.value or 0.0)
+    return latest
+
+
+def test_service_map_end_to_end(world: tuple[MapWorld, PodFactory, PodFactory, ServiceFactory],
+                                collector: Any) -> None:
+    w, n1, n2, services = world
+    frontend = n1.create("frontend-5d8f-x1", "shop", owner=("Deployment", "frontend"))
+    shipper = n1.create("log-shipper-a1", "shop", owner=("DaemonSet", "log-shipper"))
+    store = n2.create("store-0", "shop", owner=("StatefulSet", "store"))
+    metrics = n2.create("node-metrics-b2", "shop", owner=("DaemonSet", "node-metrics"),
+                        host_network=True)
+    v1 = n2.create("payments-v1-7c-a", "pay", {"app": "payments"}, ("Deployment", "payments-v1"))
+    v2 = n1.create("payments-v2-9f-b", "pay", {"app": "payments"}, ("Deployment", "payments-v2"))
+    cart = n2.create("cart-66-c", "shop", owner=("Deployment", "cart"))
+    outside = n1.create_external("partner-api")
+    svc = services.create("payments", "pay", [v1, v2], 80, 8080)
+
+    w.start_map(collector.grpc_endpoint)
+    apply_probe(w.cp, "map", "shop", "{interval: 1s}")
+    for node in ("sm-node-1", "sm-node-2"):
+        w.start_agent(node)
+    servers = [serve(store, 5432, 100), serve(v1, 8080, 10), serve(v2, 8080, 10),
+               serve(outside, 443, 1000), serve(cart, 8080, 10)]
+    try:
+        # Both agents compiled and attached: a warm-up edge shows up in the map.
+        def warm() -> bool:
+            dial(shipper, store.ip, 5432, 1)
+            return any(e["source"] == "workload:shop/log-shipper" for e in w.api_map()["edges"])
+
+        wait_until(warm, timeout=90, what="agents attached and reporting to the map")
+        time.sleep(2)  # the warm-up's last dials are in; count from here
+        base_split = _dnat_split(svc.chain)
+        truth = {
+            "store": dial(frontend, store.ip, 5432, 200, "--count", "3"),
+            "payments": dial(frontend, svc.cluster_ip, 80, 20, "--count", "6"),
+            "external": dial(frontend, outside.ip, 443, 10, "--count", "2"),
+            "refused": dial(frontend, store.ip, 5433, 1, "--count", "2"),
+            "metrics": dial(metrics, store.ip, 5432, 10, "--count", "2"),
+            "cart": dial(frontend, cart.ip, 8080, 10, "--count", "2"),
+        }
+        split = [a - b for a, b in zip(_dnat_split(svc.chain), base_split, strict=True)]
+        time.sleep(2.5)  # drained and stamped before the address changes hands
+        # The cart pod goes; a CronJob's pod in another namespace gets its address.
+        n2.delete(cart)
+        report = n2.create("report-2900-x", "pay", owner=("CronJob", "report"), reuse_ip_of=cart)
+        stop(servers.pop())
+        servers.append(serve(report, 8080, 10))
+        truth["report"] = dial(frontend, report.ip, 8080, 10, "--count", "1")
+    finally:
+        stop(*servers)
+    assert truth["refused"]["failed"] == {"ECONNREFUSED": 2}
+    completed = {k: t["completed"] for k, t in truth.items()}
+    assert completed == {"store": 3, "payments": 6, "external": 2, "refused": 0, "metrics": 2,
+                         "cart": 2, "report": 1}, truth
+    assert sum(split) == 6
+
+    ext = f"/{outside.ip}"
+    expected = {
+        ("shop/frontend", "shop/store", 5432): 3,
+        ("shop/frontend", "pay/payments", 80): 6,
+        ("shop/frontend", ext.lstrip("/"), 443): 2,
+        ("shop/node-metrics", "shop/store", 5432): 2,
+        ("shop/frontend", "shop/cart", 8080): 2,
+        ("shop/frontend", "pay/report", 8080): 1,
+    }
+
+    def exported() -> dict[tuple[str, str, int], float]:
+        got = _edges(collector, CONNS)
+        got.pop(("shop/log-shipper", "shop/store", 5432), None)  # warm-up: count unknown
+        return got
+
+    got = wait_until(lambda: exported() == expected and exported(), timeout=60,
+                     what=f"exactly the expected edges at the collector (last: {exported()})")
+    assert got == expected
+    refused = _edges(collector, FAILURES, **{"failure.kind": "refused"})
+    assert refused == {("shop/frontend", "shop/store", 5433): 2}
+    backends = wait_until(lambda: _edges(collector, BACKENDS) or None, what="backend split")
+    assert backends == {k: v for k, v in {
+        ("shop/frontend", "pay/payments>payments-v1", 80): split[0],
+        ("shop/frontend", "pay/payments>payments-v2", 80): split[1]}.items() if v}
+
+    # Attributes as users query them: semantic conventions + the k8s.src/dst family.
+    point = collector.find(CONNS, **{"k8s.src.name": "frontend", "k8s.dst.name": "store"})[-1]
+    assert point.attributes["k8s.src.owner.type"] == "Deployment"
+    assert point.attributes["k8s.dst.owner.type"] == "StatefulSet"
+    assert point.attributes["k8s.dst.kind"] == "workload"
+    assert point.attributes["network.transport"] == "tcp"
+    assert point.resource["k8s.cluster.name"] == "e2e"
+    ext_point = collector.find(CONNS, **{"k8s.dst.name": outside.ip})[-1]
+    assert ext_point.attributes["k8s.dst.kind"] == "external"
+    svc_point = collector.find(CONNS, **{"k8s.dst.name": "payments"})[-1]
+    assert svc_point.attributes["k8s.dst.kind"] == "service"
+
+    # The map view's API shows the same edges, both sides seen where both have agents.
+    snapshot = w.api_map()
+    edges = {(e["source"], e["target"], e.get("port")): e for e in snapshot["edges"]}
+    store_edge = edges[("workload:shop/frontend", "workload:shop/store", 5432)]
+    assert store_edge["observedBy"] == ["client", "server"]
+    assert store_edge["bytesSent"] == 3 * 200 and store_edge["bytesReceived"] == 3 * 100
+    assert store_edge["probes"] == ["shop/map"]
+    metrics_edge = edges[("workload:shop/node-metrics", "workload:shop/store", 5432)]
+    assert metrics_edge["observedBy"] == ["client", "server"]  # hostNetwork: one edge
+    assert not [e for e in snapshot["edges"] if e["source"].startswith("node:")
+                and e["target"] == "workload:shop/store"]
+    assert not [e for e in snapshot["edges"] if e["target"].startswith("workload:pay/payments-")]
