@@ -3,7 +3,12 @@ VENV ?= .venv
 TIER ?=
 PYTEST_ARGS ?=
 
-.PHONY: setup test lint
+.PHONY: setup test lint demo
+
+# The whole product on this machine until Ctrl-C (root): prints the map view's URL.
+DEMO_ARGS ?=
+demo: setup
+	$(VENV)/bin/python scripts/demo.py $(DEMO_ARGS)
 
 setup:
 	./scripts/setup.sh

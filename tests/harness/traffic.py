@@ -58,7 +58,7 @@ def _handle(conn: socket.socket, response: int, reset: bool) -> None:
 
 
 def dial(host: str, port: int, request: int, count: int, parallel: int, hold: float,
-         timeout: float) -> None:
+         timeout: float, every: float = 0.0) -> None:
     counts = {"completed": 0, "sent": 0, "received": 0}
     failed: dict[str, int] = {}
     lock = threading.Lock()
@@ -81,12 +81,17 @@ def dial(host: str, port: int, request: int, count: int, parallel: int, hold: fl
             with lock:
                 failed[name] = failed.get(name, 0) + 1
 
-    for start in range(0, count, parallel):
-        threads = [threading.Thread(target=one) for _ in range(min(parallel, count - start))]
+    start = 0
+    while count <= 0 or start < count:  # count 0 with --every: until killed (the demo)
+        batch = parallel if count <= 0 else min(parallel, count - start)
+        threads = [threading.Thread(target=one) for _ in range(batch)]
         for t in threads:
             t.start()
         for t in threads:
             t.join()
+        start += batch
+        if every:
+            time.sleep(every)
     print(json.dumps({**counts, "failed": failed}), flush=True)
 
 
@@ -107,11 +112,12 @@ def main() -> None:
     d.add_argument("--parallel", type=int, default=1)
     d.add_argument("--hold", type=float, default=0.0)
     d.add_argument("--timeout", type=float, default=10.0)
+    d.add_argument("--every", type=float, default=0.0, help="seconds between batches")
     a = p.parse_args()
     if a.cmd == "serve":
         serve(a.port, a.response, a.reset, a.count, a.family)
     else:
-        dial(a.host, a.port, a.request, a.count, a.parallel, a.hold, a.timeout)
+        dial(a.host, a.port, a.request, a.count, a.parallel, a.hold, a.timeout, a.every)
 
 
 if __name__ == "__main__":

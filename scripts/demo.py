@@ -1,0 +1,177 @@
+"""`make demo`: the whole product on this one machine, until Ctrl-C.
+
+A real kube-apiserver + etcd, the chart's CRDs and a sample probe applied with
+kubectl, the operator, one node agent (real eBPF), the service map, and a small
+shop of simulated pods (network namespaces) in two namespaces talking to each
+other, to a payments Service with two backends, to a partner outside the
+cluster, plus one call that always fails. Prints the map's URL; Ctrl-C (or
+SIGTERM) removes everything it made.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "tests"))  # the test world's parts are the demo's parts
+
+from harness import pods as pods_mod  # noqa: E402
+from harness import procs  # noqa: E402
+from harness import services as services_mod  # noqa: E402
+from harness.controlplane import ControlPlane  # noqa: E402
+from harness.install import install  # noqa: E402
+from harness.map_world import MapWorld  # noqa: E402
+from harness.pods import PodFactory  # noqa: E402
+from harness.services import ServiceFactory  # noqa: E402
+from harness.traffic_control import PY, TRAFFIC, serve  # noqa: E402
+from harness.world import OperatorWorld  # noqa: E402
+
+NODE = "demo-node-1"
+PROBE = REPO / "scripts" / "demo-probe.yaml"
+
+
+def say(text: str) -> None:
+    print(f"[demo] {text}", flush=True)
+
+
+def _dialer(pod: Any, host: str, port: int, every: float, request: int = 200) -> Any:
+    return pod.popen([PY, TRAFFIC, "dial", host, str(port), str(request), "--count", "0",
+                      "--every", str(every), "--timeout", "2"],
+                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def _wait_for_map(world: MapWorld, seconds: float) -> int:
+    deadline = time.monotonic() + seconds
+    edges = 0
+    while time.monotonic() < deadline:
+        try:
+            edges = len(world.api_map()["edges"])
+        except OSError:
+            edges = 0
+        if edges >= 5:
+            return edges
+        time.sleep(1)
+    return edges
+
+
+def _screenshot(url: str, path: Path) -> None:
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path="/usr/bin/chromium",
+                                    args=["--no-sandbox"])
+        page = browser.new_page(viewport={"width": 1400, "height": 860})
+        page.goto(url)
+        page.wait_for_timeout(6000)  # a refresh or two and the layout settles
+        page.screenshot(path=str(path))
+        browser.close()
+
+
+def run(args: argparse.Namespace, stop: threading.Event) -> int:
+    work = Path(tempfile.mkdtemp(prefix="traceprobe-demo-"))
+    cleanups: list[Any] = []
+    try:
+        if procs.claim_run():  # alone: a dead run's leftovers may be reaped
+            procs.reap_stale_processes()
+            pods_mod.cleanup_stale()
+            services_mod.cleanup_stale()
+        say("starting etcd + kube-apiserver (RBAC on)")
+        cp = ControlPlane(work / "controlplane")
+        cleanups.append(cp.stop)
+        cp.start()
+        say("applying CRDs and RBAC with kubectl")
+        install(cp)
+        cp.kubectl("apply", "-f", str(PROBE))
+        say("starting the operator, the service map and a node agent")
+        operators = OperatorWorld(cp, work)
+        cleanups.append(operators.stop)
+        operators.start_operator()
+        world = MapWorld(cp, work)
+        cleanups.append(world.stop)
+        world.start_map(None, "--window-seconds", "120")
+        say("creating the shop: pods in network namespaces, Services via iptables DNAT")
+        node = PodFactory(cp.api_client(), node=NODE)
+        cleanups.append(node.cleanup)
+        cp.kubectl("label", "node", NODE, "kubernetes.io/os=linux", "--overwrite")
+        services = ServiceFactory(cp.api_client())
+        cleanups.append(services.cleanup)
+        frontend = node.create("frontend-6d9c-qx7", "shop", owner=("Deployment", "frontend"))
+        cart = node.create("cart-58f-k2", "shop", owner=("Deployment", "cart"))
+        store = node.create("store-0", "shop", owner=("StatefulSet", "store"))
+        pay_a = node.create("payments-v1-7c-a", "pay", {"app": "payments"},
+                            ("Deployment", "payments-v1"))
+        pay_b = node.create("payments-v2-9f-b", "pay", {"app": "payments"},
+                            ("Deployment", "payments-v2"))
+        partner = node.create_external("partner-api")
+        cart_svc = services.create("cart", "shop", [cart], 80, 8080)
+        pay_svc = services.create("payments", "pay", [pay_a, pay_b], 80, 8080)
+        world.start_agent(NODE)
+        running = [serve(cart, 8080, 300), serve(store, 5432, 2000), serve(pay_a, 8080, 50),
+                   serve(pay_b, 8080, 50), serve(partner, 443, 4000)]
+        running += [
+            _dialer(frontend, cart_svc.cluster_ip, 80, 0.5),
+            _dialer(cart, store.ip, 5432, 0.3),
+            _dialer(cart, pay_svc.cluster_ip, 80, 1.0),
+            _dialer(pay_a, partner.ip, 443, 2.0),
+            _dialer(pay_b, partner.ip, 443, 2.0),
+            _dialer(frontend, store.ip, 6379, 1.0),  # the failing call: nothing listens
+        ]
+        cleanups.append(lambda: [(p.kill(), p.wait()) for p in running])
+        url = f"http://127.0.0.1:{world.http_port}/"
+        say(f"service map view: {url}   (API: {url}api/map)")
+        say("waiting for the first edges (the agent compiles its BPF program first)...")
+        edges = _wait_for_map(world, 60)
+        say(f"live: {edges} edges on the map. Ctrl-C removes everything.")
+        if args.screenshot:
+            time.sleep(10)
+            _screenshot(url, Path(args.screenshot))
+            say(f"screenshot saved to {args.screenshot}")
+        if args.seconds:
+            stop.wait(args.seconds)
+        else:
+            stop.wait()
+        summary = world.api_map()
+        say(f"stopping ({len(summary['edges'])} edges, {len(summary['nodes'])} nodes on the map)")
+        if args.print_map:
+            print(json.dumps(summary, indent=1))
+        return 0 if edges >= 5 else 1
+    finally:
+        for cleanup in reversed(cleanups):
+            try:
+                cleanup()
+            except Exception as exc:  # keep removing the rest
+                say(f"cleanup step failed: {exc}")
+        shutil.rmtree(work, ignore_errors=True)
+        say("removed everything the demo made")
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--seconds", type=float, default=0, help="stop by itself after this long")
+    p.add_argument("--screenshot", help="save a screenshot of the map view (PNG) once live")
+    p.add_argument("--print-map", action="store_true", help="print /api/map when stopping")
+    args = p.parse_args()
+    if os.geteuid() != 0:
+        print("the demo needs root: network namespaces, iptables and BPF", file=sys.stderr)
+        return 1
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    return run(args, stop)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
