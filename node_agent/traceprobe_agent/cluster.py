@@ -24,7 +24,14 @@ from kubernetes.client.exceptions import ApiException
 from traceprobe_agent.agent import Agent
 from traceprobe_agent.features import KernelFeatures
 from traceprobe_agent.kernel_headers import find_kernel_headers
-from traceprobe_agent.node_config import ProbeView, applies, probe_entry, probe_view, union_config
+from traceprobe_agent.node_config import (
+    DropWatch,
+    ProbeView,
+    applies,
+    probe_entry,
+    probe_view,
+    union_config,
+)
 from traceprobe_agent.pod_index import PodIndex, pod_info
 from traceprobe_api import API_GROUP, API_VERSION, __version__
 from traceprobe_api.records import ConnectionRecord
@@ -51,6 +58,7 @@ class ClusterAgent:
         self.changed = threading.Event()
         self.load_error: str | None = None
         self.header_source = ""  # looked up when programs load, not per report
+        self.drop_watch = DropWatch()
         self._lock = threading.Lock()
 
     # --- watching ---------------------------------------------------------
@@ -142,8 +150,9 @@ class ClusterAgent:
         counters = self.agent.stats.kernel_counters
         usage = self.agent.sample_map_usage()
         programs = self.agent.program_ids()
-        entries = [probe_entry(p, self.agent.plan, programs, usage, counters, self.load_error)
-                   for p in sorted(probes, key=lambda p: p.ref)]
+        full = self.drop_watch.update(counters, time.monotonic())
+        entries = [probe_entry(p, self.agent.plan, programs, usage, counters, self.load_error,
+                               full) for p in sorted(probes, key=lambda p: p.ref)]
         attached = sum(1 for e in entries if e["state"] in ("Attached", "Degraded"))
         status = {
             "agentVersion": __version__, "kernelRelease": features.release,

@@ -61,9 +61,36 @@ def union_config(probes: list[ProbeView]) -> AgentConfig | None:
     )
 
 
+# Kernel drop counters that mean a bounded map was full (data lost, not merely unnamed).
+FULL_MAP_COUNTERS = {"conn_map_full": "connection map", "edge_map_full": "edge map"}
+
+
+class DropWatch:
+    """Which full-map counters rose within the last `window_seconds` (pure: time given).
+
+    A burst that filled a map shows as Degraded for a while, then clears, so a
+    probe is not marked Degraded forever for one past spike."""
+
+    def __init__(self, window_seconds: float = 300.0) -> None:
+        self.window_seconds = window_seconds
+        self._last: dict[str, int] = {}
+        self._rose_at: dict[str, float] = {}
+
+    def update(self, counters: dict[str, int], now: float) -> dict[str, int]:
+        """Counter -> total, for the full-map counters that rose recently."""
+        for name in FULL_MAP_COUNTERS:
+            value = counters.get(name, 0)
+            if value > self._last.get(name, 0):
+                self._rose_at[name] = now
+            self._last[name] = value
+        return {n: self._last[n] for n, at in self._rose_at.items()
+                if now - at < self.window_seconds and self._last.get(n)}
+
+
 def probe_entry(probe: ProbeView, plan: ProgramPlan | None, programs: list[str],
                 map_usage: dict[str, tuple[int, int]], drops: dict[str, int],
-                load_error: str | None) -> dict[str, Any]:
+                load_error: str | None, full_maps: dict[str, int] | None = None,
+                ) -> dict[str, Any]:
     """This probe's entry in the NodeReport status."""
     ref = {"kind": probe.kind, "name": probe.name, "generation": probe.generation}
     if probe.namespace:
@@ -82,6 +109,12 @@ def probe_entry(probe: ProbeView, plan: ProgramPlan | None, programs: list[str],
     if missing:
         entry.update(state="Degraded", reason="TracepointMissing", message="; ".join(
             f"{kind} needs {', '.join(tps)}" for kind, tps in sorted(missing.items())))
+    elif full_maps:
+        what = "; ".join(f"{FULL_MAP_COUNTERS[n]} full: {v} dropped" for n, v in
+                         sorted(full_maps.items()))
+        entry.update(state="Degraded", reason="MapFull", message=(
+            f"{what} (capacity {probe.max_connections}); connections beyond it are not "
+            "counted: raise spec.limits.maxConnections")[:1024])
     else:
         entry["state"] = "Attached"
     entry["programsAttached"] = programs[:64]

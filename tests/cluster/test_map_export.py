@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from traceprobe_map.export import EdgeExporter, make_exporter
 from traceprobe_map.edge_stats import EdgeStats
+from traceprobe_map.export import EdgeExporter, make_exporter
 from traceprobe_map.merge import EdgeKey
 from traceprobe_map.peers import Peer
 

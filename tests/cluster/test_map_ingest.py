@@ -3,6 +3,7 @@ and a map that is away: bounded queue, drops counted, delivery resumes."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 import grpc
@@ -16,6 +17,13 @@ from traceprobe_api.records import ConnectionRecord, Role
 from traceprobe_map.receiver import serve
 
 
+def _collect(into: list[ConnectionRecord]) -> Callable[[list[ConnectionRecord]], int]:
+    def sink(records: list[ConnectionRecord]) -> int:
+        into.extend(records)
+        return 0
+    return sink
+
+
 def _records(n: int, start: int = 0) -> list[ConnectionRecord]:
     end = datetime.now(UTC)
     return [ConnectionRecord(node="n1", role=Role.CLIENT, transport="tcp", family="ipv4",
@@ -26,7 +34,7 @@ def _records(n: int, start: int = 0) -> list[ConnectionRecord]:
 
 def test_sender_to_receiver_delivers_exactly() -> None:
     got: list[ConnectionRecord] = []
-    server, port, stats = serve(lambda rs: got.extend(rs) or 0, "127.0.0.1:0")
+    server, port, stats = serve(_collect(got), "127.0.0.1:0")
     sender = ReportSender(f"127.0.0.1:{port}", "n1")
     try:
         sent = _records(50)
@@ -42,14 +50,15 @@ def test_sender_to_receiver_delivers_exactly() -> None:
 
 def test_invalid_records_are_refused_with_reasons_and_the_rest_kept() -> None:
     got: list[ConnectionRecord] = []
-    server, port, stats = serve(lambda rs: got.extend(rs) or 0, "127.0.0.1:0")
+    server, port, stats = serve(_collect(got), "127.0.0.1:0")
     try:
         request = encode(_records(2), "n1")
         for kv in request.resource_logs[0].scope_logs[0].log_records[0].attributes:
             if kv.key == "role":
                 kv.value.string_value = "sideways"
         with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
-            response = LogsServiceStub(channel).Export(request, timeout=5)
+            stub = LogsServiceStub(channel)  # type: ignore[no-untyped-call]
+            response = stub.Export(request, timeout=5)
         assert response.partial_success.rejected_log_records == 1
         assert "role" in response.partial_success.error_message
         assert len(got) == 1 and stats.rejected_records == 1
@@ -69,7 +78,7 @@ def test_map_away_queue_is_bounded_drops_counted_and_delivery_resumes() -> None:
         wait_until(lambda: sender.stats.failed_exports >= 1, timeout=10, what="a failed send")
         assert sender.stats.dropped_records == 20  # oldest two batches
         assert sender.stats.queued_records == 30
-        server, _, _ = serve(lambda rs: got.extend(rs) or 0, f"127.0.0.1:{port}")
+        server, _, _ = serve(_collect(got), f"127.0.0.1:{port}")
         wait_until(lambda: len(got) == 30, timeout=20, what="queued records after recovery")
         assert [r.remote_port for r in got] == list(range(1020, 1050))  # newest kept, in order
         assert sender.stats.sent_records == 30 and sender.stats.queued_records == 0

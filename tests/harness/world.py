@@ -21,7 +21,8 @@ NS = "traceprobe-system"
 GROUP, VERSION = "traceprobe.io", "v1alpha1"
 
 
-def wait_until(check: Callable[[], Any], timeout: float = 30, what: str = "") -> Any:
+def wait_until(check: Callable[[], Any], timeout: float = 30, what: str = "",
+               interval: float = 0.3) -> Any:
     deadline = time.monotonic() + timeout
     last: Any = None
     while time.monotonic() < deadline:
@@ -31,7 +32,7 @@ def wait_until(check: Callable[[], Any], timeout: float = 30, what: str = "") ->
                 return last
         except ApiException as exc:
             last = exc
-        time.sleep(0.3)
+        time.sleep(interval)
     raise AssertionError(f"timed out waiting for {what or check}: last={last!r}")
 
 

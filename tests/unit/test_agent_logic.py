@@ -110,6 +110,22 @@ def test_probe_entry_states() -> None:
     assert (failed["state"], failed["reason"]) == ("Failed", "LoadFailed")
     detached = probe_entry(_probe("d", deleting=True), plan, [], {}, {}, None)  # type: ignore[arg-type]
     assert detached["state"] == "Detached"
+    full = probe_entry(_probe("p", probes=["connections"]), plan, [], {},  # type: ignore[arg-type]
+                       {"conn_map_full": 7}, None, {"conn_map_full": 7})
+    assert (full["state"], full["reason"]) == ("Degraded", "MapFull")
+    assert "7 dropped" in full["message"] and "spec.limits.maxConnections" in full["message"]
+    assert full["drops"] == {"conn_map_full": 7}
+
+
+def test_drop_watch_marks_recent_full_maps_only() -> None:
+    from traceprobe_agent.node_config import DropWatch
+
+    watch = DropWatch(window_seconds=60)
+    assert watch.update({"conn_map_full": 0, "untracked_io": 9}, now=0) == {}
+    assert watch.update({"conn_map_full": 3}, now=10) == {"conn_map_full": 3}
+    assert watch.update({"conn_map_full": 3}, now=50) == {"conn_map_full": 3}
+    assert watch.update({"conn_map_full": 3}, now=75) == {}  # no new drops for a minute
+    assert watch.update({"conn_map_full": 0}, now=80) == {}  # program reloaded: counters reset
 
 
 def test_conntrack_dnat_events_become_backends_of_client_records() -> None:

@@ -1,0 +1,251 @@
+"""The Helm chart against the real API server: its rendered objects pass a server-side
+dry-run (default and non-default values) and a real apply; the operator, run as the
+chart's ServiceAccount with exactly the chart's RBAC, does its job; and each of the
+three ServiceAccounts is allowed what its role lists and denied what it does not need.
+
+No kubelet runs here, so Deployments get no pods and `helm test` cannot run; the
+test Pod is checked by the dry-run instead."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import sys
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from kubernetes import client
+
+from harness.chart import NON_DEFAULT, container, env_of, find, helm, render, to_yaml
+from harness.install import ensure_node
+from harness.procs import ManagedProcess
+from harness.tools import REPO
+from harness.world import GROUP, VERSION, wait_until
+
+RELEASE, NS = "tpchart", "tpchart-system"
+PROBE_NS = "tpchart-shop"
+
+
+def _apply(cp: Any, docs: list[dict[str, Any]], tmp: Path, *extra: str) -> Any:
+    path = tmp / f"manifest-{abs(hash(json.dumps(docs, sort_keys=True)))}.yaml"
+    path.write_text(to_yaml(docs))
+    return cp.kubectl("apply", "--validate=strict", "-f", str(path), *extra, check=False)
+
+
+def _install_crds(cp: Any, tmp: Path) -> None:
+    crds = [d for d in render(crds=True) if d["kind"] == "CustomResourceDefinition"]
+    for extra in (["--dry-run=server"], []):
+        result = _apply(cp, crds, tmp, *extra)
+        assert result.returncode == 0, result.stderr
+    cp.kubectl("wait", "--for=condition=Established", "--timeout=60s",
+               *[f"crd/{d['metadata']['name']}" for d in crds])
+
+
+@pytest.fixture(scope="module")
+def installed(control_plane: Any, tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """The chart's objects (default values) applied for real, after a server dry-run."""
+    tmp = tmp_path_factory.mktemp("chart")
+    _install_crds(control_plane, tmp)
+    control_plane.kubectl("create", "namespace", NS, check=False)
+    docs = render(release=RELEASE, namespace=NS)
+    dry = _apply(control_plane, docs, tmp, "--dry-run=server")
+    assert dry.returncode == 0, dry.stderr
+    assert dry.stdout.count("(server dry run)") == len(docs), dry.stdout
+    real = _apply(control_plane, [d for d in docs if d["kind"] != "Pod"], tmp)  # no test pod
+    assert real.returncode == 0, real.stderr
+    return control_plane, docs, tmp
+
+
+@pytest.mark.parametrize("namespace,values", [("tpchart-alt", NON_DEFAULT),
+                                              ("tpchart-export", {"serviceMap": {"export": {
+                                                  "endpoint": "http://otel.monitoring:4317"}}})],
+                         ids=["non-default", "plain-export"])
+def test_non_default_values_pass_a_server_dry_run(installed: Any, namespace: str,
+                                                  values: dict[str, Any]) -> None:
+    cp, _, tmp = installed
+    cp.kubectl("create", "namespace", namespace, check=False)
+    docs = render(values, release="other", namespace=namespace)
+    result = _apply(cp, docs, tmp, "--dry-run=server")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.count("(server dry run)") == len(docs)
+
+
+def test_the_dry_run_does_validate(installed: Any) -> None:
+    """A misspelt field in a rendered object is refused (so passing means something)."""
+    cp, docs, tmp = installed
+    broken = json.loads(json.dumps(find(docs, "Deployment", f"{RELEASE}-traceprobe-operator")))
+    broken["spec"]["template"]["spec"]["containers"][0]["readOnlyRootFilesytem"] = True
+    result = _apply(cp, [broken], tmp, "--dry-run=server")
+    assert result.returncode != 0 and "readOnlyRootFilesytem" in result.stderr
+
+
+def test_real_apply_created_every_object(installed: Any) -> None:
+    cp, docs, _ = installed
+    for doc in docs:
+        if doc["kind"] == "Pod":
+            continue
+        namespace = doc["metadata"].get("namespace")
+        args = ["get", f"{doc['kind']}.{doc['apiVersion'].split('/')[0]}"
+                if "/" in doc["apiVersion"] else doc["kind"], doc["metadata"]["name"]]
+        result = cp.kubectl(*args, *(["-n", namespace] if namespace else []), check=False)
+        assert result.returncode == 0, result.stderr
+
+
+def test_notes_say_how_to_open_the_map_and_apply_a_first_probe(installed: Any) -> None:
+    cp, _, tmp = installed
+    out = helm("install", RELEASE, str(REPO / "charts/traceprobe"), "-n", NS,
+               "--dry-run=client", "--take-ownership",  # nothing is written
+               kubeconfig=cp.admin_kubeconfig).stdout
+    notes = out.split("NOTES:", 1)[1]
+    assert f"kubectl port-forward -n {NS} svc/{RELEASE}-traceprobe-service-map 8080:8080" in notes
+    example = re.search(r"<<'YAML'\n(.*?)\n\s*YAML\n", notes, re.S)
+    assert example, notes
+    probe = yaml.safe_load(re.sub(r"(?m)^  ", "", example.group(1)))
+    assert probe["kind"] == "TraceProbe"
+    result = _apply(cp, [probe], tmp, "--dry-run=server")
+    assert result.returncode == 0, result.stderr
+
+
+@pytest.fixture(scope="module")
+def operator(installed: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """The operator from source, with the chart Deployment's env and ServiceAccount."""
+    cp, docs, _ = installed
+    pod = find(docs, "Deployment", f"{RELEASE}-traceprobe-operator")["spec"]["template"]["spec"]
+    kubeconfig = cp.serviceaccount_kubeconfig(NS, pod["serviceAccountName"])
+    env = {k: v for k, v in env_of(container(docs, f"{RELEASE}-traceprobe-operator")).items()
+           if isinstance(v, str)}
+    env |= {"TRACEPROBE_NAMESPACE": NS, "TRACEPROBE_DETACH_TIMEOUT_SECONDS": "5"}
+    log = tmp_path_factory.mktemp("chart-operator") / "operator.log"
+    proc = ManagedProcess("chart-operator", [sys.executable, "-m", "traceprobe_operator"], log,
+                          env={**os.environ, **env, "KUBECONFIG": str(kubeconfig),
+                               "PYTHONUNBUFFERED": "1"}, cwd=REPO)
+    yield proc
+    proc.stop()
+
+
+def _json(cp: Any, *args: str) -> Any:
+    result = cp.kubectl("get", *args, "-o", "json", check=False)
+    return json.loads(result.stdout) if result.returncode == 0 else None
+
+
+def _condition(cp: Any, name: str, type_: str) -> dict[str, Any]:
+    probe = _json(cp, "traceprobes", name, "-n", PROBE_NS) or {}
+    return next((c for c in (probe.get("status") or {}).get("conditions") or []
+                 if c["type"] == type_), {})
+
+
+def test_operator_with_the_charts_rbac_runs_agents_and_writes_status(
+        installed: Any, operator: ManagedProcess) -> None:
+    cp, docs, _ = installed
+    ensure_node(cp, "tpchart-node", {"kubernetes.io/os": "linux", "tpchart": "agents"})
+    cp.kubectl("create", "namespace", PROBE_NS, check=False)
+    cp.kubectl("apply", "-f", "-", input_text=(
+        f"apiVersion: {GROUP}/{VERSION}\nkind: TraceProbe\nmetadata: {{name: web, namespace: "
+        f"{PROBE_NS}}}\nspec: {{nodeSelector: {{tpchart: agents}}}}\n"))
+    ds = wait_until(lambda: _json(cp, "daemonset", "traceprobe-agent", "-n", NS), timeout=60,
+                    what=f"agent DaemonSet in {NS}")
+    pod = ds["spec"]["template"]["spec"]
+    env = env_of(container(docs, f"{RELEASE}-traceprobe-operator"))
+    assert pod["serviceAccountName"] == f"{RELEASE}-traceprobe-agent"
+    assert pod["containers"][0]["image"] == env["TRACEPROBE_AGENT_IMAGE"]
+    assert (f"--map-endpoint={RELEASE}-traceprobe-service-map.{NS}.svc:4317"
+            in pod["containers"][0]["args"])
+    wait_until(lambda: _condition(cp, "web", "Accepted").get("status") == "True",
+               what="Accepted=True")
+    wait_until(lambda: "tpchart-node" in _condition(cp, "web", "Ready").get("message", ""),
+               what="Ready names the node whose agent has not reported")
+
+    # The agent's side, as the chart's agent ServiceAccount (create, then patch status as
+    # the agent does: no GET of the status subresource, which its role does not grant).
+    agent = client.CustomObjectsApi(cp.api_client(
+        cp.serviceaccount_kubeconfig(NS, f"{RELEASE}-traceprobe-agent")))
+    agent.create_cluster_custom_object(GROUP, VERSION, "nodereports", {
+        "apiVersion": f"{GROUP}/{VERSION}", "kind": "NodeReport",
+        "metadata": {"name": "tpchart-node"}, "spec": {"nodeName": "tpchart-node"}})
+
+    def report(state: str) -> None:
+        agent.patch_cluster_custom_object_status(GROUP, VERSION, "nodereports", "tpchart-node", {
+            "status": {"heartbeatTime": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+                       "probes": [{"probe": {"kind": "TraceProbe", "namespace": PROBE_NS,
+                                             "name": "web", "generation": 1},
+                                   "state": state}]}})
+
+    report("Attached")
+    wait_until(lambda: _condition(cp, "web", "Ready").get("status") == "True", what="Ready=True")
+
+    cp.kubectl("delete", "traceprobes", "web", "-n", PROBE_NS, "--wait=false")
+    report("Detached")
+    wait_until(lambda: _json(cp, "traceprobes", "web", "-n", PROBE_NS) is None, timeout=30,
+               what="probe deleted once its agent reports it detached")
+    others = _json(cp, "traceprobes", "-A")["items"] + _json(cp, "clustertraceprobes")["items"]
+    if not others:  # other test modules' probes would rightly keep the agents running
+        wait_until(lambda: _json(cp, "daemonset", "traceprobe-agent", "-n", NS) is None,
+                   what="agent DaemonSet removed with the last probe")
+    assert "Traceback" not in operator.log.read_text()
+
+
+def _rule_checks(docs: list[dict[str, Any]], role: str) -> list[list[str]]:
+    """One `kubectl auth can-i` per verb and resource the chart's role grants."""
+    checks = []
+    for kind in ("ClusterRole", "Role"):
+        rules = [d for d in docs if d["kind"] == kind and d["metadata"]["name"] == role]
+        scope = ["-n", NS] if kind == "Role" else ["-A"]
+        for rule in rules[0]["rules"] if rules else []:
+            for group in rule["apiGroups"]:
+                for resource in rule["resources"]:
+                    base, _, sub = resource.partition("/")
+                    name = f"{base}.{group}" if group else base
+                    for verb in rule["verbs"]:
+                        checks.append([verb, name, *scope,
+                                       *([f"--subresource={sub}"] if sub else [])])
+    return checks
+
+
+DENIED = {
+    "operator": [["list", "secrets", "-A"], ["create", "pods", "-n", NS],
+                 ["delete", "traceprobes.traceprobe.io", "-A"],
+                 ["create", "nodereports.traceprobe.io"],
+                 ["create", "daemonsets.apps", "-n", "kube-system"], ["patch", "nodes"],
+                 ["update", "customresourcedefinitions.apiextensions.k8s.io"],
+                 ["create", "clusterrolebindings.rbac.authorization.k8s.io"],
+                 ["get", "configmaps", "-n", NS]],
+    "agent": [["list", "secrets", "-A"], ["get", "pods", "-n", "default"],
+              ["create", "pods", "-n", NS], ["patch", "traceprobes.traceprobe.io", "-A"],
+              ["patch", "traceprobes.traceprobe.io", "-A", "--subresource=status"],
+              ["delete", "nodereports.traceprobe.io"], ["patch", "nodereports.traceprobe.io"],
+              ["list", "nodes"], ["patch", "nodes"], ["update", "daemonsets.apps", "-n", NS],
+              ["create", "events", "-A"]],
+    "service-map": [["list", "secrets", "-A"], ["get", "configmaps", "-A"],
+                    ["create", "pods", "-n", NS], ["delete", "pods", "-A"],
+                    ["update", "services", "-A"], ["list", "deployments.apps", "-A"],
+                    ["patch", "traceprobes.traceprobe.io", "-A"],
+                    ["list", "nodereports.traceprobe.io"], ["create", "events", "-A"],
+                    ["update", "endpointslices.discovery.k8s.io", "-A"]],
+}
+
+
+@pytest.mark.parametrize("component", ["operator", "agent", "service-map"])
+def test_serviceaccount_may_do_exactly_what_its_role_lists(installed: Any,
+                                                           component: str) -> None:
+    cp, docs, _ = installed
+    name = f"{RELEASE}-traceprobe-{component}"
+    kubeconfig = cp.serviceaccount_kubeconfig(NS, name)
+
+    def can(args: list[str]) -> tuple[list[str], str]:
+        out = cp.kubectl("auth", "can-i", *args, kubeconfig_path=kubeconfig, check=False)
+        return args, out.stdout.strip()
+
+    allowed = _rule_checks(docs, name)
+    assert len(allowed) > 5
+    with ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(can, allowed + DENIED[component]))
+    wrong = [f"{'may not' if i < len(allowed) else 'may'} {' '.join(args)}"
+             for i, (args, answer) in enumerate(answers)
+             if answer != ("yes" if i < len(allowed) else "no")]
+    assert not wrong, f"{name}: " + "; ".join(wrong)

@@ -1,0 +1,186 @@
+"""What `helm template` makes of charts/traceprobe, with default and non-default values."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from harness.chart import NON_DEFAULT, container, env_of, find, render
+from traceprobe_operator import settings as operator_settings
+from traceprobe_operator.settings import OperatorSettings
+
+LABELS = ("app.kubernetes.io/name", "app.kubernetes.io/instance", "app.kubernetes.io/version",
+          "app.kubernetes.io/component", "app.kubernetes.io/part-of",
+          "app.kubernetes.io/managed-by", "helm.sh/chart")
+
+
+@pytest.fixture(scope="module")
+def default() -> list[dict[str, Any]]:
+    return render()
+
+
+@pytest.fixture(scope="module")
+def custom() -> list[dict[str, Any]]:
+    return render(NON_DEFAULT, release="obs", namespace="observability")
+
+
+def _pod_specs(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    specs = [d["spec"]["template"]["spec"] for d in docs if d["kind"] == "Deployment"]
+    return specs + [d["spec"] for d in docs if d["kind"] == "Pod"]
+
+
+def test_default_objects(default: list[dict[str, Any]]) -> None:
+    kinds = sorted((d["kind"], d["metadata"]["name"]) for d in default)
+    assert kinds == sorted([
+        ("ServiceAccount", "traceprobe-operator"), ("ServiceAccount", "traceprobe-agent"),
+        ("ServiceAccount", "traceprobe-service-map"),
+        ("ClusterRole", "traceprobe-operator"), ("ClusterRole", "traceprobe-agent"),
+        ("ClusterRole", "traceprobe-service-map"),
+        ("ClusterRoleBinding", "traceprobe-operator"), ("ClusterRoleBinding", "traceprobe-agent"),
+        ("ClusterRoleBinding", "traceprobe-service-map"),
+        ("Role", "traceprobe-operator"), ("RoleBinding", "traceprobe-operator"),
+        ("Deployment", "traceprobe-operator"), ("Deployment", "traceprobe-service-map"),
+        ("Service", "traceprobe-service-map"), ("ClusterKopfPeering", "traceprobe"),
+        ("Pod", "traceprobe-test-service-map"),
+    ])
+    # The operator owns the agent DaemonSet; the chart must not render a second one.
+    assert not [d for d in default if d["kind"] == "DaemonSet"]
+
+
+@pytest.mark.parametrize("which", ["default", "custom"])
+def test_every_object_and_pod_carries_the_standard_labels(which: str, request: Any) -> None:
+    docs = request.getfixturevalue(which)
+    for doc in docs:
+        labels = doc["metadata"].get("labels") or {}
+        assert set(LABELS) <= labels.keys(), (doc["kind"], doc["metadata"]["name"], labels)
+        assert labels["app.kubernetes.io/part-of"] == "traceprobe"
+    for doc in docs:
+        if doc["kind"] == "Deployment":
+            selector = doc["spec"]["selector"]["matchLabels"]
+            pod_labels = doc["spec"]["template"]["metadata"]["labels"]
+            assert set(LABELS) <= pod_labels.keys()
+            assert selector.items() <= pod_labels.items()
+            assert "app.kubernetes.io/version" not in selector  # selectors are immutable
+    if which == "default":
+        service = find(docs, "Service")
+        pods = find(docs, "Deployment", "traceprobe-service-map")["spec"]["template"]
+        assert service["spec"]["selector"].items() <= pods["metadata"]["labels"].items()
+
+
+@pytest.mark.parametrize("which", ["default", "custom"])
+def test_chart_pods_are_unprivileged(which: str, request: Any) -> None:
+    for spec in _pod_specs(request.getfixturevalue(which)):
+        assert not ({"hostNetwork", "hostPID", "hostIPC"} & spec.keys())
+        assert spec["securityContext"]["runAsNonRoot"] is True
+        assert not [v for v in spec.get("volumes", []) if "hostPath" in v]
+        for c in spec["containers"]:
+            sc = c["securityContext"]
+            assert sc["allowPrivilegeEscalation"] is False
+            assert sc["readOnlyRootFilesystem"] is True
+            assert sc["capabilities"] == {"drop": ["ALL"]}
+            assert sc["seccompProfile"] == {"type": "RuntimeDefault"}
+            assert sc.get("privileged") is not True
+
+
+def test_operator_env_is_what_its_settings_read(default: list[dict[str, Any]]) -> None:
+    op = container(default, "traceprobe-operator")
+    assert op["command"] == ["python", "-m", "traceprobe_operator"]
+    env = env_of(op)
+    documented = {getattr(operator_settings, n) for n in dir(operator_settings)
+                  if n.endswith("_ENV")}
+    assert set(env) == documented, "the chart sets every operator setting, and only those"
+    assert env["TRACEPROBE_NAMESPACE"] == {"fieldRef": {"fieldPath": "metadata.namespace"}}
+    parsed = OperatorSettings.from_env({**env, "TRACEPROBE_NAMESPACE": "traceprobe-system"})
+    assert parsed == OperatorSettings(
+        namespace="traceprobe-system", agent_image="ghcr.io/traceprobe/traceprobe-agent:0.1.0",
+        agent_service_account="traceprobe-agent",
+        map_endpoint="traceprobe-service-map.traceprobe-system.svc:4317",
+        detach_timeout_seconds=60, report_stale_seconds=90)
+    assert find(default, "Deployment", "traceprobe-operator")["spec"]["replicas"] == 2
+
+
+def test_operator_points_agents_at_the_service_map_service(custom: list[dict[str, Any]]) -> None:
+    env = env_of(container(custom, "obs-operator"))
+    service = find(custom, "Service", "obs-service-map")
+    ingest = next(p for p in service["spec"]["ports"] if p["name"] == "ingest")
+    assert env["TRACEPROBE_MAP_ENDPOINT"] == f"obs-service-map.observability.svc:{ingest['port']}"
+    assert ingest["port"] == 14317
+    assert env["TRACEPROBE_AGENT_IMAGE"] == "registry.example.com:5000/tp/agent:dev"
+    assert env["TRACEPROBE_AGENT_SERVICE_ACCOUNT"] == "platform-agent"
+    assert env["TRACEPROBE_DETACH_TIMEOUT_SECONDS"] == "30"
+    op = find(custom, "Deployment", "obs-operator")
+    assert op["spec"]["replicas"] == 3
+    pod = op["spec"]["template"]["spec"]
+    assert pod["serviceAccountName"] == "platform-operator"
+    assert pod["imagePullSecrets"] == [{"name": "regcred"}]
+    assert pod["containers"][0]["args"] == ["--verbose"]
+    assert pod["containers"][0]["imagePullPolicy"] == "Always"
+
+
+def test_existing_serviceaccounts_are_bound_not_created(custom: list[dict[str, Any]]) -> None:
+    accounts = {d["metadata"]["name"] for d in custom if d["kind"] == "ServiceAccount"}
+    assert accounts == {"obs-service-map"}
+    subjects = {d["metadata"]["name"]: d["subjects"] for d in custom
+                if d["kind"] in ("ClusterRoleBinding", "RoleBinding")}
+    sa = {"kind": "ServiceAccount", "namespace": "observability"}
+    assert subjects["obs-operator"] == [{**sa, "name": "platform-operator"}]
+    assert subjects["obs-agent"] == [{**sa, "name": "platform-agent"}]
+    assert subjects["obs-service-map"] == [{**sa, "name": "obs-service-map"}]
+
+
+def test_service_map_ports_probes_and_default_export(default: list[dict[str, Any]]) -> None:
+    smap = container(default, "traceprobe-service-map")
+    assert smap["command"] == ["python", "-m", "traceprobe_map"]
+    assert smap["args"] == ["--cluster-name=kubernetes", "--ingest-address=0.0.0.0:4317",
+                            "--http-port=8080"]
+    assert {p["name"]: p["containerPort"] for p in smap["ports"]} == {"ingest": 4317,
+                                                                      "http": 8080}
+    for probe in ("readinessProbe", "livenessProbe"):
+        assert smap[probe]["httpGet"] == {"path": "/healthz", "port": "http"}
+    assert "env" not in smap, "no export configured: no OTEL_* variables"
+    service = find(default, "Service", "traceprobe-service-map")
+    assert [(p["name"], p["port"], p["targetPort"]) for p in service["spec"]["ports"]] == [
+        ("ingest", 4317, "ingest"), ("http", 8080, "http")]
+    assert find(default, "Deployment", "traceprobe-service-map")["spec"]["replicas"] == 1
+
+
+def test_service_map_export_uses_the_standard_otel_variables(
+        custom: list[dict[str, Any]]) -> None:
+    smap = container(custom, "obs-service-map")
+    env = env_of(smap)
+    assert env["OTEL_EXPORTER_OTLP_ENDPOINT"] == "https://otel.monitoring.svc:4318"
+    assert env["OTEL_EXPORTER_OTLP_PROTOCOL"] == "http/protobuf"
+    assert env["OTEL_EXPORTER_OTLP_HEADERS"] == {
+        "secretKeyRef": {"name": "otlp-auth", "key": "headers"}}
+    ca_path = env["OTEL_EXPORTER_OTLP_CERTIFICATE"]
+    mount = next(m for m in smap["volumeMounts"] if m["name"] == "export-ca")
+    assert ca_path == f"{mount['mountPath']}/ca.pem" and mount["readOnly"] is True
+    pod = find(custom, "Deployment", "obs-service-map")["spec"]["template"]["spec"]
+    volume = next(v for v in pod["volumes"] if v["name"] == "export-ca")
+    assert volume["secret"] == {"secretName": "otlp-ca",
+                                "items": [{"key": "ca.pem", "path": "ca.pem"}]}
+    assert env["OTEL_METRIC_EXPORT_INTERVAL"] == "15000"  # extraEnv
+    assert smap["args"] == ["--cluster-name=prod-eu-1", "--ingest-address=0.0.0.0:14317",
+                            "--http-port=18080", "--export-interval=30", "--service-graph",
+                            "--verbose"]
+    assert find(custom, "Service", "obs-service-map")["spec"]["type"] == "NodePort"
+
+
+def test_helm_test_hook_checks_the_service_map(default: list[dict[str, Any]],
+                                               custom: list[dict[str, Any]]) -> None:
+    pod = find(default, "Pod")
+    assert pod["metadata"]["annotations"]["helm.sh/hook"] == "test"
+    script = " ".join(pod["spec"]["containers"][0]["command"])
+    assert "http://traceprobe-service-map:8080" in script
+    assert "/healthz" in script and "/api/map" in script
+    assert pod["spec"]["restartPolicy"] == "Never"
+    assert not [d for d in custom if d["kind"] == "Pod"], "tests.enabled=false drops it"
+
+
+def test_long_release_names_stay_valid_object_names() -> None:
+    docs = render(release="a-very-long-release-name-for-a-platform-team-x",
+                  namespace="traceprobe-system")
+    for doc in docs:
+        assert len(doc["metadata"]["name"]) <= 63, doc["metadata"]["name"]
+        assert not doc["metadata"]["name"].endswith("-")
