@@ -6,7 +6,7 @@
 #
 # The operator runs it as the agent DaemonSet (traceprobe_operator.agent_workload):
 # not privileged, capabilities BPF, PERFMON, NET_ADMIN, SYS_RESOURCE only, the
-# host's tracefs, bpffs, cgroupfs and kernel headers mounted. Debian 12's python3
+# host's tracefs, cgroupfs and kernel headers mounted. Debian 12's python3
 # (3.11, the package's minimum) is the one python3-bpfcc is built for.
 ARG DEBIAN_IMAGE=debian:bookworm-slim
 

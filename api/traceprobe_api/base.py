@@ -117,7 +117,9 @@ class CrdInfo:
     scope: Literal["Namespaced", "Cluster"]
     short_names: tuple[str, ...]
     printer_columns: tuple[PrinterColumn, ...]
-    categories: tuple[str, ...] = ("traceprobe",)
+    # Not "traceprobe": a category named like the singular makes
+    # `kubectl get traceprobe NAME` ambiguous.
+    categories: tuple[str, ...] = ("traceprobe-all",)
 
 
 class Resource(ApiModel):

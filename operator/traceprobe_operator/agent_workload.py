@@ -55,9 +55,7 @@ _MOUNTS = [
     # tracefs: tracepoint ids and formats BCC reads to attach; writable only for
     # kprobe fallbacks, which register probes by writing kprobe_events.
     _host_path("tracefs", "/sys/kernel/tracing", "/sys/kernel/tracing", False),
-    # bpffs: where BCC pins tables (BPF_TABLE_PINNED) to outlive a restart. The
-    # current programs pin nothing: drop this mount unless one comes to.
-    _host_path("bpffs", "/sys/fs/bpf", "/sys/fs/bpf", False),
+    # No bpffs: the programs pin nothing; they die with the agent by design.
     # Kernel headers for BCC's compile: /lib/modules/$(uname -r)/{build,source}
     # are links into /usr/src, so both are mounted where the links expect them
     # (read-only; the image carries Debian's headers as a fallback).
@@ -95,9 +93,13 @@ def render_daemonset(settings: OperatorSettings, probes: list[ActiveProbe]) -> d
                 # SYS_RESOURCE raises the memlock limit on kernels before 5.11.
                 "capabilities": {"drop": ["ALL"],
                                  "add": ["BPF", "PERFMON", "NET_ADMIN", "SYS_RESOURCE"]}},
-            "volumeMounts": [m for _, m in _MOUNTS],
+            "volumeMounts": [m for _, m in _MOUNTS] + [
+                # The root filesystem is read-only; BCC unpacks kheaders and
+                # writes compile scratch files under /tmp.
+                {"name": "tmp", "mountPath": "/tmp"}],
         }],
-        "volumes": [v for v, _ in _MOUNTS],
+        "volumes": [v for v, _ in _MOUNTS] + [
+            {"name": "tmp", "emptyDir": {"sizeLimit": "256Mi"}}],
     }
     if affinity:
         pod_spec["affinity"] = affinity

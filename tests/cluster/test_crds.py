@@ -144,8 +144,9 @@ def test_get_shows_ready_nodes_and_age(cp: Any) -> None:
     assert wide[0].split() == ["NAME", "READY", "NODES", "INTERVAL", "AGE"], wide
     run(cp, "apply", "-f", str(EXAMPLES / "cluster-traceprobe.yaml"))
     assert run(cp, "get", "ctp").stdout.split()[:4] == ["NAME", "READY", "NODES", "AGE"]
-    # the category lists every kind at once
-    everything = run(cp, "get", "traceprobe", "-A").stdout
+    # the category lists every kind at once; the singular names one probe
+    assert "shop" in run(cp, "get", "traceprobe", "shop", "-n", "shop").stdout
+    everything = run(cp, "get", "traceprobe-all", "-A").stdout
     assert "traceprobe.traceprobe.io/shop" in everything
     assert "clustertraceprobe.traceprobe.io/cluster-wide" in everything
 

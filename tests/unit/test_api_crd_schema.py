@@ -99,7 +99,7 @@ def test_names_scope_columns_and_subresources() -> None:
     for kind, (scope, short) in expect.items():
         spec = docs[kind]["spec"]
         assert (spec["scope"], spec["names"]["shortNames"]) == (scope, short)
-        assert spec["names"]["categories"] == ["traceprobe"]
+        assert spec["names"]["categories"] == ["traceprobe-all"]
         (version,) = spec["versions"]
         assert version["subresources"] == {"status": {}}
     for kind in ("TraceProbe", "ClusterTraceProbe"):

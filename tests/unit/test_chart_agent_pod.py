@@ -20,7 +20,6 @@ CAPABILITIES = {"BPF", "PERFMON", "NET_ADMIN", "SYS_RESOURCE"}
 # Host path -> (mount path, read-only): exactly these.
 HOST_MOUNTS = {
     "/sys/kernel/tracing": ("/sys/kernel/tracing", False),
-    "/sys/fs/bpf": ("/sys/fs/bpf", False),
     "/lib/modules": ("/lib/modules", True),
     "/usr/src": ("/usr/src", True),
     "/sys/fs/cgroup": ("/sys/fs/cgroup", True),
@@ -54,6 +53,8 @@ def test_agent_pod_mounts_only_what_it_needs(pod: dict[str, Any]) -> None:
     mounts = {m["name"]: m for m in agent["volumeMounts"]}
     assert volumes.keys() == mounts.keys()
     seen = {}
+    tmp = volumes.pop("tmp")
+    assert tmp["emptyDir"]["sizeLimit"] and mounts.pop("tmp")["mountPath"] == "/tmp"
     for name, volume in volumes.items():
         assert set(volume) == {"name", "hostPath"}, f"{name}: only hostPath volumes expected"
         seen[volume["hostPath"]["path"]] = (mounts[name]["mountPath"], mounts[name]["readOnly"])

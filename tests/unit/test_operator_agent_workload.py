@@ -47,5 +47,5 @@ def test_agent_pod_is_least_privilege() -> None:
     assert sec["capabilities"] == {"drop": ["ALL"],
                                    "add": ["BPF", "PERFMON", "NET_ADMIN", "SYS_RESOURCE"]}
     assert "hostPID" not in pod
-    assert {v["name"] for v in pod["volumes"]} == {"tracefs", "bpffs", "modules", "usr-src",
-                                                   "cgroup"}
+    assert {v["name"] for v in pod["volumes"]} == {"tracefs", "modules", "usr-src", "cgroup",
+                                                   "tmp"}
