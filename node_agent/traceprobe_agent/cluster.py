@@ -20,6 +20,10 @@ from typing import Any
 
 from kubernetes import client, config, watch
 from kubernetes.client.exceptions import ApiException
+from urllib3.exceptions import HTTPError
+
+# What an API server that is away looks like: the agent keeps running on its caches.
+API_ERRORS = (ApiException, OSError, HTTPError)
 
 from traceprobe_agent.agent import Agent
 from traceprobe_agent.features import KernelFeatures
@@ -83,7 +87,7 @@ class ClusterAgent:
                     self.changed.set()
                     if stop.is_set():
                         return
-            except (ApiException, OSError, ValueError, KeyError) as exc:
+            except (*API_ERRORS, ValueError, KeyError) as exc:
                 log.warning("watching %s failed (%s); retrying in 5s", what, exc)
                 stop.wait(5)
 
@@ -226,7 +230,7 @@ def run_in_cluster(node: str, features: KernelFeatures, interval: float,
     def report() -> None:
         try:
             cluster.write_report(probes, features)
-        except (ApiException, OSError) as exc:
+        except API_ERRORS as exc:
             log.warning("writing NodeReport failed (%s); will retry", exc)
 
     while not stop.is_set():
@@ -234,7 +238,7 @@ def run_in_cluster(node: str, features: KernelFeatures, interval: float,
             cluster.changed.clear()
             try:
                 labels = cluster.node_labels()
-            except (ApiException, OSError) as exc:
+            except API_ERRORS as exc:
                 log.warning("reading node %s failed (%s); keeping its last labels", node, exc)
             probes = cluster.reconcile(labels)
             interval = agent.config.interval_seconds if agent.config else interval
@@ -248,7 +252,7 @@ def run_in_cluster(node: str, features: KernelFeatures, interval: float,
     if sender is not None:
         sender.close()
     # Leave a last word: every probe detached here.
-    with contextlib.suppress(ApiException, OSError):
+    with contextlib.suppress(*API_ERRORS):
         cluster.write_report([ProbeView(**{**p.__dict__, "deleting": True}) for p in probes],
                              features)
     return 0

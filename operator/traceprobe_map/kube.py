@@ -19,6 +19,7 @@ from typing import Any
 
 from kubernetes import client, config, watch
 from kubernetes.client.exceptions import ApiException
+from urllib3.exceptions import HTTPError
 
 from traceprobe_api import API_GROUP, API_VERSION
 from traceprobe_map.metadata import MetadataCache
@@ -105,7 +106,7 @@ def _list_then_watch(source: _Source, stop: threading.Event,
                     source.on_event(event["type"], event["raw_object"])
                 if stop.is_set():
                     return
-        except (ApiException, OSError, ValueError, KeyError) as exc:
+        except (ApiException, OSError, HTTPError, ValueError, KeyError) as exc:
             # Expired resource versions (410) land here too: relisting is the cure.
             log.warning("watching %s failed (%s); keeping the last view, retrying in 5s",
                         source.what, exc)

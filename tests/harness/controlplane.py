@@ -132,6 +132,18 @@ class ControlPlane:
         raise TimeoutError(f"kube-apiserver not ready in {timeout:.0f}s ({last}):\n"
                            f"{apiserver.log_tail()}")
 
+    def stop_apiserver(self) -> list[str]:
+        """An API server outage (etcd keeps the data); returns what restart needs."""
+        apiserver = self.processes.pop()
+        argv = [str(a) for a in apiserver.popen.args]
+        apiserver.stop()
+        return argv
+
+    def start_apiserver(self, argv: list[str], timeout: float = 120.0) -> None:
+        apiserver = ManagedProcess("kube-apiserver", argv, self.workdir / "kube-apiserver.log")
+        self.processes.append(apiserver)
+        self._wait_ready(apiserver, timeout)
+
     def stop(self) -> None:
         for proc in reversed(self.processes):
             proc.stop()
