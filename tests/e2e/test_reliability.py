@@ -86,3 +86,48 @@ def test_api_server_down_agents_and_map_keep_naming_then_resync(
     finally:
         world.stop()
         node.cleanup()
+
+
+def test_full_connection_map_counts_drops_and_degrades_the_probe(
+        control_plane: Any, bpf_ready: None, tmp_path: Any) -> None:
+    install(control_plane)
+    node = PodFactory(control_plane.api_client(), node="full-node")
+    world = MapWorld(control_plane, tmp_path)
+    from kubernetes import client
+
+    custom = client.CustomObjectsApi(control_plane.api_client())
+
+    def entry() -> dict[str, Any]:
+        try:
+            report = custom.get_cluster_custom_object(GROUP, VERSION, "nodereports", "full-node")
+        except client.exceptions.ApiException:
+            return {}
+        return next((e for e in (report.get("status") or {}).get("probes") or []
+                     if e["probe"]["name"] == "small"), {})
+
+    try:
+        web = node.create("web-1", "full", owner=("Deployment", "web"))
+        db = node.create("db-0", "full", owner=("StatefulSet", "db"))
+        world.start_map(None)
+        apply_probe(control_plane, "small", "full",
+                    "{interval: 1s, limits: {maxConnections: 1024}}")
+        world.start_agent("full-node")
+        wait_until(lambda: entry().get("state") == "Attached", timeout=90, what="attached")
+        server = serve(db, 5432, 10)
+        try:
+            # 700 connections held at once: 1400 sockets on this node > 1024 entries.
+            truth = dial(web, db.ip, 5432, 10, "--count", "700", "--parallel", "700",
+                         "--hold", "3")
+        finally:
+            stop(server)
+        assert truth["completed"] == 700  # traffic is never held up by the agent
+        degraded = wait_until(lambda: entry().get("reason") == "MapFull" and entry(),
+                              timeout=30, what="Degraded with MapFull")
+        assert degraded["state"] == "Degraded"
+        assert degraded["drops"]["conn_map_full"] > 0
+        assert "spec.limits.maxConnections" in degraded["message"]
+    finally:
+        world.stop()
+        node.cleanup()
+        control_plane.kubectl("delete", "traceprobes", "--all", "-n", "full", "--wait=false",
+                              check=False)
