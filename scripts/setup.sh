@@ -81,6 +81,7 @@ else
     say "pip: up to date"
 fi
 
+"$REPO/scripts/fetch-web-assets.sh"  # map view: graph library from npm (+ chromium for its tests)
 # 6. test-world binaries (etcd, kube-apiserver, kubectl, otelcol, helm) ---------
 [ -n "${TRACEPROBE_SKIP_TOOLS:-}" ] || "$REPO/scripts/build-test-tools.sh"
 say "done"

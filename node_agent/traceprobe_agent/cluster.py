@@ -22,9 +22,6 @@ from kubernetes import client, config, watch
 from kubernetes.client.exceptions import ApiException
 from urllib3.exceptions import HTTPError
 
-# What an API server that is away looks like: the agent keeps running on its caches.
-API_ERRORS = (ApiException, OSError, HTTPError)
-
 from traceprobe_agent.agent import Agent
 from traceprobe_agent.features import KernelFeatures
 from traceprobe_agent.kernel_headers import find_kernel_headers
@@ -39,6 +36,9 @@ from traceprobe_agent.node_config import (
 from traceprobe_agent.pod_index import PodIndex, pod_info
 from traceprobe_api import API_GROUP, API_VERSION, __version__
 from traceprobe_api.records import ConnectionRecord
+
+# What an API server that is away looks like: the agent keeps running on its caches.
+API_ERRORS = (ApiException, OSError, HTTPError)
 
 log = logging.getLogger("traceprobe.agent")
 PLURALS = {"TraceProbe": "traceprobes", "ClusterTraceProbe": "clustertraceprobes"}

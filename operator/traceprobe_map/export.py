@@ -27,6 +27,24 @@ from traceprobe_map.merge import EdgeKey
 from traceprobe_map.peers import Peer
 
 
+def _session_keeping_its_ca() -> Any:
+    """A requests Session whose CA (OTEL_EXPORTER_OTLP_CERTIFICATE, set on it by the
+    exporter) is not replaced by REQUESTS_CA_BUNDLE/CURL_CA_BUNDLE from the
+    environment, as plain requests does for session-level `verify`: the OTLP
+    variable names the backend's CA and must win. Proxies still come from env."""
+    import requests
+
+    class Session(requests.Session):
+        def merge_environment_settings(self, url: Any, proxies: Any, stream: Any,
+                                       verify: Any, cert: Any) -> Any:
+            settings = super().merge_environment_settings(url, proxies, stream, verify, cert)
+            if verify is None:
+                settings["verify"] = self.verify
+            return settings
+
+    return Session()
+
+
 def make_exporter(protocol: str = "grpc", endpoint: str | None = None,
                   insecure: bool | None = None) -> MetricExporter:
     """An OTLP metric exporter; None arguments defer to the OTEL_* environment."""
@@ -39,7 +57,7 @@ def make_exporter(protocol: str = "grpc", endpoint: str | None = None,
             OTLPMetricExporter as HttpExporter,
         )
 
-        return HttpExporter(endpoint=endpoint)
+        return HttpExporter(endpoint=endpoint, session=_session_keeping_its_ca())
     raise ValueError(f"OTLP protocol {protocol!r} not supported: use grpc or http/protobuf")
 
 

@@ -54,7 +54,7 @@ def test_api_server_down_agents_and_map_keep_naming_then_resync(
                 world, "workload:shop/web", "workload:shop/db"), timeout=90,
                 what="named edge before the outage")
             argv = own_cp.stop_apiserver()
-            before = _edge(world, "workload:shop/web", "workload:shop/db")["connections"]
+            before = (_edge(world, "workload:shop/web", "workload:shop/db") or {})["connections"]
             assert dial(web, db.ip, 5432, 1, "--count", "4")["completed"] == 4
             during = wait_until(lambda: (e := _edge(world, "workload:shop/web",
                                                     "workload:shop/db"))

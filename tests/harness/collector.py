@@ -69,26 +69,34 @@ def parse_metrics_line(line: str) -> list[MetricPoint]:
 class Collector:
     """otelcol with an OTLP receiver (gRPC and HTTP) and a file exporter."""
 
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, tls: tuple[Path, Path] | None = None) -> None:
+        """`tls` (certificate, key) makes both receivers TLS-only."""
         self.workdir = workdir
+        self.tls = tls
         self.output = workdir / "received.jsonl"
         self.grpc_port = 0
         self.http_port = 0
         self.process: ManagedProcess | None = None
 
     @property
+    def scheme(self) -> str:
+        return "https" if self.tls else "http"
+
+    @property
     def grpc_endpoint(self) -> str:
-        return f"http://127.0.0.1:{self.grpc_port}"
+        return f"{self.scheme}://127.0.0.1:{self.grpc_port}"
 
     @property
     def http_endpoint(self) -> str:
-        return f"http://127.0.0.1:{self.http_port}"
+        return f"{self.scheme}://127.0.0.1:{self.http_port}"
 
     def config(self) -> dict[str, Any]:
+        tls = {"tls": {"cert_file": str(self.tls[0]), "key_file": str(self.tls[1])}} \
+            if self.tls else {}
         return {
             "receivers": {"otlp": {"protocols": {
-                "grpc": {"endpoint": f"127.0.0.1:{self.grpc_port}"},
-                "http": {"endpoint": f"127.0.0.1:{self.http_port}"}}}},
+                "grpc": {"endpoint": f"127.0.0.1:{self.grpc_port}", **tls},
+                "http": {"endpoint": f"127.0.0.1:{self.http_port}", **tls}}}},
             "exporters": {
                 "file": {"path": str(self.output), "flush_interval": "100ms"},
                 "debug": {"verbosity": "basic"}},

@@ -135,7 +135,7 @@ class ControlPlane:
     def stop_apiserver(self) -> list[str]:
         """An API server outage (etcd keeps the data); returns what restart needs."""
         apiserver = self.processes.pop()
-        argv = [str(a) for a in apiserver.popen.args]
+        argv = [str(a) for a in list(apiserver.popen.args)]  # type: ignore[arg-type]
         apiserver.stop()
         return argv
 

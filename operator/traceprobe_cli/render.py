@@ -1,0 +1,78 @@
+"""The map as text: a table of edges by traffic, or the views' exports (pure)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from traceprobe_map import views
+from traceprobe_map.snapshot import MapEdge, MapSnapshot
+
+OUTPUTS = ("table", "wide", "json", "dot", "mermaid")
+
+
+def rate(value: float) -> str:
+    """Like the web page: three significant figures at most, never exponent notation."""
+    return f"{value:.0f}" if value >= 100 else f"{value:.1f}" if value >= 10 else f"{value:.2f}"
+
+
+def bytes_rate(value: float) -> str:
+    for unit in ("B/s", "kB/s", "MB/s"):
+        if value < 1000:
+            return f"{value:.0f} {unit}" if unit == "B/s" else f"{value:.1f} {unit}"
+        value /= 1000
+    return f"{value:.1f} GB/s"
+
+
+def micros(value: float | None) -> str:
+    if value is None:
+        return "-"
+    return f"{value / 1000:.2f}ms" if value >= 1000 else f"{value:.0f}µs"
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """kubectl-style columns: left-aligned, three spaces apart, no borders."""
+    widths = [max(len(str(cell)) for cell in column)
+              for column in zip(headers, *rows, strict=True)]
+    lines = ["   ".join(str(cell).ljust(width)
+                        for cell, width in zip(row, widths, strict=True)).rstrip()
+             for row in (headers, *rows)]
+    return "\n".join(lines) + "\n"
+
+
+def _row(edge: MapEdge, labels: dict[str, str], wide: bool) -> list[str]:
+    port = f"{edge.port}/{edge.transport}" if edge.port is not None else edge.transport
+    row = [labels.get(edge.source, edge.source), labels.get(edge.target, edge.target), port,
+           rate(edge.connections_per_second), rate(edge.failures_per_second),
+           f"{100 * edge.error_rate:.1f}%", bytes_rate(edge.bytes_sent_per_second),
+           bytes_rate(edge.bytes_received_per_second), micros(edge.rtt.p50_us),
+           micros(edge.rtt.p99_us)]
+    if wide:
+        f = edge.failures
+        row += [f"{f.refused}/{f.timeout}/{f.reset}", str(edge.retransmits),
+                ",".join(edge.observed_by) or "-", ",".join(edge.probes) or "-"]
+    return row
+
+
+def edge_table(snapshot: MapSnapshot, wide: bool = False) -> str:
+    """Edges by traffic (connection attempts/s, then bytes/s)."""
+    if not snapshot.edges:
+        return f"No edges in the last {snapshot.window_seconds:g}s match.\n"
+    nodes = {node.id: node for node in snapshot.nodes}
+    labels = {node_id: views.label_of(node_id, nodes) for node_id in nodes}
+    headers = ["SOURCE", "TARGET", "PORT", "CONN/S", "FAIL/S", "ERRORS", "TX/S", "RX/S",
+               "RTT P50", "RTT P99"]
+    if wide:
+        headers += ["REFUSED/TIMEOUT/RESET", "RETRANS", "OBSERVED BY", "PROBES"]
+    return table(headers, [_row(edge, labels, wide) for edge in views.by_traffic(snapshot.edges)])
+
+
+def render_map(snapshot: MapSnapshot, output: str) -> str:
+    if output in ("table", "wide"):
+        return edge_table(snapshot, wide=output == "wide")
+    if output == "json":
+        return views.to_json(snapshot)
+    if output == "dot":
+        return views.to_dot(snapshot)
+    if output == "mermaid":
+        return views.to_mermaid(snapshot)
+    raise ValueError(f"unknown output {output!r}; one of {', '.join(OUTPUTS)}")
