@@ -19,6 +19,7 @@ import threading
 import time
 
 from traceprobe_map.export import CountingExporter, EdgeExporter, make_exporter
+from traceprobe_map.health import render_metrics
 from traceprobe_map.metadata import MetadataCache
 from traceprobe_map.peers import Resolver
 from traceprobe_map.receiver import serve as serve_ingest
@@ -75,8 +76,8 @@ def _exporter(args: argparse.Namespace) -> EdgeExporter | None:
         return None
     protocol = (os.environ.get("OTEL_EXPORTER_OTLP_METRICS_PROTOCOL")
                 or os.environ.get("OTEL_EXPORTER_OTLP_PROTOCOL") or "grpc")
-    exporter = CountingExporter(make_exporter(protocol))
-    return EdgeExporter(exporter, args.cluster_name, args.export_interval, args.service_graph)
+    return EdgeExporter(CountingExporter(make_exporter(protocol)), args.cluster_name,
+                        args.export_interval, args.service_graph)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -111,7 +112,9 @@ def main(argv: list[str] | None = None) -> int:
         lambda records: window.add(records, time.time()), args.ingest_address, tls=tls)
     from traceprobe_map.http_api import serve as serve_http
 
-    http = serve_http(WindowSource(window, cache), args.http_host, args.http_port)
+    http = serve_http(WindowSource(window, cache), args.http_host, args.http_port,
+                      metrics=lambda: render_metrics(window, cache, ingest_stats,
+                                                     exporter.exporter if exporter else None))
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     print(f'{{"ready": true, "ingestPort": {ingest_port}, "httpPort": {http.server_port}}}',

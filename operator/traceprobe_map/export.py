@@ -123,6 +123,7 @@ class EdgeExporter:
 
     def __init__(self, exporter: MetricExporter, cluster: str = "cluster",
                  interval_seconds: float = 10.0, service_graph: bool = False) -> None:
+        self.exporter = exporter
         self.cluster = cluster
         self.service_graph = service_graph
         self._reader = PeriodicExportingMetricReader(

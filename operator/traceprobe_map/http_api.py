@@ -87,8 +87,10 @@ def _error(status: HTTPStatus, message: str) -> _Reply:
 class MapApi:
     """Routes a GET to a reply; no sockets here, so the server class stays thin."""
 
-    def __init__(self, source: MapSource, static: dict[str, bytes] | None = None) -> None:
+    def __init__(self, source: MapSource, static: dict[str, bytes] | None = None,
+                 metrics: Callable[[], str] | None = None) -> None:
         self.source = source
+        self.metrics = metrics
         self.static = load_static() if static is None else static
         self.routes: dict[str, Callable[[views.MapQuery], _Reply]] = {
             "/api/map": lambda q: _json(self._map(q).to_dict()),
@@ -123,6 +125,8 @@ class MapApi:
         path = url.path
         if path in ("/healthz", "/api/health"):  # the second is what the Grafana plugin tests
             return _Reply(200, "text/plain; charset=utf-8", b"ok")
+        if path == "/metrics" and self.metrics is not None:
+            return _Reply(200, "text/plain; version=0.0.4", self.metrics().encode())
         if path in self.static:
             suffix = "." + path.rsplit(".", 1)[-1] if "." in path else ".html"
             return _Reply(200, _STATIC_TYPES[suffix], self.static[path],
@@ -184,10 +188,12 @@ class _Handler(BaseHTTPRequestHandler):
         log.debug("%s " + format, self.address_string(), *args)
 
 
-def serve(source: MapSource, host: str = "0.0.0.0", port: int = 8080) -> ThreadingHTTPServer:
+def serve(source: MapSource, host: str = "0.0.0.0", port: int = 8080,
+          metrics: Callable[[], str] | None = None) -> ThreadingHTTPServer:
     """Serve in a daemon thread; `port=0` picks a free port (see `server_address`).
-    Stop with `shutdown()` then `server_close()`."""
-    handler = type("MapHandler", (_Handler,), {"api": MapApi(source)})
+    `metrics` renders Prometheus text for /metrics. Stop with `shutdown()` then
+    `server_close()`."""
+    handler = type("MapHandler", (_Handler,), {"api": MapApi(source, metrics=metrics)})
     server = ThreadingHTTPServer((host, port), handler)
     server.daemon_threads = True
     thread = threading.Thread(target=server.serve_forever, name="map-http", daemon=True)
