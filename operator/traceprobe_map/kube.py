@@ -53,7 +53,7 @@ def _sources(api: client.ApiClient, cache: MetadataCache) -> list[_Source]:
     def each(handler: Handler) -> Callable[[list[dict[str, Any]]], None]:
         def relist(items: list[dict[str, Any]]) -> None:
             for obj in items:  # deletions missed while away are rare here; pods relist fully
-                handler("ADDED", obj)
+                cache.safely(lambda o=obj: handler("ADDED", o))  # type: ignore[misc]
         return relist
 
     sources = [
@@ -87,8 +87,8 @@ class _RawWatch(watch.Watch):  # type: ignore[misc]
         return None
 
 
-def _list_then_watch(source: _Source, stop: threading.Event,
-                     synced: threading.Event) -> None:
+def _list_then_watch(source: _Source, stop: threading.Event, synced: threading.Event,
+                     cache: MetadataCache) -> None:
     while not stop.is_set():
         try:
             response = source.list_fn(*source.args, _preload_content=False)
@@ -103,7 +103,8 @@ def _list_then_watch(source: _Source, stop: threading.Event,
                 if event["type"] == "ERROR":  # e.g. 410 Gone: relist
                     raise ValueError(event["raw_object"].get("message", "watch error"))
                 if event["type"] in ("ADDED", "MODIFIED", "DELETED"):
-                    source.on_event(event["type"], event["raw_object"])
+                    cache.safely(lambda e=event: source.on_event(  # type: ignore[misc]
+                        e["type"], e["raw_object"]))
                 if stop.is_set():
                     return
         except (ApiException, OSError, HTTPError, ValueError, KeyError) as exc:
@@ -119,6 +120,7 @@ def watch_cluster(api: client.ApiClient, cache: MetadataCache,
     synced: dict[str, threading.Event] = {}
     for source in _sources(api, cache):
         synced[source.what] = threading.Event()
-        threading.Thread(target=_list_then_watch, args=(source, stop, synced[source.what]),
+        threading.Thread(target=_list_then_watch,
+                         args=(source, stop, synced[source.what], cache),
                          daemon=True, name=f"watch-{source.what}").start()
     return synced

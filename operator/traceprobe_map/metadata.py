@@ -8,7 +8,9 @@ the time it applies from; `relist` handlers replace one kind wholesale.
 
 from __future__ import annotations
 
+import logging
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,7 +19,7 @@ from traceprobe_api.selectors import matches
 from traceprobe_api.workloads import workload_of
 from traceprobe_map.peers import Peer, Resolver
 
-_OWNER_KINDS = ("ReplicaSet", "Job")
+log = logging.getLogger("traceprobe.map.metadata")
 _NODE_ADDRESS_TYPES = ("InternalIP", "ExternalIP")
 
 
@@ -52,6 +54,19 @@ class MetadataCache:
     _namespaces: dict[str, dict[str, str]] = field(default_factory=dict)
     _probes: dict[str, _Probe] = field(default_factory=dict)
 
+    malformed: int = 0
+    """Objects whose shape no handler could read (skipped, counted, logged once)."""
+
+    def safely(self, handle: Callable[[], None]) -> None:
+        """Run one handler; an object of an unexpected shape is skipped, not fatal."""
+        try:
+            handle()
+        except (AttributeError, KeyError, TypeError, ValueError) as exc:
+            if not self.malformed:
+                log.warning("skipping an object of unexpected shape (%s: %s)",
+                            type(exc).__name__, exc)
+            self.malformed += 1
+
     # --- pods -------------------------------------------------------------
     def pod(self, event: str, obj: dict[str, Any], now: float) -> None:
         meta, spec, status = _meta(obj), obj.get("spec") or {}, obj.get("status") or {}
@@ -78,13 +93,13 @@ class MetadataCache:
                 self._pods[uid] = _Pod(ips, peer, namespace, dict(meta.get("labels") or {}))
 
     def relist_pods(self, items: list[dict[str, Any]], now: float) -> None:
-        seen = {str(_meta(o).get("uid", "")) for o in items}
+        seen = {str(_meta(o).get("uid", "")) for o in items if isinstance(o, dict)}
         for uid in [u for u in self._pods if u not in seen]:
             old = self._pods[uid]
             self.pod("DELETED", {"metadata": {"uid": uid, "namespace": old.namespace,
                                               "name": old.peer.name}}, now)
         for obj in items:
-            self.pod("ADDED", obj, now)
+            self.safely(lambda o=obj: self.pod("ADDED", o, now))  # type: ignore[misc]
 
     # --- owners (ReplicaSet -> Deployment, Job -> CronJob) -----------------
     def owner(self, event: str, obj: dict[str, Any], kind: str) -> None:
@@ -187,4 +202,5 @@ class MetadataCache:
         return {"pods": len(self._pods), "services": len(self._services),
                 "endpointslices": len(self._slices), "nodes": len(self._nodes),
                 "namespaces": len(self._namespaces), "probes": len(self._probes),
+                "malformed": self.malformed,
                 "owners": len(self.resolver.owners)}

@@ -29,8 +29,11 @@ def spec_problem(kind: str, body: Any) -> str | None:
     model = MODELS.get(kind)
     if model is None:
         return f"unknown kind {kind!r}: expected one of {sorted(MODELS)}"
+    spec = body.get("spec")
+    if spec is not None and not isinstance(spec, dict):
+        return f"spec: must be an object, not {type(spec).__name__}"
     try:
-        model.model_validate({"spec": dict(body.get("spec") or {})})
+        model.model_validate({"spec": spec or {}})
     except ValidationError as exc:
         problems = [f"{_path(e['loc'])}: {e['msg']}" for e in exc.errors()]
         return "; ".join(problems[:5]) + (f"; and {len(problems) - 5} more"

@@ -28,8 +28,8 @@ def _batch(n_edges: int, per_edge: int) -> list[ConnectionRecord]:
     end = datetime.now(UTC)
     return [ConnectionRecord(node="n1", role=Role.CLIENT, transport="tcp", family="ipv4",
                              remote_ip=f"198.51.100.{i}", remote_port=443, opened=per_edge,
-                             k8s_namespace="shop", k8s_workload="web",
-                             k8s_workload_kind="Deployment",
+                             k8sNamespace="shop", k8sWorkload="web",
+                             k8sWorkloadKind="Deployment",
                              interval_start=end - timedelta(seconds=1), interval_end=end)
             for i in range(n_edges)]
 
