@@ -58,7 +58,8 @@ def _handle(conn: socket.socket, response: int, reset: bool) -> None:
 
 
 def dial(host: str, port: int, request: int, count: int, parallel: int, hold: float,
-         timeout: float, every: float = 0.0) -> None:
+         timeout: float, every: float = 0.0, payload: str = "q") -> None:
+    body = (payload.encode() * (request // max(1, len(payload)) + 1))[:request]
     counts = {"completed": 0, "sent": 0, "received": 0}
     failed: dict[str, int] = {}
     lock = threading.Lock()
@@ -66,7 +67,7 @@ def dial(host: str, port: int, request: int, count: int, parallel: int, hold: fl
     def one() -> None:
         try:
             conn = socket.create_connection((host, port), timeout=timeout)
-            conn.sendall(b"q" * request)
+            conn.sendall(body)
             if hold:
                 time.sleep(hold)
             conn.shutdown(socket.SHUT_WR)
@@ -113,11 +114,13 @@ def main() -> None:
     d.add_argument("--hold", type=float, default=0.0)
     d.add_argument("--timeout", type=float, default=10.0)
     d.add_argument("--every", type=float, default=0.0, help="seconds between batches")
+    d.add_argument("--payload", default="q", help="text repeated to fill each request")
     a = p.parse_args()
     if a.cmd == "serve":
         serve(a.port, a.response, a.reset, a.count, a.family)
     else:
-        dial(a.host, a.port, a.request, a.count, a.parallel, a.hold, a.timeout, a.every)
+        dial(a.host, a.port, a.request, a.count, a.parallel, a.hold, a.timeout, a.every,
+             a.payload)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,69 @@
+"""No payload bytes anywhere: a marker sent in the traffic appears in none of what
+traceprobe produces — agent records, the map's API and exports, the OTLP the
+Collector received — while the traffic itself is fully counted."""
+
+from __future__ import annotations
+
+import secrets
+import urllib.request
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from harness.install import apply_probe, install
+from harness.map_world import MapWorld
+from harness.pods import PodFactory
+from harness.traffic_control import dial, serve, stop
+from harness.world import wait_until
+
+
+@pytest.fixture
+def world(control_plane: Any, collector: Any, bpf_ready: None,
+          tmp_path: Any) -> Iterator[tuple[MapWorld, PodFactory]]:
+    install(control_plane)
+    node = PodFactory(control_plane.api_client(), node="payload-node")
+    w = MapWorld(control_plane, tmp_path)
+    try:
+        yield w, node
+    finally:
+        w.stop()
+        node.cleanup()
+
+
+def test_marker_in_traffic_is_in_no_output(world: tuple[MapWorld, PodFactory],
+                                           collector: Any) -> None:
+    w, node = world
+    marker = f"TPSECRET{secrets.token_hex(8)}"
+    client = node.create("leaky-1", "payload", owner=("Deployment", "leaky"))
+    server_pod = node.create("sink-0", "payload", owner=("StatefulSet", "sink"))
+    w.start_map(collector.grpc_endpoint)
+    apply_probe(w.cp, "payload", "payload", "{interval: 1s}")
+    w.start_agent("payload-node")
+    server = serve(server_pod, 8443, 64)
+    try:
+        wait_until(lambda: dial(client, server_pod.ip, 8443, 1) and any(
+            e["target"] == "workload:payload/sink" for e in w.api_map()["edges"]),
+            timeout=90, what="agent attached")
+        truth = dial(client, server_pod.ip, 8443, 4096, "--count", "5", "--payload", marker)
+    finally:
+        stop(server)
+    assert truth["completed"] == 5 and truth["sent"] == 5 * 4096
+    wait_until(lambda: collector.find("traceprobe.edge.bytes", **{
+        "k8s.src.name": "leaky", "network.io.direction": "transmit"}), timeout=30,
+        what="bytes exported")
+    base = f"http://127.0.0.1:{w.http_port}"
+    outputs = {
+        "collector": collector.output.read_text(),
+        "agent log": "".join(a.log.read_text(errors="replace") for a in w.agents),
+        "map log": w.map.log.read_text(errors="replace") if w.map else "",
+    }
+    for path in ("/api/map", "/api/graph/data", "/api/export/dot", "/api/export/mermaid",
+                 "/metrics"):
+        with urllib.request.urlopen(base + path, timeout=10) as response:
+            outputs[path] = response.read().decode(errors="replace")
+    leaks = [name for name, text in outputs.items() if marker in text]
+    assert not leaks, f"payload bytes found in {leaks}"
+    assert all(outputs.values()), "every output was read"
+    edge = next(e for e in w.api_map()["edges"] if e["target"] == "workload:payload/sink")
+    assert edge["bytesSent"] >= 5 * 4096  # counted, not captured
