@@ -99,7 +99,7 @@ def run(args: argparse.Namespace, stop: threading.Event) -> int:
         operators.start_operator()
         world = MapWorld(cp, work)
         cleanups.append(world.stop)
-        world.start_map(None, "--window-seconds", "120")
+        world.start_map(None, "--window-seconds", "120", cluster="demo")
         say("creating the shop: pods in network namespaces, Services via iptables DNAT")
         node = PodFactory(cp.api_client(), node=NODE)
         cleanups.append(node.cleanup)

@@ -24,7 +24,8 @@ class MapWorld:
         self.http_port = 0
         self.agents: list[ManagedProcess] = []
 
-    def start_map(self, collector_endpoint: str | None, *extra: str) -> ManagedProcess:
+    def start_map(self, collector_endpoint: str | None, *extra: str,
+                  cluster: str = "e2e") -> ManagedProcess:
         kubeconfig = self.cp.serviceaccount_kubeconfig(NAMESPACE, "traceprobe-service-map")
         env = {**os.environ, "KUBECONFIG": str(kubeconfig), "PYTHONUNBUFFERED": "1"}
         if collector_endpoint:
@@ -33,7 +34,7 @@ class MapWorld:
         if not self.ingest_port:
             self.ingest_port, self.http_port = free_port(), free_port()
         self.map = ManagedProcess("service-map", [
-            sys.executable, "-m", "traceprobe_map", "--cluster-name", "e2e",
+            sys.executable, "-m", "traceprobe_map", "--cluster-name", cluster,
             "--ingest-address", f"127.0.0.1:{self.ingest_port}", "--http-host", "127.0.0.1",
             "--http-port", str(self.http_port), "--bucket-seconds", "2",
             "--lateness-seconds", "3", "--export-interval", "2", *extra],

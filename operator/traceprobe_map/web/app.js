@@ -247,7 +247,7 @@
     const failing = snapshot.edges.filter((e) => e.errorRate > 0).length;
     $("summary").textContent = `${snapshot.nodes.length} nodes, ${snapshot.edges.length} edges`
       + (failing ? `, ${failing} failing` : "");
-    $("updated").textContent = `window ${snapshot.windowSeconds} s, `
+    $("updated").textContent = `window ${Math.round(snapshot.windowSeconds)} s, `
       + `at ${new Date(snapshot.generatedAt).toLocaleTimeString()}`;
   }
 
