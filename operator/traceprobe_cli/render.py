@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from traceprobe_map import views
+from traceprobe_map import graph_exports, views
 from traceprobe_map.snapshot import MapEdge, MapSnapshot
 
 OUTPUTS = ("table", "wide", "json", "dot", "mermaid")
@@ -70,9 +70,9 @@ def render_map(snapshot: MapSnapshot, output: str) -> str:
     if output in ("table", "wide"):
         return edge_table(snapshot, wide=output == "wide")
     if output == "json":
-        return views.to_json(snapshot)
+        return graph_exports.to_json(snapshot)
     if output == "dot":
-        return views.to_dot(snapshot)
+        return graph_exports.to_dot(snapshot)
     if output == "mermaid":
-        return views.to_mermaid(snapshot)
+        return graph_exports.to_mermaid(snapshot)
     raise ValueError(f"unknown output {output!r}; one of {', '.join(OUTPUTS)}")

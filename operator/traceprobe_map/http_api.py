@@ -21,7 +21,7 @@ from importlib import resources
 from typing import Any, Protocol
 from urllib.parse import parse_qs, urlsplit
 
-from traceprobe_map import views
+from traceprobe_map import graph_exports, views
 from traceprobe_map.snapshot import MapSnapshot
 
 log = logging.getLogger(__name__)
@@ -96,11 +96,11 @@ class MapApi:
             "/api/map": lambda q: _json(self._map(q).to_dict()),
             "/api/graph/fields": lambda q: _json(views.node_graph_fields()),
             "/api/graph/data": lambda q: _json(views.node_graph_data(self._map(q))),
-            "/api/export/json": lambda q: self._export(q, "json", _JSON, views.to_json),
+            "/api/export/json": lambda q: self._export(q, "json", _JSON, graph_exports.to_json),
             "/api/export/dot": lambda q: self._export(
-                q, "dot", "text/vnd.graphviz; charset=utf-8", views.to_dot),
+                q, "dot", "text/vnd.graphviz; charset=utf-8", graph_exports.to_dot),
             "/api/export/mermaid": lambda q: self._export(
-                q, "mmd", "text/plain; charset=utf-8", views.to_mermaid),
+                q, "mmd", "text/plain; charset=utf-8", graph_exports.to_mermaid),
             "/api/filters": self._filters,
         }
 

@@ -12,7 +12,7 @@ from harness import map_scenario as shop
 from traceprobe_cli import __main__ as cli
 from traceprobe_cli.render import bytes_rate, edge_table, micros, rate
 from traceprobe_cli.status import build_status, status_text
-from traceprobe_map import views
+from traceprobe_map import graph_exports, views
 from traceprobe_map.snapshot import MapSnapshot
 
 
@@ -109,7 +109,7 @@ def test_node_graph_frames() -> None:
 
 
 def test_dot_export() -> None:
-    dot = views.to_dot(shop.shop_snapshot())
+    dot = graph_exports.to_dot(shop.shop_snapshot())
     assert dot.startswith('digraph "test-cluster" {') and dot.rstrip().endswith("}")
     assert dot.count("subgraph cluster_") == 2  # pay, shop; externals and nodes ungrouped
     assert ('"workload:shop/frontend" -> "workload:shop/cart" [label=":7070\\n10/s",'
@@ -123,12 +123,12 @@ def test_dot_export() -> None:
 def test_dot_and_mermaid_escape_names() -> None:
     snapshot = shop.shop_snapshot()
     snapshot.nodes[0].name = 'we"ird<name>'
-    assert 'label="we\\"ird<name>\\nDeployment"' in views.to_dot(snapshot)
-    assert 'n0["we#quot;ird#lt;name#gt;<br/>Deployment"]' in views.to_mermaid(snapshot)
+    assert 'label="we\\"ird<name>\\nDeployment"' in graph_exports.to_dot(snapshot)
+    assert 'n0["we#quot;ird#lt;name#gt;<br/>Deployment"]' in graph_exports.to_mermaid(snapshot)
 
 
 def test_mermaid_export() -> None:
-    text = views.to_mermaid(shop.shop_snapshot())
+    text = graph_exports.to_mermaid(shop.shop_snapshot())
     lines = text.splitlines()
     assert lines[0] == "flowchart LR"
     assert '  subgraph ns2["shop"]' in lines and "  end" in lines
@@ -140,7 +140,7 @@ def test_mermaid_export() -> None:
 
 
 def test_json_export_round_trips() -> None:
-    assert MapSnapshot.model_validate_json(views.to_json(shop.shop_snapshot())) == (
+    assert MapSnapshot.model_validate_json(graph_exports.to_json(shop.shop_snapshot())) == (
         shop.shop_snapshot())
 
 
@@ -175,7 +175,7 @@ class _FakeCluster:
         assert (namespace, service, port, path) == (
             "traceprobe-system", "traceprobe-service-map", "http", "api/map")
         self.calls.append(params)
-        return views.to_json(shop.shop_snapshot()).encode()
+        return graph_exports.to_json(shop.shop_snapshot()).encode()
 
     def list_objects(self, plural: str) -> list[dict[str, Any]]:
         return []
