@@ -81,11 +81,25 @@ def _running(part: Any) -> Iterator[Any]:
     part.stop()
 
 
+_shared_cp: list[Any] = []  # the session's control plane, once a test started it
+
+
 @pytest.fixture(scope="session")
 def control_plane(world_dir: Path, _reaped: None) -> Iterator[Any]:
     from harness.controlplane import ControlPlane
 
-    yield from _running(ControlPlane(world_dir / "controlplane"))
+    for cp in _running(ControlPlane(world_dir / "controlplane")):
+        _shared_cp.append(cp)
+        yield cp
+        _shared_cp.clear()
+
+
+def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> None:
+    """After a module's last test, its probes go: modules share one API server."""
+    if _shared_cp and (nextitem is None or nextitem.path != item.path):
+        from harness.install import reset_probes
+
+        reset_probes(_shared_cp[0])
 
 
 @pytest.fixture(scope="session")

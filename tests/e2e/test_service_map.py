@@ -25,6 +25,7 @@ from harness.world import wait_until
 CONNS = "traceprobe.edge.connections"
 FAILURES = "traceprobe.edge.failures"
 BACKENDS = "traceprobe.edge.backend.connections"
+CLUSTER = "e2e-service-map"  # the collector is shared: only this test's exports count
 
 
 @pytest.fixture
@@ -42,8 +43,6 @@ def world(control_plane: Any, collector: Any, bpf_ready: None,
         services.cleanup()
         n2.cleanup()
         n1.cleanup()
-        control_plane.kubectl("delete", "traceprobes", "--all", "-A", "--wait=false",
-                              check=False)
 
 
 def _dnat_split(chain: str) -> list[int]:
@@ -56,7 +55,7 @@ def _dnat_split(chain: str) -> list[int]:
 def _edges(collector: Any, name: str, **attrs: Any) -> dict[tuple[str, str, int], float]:
     """Cumulative value (its largest: sums only grow) per (src, dst, port) of our edges."""
     latest: dict[tuple[str, str, int], float] = {}
-    for p in collector.find(name, **attrs):
+    for p in collector.find(name, **{"k8s.cluster.name": CLUSTER, **attrs}):
         a = p.attributes
         if a.get("k8s.src.namespace") not in ("shop", "pay"):
             continue
@@ -82,7 +81,7 @@ def test_service_map_end_to_end(world: tuple[MapWorld, PodFactory, PodFactory, S
     outside = n1.create_external("partner-api")
     svc = services.create("payments", "pay", [v1, v2], 80, 8080)
 
-    w.start_map(collector.grpc_endpoint)
+    w.start_map(collector.grpc_endpoint, cluster=CLUSTER)
     apply_probe(w.cp, "map", "shop", "{interval: 1s}")
     for node in ("sm-node-1", "sm-node-2"):
         w.start_agent(node)
@@ -147,15 +146,17 @@ def test_service_map_end_to_end(world: tuple[MapWorld, PodFactory, PodFactory, S
         ("shop/frontend", "pay/payments>payments-v2", 80): split[1]}.items() if v}
 
     # Attributes as users query them: semantic conventions + the k8s.src/dst family.
-    point = collector.find(CONNS, **{"k8s.src.name": "frontend", "k8s.dst.name": "store"})[-1]
+    point = collector.find(CONNS, **{"k8s.cluster.name": CLUSTER, "k8s.src.name": "frontend",
+                                     "k8s.dst.name": "store"})[-1]
     assert point.attributes["k8s.src.owner.type"] == "Deployment"
     assert point.attributes["k8s.dst.owner.type"] == "StatefulSet"
     assert point.attributes["k8s.dst.kind"] == "workload"
     assert point.attributes["network.transport"] == "tcp"
-    assert point.resource["k8s.cluster.name"] == "e2e"
-    ext_point = collector.find(CONNS, **{"k8s.dst.name": outside.ip})[-1]
+    assert point.resource["k8s.cluster.name"] == CLUSTER
+    ours = {"k8s.cluster.name": CLUSTER}
+    ext_point = collector.find(CONNS, **ours, **{"k8s.dst.name": outside.ip})[-1]
     assert ext_point.attributes["k8s.dst.kind"] == "external"
-    svc_point = collector.find(CONNS, **{"k8s.dst.name": "payments"})[-1]
+    svc_point = collector.find(CONNS, **ours, **{"k8s.dst.name": "payments"})[-1]
     assert svc_point.attributes["k8s.dst.kind"] == "service"
 
     # The map view's API shows the same edges, both sides seen where both have agents.

@@ -33,3 +33,24 @@ def apply_probe(cp: Any, name: str, namespace: str = "shop", spec: str = "{}") -
     cp.kubectl("apply", "-f", "-", input_text=(
         f"apiVersion: traceprobe.io/v1alpha1\nkind: TraceProbe\n"
         f"metadata: {{name: {name}, namespace: {namespace}}}\nspec: {spec}\n"))
+
+
+def reset_probes(cp: Any) -> None:
+    """Between test modules: no probe, report or agent DaemonSet of one module may
+    steer the next (probes left with a finalizer and no operator would linger)."""
+    import json
+
+    for plural in ("traceprobes", "clustertraceprobes"):
+        listed = cp.kubectl("get", plural, "-A", "-o", "json", check=False)
+        if listed.returncode != 0:
+            continue  # CRDs not installed by this module
+        for item in json.loads(listed.stdout).get("items", []):
+            meta = item["metadata"]
+            ns = ["-n", meta["namespace"]] if meta.get("namespace") else []
+            if meta.get("finalizers"):
+                cp.kubectl("patch", plural, meta["name"], *ns, "--type=merge", "-p",
+                           '{"metadata":{"finalizers":null}}', check=False)
+            cp.kubectl("delete", plural, meta["name"], *ns, "--wait=false", check=False)
+    cp.kubectl("delete", "nodereports", "--all", "--wait=false", check=False)
+    cp.kubectl("delete", "daemonset", "traceprobe-agent", "-n", NAMESPACE, "--wait=false",
+               "--ignore-not-found", check=False)
