@@ -2,8 +2,7 @@
 
 Times are CPU seconds of this process (`time.process_time`, one thread: per core),
 wall-clock beside them; the garbage collector runs as in the map, after a
-collection before each timed step. Memory is from tracemalloc (Python objects)
-and VmRSS.
+collection before each timed step. Memory: see map_memory, and VmRSS.
 """
 
 from __future__ import annotations
@@ -11,7 +10,6 @@ from __future__ import annotations
 import gc
 import json
 import time
-import tracemalloc
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -20,7 +18,8 @@ from typing import Any
 
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 
-from benchmarks.map_cluster import T0, Cluster, api_objects, load, pod_object
+from benchmarks.map_cluster import T0, pod_object
+from benchmarks.map_memory import WindowMemory, window_memory
 from benchmarks.map_scenario import BUCKET, Interval, Scenario
 from traceprobe_agent.pod_cgroups import pod_uid
 from traceprobe_agent.pod_index import PodIndex, pod_info
@@ -71,22 +70,6 @@ def by_node(records: list[ConnectionRecord]) -> list[list[ConnectionRecord]]:
     return list(groups.values())
 
 
-def metadata(cluster: Cluster) -> tuple[MetadataCache, int, int]:
-    """A cache fed the whole cluster; bytes it keeps, bytes of the objects as received."""
-    gc.collect()
-    tracemalloc.start()
-    before = tracemalloc.get_traced_memory()[0]
-    objects = list(api_objects(cluster))
-    received = tracemalloc.get_traced_memory()[0] - before
-    cache = MetadataCache(Resolver())
-    load(cache, iter(objects), T0 - 3600)
-    del objects
-    gc.collect()
-    kept = tracemalloc.get_traced_memory()[0] - before
-    tracemalloc.stop()
-    return cache, kept, received
-
-
 def group_by_floor(records: list[ConnectionRecord]) -> dict[tuple[Any, ...], list[int]]:
     """The floor for any merge: one pass, a dict keyed by the record's edge, three sums."""
     out: dict[tuple[Any, ...], list[int]] = {}
@@ -131,62 +114,61 @@ class WindowRun:
     snapshot: Samples = field(default_factory=Samples)
     snapshot_floor: Samples = field(default_factory=Samples)
     rss_delta: int = 0
-    peak: int = 0  # traced runs: tracemalloc, from before the window existed
-    at_rest: int = 0  # traced: after the last bucket and a snapshot
-    one_interval: int = 0  # traced: one interval's records, as held before add
     edges_last: int = 0
+    memory: WindowMemory | None = None
 
 
 def window_run(scn: Scenario, cache: MetadataCache, buckets: int, snapshots: int,
-               traced: bool) -> WindowRun:
+               memory: bool = True) -> WindowRun:
     """The map's steady state over a full window: each bucket's records arrive at its end,
     one request per node, then due buckets merge (two stay pending: lateness 15 s).
     Records of buckets already merged are recycled for later ones (generation is not
-    measured; the window holds none of them any more)."""
+    measured; the window holds none of them any more). Then the snapshot, and the
+    window weighed around one more bucket."""
     out = WindowRun()
     gc.collect()
     rss_before = rss()
-    if traced:
-        tracemalloc.start()
-    base = tracemalloc.get_traced_memory()[0] if traced else 0
     window = MapWindow(cache.resolver, bucket_seconds=BUCKET, window_seconds=buckets * BUCKET,
                        lateness_seconds=LATENESS, probes_of=cache.probes_of)
     lists: list[list[ConnectionRecord]] = []
-    for k in range(buckets + 3):
+
+    def arrive(k: int) -> tuple[Callable[[], None], Callable[[], int]]:
+        """Bucket k's records (generated, not timed), and the map's two steps for them."""
         if k < 3:
             lists.append(scn.interval(k).records)
-            if k == 0 and traced:
-                out.one_interval = tracemalloc.get_traced_memory()[0] - base
         else:
             scn.restamp(lists[k % 3], k)
-        now = T0 + (k + 1) * BUCKET
-        chunks = by_node(lists[k % 3])
+        now, chunks = T0 + (k + 1) * BUCKET, by_node(lists[k % 3])
 
-        def step(chunks: list[list[ConnectionRecord]] = chunks, now: float = now) -> int:
+        def add() -> None:
             for chunk in chunks:
                 window.add(chunk, now)
-            return window.close_due(now)
 
+        return add, lambda: window.close_due(now)
+
+    for k in range(buckets + 3):
+        add, close = arrive(k)
         if k >= 2:
-            out.per_bucket.timed(step)
+            out.per_bucket.timed(lambda: (add(), close()))  # noqa: B023 (called right here)
         else:
-            step()
+            add()
+            close()
         out.edges_last = len(window._closed[-1].result.edges) if window._closed else 0
     now = T0 + (buckets + 3) * BUCKET
-    for _ in range(snapshots if not traced else 1):
+    for _ in range(snapshots):
         out.snapshot_floor.timed(lambda: _snapshot_floor(window))
         out.snapshot.timed(lambda: window.snapshot(now=now))
     gc.collect()
-    if traced:
-        out.at_rest = tracemalloc.get_traced_memory()[0] - base
-        out.peak = tracemalloc.get_traced_memory()[1] - base
-        tracemalloc.stop()
     out.rss_delta = rss() - rss_before
+    if memory:
+        add, close = arrive(buckets + 3)
+        out.memory = window_memory(window, add, close, lambda: window.snapshot(now=now + BUCKET),
+                                   lists[0])
     return out
 
 
 def _snapshot_floor(window: MapWindow) -> int:
-    """Summing the closed buckets' counters per edge, and grouping the pending records."""
+    """Summing the closed buckets' and open buckets' counters per edge."""
     totals: dict[EdgeKey, list[int]] = {}
     for closed in window._closed:
         for key, s in closed.result.edges.items():
@@ -197,7 +179,13 @@ def _snapshot_floor(window: MapWindow) -> int:
                 t[0] += s.connections
                 t[1] += s.bytes_sent
                 t[2] += s.bytes_received
-    return len(totals) + sum(len(group_by_floor(p)) for p in window._pending.values())
+    for part in window._pending.values():
+        for key, s in [*part.client.items(), *part.server.items()]:
+            t = totals.setdefault(key, [0, 0, 0])
+            t[0] += s.connections
+            t[1] += s.bytes_sent
+            t[2] += s.bytes_received
+    return len(totals)
 
 
 @dataclass
@@ -249,7 +237,8 @@ def resolve_map(scn: Scenario, resolver: Resolver, repeats: int) -> Rate:
     ips: dict[str, Peer] = {p.ip: p.workload.peer for p in scn.cluster.pods}
     ips.update({s.cluster_ip: s.peer for s in scn.cluster.services})
     ips.update({n.ip: Peer("node", n.name) for n in scn.cluster.nodes})
-    locals_ = {(p.workload.namespace, *p.agent_name): p.workload.peer for p in scn.cluster.pods}
+    locals_: dict[tuple[str | None, ...], Peer] = {
+        (p.workload.namespace, *p.agent_name): p.workload.peer for p in scn.cluster.pods}
 
     def resolve() -> None:
         remote, local = resolver.remote, resolver.local

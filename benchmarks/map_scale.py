@@ -10,7 +10,7 @@ agent's enrichment, the map's peer resolution and wire decoding, each beside a
 floor measured in the same run (a plain-dict version of the same work).
 
 Run from the repository: `.venv/bin/python -m benchmarks.map_scale [--quick]`.
-No privileges, no network; about 5 minutes with the defaults.
+No privileges, no network; about 9 minutes with the defaults on a 2-CPU VM.
 """
 
 from __future__ import annotations
@@ -24,12 +24,14 @@ import subprocess
 import sys
 from collections import Counter
 from statistics import median
+from typing import Any
 
 from benchmarks import map_measure as m
 from benchmarks.map_cluster import build_cluster
-from benchmarks.map_scenario import Scenario, mismatches
+from benchmarks.map_memory import metadata
+from benchmarks.map_scenario import BUCKET, ExpectedEdge, Scenario
 from benchmarks.report import table
-from traceprobe_map.merge import merge
+from traceprobe_map.merge import EdgeKey, merge
 
 TARGET_MERGE_S, TARGET_MEMORY_MB, TARGET_RATE = 1.0, 500.0, 200_000
 QUICK = {"pods": 500, "nodes": 10, "observations": 10_000, "repeats": 3, "window_buckets": 6}
@@ -38,9 +40,23 @@ LEGEND = """
   the repeats (window rows: over the buckets); wall = median wall-clock seconds. Floors are
   plain-dict versions of the same work on the same records, run interleaved with it; ratio
   = median of the per-repeat measured/floor (rates: floor rate / measured rate, so above 1
-  is slower than the floor either way). Memory: tracemalloc (Python objects) from before
-  the window existed, peak during the run including one snapshot; RSS = VmRSS growth over
-  the untraced run."""
+  is slower than the floor either way). Window state: its objects walked (gc referents,
+  sys.getsizeof) after one more bucket's records came in and after its merge; peak = the
+  larger of those plus tracemalloc's peak of the merge, or of a snapshot(). RSS = VmRSS
+  growth over the window run (before the weighing)."""
+
+
+def mismatches(edges: dict[EdgeKey, Any], expected: dict[EdgeKey, ExpectedEdge]) -> list[str]:
+    """How merged edges (EdgeStats) differ from the design; empty when they match."""
+    out = [f"missing {k}" for k in expected if k not in edges]
+    out += [f"unexpected {k}" for k in edges if k not in expected]
+    for k, e in expected.items():
+        got = edges.get(k)
+        if got is not None and (got.connections, dict(got.backends), got.observed_by) != (
+                e.connections, dict(e.backends), e.observed_by):
+            out.append(f"{k}: got {got.connections} {dict(got.backends)} {got.observed_by}, "
+                       f"designed {e.connections} {dict(e.backends)} {e.observed_by}")
+    return out
 
 
 def say(msg: str) -> None:
@@ -130,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
     say("building the cluster and the scenario ...")
     cluster = build_cluster(args.pods, args.nodes, args.namespaces, args.services, args.seed)
     scn = Scenario(cluster, args.observations, args.seed)
-    cache, kept, received = m.metadata(cluster)
+    cache, kept, received = metadata(cluster)
     pods = len(cluster.pods)
     say(f"merge() x {args.repeats} ...")
     merge_s, floor_s, result, interval = m.merge_alone(scn, cache, args.repeats)
@@ -139,31 +155,33 @@ def main(argv: list[str] | None = None) -> int:
         prof = cProfile.Profile()
         prof.runcall(merge, interval.records, cache.resolver, None, cache.probes_of)
         pstats.Stats(prof, stream=sys.stderr).sort_stats("tottime").print_stats(15)
-    say(f"window: {args.window_buckets + 3} buckets, timed ...")
-    timed = m.window_run(scn, cache, args.window_buckets, args.repeats, traced=False)
-    say(f"window: {args.window_buckets + 3} buckets under tracemalloc ...")
-    traced = m.window_run(scn, cache, args.window_buckets, 1, traced=True)
+    say(f"window: {args.window_buckets + 3} buckets, then weighing it ...")
+    run = m.window_run(scn, cache, args.window_buckets, args.repeats)
+    assert run.memory is not None
+    mem = run.memory
     say("enrichment, resolution, decoding ...")
     agent = m.enrich_agent(scn, args.repeats)
     resolve = m.resolve_map(scn, cache.resolver, args.repeats)
     wire = m.decode_wire(scn, args.repeats)
-    keep_up = args.observations / m.BUCKET
-    group_by = "dict group-by sum"
+    keep_up = args.observations / BUCKET
+    group_by, one = "dict group-by sum", "1 interval's records"
     rows = [
         _time_row("merge() per interval (s)", merge_s, group_by, floor_s, TARGET_MERGE_S),
-        _time_row("window add + close_due per bucket (s)", timed.per_bucket, group_by, floor_s,
+        _time_row("window add + close_due per bucket (s)", run.per_bucket, group_by, floor_s,
                   TARGET_MERGE_S),
-        _time_row(f"window snapshot(), {args.window_buckets} buckets (s)", timed.snapshot,
-                  "dict sums + group-by", timed.snapshot_floor, None),
-        _mem_row("window memory peak, tracemalloc", traced.peak / m.MB,
-                 "1 interval's records", traced.one_interval / m.MB, None),
-        _mem_row("window memory at rest, tracemalloc", traced.at_rest / m.MB,
-                 "1 interval's records", traced.one_interval / m.MB, None),
+        _time_row(f"window snapshot(), {args.window_buckets} buckets (s)", run.snapshot,
+                  "dict sums + group-by", run.snapshot_floor, None),
+        _mem_row("window state at rest", mem.at_rest / m.MB, one, mem.one_interval / m.MB,
+                 None),
+        _mem_row("  of which records not merged yet", mem.pending / m.MB, one,
+                 mem.one_interval / m.MB, None),
+        _mem_row("window state peak (merge or snapshot)", mem.peak / m.MB, one,
+                 mem.one_interval / m.MB, None),
         _mem_row("metadata per pod, tracemalloc", kept / pods, "API objects received",
                  received / pods, None, "B"),
-        _mem_row("map state peak: metadata + window", (kept + traced.peak) / m.MB, "", None,
+        _mem_row("map state peak: metadata + window", (kept + mem.peak) / m.MB, "", None,
                  TARGET_MEMORY_MB),
-        _mem_row("window RSS growth (untraced run)", timed.rss_delta / m.MB, "", None,
+        _mem_row("RSS growth over the window run", run.rss_delta / m.MB, "", None,
                  TARGET_MEMORY_MB),
         _rate_row("agent PodIndex.enrich", agent, "regex + dict merge", TARGET_RATE),
         _rate_row("map Resolver.remote + .local", resolve, "2 dict lookups", TARGET_RATE),

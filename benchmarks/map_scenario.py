@@ -304,15 +304,3 @@ class Scenario:
             for (t, _, _), n, b in zip(x.servers, ns, per, strict=False):
                 yield t, counts(t, n, 3 * b, b)
 
-
-def mismatches(edges: dict[EdgeKey, Any], expected: dict[EdgeKey, ExpectedEdge]) -> list[str]:
-    """How merged edges (EdgeStats) differ from the design; empty when they match."""
-    out = [f"missing {k}" for k in expected if k not in edges]
-    out += [f"unexpected {k}" for k in edges if k not in expected]
-    for k, e in expected.items():
-        got = edges.get(k)
-        if got is not None and (got.connections, dict(got.backends), got.observed_by) != (
-                e.connections, dict(e.backends), e.observed_by):
-            out.append(f"{k}: got {got.connections} {dict(got.backends)} {got.observed_by}, "
-                       f"designed {e.connections} {dict(e.backends)} {e.observed_by}")
-    return out

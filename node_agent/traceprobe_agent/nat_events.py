@@ -76,7 +76,7 @@ class NatTable:
                 counts = self._counts.pop(key, None) if r.role is Role.CLIENT else None
                 if counts:
                     self._age.pop(key, None)
-                    r = r.model_copy(update={"backends": dict(counts)})
+                    r = r.replaced(backends=dict(counts))
                 out.append(r)
             for key in list(self._age):
                 self._age[key] += 1

@@ -41,6 +41,7 @@ class PodIndex:
         self.grace_seconds = grace_seconds
         self._pods: dict[str, PodInfo] = {}
         self._deleted_at: dict[str, float] = {}
+        self._uids: dict[str, str | None] = {}
 
     def upsert(self, info: PodInfo) -> None:
         self._pods[info.uid] = info
@@ -72,11 +73,22 @@ class PodIndex:
     def __len__(self) -> int:
         return len(self._pods)
 
+    def _uid_of(self, cgroup_path: str | None) -> str | None:
+        # A container's cgroup path repeats in every interval: parse it once.
+        if cgroup_path is None:
+            return None
+        uid = self._uids.get(cgroup_path, "")
+        if uid == "":
+            if len(self._uids) > 100_000:
+                self._uids.clear()
+            uid = self._uids[cgroup_path] = pod_uid(cgroup_path)
+        return uid
+
     def enrich(self, record: ConnectionRecord) -> ConnectionRecord:
-        info = self.get(pod_uid(record.cgroup_path))
+        info = self.get(self._uid_of(record.cgroup_path))
         if info is None:
             return record
-        return record.model_copy(update={
+        return record.replaced(**{
             "k8s_namespace": info.namespace, "k8s_pod": info.name, "k8s_pod_uid": info.uid,
             "k8s_workload_kind": info.workload_kind, "k8s_workload": info.workload,
             "k8s_host_network": info.host_network})

@@ -11,6 +11,7 @@ headers, TLS and timeouts from the other standard OTEL_* variables).
 from __future__ import annotations
 
 import argparse
+import gc
 import logging
 import os
 import signal
@@ -117,6 +118,10 @@ def main(argv: list[str] | None = None) -> int:
                                                      exporter.exporter if exporter else None))
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
+    # The window holds ~100k long-lived objects per bucket: a full collection every
+    # few hundred allocations costs a third of a merge. Startup objects stay out.
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 20)
     print(f'{{"ready": true, "ingestPort": {ingest_port}, "httpPort": {http.server_port}}}',
           file=sys.stderr, flush=True)
     while not stop.wait(1.0):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 from collections import Counter
 from dataclasses import dataclass, field
+from sys import intern
 
 from traceprobe_api.records import ConnectionRecord
 from traceprobe_map.peers import Peer
@@ -61,19 +62,33 @@ class EdgeStats:
         self.timeouts += r.timeouts
         self.resets += r.resets
         # A server's "sent" is the client's "received".
-        self.bytes_sent += r.bytes_received if as_server else r.bytes_sent
-        self.bytes_received += r.bytes_sent if as_server else r.bytes_received
+        if as_server:
+            self.bytes_sent += r.bytes_received
+            self.bytes_received += r.bytes_sent
+        else:
+            self.bytes_sent += r.bytes_sent
+            self.bytes_received += r.bytes_received
         self.retransmits += r.retransmits
         self.rtt_sum_us += r.rtt_sum_us
-        self.rtt_samples += r.rtt_samples
+        samples = r.rtt_samples
+        self.rtt_samples += samples
         self.duration_sum_ns += r.duration_sum_ns
-        self.rtt_max_us = max(self.rtt_max_us, r.rtt_max_us)
-        if r.rtt_samples:
-            self.rtt_histogram[rtt_bucket(r.rtt_sum_us / r.rtt_samples)] += r.rtt_samples
-        self.observed_by.add("server" if as_server else "client")
-        if r.k8s_pod and r.k8s_namespace:
-            (self.dst_pods if as_server else self.src_pods).add(f"{r.k8s_namespace}/{r.k8s_pod}")
-        (self.dst_nodes if as_server else self.src_nodes).add(r.node)
+        if r.rtt_max_us > self.rtt_max_us:
+            self.rtt_max_us = r.rtt_max_us
+        if samples:
+            self.rtt_histogram[rtt_bucket(r.rtt_sum_us / samples)] += samples
+        # Names are interned: every bucket of the window repeats the same few.
+        node = intern(r.node) if type(r.node) is str else r.node
+        if as_server:
+            self.observed_by.add("server")
+            if r.k8s_pod and r.k8s_namespace:
+                self.dst_pods.add(intern(f"{r.k8s_namespace}/{r.k8s_pod}"))
+            self.dst_nodes.add(node)
+        else:
+            self.observed_by.add("client")
+            if r.k8s_pod and r.k8s_namespace:
+                self.src_pods.add(intern(f"{r.k8s_namespace}/{r.k8s_pod}"))
+            self.src_nodes.add(node)
 
     def absorb(self, other: EdgeStats) -> None:
         """Sum another window's (or another side's) stats into this one."""
@@ -83,6 +98,22 @@ class EdgeStats:
         self.rtt_histogram.update(other.rtt_histogram)
         self.backends.update(other.backends)
         self.merge_sides(other)
+
+    def subtract_counts(self, other: EdgeStats) -> None:
+        """Take a bucket's counts back out (it left the window); names and the
+        maximum cannot be subtracted: the caller recomputes those."""
+        for name in COUNTERS:
+            setattr(self, name, getattr(self, name) - getattr(other, name))
+        self.rtt_histogram.subtract(other.rtt_histogram)
+        self.backends.subtract(other.backends)
+        self.rtt_histogram = +self.rtt_histogram  # drop zero and negative entries
+        self.backends = +self.backends
+
+    def reset_names(self) -> None:
+        self.rtt_max_us = 0
+        for names in (self.observed_by, self.src_pods, self.dst_pods, self.src_nodes,
+                      self.dst_nodes, self.probes):
+            names.clear()
 
     def merge_sides(self, other: EdgeStats) -> None:
         """Who saw it, where: the other side's names without its counts."""

@@ -52,6 +52,9 @@ class IpDirectory(Generic[T]):
         history = self._by_ip.get(ip)
         if not history:
             return None
+        last = history[-1]
+        if last.since <= at < last.until:  # the usual case: the current tenure
+            return last.owner
         for tenure in reversed(history):
             if tenure.since <= at < tenure.until:
                 return tenure.owner

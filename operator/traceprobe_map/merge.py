@@ -1,13 +1,15 @@
 """Records from every node into one set of edges, each connection counted once (pure).
 
-A connection between two observed pods is seen twice: by the client's node and
-by the server's. Client-side counts are authoritative; a server-side
-observation is kept only when no client side accounts for it:
+Two steps, so a bucket's records never have to be kept: `fold` adds records to
+a bucket's client- and server-side stats as they arrive; `finish` then decides
+which server-side observations are new. Client-side counts are authoritative;
+a server-side observation is kept only when no client side accounts for it:
 - the same edge was reported by the client (now or recently: agents' intervals
   are not aligned, so one side may land in the next window);
 - the client connected to a Service and conntrack (in the client's record) or
   the Service's EndpointSlices name this server as the backend: the counts
-  stay on the client → Service edge, with the backend in its breakdown.
+  stay on the client → Service edge, with the backend in its breakdown;
+- the client is a hostNetwork pod, which the server sees as its node.
 What remains are clients without an agent (outside the cluster, unprobed nodes).
 """
 
@@ -39,90 +41,190 @@ class MergeResult:
     overflowed_edges: int = 0  # folded into the overflow edge by the cap
 
 
+@dataclass
+class Partial:
+    """One bucket's records, folded: memory grows with edges, not with records."""
+
+    client: dict[EdgeKey, EdgeStats] = field(default_factory=dict)
+    server: dict[EdgeKey, EdgeStats] = field(default_factory=dict)
+    server_at: dict[EdgeKey, float] = field(default_factory=dict)
+    # (client peer, backend peer) -> the Service edge conntrack says it went through
+    via_service: dict[tuple[Peer, Peer], EdgeKey] = field(default_factory=dict)
+    conntracked: set[EdgeKey] = field(default_factory=set)
+    records: int = 0
+    udp_records: int = 0
+
+
 def _backend_peer(resolver: Resolver, address: str, at: float) -> Peer:
     ip = address.rsplit(":", 1)[0].strip("[]")
     return resolver.remote(ip, at)
 
 
-def merge(records: Iterable[ConnectionRecord], resolver: Resolver,
-          recent_client_keys: set[EdgeKey] | None = None,
-          probes_of: ProbeMatcher | None = None, max_edges: int = 50_000) -> MergeResult:
-    result = MergeResult()
-    client: dict[EdgeKey, EdgeStats] = {}
-    server: dict[EdgeKey, EdgeStats] = {}
-    # (client peer, backend peer) pairs conntrack accounted for: key -> Service edge
-    via_service: dict[tuple[Peer, Peer], EdgeKey] = {}
-    server_at: dict[EdgeKey, float] = {}
-    conntracked: set[EdgeKey] = set()  # Service edges whose backends conntrack named
+def fold(records: Iterable[ConnectionRecord], resolver: Resolver,
+         probes_of: ProbeMatcher | None = None, into: Partial | None = None) -> Partial:
+    """Name both ends of each record (at the record's time) and add its counts."""
+    part = into if into is not None else Partial()
+    client, server = part.client, part.server
+    # Local sides repeat (a pod has many records) and resolve without side effects.
+    locals_: dict[tuple[str | None, str | None, str | None, str], Peer] = {}
+    udp, client_role = Role.UDP, Role.CLIENT
     for r in records:
-        if r.role is Role.UDP:
-            result.udp_records += 1
+        part.records += 1
+        role = r.role
+        if role is udp:
+            part.udp_records += 1
             continue
         at = r.interval_end.timestamp()
-        me = resolver.local(r.k8s_namespace, r.k8s_workload_kind, r.k8s_workload, r.node)
+        local_key = (r.k8s_namespace, r.k8s_workload_kind, r.k8s_workload, r.node)
+        me = locals_.get(local_key)
+        if me is None:
+            me = locals_[local_key] = resolver.local(*local_key)
         other = resolver.remote(r.remote_ip, at)
-        if r.role is Role.CLIENT:
+        if role is client_role:
             key = EdgeKey(me, other, r.remote_port, r.transport)
-            stats = client.setdefault(key, EdgeStats())
+            stats = client.get(key)
+            if stats is None:
+                stats = client[key] = EdgeStats()
             if r.backends:
-                conntracked.add(key)
-            for address, n in r.backends.items():
-                backend = _backend_peer(resolver, address, at)
-                stats.backends[backend] += n
-                via_service[(me, backend)] = key
+                part.conntracked.add(key)
+                for address, n in r.backends.items():
+                    backend = _backend_peer(resolver, address, at)
+                    stats.backends[backend] += n
+                    part.via_service[(me, backend)] = key
         else:
             key = EdgeKey(other, me, r.local_port, r.transport)
-            stats = server.setdefault(key, EdgeStats())
-            server_at[key] = at
-        stats.add(r, as_server=r.role is Role.SERVER)
+            stats = server.get(key)
+            if stats is None:
+                stats = server[key] = EdgeStats()
+            part.server_at[key] = at
+        stats.add(r, as_server=role is not client_role)
         if probes_of is not None:
             stats.probes.update(probes_of(r))
+    return part
+
+
+def finish(part: Partial, resolver: Resolver, recent_client_keys: set[EdgeKey] | None = None,
+           max_edges: int = 50_000) -> MergeResult:
+    """The bucket's edges. `part` is left as it was (an open bucket can be shown
+    now and folded into later): stats that change are copies."""
+    result = MergeResult(udp_records=part.udp_records)
     edges = result.edges
-    edges.update(client)
-    service_edges: dict[Peer, list[EdgeKey]] = {}
-    for key in client:
-        if key.dst.kind == "service":
-            service_edges.setdefault(key.src, []).append(key)
-    for key, stats in server.items():
-        target = _accounted_by(key, server_at[key], client, via_service, service_edges,
-                               conntracked, resolver, recent_client_keys)
+    edges.update(part.client)
+    owned: set[EdgeKey] = set()
+
+    def own(key: EdgeKey) -> EdgeStats:
+        if key not in owned:
+            copy = EdgeStats()
+            copy.absorb(edges[key])
+            edges[key] = copy
+            owned.add(key)
+        return edges[key]
+
+    lookups = _Lookups(part, resolver)
+    for key, stats in part.server.items():
+        target = _accounted_by(key, part.server_at[key], part, lookups, recent_client_keys)
         if target is None:
             edges[key] = stats
             continue
-        if target.dst.kind == "service" and target in client and target not in conntracked:
+        if target not in edges:
+            continue  # counted in a neighbouring window
+        mine = own(target)
+        if target.dst.kind == "service" and target not in part.conntracked:
             # EndpointSlice fallback (no conntrack): the server side tells the split.
-            client[target].backends[key.dst] += stats.connections
-        mine = edges.get(target)
-        if mine is not None:
-            mine.merge_sides(stats)
+            mine.backends[key.dst] += stats.connections
+        mine.merge_sides(stats)
     if len(edges) > max_edges:
         result.overflowed_edges = _cap(edges, max_edges)
     return result
 
 
-def _accounted_by(key: EdgeKey, at: float, client: dict[EdgeKey, EdgeStats],
-                  via_service: dict[tuple[Peer, Peer], EdgeKey],
-                  service_edges: dict[Peer, list[EdgeKey]], conntracked: set[EdgeKey],
-                  resolver: Resolver,
-                  recent_client_keys: set[EdgeKey] | None) -> EdgeKey | None:
-    """The client-side edge that already counts this server-side one, if any."""
-    if key in client:
-        return key
-    if (key.src, key.dst) in via_service:
-        return via_service[(key.src, key.dst)]
-    for service_key in service_edges.get(key.src, ()):
-        if service_key not in conntracked and key.dst in resolver.backends_of(
+def merge(records: Iterable[ConnectionRecord], resolver: Resolver,
+          recent_client_keys: set[EdgeKey] | None = None,
+          probes_of: ProbeMatcher | None = None, max_edges: int = 50_000) -> MergeResult:
+    """fold + finish of one batch of records."""
+    return finish(fold(records, resolver, probes_of), resolver, recent_client_keys, max_edges)
+
+
+class _Lookups:
+    """What `_accounted_by` asks repeatedly, computed once per finish (same answers)."""
+
+    def __init__(self, part: Partial, resolver: Resolver) -> None:
+        self.part = part
+        self._resolver = resolver
+        self._backends: dict[tuple[Peer, float], set[Peer]] = {}
+        self._by_target: dict[tuple[Peer, int | None], list[EdgeKey]] | None = None
+        self._services: dict[Peer, list[EdgeKey]] | None = None
+        self._via_backend: dict[Peer, list[EdgeKey]] | None = None
+
+    def backends_of(self, service: Peer, at: float) -> set[Peer]:
+        found = self._backends.get((service, at))
+        if found is None:
+            found = self._backends[(service, at)] = self._resolver.backends_of(service, at)
+        return found
+
+    def by_target(self, dst: Peer, port: int | None) -> list[EdgeKey]:
+        """Client edges to `dst` on `port`, in the client dict's order."""
+        if self._by_target is None:
+            self._by_target = {}
+            for key in self.part.client:
+                self._by_target.setdefault((key.dst, key.port), []).append(key)
+        return self._by_target.get((dst, port), [])
+
+    def service_edges(self, src: Peer | None) -> list[EdgeKey]:
+        """Client → Service edges of `src` (None: of every client)."""
+        if self._services is None:
+            self._services = {}
+            for key in self.part.client:
+                if key.dst.kind == "service":
+                    self._services.setdefault(key.src, []).append(key)
+        if src is None:
+            return [k for keys in self._services.values() for k in keys]
+        return self._services.get(src, [])
+
+    def via_backend(self, backend: Peer) -> list[EdgeKey]:
+        if self._via_backend is None:
+            self._via_backend = {}
+            for (_client, b), key in self.part.via_service.items():
+                self._via_backend.setdefault(b, []).append(key)
+        return self._via_backend.get(backend, [])
+
+
+def _through_service(key: EdgeKey, at: float, candidates: Iterable[EdgeKey], part: Partial,
+                     lookups: _Lookups) -> EdgeKey | None:
+    for service_key in candidates:
+        if service_key not in part.conntracked and key.dst in lookups.backends_of(
                 service_key.dst, at):
             return service_key
+    return None
+
+
+def _accounted_by(key: EdgeKey, at: float, part: Partial, lookups: _Lookups,
+                  recent_client_keys: set[EdgeKey] | None) -> EdgeKey | None:
+    """The client-side edge that already counts this server-side one, if any."""
+    client = part.client
+    if key in client:
+        return key
+    via = part.via_service.get((key.src, key.dst))
+    if via is not None:
+        return via
+    found = _through_service(key, at, lookups.service_edges(key.src), part, lookups)
+    if found is not None:
+        return found
     if recent_client_keys is not None and key in recent_client_keys:
         return key  # counted in a neighbouring window
     if key.src.kind == "node":
         # A hostNetwork client's address is its node's: the server sees the node,
-        # the client's own agent named the pod. Same server and port, same node.
-        for client_key, stats in client.items():
-            if (client_key.dst, client_key.port) == (key.dst, key.port) and \
-                    key.src.name in stats.src_nodes:
+        # the client's own agent named the pod. Same server and node; directly or
+        # through a Service (conntrack or EndpointSlices named this backend).
+        node = key.src.name
+        for client_key in lookups.by_target(key.dst, key.port):
+            if node in client[client_key].src_nodes:
                 return client_key
+        for service_key in lookups.via_backend(key.dst):
+            if node in client[service_key].src_nodes:
+                return service_key
+        on_node = [k for k in lookups.service_edges(None) if node in client[k].src_nodes]
+        return _through_service(key, at, on_node, part, lookups)
     return None
 
 

@@ -48,10 +48,13 @@ class Resolver:
         """The peer behind a remote address at time `at`."""
         if not ip:
             return UNKNOWN
-        for directory in (self.services, self.pods, self.nodes):
-            owner = directory.lookup(ip, at)
-            if owner is not None:
-                return self._rolled_up(owner)
+        owner = self.services.lookup(ip, at)
+        if owner is None:
+            owner = self.pods.lookup(ip, at)
+            if owner is None:
+                owner = self.nodes.lookup(ip, at)
+        if owner is not None:
+            return self._rolled_up(owner)
         if ip not in self._external and len(self._external) >= self.max_external:
             self.overflowed += 1
             return Peer("external", OVERFLOW)

@@ -1,23 +1,26 @@
 """The sliding window: records in, merged buckets kept, a snapshot out.
 
 Records are grouped by the time they were observed (interval end) into fixed
-buckets. A bucket is merged once, when no more records are expected for it
+buckets and folded into the bucket's stats as they arrive, so no record is
+kept. A bucket is finished once, when no more records are expected for it
 (its end plus the lateness allowance); records arriving later still count, in
-the oldest open bucket. Merged buckets older than the window are forgotten, so
-memory is bounded by edges times buckets, not by records. Pending records are
-capped too: beyond the cap they are dropped and counted.
+the oldest open bucket. Finished buckets older than the window are dropped,
+their counts taken out of running totals, so a snapshot of the whole window
+costs the edges it shows, not the buckets it spans. Memory is bounded by
+edges times buckets.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from traceprobe_api.records import ConnectionRecord
 from traceprobe_map.edge_stats import EdgeStats
-from traceprobe_map.merge import EdgeKey, MergeResult, ProbeMatcher, merge
+from traceprobe_map.merge import EdgeKey, MergeResult, Partial, ProbeMatcher, finish, fold
 from traceprobe_map.peers import Resolver
 from traceprobe_map.snapshot import MapSnapshot, Overflow, build_snapshot
 
@@ -27,7 +30,7 @@ BucketSink = Callable[[dict[EdgeKey, EdgeStats]], None]
 @dataclass
 class WindowStats:
     records: int = 0
-    late_records: int = 0  # arrived after their bucket was merged: counted in a newer one
+    late_records: int = 0  # arrived after their bucket was finished: counted in a newer one
     dropped_records: int = 0  # over max_pending_records
     udp_records: int = 0
     overflowed_edges: int = 0
@@ -50,40 +53,46 @@ class MapWindow:
     lateness_seconds: float = 15.0
     max_edges: int = 50_000
     max_pending_records: int = 1_000_000
+    """Records folded into open buckets at most (CPU bound per bucket)."""
     probes_of: ProbeMatcher | None = None
     on_bucket: BucketSink | None = None
-    """Called with each merged bucket's edges (the OTLP exporter counts them)."""
+    """Called with each finished bucket's edges (the OTLP exporter counts them)."""
     stats: WindowStats = field(default_factory=WindowStats)
-    _pending: dict[float, list[ConnectionRecord]] = field(default_factory=dict)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    _pending: dict[float, Partial] = field(default_factory=dict)
     _closed: list[_Closed] = field(default_factory=list)
+    _totals: dict[EdgeKey, EdgeStats] = field(default_factory=dict)
     _client_seen: dict[EdgeKey, float] = field(default_factory=dict)
     _started: float | None = None
-    lock: threading.Lock = field(default_factory=threading.Lock)
 
     def _bucket(self, at: float) -> float:
         return at - at % self.bucket_seconds
 
     def add(self, records: list[ConnectionRecord], now: float) -> int:
-        """Queue records for merging; returns how many were dropped (cap)."""
+        """Fold records into their buckets; returns how many were dropped (cap)."""
         with self.lock:
             if self._started is None:
                 self._started = now
-            pending = sum(len(v) for v in self._pending.values())
+            pending = sum(p.records for p in self._pending.values())
             room = max(0, self.max_pending_records - pending)
             dropped = max(0, len(records) - room)
             newest_closed = self._closed[-1].start if self._closed else -1.0
+            by_bucket: dict[float, list[ConnectionRecord]] = {}
             for record in records[:room]:
                 bucket = self._bucket(record.interval_end.timestamp())
                 if bucket <= newest_closed:
                     self.stats.late_records += 1
                     bucket = newest_closed + self.bucket_seconds
-                self._pending.setdefault(bucket, []).append(record)
+                by_bucket.setdefault(bucket, []).append(record)
+            for bucket, batch in by_bucket.items():
+                self._pending[bucket] = fold(batch, self.resolver, self.probes_of,
+                                             self._pending.get(bucket))
             self.stats.records += len(records) - dropped
             self.stats.dropped_records += dropped
             return dropped
 
     def close_due(self, now: float) -> int:
-        """Merge every bucket whose records are all in; return how many."""
+        """Finish every bucket whose records are all in; return how many."""
         merged = 0
         while True:
             with self.lock:
@@ -92,61 +101,82 @@ class MapWindow:
                 if not due:
                     break
                 start = min(due)
-                records = self._pending.pop(start)
-                result = self._merge(records, now)
+                result = self._finish(self._pending.pop(start), now)
                 self._closed.append(_Closed(start, result))
                 self._closed.sort(key=lambda c: c.start)
-                horizon = now - self.window_seconds - self.bucket_seconds - self.lateness_seconds
-                self._closed = [c for c in self._closed if c.start >= horizon]
-                self._client_seen = {k: t for k, t in self._client_seen.items()
-                                     if t >= now - 3 * self.bucket_seconds - self.lateness_seconds}
+                _add_all(self._totals, result.edges)
+                self._expire(now)
             merged += 1
             if self.on_bucket is not None:
                 self.on_bucket(result.edges)
+        with self.lock:
+            self._expire(now)
         return merged
 
-    def _merge(self, records: list[ConnectionRecord], now: float) -> MergeResult:
-        started = datetime.now(UTC).timestamp()
-        result = merge(records, self.resolver, set(self._client_seen), self.probes_of,
-                       self.max_edges)
+    def _finish(self, part: Partial, now: float) -> MergeResult:
+        started = time.monotonic()
+        result = finish(part, self.resolver, set(self._client_seen), self.max_edges)
         for key, stats in result.edges.items():
             if "client" in stats.observed_by:
                 self._client_seen[key] = now
         self.stats.udp_records += result.udp_records
         self.stats.overflowed_edges += result.overflowed_edges
         self.stats.buckets_merged += 1
-        self.stats.last_merge_seconds = datetime.now(UTC).timestamp() - started
+        self.stats.last_merge_seconds = time.monotonic() - started
         return result
+
+    def _expire(self, now: float) -> None:
+        horizon = now - self.window_seconds - self.bucket_seconds - self.lateness_seconds
+        leaving = [c for c in self._closed if c.start < horizon]
+        if leaving:
+            self._closed = [c for c in self._closed if c.start >= horizon]
+            touched: set[EdgeKey] = set()
+            for closed in leaving:
+                for key, stats in closed.result.edges.items():
+                    self._totals[key].subtract_counts(stats)
+                    touched.add(key)
+            for key in touched:  # names and maxima: from the buckets still in
+                total = self._totals[key]
+                total.reset_names()
+                present = [c.result.edges[key] for c in self._closed if key in c.result.edges]
+                if not present:
+                    del self._totals[key]
+                for stats in present:
+                    total.rtt_max_us = max(total.rtt_max_us, stats.rtt_max_us)
+                    total.merge_sides(stats)
+        recent = now - 3 * self.bucket_seconds - self.lateness_seconds
+        self._client_seen = {k: t for k, t in self._client_seen.items() if t >= recent}
 
     def snapshot(self, window_seconds: float | None = None,
                  now: float | None = None) -> MapSnapshot:
-        """Merged edges over the last `window_seconds` (default: the whole window),
-        including records not yet merged into a bucket."""
-        now = datetime.now(UTC).timestamp() if now is None else now
+        """Edges over the last `window_seconds` (default: the whole window),
+        open buckets included."""
+        now = time.time() if now is None else now
         span = min(window_seconds or self.window_seconds, self.window_seconds)
         since = now - span
         with self.lock:
             covered = min(span, now - self._started) if self._started is not None else span
+            whole = span >= self.window_seconds
+            kept = [c for c in self._closed if whole or c.start + self.bucket_seconds > since]
+            overflowed = sum(c.result.overflowed_edges for c in kept)
             totals: dict[EdgeKey, EdgeStats] = {}
-            overflowed = 0
-            for closed in self._closed:
-                if closed.start + self.bucket_seconds > since:
-                    overflowed += closed.result.overflowed_edges
-                    _add_all(totals, closed.result.edges)
-            fresh = [r for b, rs in self._pending.items() if b + self.bucket_seconds > since
-                     for r in rs]
-            if fresh:
-                result = merge(fresh, self.resolver, set(self._client_seen), self.probes_of,
-                               self.max_edges)
-                overflowed += result.overflowed_edges
-                _add_all(totals, result.edges)
+            _add_all(totals, self._totals.items() if whole else
+                     (kv for c in kept for kv in c.result.edges.items()))
+            for bucket, part in self._pending.items():
+                if bucket + self.bucket_seconds > since:
+                    result = finish(part, self.resolver, set(self._client_seen),
+                                    self.max_edges)
+                    overflowed += result.overflowed_edges
+                    _add_all(totals, result.edges.items())
         return build_snapshot(totals, self.cluster, max(covered, self.bucket_seconds),
                               datetime.fromtimestamp(now, UTC),
                               Overflow(edges=overflowed, externals=self.resolver.overflowed))
 
 
-def _add_all(totals: dict[EdgeKey, EdgeStats], edges: dict[EdgeKey, EdgeStats]) -> None:
-    for key, stats in edges.items():
+def _add_all(totals: dict[EdgeKey, EdgeStats],
+             edges: dict[EdgeKey, EdgeStats] | Iterable[tuple[EdgeKey, EdgeStats]]) -> None:
+    items = edges.items() if isinstance(edges, dict) else edges
+    for key, stats in items:
         mine = totals.get(key)
         if mine is None:
             mine = totals[key] = EdgeStats()

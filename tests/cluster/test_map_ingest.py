@@ -53,9 +53,8 @@ def test_invalid_records_are_refused_with_reasons_and_the_rest_kept() -> None:
     server, port, stats = serve(_collect(got), "127.0.0.1:0")
     try:
         request = encode(_records(2), "n1")
-        for kv in request.resource_logs[0].scope_logs[0].log_records[0].attributes:
-            if kv.key == "role":
-                kv.value.string_value = "sideways"
+        bad = request.resource_logs[0].scope_logs[0].log_records[0]
+        bad.body.string_value = bad.body.string_value.replace('"client"', '"sideways"')
         with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
             stub = LogsServiceStub(channel)  # type: ignore[no-untyped-call]
             response = stub.Export(request, timeout=5)

@@ -187,3 +187,18 @@ def test_api_package_imports_neither_side_nor_kubernetes() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True).stdout.strip()
     assert out == "[]"
+
+
+def test_replaced_record_equals_a_validated_copy() -> None:
+    from datetime import UTC, datetime
+
+    from traceprobe_api.records import ConnectionRecord, Role
+
+    t = datetime(2026, 1, 1, tzinfo=UTC)
+    base = ConnectionRecord(node="n", role=Role.CLIENT, transport="tcp", family="ipv4",
+                            interval_start=t, interval_end=t, opened=2)
+    fast = base.replaced(k8s_namespace="shop", k8s_workload="web")
+    slow = base.model_copy(update={"k8s_namespace": "shop", "k8s_workload": "web"})
+    assert fast == slow and fast.to_dict() == slow.to_dict()
+    assert base.k8s_namespace is None  # the original is untouched
+    assert fast.model_fields_set == slow.model_fields_set

@@ -4,12 +4,13 @@ Each must end in a value or a clear, named error — never an unexpected excepti
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
-from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord, ResourceLogs, ScopeLogs
 
 from traceprobe_api.record_otlp import EVENT_NAME, decode
@@ -52,14 +53,16 @@ any_values = st.one_of(
     st.just(AnyValue()))
 FIELDS = ["node", "role", "transport", "family", "remoteIp", "remotePort", "localPort",
           "opened", "bytesSent", "k8sNamespace", "k8sWorkload", "backends", "pid", "comm"]
+FIELDS += ["intervalStart", "intervalEnd"]
+bodies = st.one_of(
+    st.builds(lambda d: AnyValue(string_value=json.dumps(d)),
+              st.dictionaries(st.sampled_from(FIELDS) | st.text(max_size=10), json_like,
+                              max_size=14)),
+    st.builds(lambda t: AnyValue(string_value=t), st.text(max_size=60)),
+    any_values)
 log_records = st.builds(
-    lambda attrs, t0, t1, ours: LogRecord(
-        event_name=EVENT_NAME if ours else "other", time_unix_nano=t1,
-        observed_time_unix_nano=t0,
-        attributes=[KeyValue(key=k, value=v) for k, v in attrs]),
-    st.lists(st.tuples(st.sampled_from(FIELDS) | st.text(max_size=10), any_values),
-             max_size=12),
-    st.integers(0, 2**63 - 1), st.integers(0, 2**63 - 1), st.booleans())
+    lambda body, ours: LogRecord(event_name=EVENT_NAME if ours else "other", body=body),
+    bodies, st.booleans())
 
 
 @FUZZ

@@ -154,3 +154,33 @@ def test_host_network_client_seen_as_its_node_by_the_server_is_one_edge() -> Non
     (key, stats), = merge([client, server], resolver()).edges.items()
     assert key == EdgeKey(exporter, DB, 5432, "tcp") and stats.connections == 2
     assert stats.observed_by == {"client", "server"}
+
+
+def test_host_network_client_through_a_service_is_one_edge() -> None:
+    """The server sees the node's address; conntrack or the slices name the backend."""
+    for backends in ({"10.0.1.1:8080": 2}, {}):
+        client = rec(Role.CLIENT, 10, node="n2", remote_ip="10.96.0.20", remote_port=80,
+                     k8s_namespace="mon", k8s_workload_kind="DaemonSet",
+                     k8s_workload="node-exporter", k8s_host_network=True, opened=2,
+                     backends=backends)
+        server = rec(Role.SERVER, 10, node="n1", local_ip="10.0.1.1", local_port=8080,
+                     remote_ip="192.168.0.5", k8s_namespace="pay",
+                     k8s_workload_kind="Deployment", k8s_workload="payments-v1", opened=2)
+        r = _nat_world()
+        r.endpoints[PAY] = frozenset({"10.0.1.1"})
+        (key, stats), = merge([client, server], r).edges.items()
+        assert key.dst == PAY and stats.connections == 2, backends
+        assert stats.backends == {PAY_V1: 2} and stats.observed_by == {"client", "server"}
+
+
+def test_finish_leaves_the_folded_bucket_as_it_was() -> None:
+    from traceprobe_map.merge import finish, fold
+
+    client = rec(Role.CLIENT, 10, remote_ip="10.96.0.20", remote_port=80, k8s_namespace="shop",
+                 k8s_workload_kind="Deployment", k8s_workload="web", opened=4)
+    r = _nat_world()
+    part = fold([client, _server("10.0.1.1", "payments-v1", 1)], r)
+    first = finish(part, r)
+    again = finish(part, r)  # an open bucket shown twice: same answer, nothing doubled
+    assert first.edges == again.edges
+    assert next(iter(part.client.values())).backends == {}

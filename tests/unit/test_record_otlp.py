@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
-from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 
 from traceprobe_api.record_otlp import EVENT_NAME, decode, encode
 from traceprobe_api.records import ConnectionRecord, Role
@@ -29,16 +29,15 @@ def test_round_trip_is_exact_through_the_wire() -> None:
 
 
 def test_invalid_records_are_named_and_the_valid_ones_kept() -> None:
-    request = encode([_record(), _record()], "n1")
-    bad = request.resource_logs[0].scope_logs[0].log_records[1]
-    for kv in bad.attributes:
-        if kv.key == "remotePort":
-            kv.value.CopyFrom(AnyValue(int_value=70000))
-    bad.attributes.append(KeyValue(key="opened", value=AnyValue(string_value="many")))
-    other = request.resource_logs[0].scope_logs[0].log_records.add()
+    request = encode([_record(), _record(), _record()], "n1")
+    logs = request.resource_logs[0].scope_logs[0].log_records
+    logs[1].body.string_value = logs[1].body.string_value.replace(
+        '"remotePort":5432', '"remotePort":70000')
+    logs[2].body.CopyFrom(AnyValue(int_value=7))
+    other = logs.add()
     other.event_name = "something.else"
     records, errors = decode(request)
     assert len(records) == 1
-    assert len(errors) == 1 and "log record 1" in errors[0]
-    assert "remotePort" in errors[0] or "opened" in errors[0]
+    assert errors[0].startswith("log record 1: field 'remotePort'")
+    assert errors[1] == "log record 2: body must be the record as a JSON string"
     assert EVENT_NAME == "traceprobe.connection"
