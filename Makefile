@@ -19,10 +19,11 @@ test: setup
 lint: setup
 	$(VENV)/bin/pytest tests/unit/test_quality_gates.py
 
-# Agent overhead benchmark (issue 4), as root; prints a table in about 8 minutes.
-# Shorter: make bench BENCH_ARGS="--seconds 2 --repeats 2". See benchmarks/README.md.
+# Every benchmark (issue 8), as root: tables with their baselines, about 20 minutes.
+# Shorter: make bench BENCH_ARGS=--quick; record: BENCH_ARGS=--write-docs (docs/benchmarks.md).
+# One alone: make bench BENCH_ARGS="--only apply_to_ready". See benchmarks/README.md.
 BENCH_ARGS ?=
 .PHONY: bench
 bench:
 	@test -x $(VENV)/bin/python || { echo "no $(VENV): run 'make setup' first"; exit 1; }
-	$(VENV)/bin/python -m benchmarks.agent_overhead $(BENCH_ARGS)
+	$(VENV)/bin/python -m benchmarks.all $(BENCH_ARGS)

@@ -77,8 +77,10 @@ def _exporter(args: argparse.Namespace) -> EdgeExporter | None:
         return None
     protocol = (os.environ.get("OTEL_EXPORTER_OTLP_METRICS_PROTOCOL")
                 or os.environ.get("OTEL_EXPORTER_OTLP_PROTOCOL") or "grpc")
+    # Per metric: failures x3 kinds, bytes x2 directions, backends: 4 series per edge.
     return EdgeExporter(CountingExporter(make_exporter(protocol)), args.cluster_name,
-                        args.export_interval, args.service_graph)
+                        args.export_interval, args.service_graph,
+                        max_series=4 * args.max_edges)
 
 
 def main(argv: list[str] | None = None) -> int:

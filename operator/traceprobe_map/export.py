@@ -20,6 +20,7 @@ from opentelemetry.sdk.metrics.export import (
     MetricsData,
     PeriodicExportingMetricReader,
 )
+from opentelemetry.sdk.metrics.view import View
 from opentelemetry.sdk.resources import Resource
 
 from traceprobe_map.edge_stats import EdgeStats
@@ -51,7 +52,9 @@ def make_exporter(protocol: str = "grpc", endpoint: str | None = None,
     if protocol == "grpc":
         from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
 
-        return OTLPMetricExporter(endpoint=endpoint, insecure=insecure)
+        # Collectors refuse gRPC messages over 4 MiB by default: ~5k points is ~2 MB.
+        return OTLPMetricExporter(endpoint=endpoint, insecure=insecure,
+                                  max_export_batch_size=5000)
     if protocol == "http/protobuf":
         from opentelemetry.exporter.otlp.proto.http.metric_exporter import (
             OTLPMetricExporter as HttpExporter,
@@ -122,14 +125,19 @@ class EdgeExporter:
     """Counts each merged window onto cumulative OTLP sums, exported periodically."""
 
     def __init__(self, exporter: MetricExporter, cluster: str = "cluster",
-                 interval_seconds: float = 10.0, service_graph: bool = False) -> None:
+                 interval_seconds: float = 10.0, service_graph: bool = False,
+                 max_series: int = 200_000) -> None:
         self.exporter = exporter
         self.cluster = cluster
         self.service_graph = service_graph
         self._reader = PeriodicExportingMetricReader(
             exporter, export_interval_millis=interval_seconds * 1000)
-        self._provider = MeterProvider(metric_readers=[self._reader], resource=Resource.create(
-            {"service.name": "traceprobe-service-map", "k8s.cluster.name": cluster}))
+        # The SDK folds series beyond 2,000 per metric into one overflow point; the
+        # map caps edges itself (--max-edges), so the SDK's cap must sit above that.
+        self._provider = MeterProvider(
+            metric_readers=[self._reader], resource=Resource.create(
+                {"service.name": "traceprobe-service-map", "k8s.cluster.name": cluster}),
+            views=[View(instrument_name="*", aggregation_cardinality_limit=max_series)])
         meter = self._provider.get_meter("traceprobe.service_map")
         self._connections = meter.create_counter(
             "traceprobe.edge.connections", "{connection}", "Connections established")

@@ -79,6 +79,20 @@ class Kube:
             raise
         return True
 
+    def get_probe(self, kind: str, namespace: str | None, name: str) -> dict[str, Any] | None:
+        plural = PLURALS.get(kind)
+        if plural is None:
+            return None
+        try:
+            obj = (self.custom.get_namespaced_custom_object(
+                API_GROUP, API_VERSION, namespace, plural, name) if namespace else
+                self.custom.get_cluster_custom_object(API_GROUP, API_VERSION, plural, name))
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+        return dict(obj)
+
     def update_probe_status(self, kind: str, namespace: str | None, name: str,
                             mutate: Callable[[dict[str, Any]], dict[str, Any]]) -> None:
         """Read-modify-write of a probe's status with optimistic concurrency.
