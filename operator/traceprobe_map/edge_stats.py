@@ -17,7 +17,7 @@ _STEPS_PER_DOUBLING = 4  # RTT buckets ~19% wide: percentiles good to about that
 
 
 def rtt_bucket(us: float) -> int:
-    return int(math.log2(max(us, 1.0)) * _STEPS_PER_DOUBLING)
+    return int(math.log2(us if us > 1.0 else 1.0) * _STEPS_PER_DOUBLING)
 
 
 def bucket_value(bucket: int) -> float:
@@ -56,7 +56,9 @@ class EdgeStats:
     def failures(self) -> int:
         return self.refused + self.timeouts + self.resets
 
-    def add(self, r: ConnectionRecord, as_server: bool) -> None:
+    def add(self, r: ConnectionRecord, as_server: bool, pod: str | None = None) -> None:
+        """Count a record; `pod` is its local pod as `namespace/name` when the caller
+        has it at hand (folding names each pod once, not once per record)."""
         self.connections += r.opened
         self.refused += r.refused
         self.timeouts += r.timeouts
@@ -79,15 +81,17 @@ class EdgeStats:
             self.rtt_histogram[rtt_bucket(r.rtt_sum_us / samples)] += samples
         # Names are interned: every bucket of the window repeats the same few.
         node = intern(r.node) if type(r.node) is str else r.node
+        if pod is None and r.k8s_pod and r.k8s_namespace:
+            pod = intern(f"{r.k8s_namespace}/{r.k8s_pod}")
         if as_server:
             self.observed_by.add("server")
-            if r.k8s_pod and r.k8s_namespace:
-                self.dst_pods.add(intern(f"{r.k8s_namespace}/{r.k8s_pod}"))
+            if pod:
+                self.dst_pods.add(pod)
             self.dst_nodes.add(node)
         else:
             self.observed_by.add("client")
-            if r.k8s_pod and r.k8s_namespace:
-                self.src_pods.add(intern(f"{r.k8s_namespace}/{r.k8s_pod}"))
+            if pod:
+                self.src_pods.add(pod)
             self.src_nodes.add(node)
 
     def absorb(self, other: EdgeStats) -> None:

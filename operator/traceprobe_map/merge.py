@@ -17,6 +17,8 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from sys import intern
+from typing import NamedTuple
 
 from traceprobe_api.records import ConnectionRecord, Role
 from traceprobe_map.edge_stats import EdgeStats
@@ -26,8 +28,9 @@ OVERFLOW_PEER = Peer("overflow", "overflow")
 ProbeMatcher = Callable[[ConnectionRecord], Iterable[str]]
 
 
-@dataclass(frozen=True)
-class EdgeKey:
+class EdgeKey(NamedTuple):
+    """An edge: a tuple, for the same reason as Peer."""
+
     src: Peer
     dst: Peer
     port: int | None
@@ -67,6 +70,10 @@ def fold(records: Iterable[ConnectionRecord], resolver: Resolver,
     client, server = part.client, part.server
     # Local sides repeat (a pod has many records) and resolve without side effects.
     locals_: dict[tuple[str | None, str | None, str | None, str], Peer] = {}
+    # Per pod, within this batch: its label and its probes (both ask a dict or two).
+    pods: dict[str | None, tuple[str, tuple[str, ...]]] = {}
+    # A batch is one agent interval: its records share a time, and peers repeat.
+    remotes: dict[tuple[str | None, float], Peer] = {}
     udp, client_role = Role.UDP, Role.CLIENT
     for r in records:
         part.records += 1
@@ -79,7 +86,9 @@ def fold(records: Iterable[ConnectionRecord], resolver: Resolver,
         me = locals_.get(local_key)
         if me is None:
             me = locals_[local_key] = resolver.local(*local_key)
-        other = resolver.remote(r.remote_ip, at)
+        other = remotes.get((r.remote_ip, at))
+        if other is None:
+            other = remotes[(r.remote_ip, at)] = resolver.remote(r.remote_ip, at)
         if role is client_role:
             key = EdgeKey(me, other, r.remote_port, r.transport)
             stats = client.get(key)
@@ -97,9 +106,17 @@ def fold(records: Iterable[ConnectionRecord], resolver: Resolver,
             if stats is None:
                 stats = server[key] = EdgeStats()
             part.server_at[key] = at
-        stats.add(r, as_server=role is not client_role)
-        if probes_of is not None:
-            stats.probes.update(probes_of(r))
+        uid = r.k8s_pod_uid
+        known = pods.get(uid) if uid else None
+        if known is None:
+            label = intern(f"{r.k8s_namespace}/{r.k8s_pod}") if r.k8s_pod and \
+                r.k8s_namespace else ""
+            known = (label, tuple(probes_of(r)) if probes_of is not None else ())
+            if uid:
+                pods[uid] = known
+        stats.add(r, role is not client_role, known[0])
+        if known[1]:
+            stats.probes.update(known[1])
     return part
 
 

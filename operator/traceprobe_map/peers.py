@@ -8,14 +8,16 @@ scan or a CDN cannot blow up the map's cardinality (overflow is counted).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from traceprobe_map.ip_directory import IpDirectory
 
 OVERFLOW = "external:other"
 
 
-@dataclass(frozen=True)
-class Peer:
+class Peer(NamedTuple):
+    """One end of an edge. A tuple: hashed in C, millions of times per merge."""
+
     kind: str  # workload, service, node, external, unknown
     name: str
     namespace: str | None = None
