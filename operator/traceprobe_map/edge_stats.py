@@ -25,7 +25,7 @@ def bucket_value(bucket: int) -> float:
     return float(2 ** ((bucket + 0.5) / _STEPS_PER_DOUBLING))
 
 
-@dataclass
+@dataclass(slots=True)  # no per-edge __dict__: a window holds ~200k of these
 class EdgeStats:
     """Counts from the client's point of view: bytes_sent is src → dst."""
 
