@@ -36,8 +36,9 @@ def apply_probe(cp: Any, name: str, namespace: str = "shop", spec: str = "{}") -
 
 
 def reset_probes(cp: Any) -> None:
-    """Between test modules: no probe, report or agent DaemonSet of one module may
-    steer the next (probes left with a finalizer and no operator would linger)."""
+    """Between test modules: no probe, report, agent DaemonSet or Node of one module
+    may steer the next (probes left with a finalizer and no operator would linger;
+    simulated nodes all carry the bridge's address, so a stale one would own it)."""
     import json
 
     for plural in ("traceprobes", "clustertraceprobes"):
@@ -54,3 +55,4 @@ def reset_probes(cp: Any) -> None:
     cp.kubectl("delete", "nodereports", "--all", "--wait=false", check=False)
     cp.kubectl("delete", "daemonset", "traceprobe-agent", "-n", NAMESPACE, "--wait=false",
                "--ignore-not-found", check=False)
+    cp.kubectl("delete", "nodes", "--all", "--wait=false", check=False)
