@@ -17,6 +17,7 @@ from typing import Any
 from traceprobe_api.records import ConnectionRecord
 from traceprobe_api.selectors import matches
 from traceprobe_api.workloads import workload_of
+from traceprobe_map.ip_directory import IpDirectory
 from traceprobe_map.peers import Peer, Resolver
 
 log = logging.getLogger("traceprobe.map.metadata")
@@ -37,6 +38,16 @@ class _Probe:
     namespace: str | None  # None: a ClusterTraceProbe
     pod_selector: dict[str, Any]
     namespace_selector: dict[str, Any]
+
+
+def _move(directory: IpDirectory[Peer], peer: Peer, old: tuple[str, ...],
+          new: tuple[str, ...], now: float) -> None:
+    """`peer` now holds `new`: addresses it no longer has are released."""
+    for ip in old:
+        if ip not in new:
+            directory.release(ip, peer, now)
+    for ip in new:
+        directory.claim(ip, peer, now)
 
 
 def _meta(obj: dict[str, Any]) -> dict[str, Any]:
@@ -120,11 +131,7 @@ class MetadataCache:
         ips = () if event == "DELETED" else tuple(
             ip for ip in spec.get("clusterIPs") or [spec.get("clusterIP")] if ip and ip != "None")
         with self.lock:
-            for ip in self._services.get(key, ()):
-                if ip not in ips:
-                    self.resolver.services.release(ip, peer, now)
-            for ip in ips:
-                self.resolver.services.claim(ip, peer, now)
+            _move(self.resolver.services, peer, self._services.get(key, ()), ips, now)
             if ips:
                 self._services[key] = ips
             else:
@@ -157,11 +164,7 @@ class MetadataCache:
             a["address"] for a in (obj.get("status") or {}).get("addresses") or []
             if a.get("type") in _NODE_ADDRESS_TYPES)
         with self.lock:
-            for ip in self._nodes.get(name, ()):
-                if ip not in ips:
-                    self.resolver.nodes.release(ip, peer, now)
-            for ip in ips:
-                self.resolver.nodes.claim(ip, peer, now)
+            _move(self.resolver.nodes, peer, self._nodes.get(name, ()), ips, now)
             self._nodes[name] = ips
 
     def namespace(self, event: str, obj: dict[str, Any]) -> None:
