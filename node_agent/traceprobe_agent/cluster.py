@@ -25,6 +25,7 @@ from urllib3.exceptions import HTTPError
 from traceprobe_agent.agent import Agent
 from traceprobe_agent.features import KernelFeatures
 from traceprobe_agent.kernel_headers import find_kernel_headers
+from traceprobe_agent.nat_events import NatTable, NatWatcher
 from traceprobe_agent.node_config import (
     DropWatch,
     ProbeView,
@@ -34,6 +35,7 @@ from traceprobe_agent.node_config import (
     union_config,
 )
 from traceprobe_agent.pod_index import PodIndex, pod_info
+from traceprobe_agent.report_sender import ReportSender
 from traceprobe_api import API_GROUP, API_VERSION, __version__
 from traceprobe_api.records import ConnectionRecord
 
@@ -191,8 +193,6 @@ def run_in_cluster(node: str, features: KernelFeatures, interval: float,
     sinks: list[Callable[[list[ConnectionRecord]], None]] = []
     sender = None
     if map_endpoint:
-        from traceprobe_agent.report_sender import ReportSender
-
         sender = ReportSender(map_endpoint, node, ca_file=map_ca_file)
         sinks.append(sender)
     if print_records or not map_endpoint:
@@ -201,8 +201,6 @@ def run_in_cluster(node: str, features: KernelFeatures, interval: float,
     def sink(records: list[ConnectionRecord]) -> None:
         for each in sinks:
             each(records)
-
-    from traceprobe_agent.nat_events import NatTable, NatWatcher
 
     nat = NatTable()
     nat_watcher = NatWatcher(nat)

@@ -33,6 +33,9 @@ def render_metrics(agent: Agent) -> str:
     lines.append("# TYPE traceprobe_agent_map_capacity gauge")
     lines += [f'traceprobe_agent_map_capacity{{map="{m}"}} {cap}'
               for m, (_used, cap) in sorted(s.map_usage.items())]
+    if agent.nat is not None:
+        lines += ["# TYPE traceprobe_agent_nat_lost_events_total counter",
+                  f"traceprobe_agent_nat_lost_events_total {agent.nat.lost_events}"]
     if s.report is not None:
         lines.append("# TYPE traceprobe_agent_report_records_total counter")
         lines += [f'traceprobe_agent_report_records_total{{outcome="{k}"}} {v}'

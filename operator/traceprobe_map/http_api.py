@@ -14,6 +14,7 @@ import gzip
 import json
 import logging
 import threading
+import time
 from collections.abc import Callable
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -32,6 +33,7 @@ _JSON = "application/json"
 # No inline script, nothing from elsewhere; cytoscape sets element styles from script.
 _CSP = ("default-src 'none'; script-src 'self'; style-src 'self' 'unsafe-inline';"
         " img-src 'self' data:; connect-src 'self'; frame-ancestors 'self'; base-uri 'none'")
+_SNAPSHOT_REUSE_SECONDS = 1.0
 _GZIP_OVER = 1400  # bytes; smaller bodies fit one packet anyway
 
 
@@ -91,6 +93,8 @@ class MapApi:
                  metrics: Callable[[], str] | None = None) -> None:
         self.source = source
         self.metrics = metrics
+        self._cache: dict[float | None, tuple[float, MapSnapshot]] = {}
+        self._cache_lock = threading.Lock()
         self.static = load_static() if static is None else static
         self.routes: dict[str, Callable[[views.MapQuery], _Reply]] = {
             "/api/map": lambda q: _json(self._map(q).to_dict()),
@@ -104,8 +108,21 @@ class MapApi:
             "/api/filters": self._filters,
         }
 
+    def _snapshot(self, window_seconds: float | None) -> MapSnapshot:
+        """The source's snapshot, reused for a second: a page refresh asks for the
+        map and its filters together, and a whole-window snapshot is not free."""
+        now = time.monotonic()
+        with self._cache_lock:
+            hit = self._cache.get(window_seconds)
+            if hit is not None and now - hit[0] < _SNAPSHOT_REUSE_SECONDS:
+                return hit[1]
+        snapshot = self.source.snapshot(window_seconds)
+        with self._cache_lock:
+            self._cache = {window_seconds: (now, snapshot)}
+        return snapshot
+
     def _map(self, query: views.MapQuery) -> MapSnapshot:
-        return views.filter_snapshot(self.source.snapshot(query.window_seconds), query)
+        return views.filter_snapshot(self._snapshot(query.window_seconds), query)
 
     def _export(self, query: views.MapQuery, suffix: str, content_type: str,
                 render: Callable[[MapSnapshot], str]) -> _Reply:
@@ -115,7 +132,7 @@ class MapApi:
 
     def _filters(self, query: views.MapQuery) -> _Reply:
         """What the page's filter controls offer: every namespace and probe in the window."""
-        snapshot = self.source.snapshot(query.window_seconds)
+        snapshot = self._snapshot(query.window_seconds)
         return _json({"cluster": snapshot.cluster, "windowSeconds": snapshot.window_seconds,
                       "namespaces": views.namespaces_of(snapshot),
                       "probes": sorted(self.source.probes())})

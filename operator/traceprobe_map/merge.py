@@ -172,6 +172,7 @@ class _Lookups:
         self._by_target: dict[tuple[Peer, int | None], list[EdgeKey]] | None = None
         self._services: dict[Peer, list[EdgeKey]] | None = None
         self._via_backend: dict[Peer, list[EdgeKey]] | None = None
+        self._on_node: dict[str, list[EdgeKey]] = {}
 
     def backends_of(self, service: Peer, at: float) -> set[Peer]:
         found = self._backends.get((service, at))
@@ -187,16 +188,26 @@ class _Lookups:
                 self._by_target.setdefault((key.dst, key.port), []).append(key)
         return self._by_target.get((dst, port), [])
 
-    def service_edges(self, src: Peer | None) -> list[EdgeKey]:
-        """Client → Service edges of `src` (None: of every client)."""
+    def _service_index(self) -> dict[Peer, list[EdgeKey]]:
         if self._services is None:
             self._services = {}
             for key in self.part.client:
                 if key.dst.kind == "service":
                     self._services.setdefault(key.src, []).append(key)
-        if src is None:
-            return [k for keys in self._services.values() for k in keys]
-        return self._services.get(src, [])
+        return self._services
+
+    def service_edges(self, src: Peer) -> list[EdgeKey]:
+        """Client → Service edges of `src`."""
+        return self._service_index().get(src, [])
+
+    def services_from_node(self, node: str) -> list[EdgeKey]:
+        """Client → Service edges whose clients ran on `node`."""
+        found = self._on_node.get(node)
+        if found is None:
+            found = self._on_node[node] = [
+                k for keys in self._service_index().values() for k in keys
+                if node in self.part.client[k].src_nodes]
+        return found
 
     def via_backend(self, backend: Peer) -> list[EdgeKey]:
         if self._via_backend is None:
@@ -240,8 +251,7 @@ def _accounted_by(key: EdgeKey, at: float, part: Partial, lookups: _Lookups,
         for service_key in lookups.via_backend(key.dst):
             if node in client[service_key].src_nodes:
                 return service_key
-        on_node = [k for k in lookups.service_edges(None) if node in client[k].src_nodes]
-        return _through_service(key, at, on_node, part, lookups)
+        return _through_service(key, at, lookups.services_from_node(node), part, lookups)
     return None
 
 

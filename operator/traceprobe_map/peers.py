@@ -36,7 +36,6 @@ class Resolver:
     pods: IpDirectory[Peer] = field(default_factory=IpDirectory)
     services: IpDirectory[Peer] = field(default_factory=IpDirectory)
     nodes: IpDirectory[Peer] = field(default_factory=IpDirectory)
-    dns_names: dict[str, str] = field(default_factory=dict)  # ip -> name observed
     # (namespace, kind, name) -> (kind, name) of its controller: Job -> CronJob,
     # ReplicaSet -> Deployment when the pod-template-hash rule could not tell.
     owners: dict[tuple[str, str, str], tuple[str, str]] = field(default_factory=dict)
@@ -61,7 +60,7 @@ class Resolver:
             self.overflowed += 1
             return Peer("external", OVERFLOW)
         self._external.add(ip)
-        return Peer("external", self.dns_names.get(ip, ip))
+        return Peer("external", ip)
 
     def local(self, namespace: str | None, workload_kind: str | None, workload: str | None,
               node: str) -> Peer:

@@ -31,7 +31,7 @@ def tls_collector(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Co
     collector.stop()
 
 
-def _export(protocol: str, endpoint: str, cluster: str) -> CountingExporter:
+def _export(protocol: str, cluster: str) -> CountingExporter:
     counting = CountingExporter(make_exporter(protocol))
     exporter = EdgeExporter(counting, cluster, interval_seconds=3600)
     web, db = Peer("workload", "web", "shop", "Deployment"), Peer("workload", "db", "shop")
@@ -55,7 +55,7 @@ def test_only_the_trusted_ca_gets_the_data(tls_collector: Any, monkeypatch: Any,
         monkeypatch.setenv("OTEL_EXPORTER_OTLP_CERTIFICATE",
                            str(trusted if trust == "trusted" else stranger))
     cluster = f"tls-{protocol.replace('/', '-')}-{trust}"
-    counting = _export(protocol, endpoint, cluster)
+    counting = _export(protocol, cluster)
 
     def arrived() -> list[Any]:
         return [p for p in collector.metrics() if p.resource.get("k8s.cluster.name") == cluster]

@@ -105,7 +105,10 @@ def test_service_map_end_to_end(world: tuple[MapWorld, PodFactory, PodFactory, S
             "cart": dial(frontend, cart.ip, 8080, 10, "--count", "2"),
         }
         split = [a - b for a, b in zip(_dnat_split(svc.chain), base_split, strict=True)]
-        time.sleep(2.5)  # drained and stamped before the address changes hands
+        # The cart calls are drained and stamped before the address changes hands.
+        wait_until(lambda: any(e["target"] == "workload:shop/cart" and e["connections"] == 2
+                               for e in w.api_map()["edges"]), timeout=30,
+                   what="the calls to the old cart pod at the map")
         # The cart pod goes; a CronJob's pod in another namespace gets its address.
         n2.delete(cart)
         report = n2.create("report-2900-x", "pay", owner=("CronJob", "report"), reuse_ip_of=cart)

@@ -73,6 +73,8 @@ class Collector:
         """`tls` (certificate, key) makes both receivers TLS-only."""
         self.workdir = workdir
         self.tls = tls
+        self._parsed_bytes = 0
+        self._points: list[MetricPoint] = []
         self.output = workdir / "received.jsonl"
         self.grpc_port = 0
         self.http_port = 0
@@ -127,18 +129,22 @@ class Collector:
             self.process = None
 
     def metrics(self) -> list[MetricPoint]:
+        """Every point received so far. The file only grows (the whole session shares
+        it), so each poll parses just the complete lines added since the last one."""
         if not self.output.exists():
             return []
-        points: list[MetricPoint] = []
-        lines = [line for line in self.output.read_text().splitlines() if line.strip()]
-        for i, line in enumerate(lines):
-            try:
-                points.extend(parse_metrics_line(line))
-            except json.JSONDecodeError:
-                if i != len(lines) - 1:
-                    raise
-                # The collector is still writing this line; the next poll reads it whole.
-        return points
+        size = self.output.stat().st_size
+        if size < self._parsed_bytes:  # a new file (restarted elsewhere): start over
+            self._parsed_bytes, self._points = 0, []
+        with self.output.open("rb") as f:
+            f.seek(self._parsed_bytes)
+            chunk = f.read(size - self._parsed_bytes)
+        end = chunk.rfind(b"\n") + 1  # a half-written last line waits for the next poll
+        for line in chunk[:end].decode().splitlines():
+            if line.strip():
+                self._points.extend(parse_metrics_line(line))
+        self._parsed_bytes += end
+        return list(self._points)
 
     def find(self, name: str, **attributes: Any) -> list[MetricPoint]:
         """Points named `name` whose data-point or resource attributes include `attributes`."""

@@ -161,7 +161,6 @@ class PodFactory:
         # One sequence per process (from a random start), shared by all factories
         # (nodes), so two nodes of one run never hand out the same address.
         n = next(_ADDRESS_SEQUENCE) % 50_000
-        self._next += 1
         hi, lo = 1 + n // 250, 2 + n % 250
         return f"10.244.{hi}.{lo}", f"fd00:10:244::{hi:x}:{lo:x}"
 
@@ -177,6 +176,7 @@ class PodFactory:
             refs, extra = self.objects.owner_refs(owner[0], owner[1], namespace, labels)
             labels.update(extra)
         tag = f"{self._run_id}{self._next:02x}"
+        self._next += 1
         ip4, ip6 = (self.node_ip, None) if host_network else (
             (reuse_ip_of.ip, reuse_ip_of.ip6) if reuse_ip_of else self._addresses())
         obj = self.objects.create_pod(name, namespace, self.node, labels, refs, host_network)
@@ -200,6 +200,7 @@ class PodFactory:
         """A peer outside the cluster: a network namespace on the bridge with no Pod
         object, its processes in a cgroup outside every simulated node."""
         tag = f"{self._run_id}{self._next:02x}"
+        self._next += 1
         ip4, ip6 = self._addresses()
         netns = f"{NETNS_PREFIX}{tag}"
         self._plumb(netns, f"{VETH_PREFIX}{tag}", ip4, ip6)
