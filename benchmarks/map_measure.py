@@ -126,17 +126,15 @@ def window_run(scn: Scenario, cache: MetadataCache, buckets: int, snapshots: int
     measured; the window holds none of them any more). Then the snapshot, and the
     window weighed around one more bucket."""
     out = WindowRun()
+    lists = [scn.interval(k).records for k in range(3)]  # before the RSS baseline
     gc.collect()
     rss_before = rss()
     window = MapWindow(cache.resolver, bucket_seconds=BUCKET, window_seconds=buckets * BUCKET,
                        lateness_seconds=LATENESS, probes_of=cache.probes_of)
-    lists: list[list[ConnectionRecord]] = []
 
     def arrive(k: int) -> tuple[Callable[[], None], Callable[[], int]]:
         """Bucket k's records (generated, not timed), and the map's two steps for them."""
-        if k < 3:
-            lists.append(scn.interval(k).records)
-        else:
+        if k >= 3:
             scn.restamp(lists[k % 3], k)
         now, chunks = T0 + (k + 1) * BUCKET, by_node(lists[k % 3])
 

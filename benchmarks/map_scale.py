@@ -43,7 +43,8 @@ LEGEND = """
   is slower than the floor either way). Window state: its objects walked (gc referents,
   sys.getsizeof) after one more bucket's records came in and after its merge; peak = the
   larger of those plus tracemalloc's peak of the merge, or of a snapshot(). RSS = VmRSS
-  growth over the window run (before the weighing)."""
+  growth over the window run (before the weighing; the three intervals of records it
+  recycles are generated before the baseline)."""
 
 
 def mismatches(edges: dict[EdgeKey, Any], expected: dict[EdgeKey, ExpectedEdge]) -> list[str]:

@@ -63,7 +63,8 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
                    help="also export Grafana's traces_service_graph_* metrics")
     p.add_argument("--max-edges", type=int, default=50_000)
     p.add_argument("--max-external", type=int, default=1000,
-                   help="distinct external addresses named before the overflow bucket")
+                   help="distinct external addresses named per window before the overflow "
+                        "bucket (addresses unseen for a window free their place)")
     p.add_argument("--no-kubernetes", action="store_true",
                    help="do not watch a cluster (remote ends stay unresolved)")
     p.add_argument("--verbose", action="store_true")
@@ -96,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:
         print(f"traceprobe-service-map: {exc}", file=sys.stderr)
         return 2
-    resolver = Resolver(max_external=args.max_external)
+    resolver = Resolver(max_external=args.max_external, external_seconds=args.window_seconds)
     window = MapWindow(resolver, args.cluster_name, args.bucket_seconds, args.window_seconds,
                        args.lateness_seconds, args.max_edges,
                        on_bucket=exporter.record if exporter else None)
@@ -133,8 +134,7 @@ def main(argv: list[str] | None = None) -> int:
         if now - expired_at >= 10:  # walks every address: not every second
             expired_at = now
             with window.lock:
-                for directory in (resolver.pods, resolver.services, resolver.nodes):
-                    directory.expire(now)
+                resolver.expire(now)
     ingest.stop(grace=2)
     window.close_due(float("inf"))  # the last buckets still get exported
     if exporter is not None:

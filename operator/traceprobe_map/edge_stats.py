@@ -3,26 +3,68 @@ a small RTT histogram, where NATed connections went, and who saw it (pure)."""
 
 from __future__ import annotations
 
-import math
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from sys import intern
 
-from traceprobe_api.records import ConnectionRecord
 from traceprobe_map.peers import Peer
 
 COUNTERS = ("connections", "refused", "timeouts", "resets", "bytes_sent", "bytes_received",
             "retransmits", "rtt_sum_us", "rtt_samples", "duration_sum_ns")
-_STEPS_PER_DOUBLING = 4  # RTT buckets ~19% wide: percentiles good to about that
-
-
-def rtt_bucket(us: float) -> int:
-    return int(math.log2(us if us > 1.0 else 1.0) * _STEPS_PER_DOUBLING)
+RTT_STEPS = 4  # RTT buckets ~19% wide: percentiles good to about that
+# A mean srtt of `us` goes to bucket int(log2(max(us, 1)) * RTT_STEPS) (merge.fold).
 
 
 def bucket_value(bucket: int) -> float:
     """Geometric middle of a bucket."""
-    return float(2 ** ((bucket + 0.5) / _STEPS_PER_DOUBLING))
+    return float(2 ** ((bucket + 0.5) / RTT_STEPS))
+
+
+Names = frozenset[str]
+NO_NAMES: Names = frozenset()
+_NAME_SETS: dict[Names, Names] = {}
+_WITH: dict[tuple[Names, str], Names] = {}  # every bucket grows its sets the same way
+_MAX_NAME_SETS = 500_000
+
+
+def names_with(names: Names, name: str) -> Names:
+    """`names` plus `name`, shared: like sys.intern for the small name sets every bucket
+    of the window repeats (an edge's pods and nodes), so each distinct set exists once."""
+    found = _WITH.get((names, name))
+    if found is None:
+        if len(_WITH) >= _MAX_NAME_SETS:
+            _WITH.clear()
+        found = _WITH[(names, name)] = names if name in names else _shared(names | {name})
+    return found
+
+
+def names_union(a: Names, b: Names) -> Names:
+    if b <= a:
+        return a
+    if a <= b:
+        return b
+    return _shared(a | b)
+
+
+def names_of(names: Iterable[str]) -> Names:
+    return _shared(frozenset(names))
+
+
+def _shared(names: Names) -> Names:
+    found = _NAME_SETS.get(names)
+    if found is None:
+        if len(_NAME_SETS) >= _MAX_NAME_SETS:
+            _NAME_SETS.clear()  # forgetting costs sharing only, never a name
+        found = _NAME_SETS[names] = names
+    return found
+
+
+NameSets = tuple[Names, Names, Names, Names, Names, Names]
+"""An edge's names as EdgeStats.names() gives them, in that order."""
+NO_NAME_SETS: NameSets = (NO_NAMES,) * 6
+
+CLIENT_SIDE = _shared(frozenset({"client"}))
+SERVER_SIDE = _shared(frozenset({"server"}))
 
 
 @dataclass(slots=True)  # no per-edge __dict__: a window holds ~200k of these
@@ -44,89 +86,62 @@ class EdgeStats:
     """Per-record mean srtt bucket -> samples."""
     backends: Counter[Peer] = field(default_factory=Counter)
     """Service edges: connections per real destination workload."""
-    observed_by: set[str] = field(default_factory=set)
-    src_pods: set[str] = field(default_factory=set)
+    # Shared immutable sets (names_with/names_union): one set object serves every
+    # bucket and edge with the same names, instead of six sets per edge per bucket.
+    observed_by: Names = NO_NAMES
+    src_pods: Names = NO_NAMES
     """Pods on each end named by the records (namespace/name), and their nodes."""
-    dst_pods: set[str] = field(default_factory=set)
-    src_nodes: set[str] = field(default_factory=set)
-    dst_nodes: set[str] = field(default_factory=set)
-    probes: set[str] = field(default_factory=set)
+    dst_pods: Names = NO_NAMES
+    src_nodes: Names = NO_NAMES
+    dst_nodes: Names = NO_NAMES
+    probes: Names = NO_NAMES
 
     @property
     def failures(self) -> int:
         return self.refused + self.timeouts + self.resets
 
-    def add(self, r: ConnectionRecord, as_server: bool, pod: str | None = None) -> None:
-        """Count a record; `pod` is its local pod as `namespace/name` when the caller
-        has it at hand (folding names each pod once, not once per record)."""
-        self.connections += r.opened
-        self.refused += r.refused
-        self.timeouts += r.timeouts
-        self.resets += r.resets
-        # A server's "sent" is the client's "received".
-        if as_server:
-            self.bytes_sent += r.bytes_received
-            self.bytes_received += r.bytes_sent
-        else:
-            self.bytes_sent += r.bytes_sent
-            self.bytes_received += r.bytes_received
-        self.retransmits += r.retransmits
-        self.rtt_sum_us += r.rtt_sum_us
-        samples = r.rtt_samples
-        self.rtt_samples += samples
-        self.duration_sum_ns += r.duration_sum_ns
-        if r.rtt_max_us > self.rtt_max_us:
-            self.rtt_max_us = r.rtt_max_us
-        if samples:
-            self.rtt_histogram[rtt_bucket(r.rtt_sum_us / samples)] += samples
-        # Names are interned: every bucket of the window repeats the same few.
-        node = intern(r.node) if type(r.node) is str else r.node
-        if pod is None and r.k8s_pod and r.k8s_namespace:
-            pod = intern(f"{r.k8s_namespace}/{r.k8s_pod}")
-        if as_server:
-            self.observed_by.add("server")
-            if pod:
-                self.dst_pods.add(pod)
-            self.dst_nodes.add(node)
-        else:
-            self.observed_by.add("client")
-            if pod:
-                self.src_pods.add(pod)
-            self.src_nodes.add(node)
-
     def absorb(self, other: EdgeStats) -> None:
         """Sum another window's (or another side's) stats into this one."""
+        self.add_counts(other)
+        if other.rtt_max_us > self.rtt_max_us:
+            self.rtt_max_us = other.rtt_max_us
+        self.merge_sides(other)
+
+    def add_counts(self, other: EdgeStats) -> None:
         for name in COUNTERS:
             setattr(self, name, getattr(self, name) + getattr(other, name))
-        self.rtt_max_us = max(self.rtt_max_us, other.rtt_max_us)
-        self.rtt_histogram.update(other.rtt_histogram)
-        self.backends.update(other.backends)
-        self.merge_sides(other)
+        if other.rtt_histogram:
+            self.rtt_histogram.update(other.rtt_histogram)
+        if other.backends:
+            self.backends.update(other.backends)
 
     def subtract_counts(self, other: EdgeStats) -> None:
         """Take a bucket's counts back out (it left the window); names and the
-        maximum cannot be subtracted: the caller recomputes those."""
+        maximum cannot be subtracted: the caller keeps track of those."""
         for name in COUNTERS:
             setattr(self, name, getattr(self, name) - getattr(other, name))
-        self.rtt_histogram.subtract(other.rtt_histogram)
-        self.backends.subtract(other.backends)
-        self.rtt_histogram = +self.rtt_histogram  # drop zero and negative entries
-        self.backends = +self.backends
+        if other.rtt_histogram:
+            self.rtt_histogram.subtract(other.rtt_histogram)
+            self.rtt_histogram = +self.rtt_histogram  # drop zero and negative entries
+        if other.backends:
+            self.backends.subtract(other.backends)
+            self.backends = +self.backends
 
-    def reset_names(self) -> None:
-        self.rtt_max_us = 0
-        for names in (self.observed_by, self.src_pods, self.dst_pods, self.src_nodes,
-                      self.dst_nodes, self.probes):
-            names.clear()
+    def names(self) -> NameSets:
+        return (self.observed_by, self.src_pods, self.dst_pods, self.src_nodes,
+                self.dst_nodes, self.probes)
+
+    def set_names(self, names: NameSets) -> None:
+        (self.observed_by, self.src_pods, self.dst_pods, self.src_nodes, self.dst_nodes,
+         self.probes) = names
 
     def merge_sides(self, other: EdgeStats) -> None:
         """Who saw it, where: the other side's names without its counts."""
-        self.observed_by |= other.observed_by
-        self.src_pods |= other.src_pods
-        self.dst_pods |= other.dst_pods
-        self.src_nodes |= other.src_nodes
-        self.dst_nodes |= other.dst_nodes
-        self.probes |= other.probes
+        self.merge_sides_of(other.names())
+
+    def merge_sides_of(self, names: NameSets) -> None:
+        self.set_names(tuple(names_union(mine, theirs)  # type: ignore[arg-type]
+                             for mine, theirs in zip(self.names(), names, strict=True)))
 
     def rtt_percentile(self, q: float) -> float | None:
         total = sum(self.rtt_histogram.values())

@@ -9,6 +9,7 @@ deleted pod still resolve, unless a newer owner claimed it since.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
@@ -27,6 +28,8 @@ class _Tenure(Generic[T]):
 class IpDirectory(Generic[T]):
     grace_seconds: float = 60.0
     max_history: int = 4  # tenures kept per address: bounded memory under churn
+    on_change: Callable[[str], None] | None = None
+    """Told each address whose history changed (a cache of answers forgets it)."""
     _by_ip: dict[str, list[_Tenure[T]]] = field(default_factory=dict)
 
     def claim(self, ip: str, owner: T, since: float) -> None:
@@ -39,11 +42,28 @@ class IpDirectory(Generic[T]):
                 tenure.until = since
         history.append(_Tenure(owner, since))
         del history[:-self.max_history]
+        self._changed(ip)
 
     def release(self, ip: str, owner: T, at: float) -> None:
         for tenure in self._by_ip.get(ip, []):
             if tenure.owner == owner and tenure.until == FOREVER:
                 tenure.until = at
+                self._changed(ip)
+
+    def _changed(self, ip: str) -> None:
+        if self.on_change is not None:
+            self.on_change(ip)
+
+    def knows(self, ip: str) -> bool:
+        return ip in self._by_ip
+
+    def current_span(self, ip: str, at: float) -> tuple[float, float] | None:
+        """[since, until) of the latest tenure when it covers `at`: while the history
+        does not change, `lookup` answers the same for any time in that span."""
+        history = self._by_ip.get(ip)
+        if history and history[-1].since <= at < history[-1].until:
+            return history[-1].since, history[-1].until
+        return None
 
     def lookup(self, ip: str, at: float) -> T | None:
         """The owner of `ip` at time `at`: the tenure covering `at`, else the most
@@ -72,7 +92,9 @@ class IpDirectory(Generic[T]):
         for ip in list(self._by_ip):
             history = self._by_ip[ip]
             keep = [t for t in history if t.until + self.grace_seconds > now]
-            dropped += len(history) - len(keep)
+            if len(keep) != len(history):
+                dropped += len(history) - len(keep)
+                self._changed(ip)
             if keep:
                 self._by_ip[ip] = keep
             else:

@@ -121,7 +121,7 @@ class MetadataCache:
         with self.lock:
             # Deleted owners stay: late records of their pods still roll up.
             if controller is not None and event != "DELETED":
-                self.resolver.owners[key] = (str(controller["kind"]), str(controller["name"]))
+                self.resolver.set_owner(key, (str(controller["kind"]), str(controller["name"])))
 
     # --- services and their endpoints ---------------------------------------
     def service(self, event: str, obj: dict[str, Any], now: float) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
-from traceprobe_map.ip_directory import IpDirectory
+from traceprobe_map.ip_directory import FOREVER, IpDirectory
 
 OVERFLOW = "external:other"
 
@@ -42,25 +42,78 @@ class Resolver:
     # Service -> its endpoints' addresses (EndpointSlices), for NAT without conntrack.
     endpoints: dict[Peer, frozenset[str]] = field(default_factory=dict)
     max_external: int = 1000
+    """Distinct external addresses named at once (those seen in this period or the one
+    before); more go to OVERFLOW."""
+    external_seconds: float = 300.0
+    """How long an external address not seen again keeps its name (the map: its window)."""
     overflowed: int = 0
+    # Externals seen in this period and the one before: an address unseen for two
+    # periods frees its place under the cap (a scan years ago must not fill it).
     _external: set[str] = field(default_factory=set)
+    _external_before: set[str] = field(default_factory=set)
+    _named: int = 0  # distinct addresses in both sets: what the cap counts
+    _period_started: float | None = None
+    # ip -> (peer, since, until): the answer for any time in [since, until), valid
+    # until that address's history changes (the directories say when) or an owner does.
+    _answers: dict[str, tuple[Peer, float, float]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for directory in (self.services, self.pods, self.nodes):
+            directory.on_change = self._forget
+
+    def _forget(self, ip: str) -> None:
+        self._answers.pop(ip, None)
+
+    def set_owner(self, workload: tuple[str, str, str], controller: tuple[str, str]) -> None:
+        """(namespace, kind, name) is controlled by (kind, name)."""
+        if self.owners.get(workload) != controller:
+            self.owners[workload] = controller
+            self._answers.clear()  # roll-ups may change: rare (new ReplicaSets, Jobs)
 
     def remote(self, ip: str | None, at: float) -> Peer:
         """The peer behind a remote address at time `at`."""
         if not ip:
             return UNKNOWN
-        owner = self.services.lookup(ip, at)
-        if owner is None:
-            owner = self.pods.lookup(ip, at)
-            if owner is None:
-                owner = self.nodes.lookup(ip, at)
-        if owner is not None:
-            return self._rolled_up(owner)
-        if ip not in self._external and len(self._external) >= self.max_external:
-            self.overflowed += 1
-            return Peer("external", OVERFLOW)
-        self._external.add(ip)
-        return Peer("external", ip)
+        known = self._answers.get(ip)
+        if known is not None and known[1] <= at < known[2]:
+            return known[0]
+        return self._remote(ip, at)
+
+    def _remote(self, ip: str, at: float) -> Peer:
+        for directory in (self.services, self.pods, self.nodes):
+            owner = directory.lookup(ip, at)
+            if owner is not None:
+                peer = self._rolled_up(owner)
+                span = directory.current_span(ip, at)
+                # Only one directory may know the address: else the order matters.
+                if span is not None and sum(d.knows(ip) for d in (
+                        self.services, self.pods, self.nodes)) == 1:
+                    self._answers[ip] = (peer, *span)
+                return peer
+        if ip not in self._external:
+            if ip not in self._external_before:
+                if self._named >= self.max_external:
+                    self.overflowed += 1
+                    return Peer("external", OVERFLOW)
+                self._named += 1
+            self._external.add(ip)
+        peer = Peer("external", ip)
+        self._answers[ip] = (peer, -FOREVER, FOREVER)  # until a directory claims it
+        return peer
+
+    def expire(self, now: float) -> None:
+        """Forget ended tenures past their grace, and externals not seen for a while."""
+        for directory in (self.pods, self.services, self.nodes):
+            directory.expire(now)
+        if self._period_started is None:
+            self._period_started = now
+        elif now - self._period_started >= self.external_seconds:
+            self._period_started = now
+            self._external_before, self._external = self._external, set()
+            self._named = len(self._external_before)
+            # Remembered external answers would skip the bookkeeping above.
+            self._answers = {ip: a for ip, a in self._answers.items()
+                             if a[0].kind != "external"}
 
     def local(self, namespace: str | None, workload_kind: str | None, workload: str | None,
               node: str) -> Peer:

@@ -7,6 +7,7 @@ camelCase on the wire (pydantic aliases), snake_case in Python.
 
 from __future__ import annotations
 
+from collections.abc import Set as AbstractSet
 from datetime import datetime
 from typing import Annotated
 
@@ -128,7 +129,7 @@ def build_snapshot(edges: dict[EdgeKey, EdgeStats], cluster: str, window_seconds
     per_second = 1.0 / window_seconds if window_seconds > 0 else 0.0
     nodes: dict[str, MapNode] = {}
 
-    def node(peer: Peer, pods: set[str], hosts: set[str], port: int | None) -> str:
+    def node(peer: Peer, pods: AbstractSet[str], hosts: AbstractSet[str], port: int | None) -> str:
         nid = node_id(peer)
         n = nodes.get(nid)
         if n is None:

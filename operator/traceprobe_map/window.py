@@ -14,12 +14,13 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from traceprobe_api.records import ConnectionRecord
-from traceprobe_map.edge_stats import EdgeStats
+from traceprobe_map.edge_stats import NO_NAME_SETS, EdgeStats, NameSets
 from traceprobe_map.merge import EdgeKey, MergeResult, Partial, ProbeMatcher, finish, fold
 from traceprobe_map.peers import Resolver
 from traceprobe_map.snapshot import MapSnapshot, Overflow, build_snapshot
@@ -36,6 +37,17 @@ class WindowStats:
     overflowed_edges: int = 0
     buckets_merged: int = 0
     last_merge_seconds: float = 0.0
+
+
+@dataclass(slots=True)
+class _Total:
+    """An edge over the whole window: summed counts, and what cannot be subtracted
+    when a bucket leaves (names, the RTT maximum) kept as counts of the buckets
+    carrying each value, so a leaving bucket costs its edges, not the window."""
+
+    stats: EdgeStats
+    names: Counter[NameSets]
+    maxima: Counter[int]
 
 
 @dataclass
@@ -61,12 +73,21 @@ class MapWindow:
     lock: threading.Lock = field(default_factory=threading.Lock)
     _pending: dict[float, Partial] = field(default_factory=dict)
     _closed: list[_Closed] = field(default_factory=list)
-    _totals: dict[EdgeKey, EdgeStats] = field(default_factory=dict)
+    _totals: dict[EdgeKey, _Total] = field(default_factory=dict)
     _client_seen: dict[EdgeKey, float] = field(default_factory=dict)
     _started: float | None = None
 
     def _bucket(self, at: float) -> float:
         return at - at % self.bucket_seconds
+
+    def _place(self, end: datetime) -> tuple[float, bool]:
+        """The bucket for records that ended at `end`, and whether they came late
+        (their bucket is finished: they count in the oldest open one)."""
+        bucket = self._bucket(end.timestamp())
+        newest_closed = self._closed[-1].start if self._closed else -1.0
+        if bucket <= newest_closed:
+            return newest_closed + self.bucket_seconds, True
+        return bucket, False
 
     def add(self, records: list[ConnectionRecord], now: float) -> int:
         """Fold records into their buckets; returns how many were dropped (cap)."""
@@ -76,14 +97,19 @@ class MapWindow:
             pending = sum(p.records for p in self._pending.values())
             room = max(0, self.max_pending_records - pending)
             dropped = max(0, len(records) - room)
-            newest_closed = self._closed[-1].start if self._closed else -1.0
+            kept = records[:room] if dropped else records
             by_bucket: dict[float, list[ConnectionRecord]] = {}
-            for record in records[:room]:
-                bucket = self._bucket(record.interval_end.timestamp())
-                if bucket <= newest_closed:
-                    self.stats.late_records += 1
-                    bucket = newest_closed + self.bucket_seconds
-                by_bucket.setdefault(bucket, []).append(record)
+            ends = {r.interval_end for r in kept}
+            if len(ends) == 1:  # the usual request: one agent's interval
+                bucket, late = self._place(ends.pop())
+                by_bucket[bucket] = kept
+                self.stats.late_records += len(kept) if late else 0
+            else:
+                placed = {end: self._place(end) for end in ends}
+                for record in kept:
+                    bucket, late = placed[record.interval_end]
+                    by_bucket.setdefault(bucket, []).append(record)
+                    self.stats.late_records += late
             for bucket, batch in by_bucket.items():
                 self._pending[bucket] = fold(batch, self.resolver, self.probes_of,
                                              self._pending.get(bucket))
@@ -104,7 +130,7 @@ class MapWindow:
                 result = self._finish(self._pending.pop(start), now)
                 self._closed.append(_Closed(start, result))
                 self._closed.sort(key=lambda c: c.start)
-                _add_all(self._totals, result.edges)
+                _enter(self._totals, result.edges)
                 self._expire(now)
             merged += 1
             if self.on_bucket is not None:
@@ -130,20 +156,8 @@ class MapWindow:
         leaving = [c for c in self._closed if c.start < horizon]
         if leaving:
             self._closed = [c for c in self._closed if c.start >= horizon]
-            touched: set[EdgeKey] = set()
             for closed in leaving:
-                for key, stats in closed.result.edges.items():
-                    self._totals[key].subtract_counts(stats)
-                    touched.add(key)
-            for key in touched:  # names and maxima: from the buckets still in
-                total = self._totals[key]
-                total.reset_names()
-                present = [c.result.edges[key] for c in self._closed if key in c.result.edges]
-                if not present:
-                    del self._totals[key]
-                for stats in present:
-                    total.rtt_max_us = max(total.rtt_max_us, stats.rtt_max_us)
-                    total.merge_sides(stats)
+                _leave(self._totals, closed.result.edges)
         recent = now - 3 * self.bucket_seconds - self.lateness_seconds
         self._client_seen = {k: t for k, t in self._client_seen.items() if t >= recent}
 
@@ -160,7 +174,7 @@ class MapWindow:
             kept = [c for c in self._closed if whole or c.start + self.bucket_seconds > since]
             overflowed = sum(c.result.overflowed_edges for c in kept)
             totals: dict[EdgeKey, EdgeStats] = {}
-            _add_all(totals, self._totals.items() if whole else
+            _add_all(totals, ((k, t.stats) for k, t in self._totals.items()) if whole else
                      (kv for c in kept for kv in c.result.edges.items()))
             for bucket, part in self._pending.items():
                 if bucket + self.bucket_seconds > since:
@@ -181,3 +195,46 @@ def _add_all(totals: dict[EdgeKey, EdgeStats],
         if mine is None:
             mine = totals[key] = EdgeStats()
         mine.absorb(stats)
+
+
+def _enter(totals: dict[EdgeKey, _Total], edges: dict[EdgeKey, EdgeStats]) -> None:
+    """A finished bucket joins the running totals."""
+    for key, stats in edges.items():
+        total = totals.get(key)
+        if total is None:
+            total = totals[key] = _Total(EdgeStats(), Counter(), Counter())
+        mine = total.stats
+        mine.add_counts(stats)
+        names = stats.names()
+        if names not in total.names:
+            mine.merge_sides(stats)
+        total.names[names] += 1
+        total.maxima[stats.rtt_max_us] += 1
+        if stats.rtt_max_us > mine.rtt_max_us:
+            mine.rtt_max_us = stats.rtt_max_us
+
+
+def _leave(totals: dict[EdgeKey, _Total], edges: dict[EdgeKey, EdgeStats]) -> None:
+    """A bucket leaves the window: its counts out, its names and maximum only when no
+    bucket still in carries them."""
+    for key, stats in edges.items():
+        total = totals[key]
+        names = stats.names()
+        total.names[names] -= 1
+        if not total.names[names]:
+            del total.names[names]
+            if not total.names:
+                del totals[key]
+                continue
+            mine = total.stats
+            mine.set_names(NO_NAME_SETS)
+            for kept in total.names:
+                mine.merge_sides_of(kept)
+        mine = total.stats
+        mine.subtract_counts(stats)
+        peak = stats.rtt_max_us
+        total.maxima[peak] -= 1
+        if not total.maxima[peak]:
+            del total.maxima[peak]
+            if peak == mine.rtt_max_us:
+                mine.rtt_max_us = max(total.maxima, default=0)

@@ -131,7 +131,7 @@ def test_server_side_seen_by_client_in_a_neighbouring_window_is_not_recounted() 
 
 def test_owner_roll_up_and_edge_cap() -> None:
     r = resolver()
-    r.owners[("batch", "Job", "etl-28001")] = ("CronJob", "etl")
+    r.set_owner(("batch", "Job", "etl-28001"), ("CronJob", "etl"))
     records = [rec(Role.CLIENT, 10, remote_ip=f"198.51.100.{i}", remote_port=443,
                    k8s_namespace="batch", k8s_workload_kind="Job", k8s_workload="etl-28001",
                    opened=i) for i in range(1, 6)]
@@ -184,3 +184,52 @@ def test_finish_leaves_the_folded_bucket_as_it_was() -> None:
     again = finish(part, r)  # an open bucket shown twice: same answer, nothing doubled
     assert first.edges == again.edges
     assert next(iter(part.client.values())).backends == {}
+
+
+def test_remembered_answers_follow_reuse_owners_and_expiry() -> None:
+    """The resolver remembers answers per address; every change must still show."""
+    r = resolver()
+    assert r.remote("10.0.0.2", 50) == DB and r.remote("10.0.0.2", 60) == DB  # remembered
+    r.pods.release("10.0.0.2", DB, at=100)
+    r.pods.claim("10.0.0.2", ETL, since=200)
+    assert r.remote("10.0.0.2", 250) == ETL and r.remote("10.0.0.2", 50) == DB
+    assert r.remote("10.0.0.2", 130) == DB  # within the grace period after release
+    r.set_owner(("batch", "Job", "etl"), ("CronJob", "nightly"))
+    assert r.remote("10.0.0.2", 250) == Peer("workload", "nightly", "batch", "CronJob")
+    r.pods.claim("10.0.0.7", WEB, since=0)
+    r.pods.release("10.0.0.7", WEB, at=10)
+    assert r.remote("10.0.0.7", 8) == WEB  # remembered for [0, 10)
+    r.pods.expire(now=1000)  # that tenure ended long ago: forgotten, not remembered
+    assert r.remote("10.0.0.7", 8).kind == "external"
+    r.services.claim("10.0.0.2", Peer("service", "odd", "shop"), since=300)
+    assert r.remote("10.0.0.2", 400) == Peer("service", "odd", "shop")  # Services first
+
+
+def test_buckets_share_their_name_sets() -> None:
+    """Each bucket names an edge's pods and nodes; equal names are one object (memory)."""
+    def bucket() -> Any:
+        return merge([rec(Role.CLIENT, 10, remote_ip="10.0.0.2", remote_port=5432,
+                          k8s_namespace="shop", k8s_workload_kind="Deployment",
+                          k8s_workload="web", k8s_pod=f"web-{i}", k8s_pod_uid=f"uid-{i}",
+                          opened=1) for i in range(3)], resolver()).edges
+
+    a, b = bucket(), bucket()
+    key = EdgeKey(WEB, DB, 5432, "tcp")
+    assert a[key].src_pods == {"shop/web-0", "shop/web-1", "shop/web-2"}
+    assert a[key].src_pods is b[key].src_pods and a[key].src_nodes is b[key].src_nodes
+
+
+def test_external_cap_frees_addresses_not_seen_for_a_period() -> None:
+    r = Resolver(max_external=2, external_seconds=300)
+    r.expire(now=0)
+    assert r.remote("198.51.100.1", 1).name == "198.51.100.1"
+    assert r.remote("198.51.100.2", 1).name == "198.51.100.2"
+    assert r.remote("198.51.100.3", 1).name == OVERFLOW and r.overflowed == 1
+    r.expire(now=300)  # a new period: .1 is seen again, .2 is not
+    assert r.remote("198.51.100.1", 301).name == "198.51.100.1"
+    assert r.remote("198.51.100.3", 302).name == OVERFLOW  # .2 still holds its place
+    r.expire(now=600)  # .2 unseen for a whole period: its place is free
+    assert r.remote("198.51.100.3", 601).name == "198.51.100.3"
+    assert r.remote("198.51.100.2", 602).name == OVERFLOW and r.overflowed == 3
+    r.pods.claim("198.51.100.3", WEB, since=700)  # a pod takes the address
+    assert r.remote("198.51.100.3", 701) == WEB

@@ -76,3 +76,34 @@ def test_old_buckets_leave_the_window() -> None:
     assert w.snapshot(now=1050).edges
     w.close_due(1200)
     assert w.snapshot(now=1200).edges == []
+
+
+def test_names_and_rtt_maximum_leave_with_their_bucket() -> None:
+    """Counts are subtracted; pods, nodes and the RTT maximum of a leaving bucket stay
+    only while a bucket still in the window carries them."""
+    w, _ = _window()
+
+    def rec(at: float, pod: str, node: str, rtt_max: int) -> ConnectionRecord:
+        return _rec(at, k8s_pod=pod, k8s_pod_uid=f"uid-{pod}", node=node, rtt_max_us=rtt_max,
+                    rtt_sum_us=rtt_max // 2, rtt_samples=1)
+
+    w.add([rec(1001, "web-old", "n1", 900)], now=1001)
+    w.add([rec(1011, "web-new", "n2", 300), rec(1012, "web-both", "n2", 200)], now=1012)
+    w.add([rec(1021, "web-both", "n2", 200)], now=1021)
+    w.close_due(1040)
+
+    def edge_at(now: float) -> tuple[set[str], set[str], int, int | None]:
+        (edge,) = w.snapshot(now=now).edges
+        (total,) = w._totals.values()
+        assert total.stats.connections == edge.connections
+        return set(total.stats.src_pods), set(total.stats.src_nodes), edge.connections, \
+            edge.rtt.max_us
+
+    assert edge_at(1040) == ({"shop/web-old", "shop/web-new", "shop/web-both"}, {"n1", "n2"},
+                             4, 900)
+    w.close_due(1001 + 75)  # the first bucket leaves (window 60 + bucket 10 + lateness 5)
+    assert edge_at(1076) == ({"shop/web-new", "shop/web-both"}, {"n2"}, 3, 300)
+    w.close_due(1011 + 75)
+    assert edge_at(1086) == ({"shop/web-both"}, {"n2"}, 1, 200)
+    w.close_due(1021 + 75)
+    assert w.snapshot(now=1096).edges == [] and not w._totals
