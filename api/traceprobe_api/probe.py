@@ -44,9 +44,11 @@ class Probe(StrEnum):
     RETRANSMITS = "retransmits"  # TCP retransmitted segments
     RTT = "rtt"  # smoothed round-trip time
     UDP = "udp"  # UDP flows (off by default: chatty, and no connection state to join on)
+    DNS = "dns"  # DNS answers received name external peers (only DNS responses are read)
 
 
-DEFAULT_PROBES = [Probe.CONNECTIONS, Probe.FAILURES, Probe.BYTES, Probe.RETRANSMITS, Probe.RTT]
+DEFAULT_PROBES = [Probe.CONNECTIONS, Probe.FAILURES, Probe.BYTES, Probe.RETRANSMITS, Probe.RTT,
+                  Probe.DNS]
 MIN_INTERVAL_SECONDS = 1
 MAX_INTERVAL_SECONDS = 300
 

@@ -19,6 +19,7 @@ import threading
 from traceprobe_agent.agent import Agent, AgentConfig
 from traceprobe_agent.bcc_runtime import BpfUnavailable
 from traceprobe_agent.features import probe_kernel
+from traceprobe_agent.node_config import DEFAULT_KINDS
 from traceprobe_agent.program import ALL_KINDS
 from traceprobe_api.records import ConnectionRecord
 
@@ -31,7 +32,7 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--standalone", action="store_true", help="run without Kubernetes")
     p.add_argument("--node-name", default=os.environ.get("NODE_NAME") or os.uname().nodename)
     p.add_argument("--interval", type=float, default=10.0, help="seconds between reports")
-    p.add_argument("--probes", default="connections,failures,bytes,retransmits,rtt",
+    p.add_argument("--probes", default=",".join(DEFAULT_KINDS),
                    help=f"comma-separated, of {','.join(ALL_KINDS)} (standalone)")
     p.add_argument("--max-connections", type=int, default=65536)
     p.add_argument("--metrics-port", type=int, default=9464,

@@ -15,15 +15,16 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from traceprobe_agent.bcc_runtime import ConnTracker
-from traceprobe_agent.cgroups import CgroupNames
+from traceprobe_agent.bcc_runtime import BpfUnavailable, ConnTracker
+from traceprobe_agent.cgroups import CgroupNames, cgroup2_mount
+from traceprobe_agent.dns_watch import DnsWatch
 from traceprobe_agent.edges import to_record
 from traceprobe_agent.features import KernelFeatures, probe_kernel
 from traceprobe_agent.nat_events import NatTable
 from traceprobe_agent.pod_cgroups import under
 from traceprobe_agent.program import ProgramPlan, bpf_source, plan_program
 from traceprobe_agent.report_sender import SenderStats
-from traceprobe_api.records import ConnectionRecord
+from traceprobe_api.records import ConnectionRecord, Role
 
 log = logging.getLogger("traceprobe.agent")
 Sink = Callable[[list[ConnectionRecord]], None]
@@ -83,6 +84,7 @@ class Agent:
         self.plan: ProgramPlan | None = None
         self.config: AgentConfig | None = None
         self._tracker: ConnTracker | None = None
+        self._dns: DnsWatch | None = None
         self._cgroups = CgroupNames()
         self._lock = threading.Lock()
         self._interval_start = datetime.now(UTC)
@@ -94,6 +96,8 @@ class Agent:
         with self._lock:
             self.config = config
             if self.plan is not None and plan.cflags == self.plan.cflags and self._tracker:
+                self.plan = plan
+                self._sync_dns_locked()
                 return plan
             self._flush_locked()  # counts of the old program are not lost
             self._close_locked()
@@ -109,15 +113,39 @@ class Agent:
             self.stats.last_compile_seconds = time.monotonic() - started
             log.info("loaded %s in %.2fs (%s)", ", ".join(plan.kinds),
                      self.stats.last_compile_seconds, " ".join(plan.cflags))
+            self._sync_dns_locked()
         return plan
+
+    def _sync_dns_locked(self) -> None:
+        """The DNS tap runs while `dns` is planned; failing to load it degrades only
+        the naming (the reason joins the problem), never the connection program."""
+        wanted = self.plan is not None and "dns" in self.plan.kinds
+        if not wanted and self._dns is not None:
+            self._dns.close()
+            self._dns = None
+        if wanted and self._dns is None:
+            root = cgroup2_mount()
+            where = str(root / (self.cgroup_root or "").lstrip("/")) if root else None
+            try:
+                if where is None:
+                    raise BpfUnavailable("no cgroup v2 hierarchy mounted")
+                self._dns = DnsWatch(where)
+            except (BpfUnavailable, OSError, RuntimeError) as exc:
+                reason = f"dns naming unavailable: {exc}"
+                log.error("%s", reason)
+                self.stats.problem = "; ".join(p for p in (self.stats.problem, reason) if p)
 
     def tick(self) -> list[ConnectionRecord]:
         """Drain one interval's counts into records and give them to the sink."""
         with self._lock:
             records = self._flush_locked()
             if self._tracker is not None:
-                self.stats.kernel_counters = self._tracker.counters()
+                self.stats.kernel_counters = self._counters_locked()
         return records
+
+    def _counters_locked(self) -> dict[str, int]:
+        counters = self._tracker.counters() if self._tracker is not None else {}
+        return {**counters, **(self._dns.counters() if self._dns is not None else {})}
 
     def _flush_locked(self) -> list[ConnectionRecord]:
         if self._tracker is None:
@@ -135,6 +163,13 @@ class Agent:
             records = self.nat.annotate(records)
         if self.enrich is not None:
             records = [self.enrich(r) for r in records]
+        if self._dns is not None:
+            self._dns.poll()
+            for r in records:
+                if r.role is Role.CLIENT and r.remote_ip:
+                    name = self._dns.name_of(r.remote_ip)
+                    if name:
+                        r.remote_dns_name = name
         self._interval_start = end
         self.stats.drains += 1
         self.stats.records += len(records)
@@ -155,12 +190,13 @@ class Agent:
                 self.stats.map_usage = self._tracker.map_usage()
                 self._map_sampled_at = time.monotonic()
             if self._tracker is not None:
-                self.stats.kernel_counters = self._tracker.counters()
+                self.stats.kernel_counters = self._counters_locked()
         return self.stats.map_usage
 
     def program_ids(self) -> list[str]:
         with self._lock:
-            return self._tracker.program_ids() if self._tracker else []
+            return sorted((self._tracker.program_ids() if self._tracker else [])
+                          + (self._dns.program_ids() if self._dns else []))
 
     def _close_locked(self) -> None:
         if self._tracker is not None:
@@ -171,3 +207,6 @@ class Agent:
         with self._lock:
             self._flush_locked()
             self._close_locked()
+            if self._dns is not None:
+                self._dns.close()
+                self._dns = None

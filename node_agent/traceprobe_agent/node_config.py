@@ -9,8 +9,9 @@ from typing import Any
 from traceprobe_agent.agent import AgentConfig
 from traceprobe_agent.program import ProgramPlan
 from traceprobe_api.meta import parse_duration
+from traceprobe_api.probe import DEFAULT_PROBES
 
-DEFAULT_KINDS = ("connections", "failures", "bytes", "retransmits", "rtt")
+DEFAULT_KINDS = tuple(p.value for p in DEFAULT_PROBES)  # what a probe without `probes` gets
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,8 @@ SOURCE = "conn_tracker.c"
 
 _FLAGS = {"bytes": "WITH_BYTES", "failures": "WITH_FAILURES",
           "retransmits": "WITH_RETRANS", "rtt": "WITH_RTT", "udp": "WITH_UDP"}
-ALL_KINDS = ("connections", "failures", "bytes", "retransmits", "rtt", "udp")
+ALL_KINDS = ("connections", "failures", "bytes", "retransmits", "rtt", "udp", "dns")
+DNS_SOURCE = "dns_answers.c"  # its own program (cgroup_skb), not a flag of SOURCE
 MIN_MAP_ENTRIES = 1024
 
 

@@ -114,6 +114,9 @@ def fold(records: Iterable[ConnectionRecord], resolver: Resolver,
                 label, names_of(probes_of(r)) if probes_of is not None else NO_NAMES)
         me, pod, probes = local
         other = remote(f["remote_ip"], at)
+        dns_name = f.get("remote_dns_name")  # absent in records from older agents
+        if dns_name and other.kind == "external":
+            other = resolver.external_named(dns_name)
         node = f["node"]
         if role is client_role:
             key = (me, other, f["remote_port"], f["transport"])

@@ -43,8 +43,8 @@ class Resolver:
     # Service -> its endpoints' addresses (EndpointSlices), for NAT without conntrack.
     endpoints: dict[Peer, frozenset[str]] = field(default_factory=dict)
     max_external: int = 1000
-    """Distinct external addresses named at once (those seen in this period or the one
-    before); more go to OVERFLOW."""
+    """Distinct external addresses and DNS names kept at once (those seen in this period
+    or the one before); more go to OVERFLOW."""
     external_seconds: float = 300.0
     """How long an external address not seen again keeps its name (the map: its window)."""
     overflowed: int = 0
@@ -53,6 +53,7 @@ class Resolver:
     _external: set[str] = field(default_factory=set)
     _external_before: set[str] = field(default_factory=set)
     _named: int = 0  # distinct addresses in both sets: what the cap counts
+    _dns_peers: dict[str, Peer] = field(default_factory=dict)
     _period_started: float | None = None
     # ip -> (peer, since, until): the answer for any time in [since, until), valid
     # until that address's history changes (the directories say when) or an owner does.
@@ -95,16 +96,33 @@ class Resolver:
                         self.services, self.pods, self.nodes)) == 1:
                     self._answers[ip] = (peer, *span)
                 return peer
-        if ip not in self._external:
-            if ip not in self._external_before:
-                if self._named >= self.max_external:
-                    self.overflowed += 1
-                    return Peer("external", OVERFLOW)
-                self._named += 1
-            self._external.add(ip)
+        if not self._admit(ip):
+            return self._canonical(Peer("external", OVERFLOW))
         peer = self._canonical(Peer("external", ip))
         self._answers[ip] = (peer, -FOREVER, FOREVER)  # until a directory claims it
         return peer
+
+    def external_named(self, name: str) -> Peer:
+        """An external peer by the DNS name its address was answered for: one peer
+        for all of a name's addresses (a CDN's many become one)."""
+        peer = self._dns_peers.get(name)
+        if peer is None:
+            if not self._admit(name):
+                return self._canonical(Peer("external", OVERFLOW))
+            peer = self._dns_peers[name] = self._canonical(Peer("external", name))
+        return peer
+
+    def _admit(self, external: str) -> bool:
+        """Room under the cap for this external address or name, now seen."""
+        if external in self._external:
+            return True
+        if external not in self._external_before:
+            if self._named >= self.max_external:
+                self.overflowed += 1
+                return False
+            self._named += 1
+        self._external.add(external)
+        return True
 
     def expire(self, now: float) -> None:
         """Forget ended tenures past their grace, and externals not seen for a while."""
@@ -119,6 +137,7 @@ class Resolver:
             # Remembered external answers would skip the bookkeeping above.
             self._answers = {ip: a for ip, a in self._answers.items()
                              if a[0].kind != "external"}
+            self._dns_peers.clear()
 
     def local(self, namespace: str | None, workload_kind: str | None, workload: str | None,
               node: str) -> Peer:

@@ -62,6 +62,12 @@ def _loopback_connections(n: int) -> int:
     return port
 
 
+def _cgroup_programs() -> str:
+    """Programs attached anywhere in the cgroup v2 tree (names), per bpftool."""
+    return subprocess.run(["bpftool", "cgroup", "tree"], capture_output=True, text=True,
+                          check=True).stdout
+
+
 @pytest.fixture
 def agent_proc(bpf_ready: None) -> Iterator[list[AgentProc]]:
     started: list[AgentProc] = []
@@ -76,7 +82,9 @@ def test_sigkill_leaves_no_programs_or_maps_and_restart_resumes(agent_proc: Any)
     first = AgentProc()
     agent_proc.append(first)
     progs, maps = held_ids(first.proc.pid, "prog"), held_ids(first.proc.pid, "map")
-    assert len(progs) == len(first.ready["programs"]) >= 5 and maps
+    assert len(progs) == len(first.ready["programs"]) >= 6 and maps
+    assert "cgroup_skb/dns_ingress" in first.ready["programs"]
+    assert "dns_ingress" in _cgroup_programs()
     assert progs <= live_ids("prog") and maps <= live_ids("map")
     os.kill(first.proc.pid, signal.SIGKILL)
     first.proc.wait()
@@ -85,6 +93,7 @@ def test_sigkill_leaves_no_programs_or_maps_and_restart_resumes(agent_proc: Any)
         time.sleep(0.2)
     assert not progs & live_ids("prog"), "programs leaked after SIGKILL"
     assert not maps & live_ids("map"), "maps leaked after SIGKILL"
+    assert "dns_ingress" not in _cgroup_programs(), "DNS tap left attached to a cgroup"
 
     second = AgentProc()
     agent_proc.append(second)

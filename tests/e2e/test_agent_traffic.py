@@ -11,6 +11,7 @@ import re
 import subprocess
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,7 +20,8 @@ from harness.traffic_control import PY, TRAFFIC, dial, serve, stop
 from traceprobe_agent.agent import Agent, AgentConfig
 from traceprobe_api.records import ConnectionRecord
 
-ALL = frozenset({"connections", "failures", "bytes", "retransmits", "rtt"})
+ALL = frozenset({"connections", "failures", "bytes", "retransmits", "rtt", "dns"})
+DNS = str(Path(__file__).resolve().parents[1] / "harness" / "dns_server.py")
 
 
 class Recorder:
@@ -87,6 +89,43 @@ def test_short_connections_match_exactly(recorder: Recorder, pods: tuple[Any, An
     assert recorder.one(role="client", remote_ip=b.ip).cgroup_id == a.cgroup_id
     server_rec = recorder.one(role="server", local_ip=b.ip, local_port=8080)
     assert server_rec.cgroup_id == b.cgroup_id and server_rec.pid == server.pid
+
+
+def test_external_peers_named_by_the_dns_answers_the_client_got(
+        recorder: Recorder, pod_factory: Any) -> None:
+    """A pod resolves two names at a DNS server (another netns), then connects to the
+    addresses it was given, and to one it was never given: the agent names the first
+    two by the answers (IPv4 and IPv6, through a CNAME), the third not at all."""
+    client = pod_factory.create("client-dns", "traffic", owner=("Deployment", "client"))
+    dns = pod_factory.create_external("dns-server")
+    partner = pod_factory.create_external("partner")
+    unnamed = pod_factory.create_external("unnamed")
+    dns_server = dns.popen([PY, DNS, "serve", "53", f"api.partner.example={partner.ip}",
+                            f"v6.partner.example={partner.ip6}"], stdout=subprocess.PIPE,
+                           text=True)
+    assert dns_server.stdout is not None and dns_server.stdout.readline().strip() == "ready"
+    servers = [serve(partner, 8443, 200), serve(unnamed, 8443, 200)]
+    try:
+        v4 = json.loads(client.run([PY, DNS, "resolve", dns.ip, "API.partner.example"]).stdout)
+        v6 = json.loads(client.run([PY, DNS, "resolve", dns.ip, "v6.partner.example",
+                                    "--type", "AAAA"]).stdout)
+        assert v4 == {"addresses": [partner.ip]} and v6 == {"addresses": [partner.ip6]}
+        named = dial(client, partner.ip, 8443, 100, "--count", "2")
+        named6 = dial(client, partner.ip6, 8443, 100)
+        never_resolved = dial(client, unnamed.ip, 8443, 100)
+    finally:
+        stop(dns_server, *servers)
+    assert (named["completed"], named6["completed"], never_resolved["completed"]) == (2, 1, 1)
+    recorder.flush()
+    by_name = recorder.one(role="client", remote_ip=partner.ip, remote_port=8443)
+    assert by_name.remote_dns_name == "api.partner.example"
+    assert recorder.edge(role="client", remote_ip=partner.ip, remote_port=8443)["opened"] == 2
+    assert recorder.one(role="client", remote_ip=partner.ip6).remote_dns_name == \
+        "v6.partner.example"
+    assert recorder.one(role="client", remote_ip=unnamed.ip).remote_dns_name is None
+    counters = recorder.agent.stats.kernel_counters
+    assert counters["dns_responses"] >= 2 and counters["dns_responses_lost"] == 0
+    assert counters["dns_answers"] >= 2
 
 
 def test_failures_refused_reset_timeout(recorder: Recorder, pods: tuple[Any, Any]) -> None:

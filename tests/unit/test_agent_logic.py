@@ -49,7 +49,7 @@ def test_plan_flags_and_degradation() -> None:
     dead = plan_program({"bytes"}, _features(**{"sock__inet_sock_set_state": False}), 65536)
     assert not dead.runnable and dead.kinds == ()
     with pytest.raises(ValueError, match="unknown probe kinds"):
-        plan_program({"dns"}, _features(), 1)
+        plan_program({"http"}, _features(), 1)
 
 
 def test_format_ip_maps_dual_stack_to_ipv4() -> None:

@@ -77,7 +77,7 @@ def test_defaults_live_in_the_schema() -> None:
     props = spec["properties"]
     assert spec["default"] == {} and props["podSelector"]["default"] == {}
     assert props["probes"]["default"] == ["connections", "failures", "bytes", "retransmits",
-                                          "rtt"]
+                                          "rtt", "dns"]
     assert props["interval"]["default"] == "10s" and props["limits"]["default"] == {}
     limits = props["limits"]["properties"]
     assert (limits["maxConnections"]["default"], limits["maxEventsPerSecond"]["default"]) == (

@@ -34,7 +34,7 @@ def test_spec_defaults_match_the_design() -> None:
     assert spec.interval == "10s" and spec.export is None and spec.node_selector is None
     assert (spec.limits.max_connections, spec.limits.max_events_per_second) == (65536, 10000)
     assert spec.to_dict() == {
-        "probes": ["connections", "failures", "bytes", "retransmits", "rtt"],
+        "probes": ["connections", "failures", "bytes", "retransmits", "rtt", "dns"],
         "podSelector": {}, "interval": "10s",
         "limits": {"maxConnections": 65536, "maxEventsPerSecond": 10000}}
     assert ClusterTraceProbeSpec().to_dict()["namespaceSelector"] == {}

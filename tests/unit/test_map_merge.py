@@ -233,3 +233,21 @@ def test_external_cap_frees_addresses_not_seen_for_a_period() -> None:
     assert r.remote("198.51.100.2", 602).name == OVERFLOW and r.overflowed == 3
     r.pods.claim("198.51.100.3", WEB, since=700)  # a pod takes the address
     assert r.remote("198.51.100.3", 701) == WEB
+
+
+def test_external_peer_named_by_its_dns_answer() -> None:
+    """The agent saw a DNS answer for the address: the map draws the name, one peer for
+    all of its addresses; in-cluster addresses keep their workloads whatever the name."""
+    def call(ip: str, name: str | None) -> ConnectionRecord:
+        return rec(Role.CLIENT, 10, remote_ip=ip, remote_port=443, remote_dns_name=name,
+                   k8s_namespace="shop", k8s_workload_kind="Deployment", k8s_workload="web",
+                   opened=1)
+
+    r = resolver()
+    r.max_external = 10
+    edges = merge([call("198.51.100.1", "api.partner.example"),
+                   call("198.51.100.2", "api.partner.example"), call("198.51.100.3", None),
+                   call("10.0.0.2", "db.shop.svc.cluster.local")], r).edges
+    dsts = {k.dst: v.connections for k, v in edges.items()}
+    assert dsts == {Peer("external", "api.partner.example"): 2,
+                    Peer("external", "198.51.100.3"): 1, DB: 1}
