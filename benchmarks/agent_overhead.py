@@ -95,7 +95,10 @@ def run_one(variant: str, workload: workloads.Workload, settings: workloads.Sett
             bpf0 = procs.bpf_programs(observer.pid)
         time.sleep(0.5)  # the same quiet gap before every run, observer or not
         busy0, obs0 = procs.machine_busy(), procs.cpu_seconds(observer.pid) if observer else 0.0
+        work0 = procs.machine_work()
         run.result = workloads.run(workload, settings, binary)
+        run.machine_cpu, run.steal = (b - a for a, b in zip(work0, procs.machine_work(),
+                                                             strict=True))
         busy, wall = (b - a for a, b in zip(busy0, procs.machine_busy(), strict=True))
         obs_cpu = procs.cpu_seconds(observer.pid) - obs0 if observer else 0.0
         others = busy - run.result.client_cpu - run.result.server_cpu - obs_cpu

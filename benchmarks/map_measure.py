@@ -25,7 +25,7 @@ from traceprobe_agent.pod_cgroups import pod_uid
 from traceprobe_agent.pod_index import PodIndex, pod_info
 from traceprobe_api.record_otlp import decode, encode
 from traceprobe_api.records import ConnectionRecord
-from traceprobe_map.merge import EdgeKey, MergeResult, merge
+from traceprobe_map.merge import EdgeKey, MergeResult, Recent, merge
 from traceprobe_map.metadata import MetadataCache
 from traceprobe_map.peers import Peer, Resolver
 from traceprobe_map.window import MapWindow
@@ -102,7 +102,7 @@ def merge_alone(scn: Scenario, cache: MetadataCache, repeats: int,
     result = None
     for _ in range(repeats):
         floor.timed(lambda: group_by_floor(records))
-        result = measured.timed(lambda: merge(records, cache.resolver, set(recent),
+        result = measured.timed(lambda: merge(records, cache.resolver, Recent(set(recent)),
                                               cache.probes_of))
     assert result is not None
     return measured, floor, result, interval

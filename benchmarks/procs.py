@@ -66,6 +66,14 @@ def machine_busy() -> tuple[float, float]:
     return (total - idle) / _CLK_TCK, total / _CLK_TCK
 
 
+def machine_work() -> tuple[float, float]:
+    """(CPU seconds all CPUs did work, CPU seconds the hypervisor stole) since boot.
+    Work is user + nice + system + irq + softirq: every context, steal excluded."""
+    with open("/proc/stat") as f:
+        t = [int(x) for x in f.readline().split()[1:9]]
+    return (t[0] + t[1] + t[2] + t[5] + t[6]) / _CLK_TCK, t[7] / _CLK_TCK
+
+
 def memory_bytes(pid: int) -> tuple[int, int]:
     """(VmRSS, VmHWM) of a live process, in bytes."""
     values = {}

@@ -28,7 +28,11 @@ How to read the tables
   cpu-est  the ratio estimated from CPU cost instead of wall-clock rate: baseline's median
            CPU per connection (client + server processes) / this variant's (client + server
            + observer). At saturation rate ~ CPU / cost; misses softirq work done in
-           ksoftirqd or idle context. Three estimates that disagree mean noise, not signal.
+           ksoftirqd or idle context. Estimates that disagree mean noise, not signal.
+  work-est the same from all the machine's work (/proc/stat user + nice + system + irq +
+           softirq on every CPU, steal excluded) per connection or GiB: softirq wherever
+           it ran and the observer included, time the hypervisor stole left out.
+  steal    CPU time the hypervisor took during the traffic, as a share of the work done.
   gen CPU  the generator's client + server CPU (utime + stime, softirq included when it
            ran in their context) per connection or GiB: the observer's in-kernel cost
            lands here.
@@ -118,7 +122,7 @@ def workload_block(runs: list[Run], workload: str, variants: list[str],
     churn = kind == "churn"
     target = TARGET_CONN_RATIO if churn else TARGET_BULK_RATIO
     header = ["variant", "conn/s" if churn else "MB/s", "other CPU", "ratio",
-              "[min - max]", f">={target}", "med/med", "cpu-est",
+              "[min - max]", f">={target}", "med/med", "cpu-est", "work-est", "steal",
               "gen CPU us/conn" if churn else "gen CPU s/GiB",
               "obs CPU s/100k" if churn else "obs CPU s/GiB",
               f"RSS MB<={TARGET_RSS_MB:.0f}", "peak MB",
@@ -142,6 +146,8 @@ def workload_block(runs: list[Run], workload: str, variants: list[str],
             f"[{min(s.ratios):.2f} - {max(s.ratios):.2f}]" if s.ratios and obs else "",
             verdict(s.ratio, target) if obs else "",
             num(s.rate_of_medians, ".3f") if obs else "", num(s.cpu_ratio, ".3f") if obs else "",
+            num(s.machine_ratio, ".3f") if obs else "",
+            num(100 * st if (st := s.steal_share()) is not None else None, ".0f") + "%",
             num(gen * 1e6 if churn and gen is not None else gen, ".1f" if churn else ".3f"),
             num(cpu * 1e5 if churn and cpu is not None else cpu, ".2f" if churn else ".3f")
             if obs else "",
@@ -174,7 +180,8 @@ def targets_block(agents: dict[str, Summary | None]) -> str:
         for w, s in group.items():
             rows.append([f"{name} >= {target}", w,
                          f"{num(s.ratio, '.3f')} (med/med {num(s.rate_of_medians, '.3f')}, "
-                         f"cpu-est {num(s.cpu_ratio, '.3f')})", verdict(s.ratio, target)])
+                         f"cpu-est {num(s.cpu_ratio, '.3f')}, work-est "
+                         f"{num(s.machine_ratio, '.3f')})", verdict(s.ratio, target)])
     for w, summary in agents.items():
         if summary is None or not summary.runs:
             continue

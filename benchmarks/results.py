@@ -25,6 +25,8 @@ class Run:
     bpf: dict[str, tuple[int, int]] = field(default_factory=dict)  # program -> (runs, ns)
     error: str | None = None
     other_cpu: float | None = None  # share of all CPUs busy with neither generator nor observer
+    machine_cpu: float | None = None  # CPU seconds of work on all CPUs, any context, no steal
+    steal: float | None = None  # CPU seconds the hypervisor took during the traffic
 
     @property
     def ok(self) -> bool:
@@ -43,6 +45,12 @@ class Run:
         if self.result is None or not self.units:
             return None
         return (self.result.client_cpu + self.result.server_cpu + (self.cpu or 0.0)) / self.units
+
+    def machine_cpu_per_unit(self) -> float | None:
+        """All the machine's work (generator, observer, softirq wherever it ran) per unit."""
+        if self.machine_cpu is None or self.result is None or not self.units:
+            return None
+        return self.machine_cpu / self.units
 
     def unaccounted(self) -> tuple[int, int] | None:
         """(client, server) connections the observer missed (churn) or bytes (bulk)."""
@@ -76,6 +84,7 @@ class Summary:
     errors: list[str]
     base_rate: float | None = None  # the baseline's median rate on this workload
     base_cpu: float | None = None   # the baseline's median CPU per unit (generator)
+    base_machine: float | None = None  # the baseline's median machine work per unit
 
     @property
     def rate(self) -> float | None:
@@ -95,6 +104,18 @@ class Summary:
         """Baseline's median CPU per unit / this variant's (generator + observer)."""
         mine = median([c for r in self.ok_runs() if (c := r.cpu_per_unit()) is not None])
         return self.base_cpu / mine if mine and self.base_cpu else None
+
+    @property
+    def machine_ratio(self) -> float | None:
+        """Baseline's median machine work per unit / this variant's: the saturation rate
+        ratio if the work is CPU-bound, immune to time the hypervisor steals."""
+        mine = median([c for r in self.ok_runs() if (c := r.machine_cpu_per_unit())])
+        return self.base_machine / mine if mine and self.base_machine else None
+
+    def steal_share(self) -> float | None:
+        """Stolen CPU time as a share of the machine's work (a noise gauge)."""
+        return median([r.steal / r.machine_cpu for r in self.ok_runs()
+                       if r.steal is not None and r.machine_cpu])
 
     def ok_runs(self) -> list[Run]:
         return [r for r in self.runs if r.ok]
@@ -171,4 +192,5 @@ def summarise(runs: list[Run], workload: str, variant: str) -> Summary:
     base_runs = [r for r in runs if r.workload == workload and r.variant == BASELINE and r.ok]
     return Summary(workload, variant, mine, rates, ratios, [r.error for r in mine if r.error],
                    base_rate=median([r.result.rate for r in base_runs if r.result]),
-                   base_cpu=median([c for r in base_runs if (c := r.cpu_per_unit()) is not None]))
+                   base_cpu=median([c for r in base_runs if (c := r.cpu_per_unit()) is not None]),
+                   base_machine=median([c for r in base_runs if (c := r.machine_cpu_per_unit())]))

@@ -4,8 +4,9 @@ A real kube-apiserver + etcd, the chart's CRDs and a sample probe applied with
 kubectl, the operator, one node agent (real eBPF), the service map, and a small
 shop of simulated pods (network namespaces) in two namespaces talking to each
 other, to a payments Service with two backends, to a partner outside the
-cluster, plus one call that always fails. Prints the map's URL; Ctrl-C (or
-SIGTERM) removes everything it made.
+cluster (looked up in DNS first, so the map names it), plus one call that
+always fails. Prints the map's URL; Ctrl-C (or SIGTERM) removes everything it
+made.
 """
 
 from __future__ import annotations
@@ -38,6 +39,8 @@ from harness.traffic_control import PY, TRAFFIC, serve  # noqa: E402
 from harness.world import OperatorWorld  # noqa: E402
 
 NODE = "demo-node-1"
+PARTNER = "api.partner.example"
+DNS = str(REPO / "tests" / "harness" / "dns_server.py")
 PROBE = REPO / "scripts" / "demo-probe.yaml"
 
 
@@ -114,11 +117,22 @@ def run(args: argparse.Namespace, stop: threading.Event) -> int:
         pay_b = node.create("payments-v2-9f-b", "pay", {"app": "payments"},
                             ("Deployment", "payments-v2"))
         partner = node.create_external("partner-api")
+        dns = node.create_external("dns")  # the partner's name server, outside the cluster
         cart_svc = services.create("cart", "shop", [cart], 80, 8080)
         pay_svc = services.create("payments", "pay", [pay_a, pay_b], 80, 8080)
         world.start_agent(NODE)
         running = [serve(cart, 8080, 300), serve(store, 5432, 2000), serve(pay_a, 8080, 50),
-                   serve(pay_b, 8080, 50), serve(partner, 443, 4000)]
+                   serve(pay_b, 8080, 50), serve(partner, 443, 4000),
+                   dns.popen([PY, DNS, "serve", "53", f"{PARTNER}={partner.ip}"],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)]
+        time.sleep(0.5)
+        # Payments look the partner up, as apps do, then call the address they got: the
+        # map names that external peer by the DNS answer the agent saw.
+        for pod in (pay_a, pay_b):
+            pod.run([PY, DNS, "resolve", dns.ip, PARTNER])
+            running.append(pod.popen(["sh", "-c", f"while :; do sleep 20; {PY} {DNS} resolve "
+                                      f"{dns.ip} {PARTNER}; done"],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
         running += [
             _dialer(frontend, cart_svc.cluster_ip, 80, 0.5),
             _dialer(cart, store.ip, 5432, 0.3),

@@ -98,7 +98,8 @@ def parse_answers(message: bytes) -> list[DnsAnswer]:
 
 
 class DnsNames:
-    """Which name an address was last answered for, until its TTL runs out (bounded)."""
+    """Which name an address was last answered for, until its TTL runs out or, while
+    it is asked for, at least `min_ttl` after its last use (bounded)."""
 
     def __init__(self, max_entries: int = 10_000, min_ttl: float = 60.0,
                  max_ttl: float = 3600.0) -> None:
@@ -126,6 +127,9 @@ class DnsNames:
         if now >= expires:
             del self._entries[address]
             return None
+        if now + self._min_ttl > expires:
+            # In use: a long-lived connection keeps its name past a short TTL.
+            self._entries[address] = (name, now + self._min_ttl)
         return name
 
     def __len__(self) -> int:

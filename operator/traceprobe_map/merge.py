@@ -57,6 +57,27 @@ class MergeResult:
 
 
 @dataclass
+class Recent:
+    """What the client sides of neighbouring buckets counted: agents' intervals are
+    not aligned, so a connection's server side may land a bucket before or after its
+    client's. An edge whose client has an agent is counted by that agent alone."""
+
+    client_keys: set[EdgeKey] = field(default_factory=set)
+    via_service: dict[tuple[Peer, Peer], EdgeKey] = field(default_factory=dict)
+    """(client, backend) -> the Service edge conntrack said it went through."""
+    service_edges: dict[Peer, list[EdgeKey]] = field(default_factory=dict)
+    """client -> its Service edges without conntrack (EndpointSlices tell the backends)."""
+
+    def note(self, part: Partial) -> None:
+        """Add the client-side facts of another bucket (finished or still open)."""
+        self.client_keys.update(part.client)
+        self.via_service.update(part.via_service)
+        for key in part.client:
+            if key.dst.kind == "service" and key not in part.conntracked:
+                self.service_edges.setdefault(key.src, []).append(key)
+
+
+@dataclass
 class Partial:
     """One bucket's records, folded: memory grows with edges, not with records."""
 
@@ -114,7 +135,7 @@ def fold(records: Iterable[ConnectionRecord], resolver: Resolver,
                 label, names_of(probes_of(r)) if probes_of is not None else NO_NAMES)
         me, pod, probes = local
         other = remote(f["remote_ip"], at)
-        dns_name = f.get("remote_dns_name")  # absent in records from older agents
+        dns_name = f["remote_dns_name"]
         if dns_name and other.kind == "external":
             other = resolver.external_named(dns_name)
         node = f["node"]
@@ -173,7 +194,7 @@ def fold(records: Iterable[ConnectionRecord], resolver: Resolver,
     return part
 
 
-def finish(part: Partial, resolver: Resolver, recent_client_keys: set[EdgeKey] | None = None,
+def finish(part: Partial, resolver: Resolver, recent: Recent | None = None,
            max_edges: int = 50_000) -> MergeResult:
     """The bucket's edges. `part` is left as it was (an open bucket can be shown
     now and folded into later): stats that change are copies."""
@@ -181,6 +202,7 @@ def finish(part: Partial, resolver: Resolver, recent_client_keys: set[EdgeKey] |
     edges = result.edges
     edges.update(part.client)
     owned: set[EdgeKey] = set()
+    carried: set[EdgeKey] = set()
 
     def own(key: EdgeKey) -> EdgeStats:
         if key not in owned:
@@ -192,12 +214,17 @@ def finish(part: Partial, resolver: Resolver, recent_client_keys: set[EdgeKey] |
 
     lookups = _Lookups(part, resolver)
     for key, stats in part.server.items():
-        target = _accounted_by(key, part.server_at[key], part, lookups, recent_client_keys)
+        target = _accounted_by(key, part.server_at[key], part, lookups, recent)
         if target is None:
             edges[key] = stats
             continue
-        if target not in edges:
-            continue  # counted in a neighbouring window
+        if target not in edges or target in carried:
+            # Counted in a neighbouring window: here only who saw it, and where, joins.
+            if target not in edges:
+                edges[target] = EdgeStats()
+                carried.add(target)
+            edges[target].merge_sides(stats)
+            continue
         mine = own(target)
         if target.dst.kind == "service" and target not in part.conntracked:
             # EndpointSlice fallback (no conntrack): the server side tells the split.
@@ -209,10 +236,10 @@ def finish(part: Partial, resolver: Resolver, recent_client_keys: set[EdgeKey] |
 
 
 def merge(records: Iterable[ConnectionRecord], resolver: Resolver,
-          recent_client_keys: set[EdgeKey] | None = None,
+          recent: Recent | None = None,
           probes_of: ProbeMatcher | None = None, max_edges: int = 50_000) -> MergeResult:
     """fold + finish of one batch of records."""
-    return finish(fold(records, resolver, probes_of), resolver, recent_client_keys, max_edges)
+    return finish(fold(records, resolver, probes_of), resolver, recent, max_edges)
 
 
 class _Lookups:
@@ -280,7 +307,7 @@ def _through_service(key: EdgeKey, at: float, candidates: Iterable[EdgeKey], par
 
 
 def _accounted_by(key: EdgeKey, at: float, part: Partial, lookups: _Lookups,
-                  recent_client_keys: set[EdgeKey] | None) -> EdgeKey | None:
+                  recent: Recent | None) -> EdgeKey | None:
     """The client-side edge that already counts this server-side one, if any."""
     client = part.client
     if key in client:
@@ -291,8 +318,16 @@ def _accounted_by(key: EdgeKey, at: float, part: Partial, lookups: _Lookups,
     found = _through_service(key, at, lookups.service_edges(key.src), part, lookups)
     if found is not None:
         return found
-    if recent_client_keys is not None and key in recent_client_keys:
-        return key  # counted in a neighbouring window
+    if recent is not None:  # counted in a neighbouring window?
+        if key in recent.client_keys:
+            return key
+        via = recent.via_service.get((key.src, key.dst))
+        if via is not None:
+            return via
+        found = _through_service(key, at, recent.service_edges.get(key.src, ()), part,
+                                 lookups)
+        if found is not None:
+            return found
     if key.src.kind == "node":
         # A hostNetwork client's address is its node's: the server sees the node,
         # the client's own agent named the pod. Same server and node; directly or

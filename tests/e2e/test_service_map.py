@@ -8,9 +8,11 @@ refused) and from the kernel's own iptables counters for the DNAT split.
 
 from __future__ import annotations
 
+import json
 import subprocess
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,12 +21,13 @@ from harness.install import apply_probe, install
 from harness.map_world import MapWorld
 from harness.pods import PodFactory
 from harness.services import ServiceFactory
-from harness.traffic_control import dial, serve, stop
+from harness.traffic_control import PY, dial, serve, stop
 from harness.world import wait_until
 
 CONNS = "traceprobe.edge.connections"
 FAILURES = "traceprobe.edge.failures"
 BACKENDS = "traceprobe.edge.backend.connections"
+DNS = str(Path(__file__).resolve().parents[1] / "harness" / "dns_server.py")
 CLUSTER = "e2e-service-map"  # the collector is shared: only this test's exports count
 
 
@@ -50,6 +53,13 @@ def _dnat_split(chain: str) -> list[int]:
     out = subprocess.run(["iptables", "-t", "nat", "-L", chain, "-v", "-x", "-n"],
                          capture_output=True, text=True, check=True).stdout
     return [int(line.split()[0]) for line in out.splitlines() if "DNAT" in line]
+
+
+def _resolve_and_dial(pod: Any, server: str, name: str, expected: str) -> dict[str, Any]:
+    """As an app does: look the name up, then connect to the address it was given."""
+    got = pod.run([PY, DNS, "resolve", server, name]).stdout
+    assert json.loads(got) == {"addresses": [expected]}, got
+    return dial(pod, expected, 443, 10, "--count", "2")
 
 
 def _edges(collector: Any, name: str, **attrs: Any) -> dict[tuple[str, str, int], float]:
@@ -79,6 +89,8 @@ def test_service_map_end_to_end(world: tuple[MapWorld, PodFactory, PodFactory, S
     v2 = n1.create("payments-v2-9f-b", "pay", {"app": "payments"}, ("Deployment", "payments-v2"))
     cart = n2.create("cart-66-c", "shop", owner=("Deployment", "cart"))
     outside = n1.create_external("partner-api")
+    named = n1.create_external("partner-named")  # reached by a name, looked up first
+    dns = n1.create_external("dns")
     svc = services.create("payments", "pay", [v1, v2], 80, 8080)
 
     w.start_map(collector.grpc_endpoint, cluster=CLUSTER)
@@ -86,7 +98,9 @@ def test_service_map_end_to_end(world: tuple[MapWorld, PodFactory, PodFactory, S
     for node in ("sm-node-1", "sm-node-2"):
         w.start_agent(node)
     servers = [serve(store, 5432, 100), serve(v1, 8080, 10), serve(v2, 8080, 10),
-               serve(outside, 443, 1000), serve(cart, 8080, 10)]
+               serve(outside, 443, 1000), serve(named, 443, 10),
+               dns.popen([PY, DNS, "serve", "53", f"api.partner.example={named.ip}"],
+                         stdout=subprocess.DEVNULL), serve(cart, 8080, 10)]
     try:
         # Both agents compiled and attached: a warm-up edge shows up in the map.
         def warm() -> bool:
@@ -100,6 +114,7 @@ def test_service_map_end_to_end(world: tuple[MapWorld, PodFactory, PodFactory, S
             "store": dial(frontend, store.ip, 5432, 200, "--count", "3"),
             "payments": dial(frontend, svc.cluster_ip, 80, 20, "--count", "6"),
             "external": dial(frontend, outside.ip, 443, 10, "--count", "2"),
+            "named": _resolve_and_dial(frontend, dns.ip, "api.partner.example", named.ip),
             "refused": dial(frontend, store.ip, 5433, 1, "--count", "2"),
             "metrics": dial(metrics, store.ip, 5432, 10, "--count", "2"),
             "cart": dial(frontend, cart.ip, 8080, 10, "--count", "2"),
@@ -119,8 +134,8 @@ def test_service_map_end_to_end(world: tuple[MapWorld, PodFactory, PodFactory, S
         stop(*servers)
     assert truth["refused"]["failed"] == {"ECONNREFUSED": 2}
     completed = {k: t["completed"] for k, t in truth.items()}
-    assert completed == {"store": 3, "payments": 6, "external": 2, "refused": 0, "metrics": 2,
-                         "cart": 2, "report": 1}, truth
+    assert completed == {"store": 3, "payments": 6, "external": 2, "named": 2, "refused": 0,
+                         "metrics": 2, "cart": 2, "report": 1}, truth
     assert sum(split) == 6
 
     ext = f"/{outside.ip}"
@@ -128,6 +143,7 @@ def test_service_map_end_to_end(world: tuple[MapWorld, PodFactory, PodFactory, S
         ("shop/frontend", "shop/store", 5432): 3,
         ("shop/frontend", "pay/payments", 80): 6,
         ("shop/frontend", ext.lstrip("/"), 443): 2,
+        ("shop/frontend", "api.partner.example", 443): 2,  # by the DNS answer, not the IP
         ("shop/node-metrics", "shop/store", 5432): 2,
         ("shop/frontend", "shop/cart", 8080): 2,
         ("shop/frontend", "pay/report", 8080): 1,

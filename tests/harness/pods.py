@@ -15,6 +15,7 @@ import os
 import secrets
 import signal
 import subprocess
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -105,6 +106,14 @@ def cleanup_stale() -> list[str]:
     return removed
 
 
+def _wait_reachable(ip: str, seconds: float = 10.0) -> None:
+    """Until the host reaches `ip` (a reused address: its new owner's link and ARP)."""
+    deadline = time.monotonic() + seconds
+    while sh("ping", "-c1", "-W1", ip, check=False).returncode != 0:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{ip} not reachable from the host {seconds:g}s after plumbing")
+
+
 @dataclass
 class Pod:
     name: str
@@ -191,6 +200,7 @@ class PodFactory:
             if reuse_ip_of is not None:  # the old pod's MAC must not linger in the host
                 for ip in (ip4, ip6):
                     sh("ip", "neigh", "flush", "to", str(ip), check=False)
+                _wait_reachable(ip4)
         pod = Pod(name, namespace, self.node, ip4, ip6, netns, cgroup, labels, obj.metadata.uid)
         self.pods.append(pod)
         self.objects.mark_running(name, namespace, [ip4] + ([ip6] if ip6 else []), self.node_ip)
@@ -235,6 +245,10 @@ class PodFactory:
         """Remove one pod's processes, cgroups and netns (and its Pod object)."""
         kill_cgroup(pod.cgroup.parent if pod.namespace else pod.cgroup)
         if pod.netns:
+            # The host end first, synchronously: a netns is torn down asynchronously, and
+            # until it is, its eth0 would still answer ARP for an address a new pod reuses.
+            sh("ip", "link", "del", VETH_PREFIX + pod.netns.removeprefix(NETNS_PREFIX),
+               check=False)
             sh("ip", "netns", "del", pod.netns, check=False)
         if delete_object and pod.namespace:
             with contextlib.suppress(Exception):

@@ -156,33 +156,48 @@ def test_not_a_usable_response() -> None:
 
 
 def test_names_ttl_clamped_up_and_down() -> None:
-    names = DnsNames(min_ttl=60.0, max_ttl=3600.0)
-    names.learn([DnsAnswer("short.io", "1.1.1.1", 5), DnsAnswer("long.io", "2.2.2.2", 86400),
-                 DnsAnswer("mid.io", "3.3.3.3", 300)], now=1000.0)
-    assert [names.name_of(a, 1059.9) for a in ("1.1.1.1", "2.2.2.2", "3.3.3.3")] == [
-        "short.io", "long.io", "mid.io"]
-    assert names.name_of("1.1.1.1", 1060.0) is None
-    assert names.name_of("3.3.3.3", 1299.9) == "mid.io"
-    assert names.name_of("3.3.3.3", 1300.0) is None
-    assert names.name_of("2.2.2.2", 4599.9) == "long.io"
-    assert names.name_of("2.2.2.2", 4600.0) is None
-    assert len(names) == 0
+    def learned() -> DnsNames:  # fresh each time: asking for a name extends its life
+        names = DnsNames(min_ttl=60.0, max_ttl=3600.0)
+        names.learn([DnsAnswer("short.io", "1.1.1.1", 5),
+                     DnsAnswer("long.io", "2.2.2.2", 86400),
+                     DnsAnswer("mid.io", "3.3.3.3", 300)], now=1000.0)
+        return names
+
+    for address, name, expires in (("1.1.1.1", "short.io", 1060.0),
+                                   ("3.3.3.3", "mid.io", 1300.0),
+                                   ("2.2.2.2", "long.io", 4600.0)):
+        assert learned().name_of(address, expires - 0.1) == name
+        names = learned()
+        assert names.name_of(address, expires) is None and len(names) == 2
 
 
 def test_names_expiry_and_unknown() -> None:
     names = DnsNames()
     assert names.name_of("9.9.9.9", 0.0) is None
     names.learn([DnsAnswer("a.io", "9.9.9.9", 120)], now=0.0)
-    assert len(names) == 1 and names.name_of("9.9.9.9", 119.0) == "a.io"
+    assert len(names) == 1 and names.name_of("9.9.9.9", 30.0) == "a.io"
     assert names.name_of("9.9.9.9", 121.0) is None and len(names) == 0
+
+
+def test_names_in_use_outlive_their_ttl() -> None:
+    """A long-lived connection is named at every interval: its name stays while asked
+    for, min_ttl past the last use, and goes once nobody asks."""
+    names = DnsNames(min_ttl=60.0)
+    names.learn([DnsAnswer("a.io", "9.9.9.9", 30)], now=0.0)  # clamped up to 60 s
+    for t in (50.0, 100.0, 150.0, 200.0):
+        assert names.name_of("9.9.9.9", t) == "a.io"
+    assert names.name_of("9.9.9.9", 259.0) == "a.io"  # 200 + 60 not yet reached
+    assert names.name_of("9.9.9.9", 320.0) is None  # 259 + 60 passed
 
 
 def test_names_newer_answer_replaces_older() -> None:
     names = DnsNames()
     names.learn([DnsAnswer("old.io", "5.5.5.5", 3600)], now=0.0)
     names.learn([DnsAnswer("new.io", "5.5.5.5", 60)], now=100.0)
-    assert len(names) == 1 and names.name_of("5.5.5.5", 150.0) == "new.io"
-    assert names.name_of("5.5.5.5", 160.0) is None  # the newer TTL governs too
+    assert len(names) == 1
+    assert names.name_of("5.5.5.5", 161.0) is None  # the newer TTL governs too
+    names.learn([DnsAnswer("new.io", "5.5.5.5", 60)], now=200.0)
+    assert names.name_of("5.5.5.5", 250.0) == "new.io"
 
 
 def test_names_bound_evicts_oldest_inserted() -> None:
@@ -202,8 +217,7 @@ def test_names_learn_from_a_parsed_response() -> None:
     names = DnsNames()
     names.learn(parse_answers(basic()), now=10.0)
     assert names.name_of("2001:db8::1", 20.0) == "api.example.com"
-    assert names.name_of("93.184.216.35", 69.0) == "api.example.com"  # ttl 0 → min 60
-    assert names.name_of("93.184.216.35", 70.0) is None
+    assert names.name_of("93.184.216.35", 70.0) is None  # ttl 0 → min 60
 
 
 def well_formed(answers: list[DnsAnswer], ancount_at_most: int) -> bool:

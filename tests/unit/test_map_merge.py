@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from traceprobe_api.records import ConnectionRecord, Role
-from traceprobe_map.merge import EdgeKey, merge
+from traceprobe_map.merge import EdgeKey, Recent, merge
 from traceprobe_map.peers import OVERFLOW, Peer, Resolver
 
 WEB = Peer("workload", "web", "shop", "Deployment")
@@ -124,8 +124,9 @@ def test_service_backends_from_endpoint_slices_when_conntrack_is_silent() -> Non
 def test_server_side_seen_by_client_in_a_neighbouring_window_is_not_recounted() -> None:
     server = rec(Role.SERVER, 10, local_port=5432, remote_ip="10.0.0.1", k8s_namespace="shop",
                  k8s_workload_kind="StatefulSet", k8s_workload="db", opened=3)
-    key = EdgeKey(WEB, DB, 5432, "tcp")
-    assert merge([server], resolver(), recent_client_keys={key}).edges == {}
+    key = EdgeKey(WEB, DB, 5432, "tcp")  # counted elsewhere: who saw it, only
+    (carried,) = merge([server], resolver(), Recent(client_keys={key})).edges.values()
+    assert (carried.connections, carried.observed_by) == (0, frozenset({"server"}))
     assert merge([server], resolver()).edges[key].connections == 3
 
 

@@ -107,3 +107,39 @@ def test_names_and_rtt_maximum_leave_with_their_bucket() -> None:
     assert edge_at(1086) == ({"shop/web-both"}, {"n2"}, 1, 200)
     w.close_due(1021 + 75)
     assert w.snapshot(now=1096).edges == [] and not w._totals
+
+
+def test_server_side_behind_a_service_in_the_next_bucket_is_not_recounted() -> None:
+    """web → Service db (ClusterIP) → a db pod: the client's record (with conntrack's
+    backend, or without it) lands in one bucket, the db pod's own record in the next;
+    the map keeps one Service edge, no direct web → db edge."""
+    for conntrack in (True, False):
+        w, exported = _window()
+        w.resolver.services.claim("10.96.0.10", Peer("service", "db", "shop"), since=0)
+        w.resolver.endpoints[Peer("service", "db", "shop")] = frozenset({"10.0.0.2"})
+        backends: dict[str, object] = {"10.0.0.2:5432": 1} if conntrack else {}
+        w.add([_rec(1008, remote_ip="10.96.0.10", remote_port=80, backends=backends)],
+              now=1008)
+        w.add([_rec(1012, Role.SERVER)], now=1012)  # the db pod's agent, a bucket later
+        w.close_due(1040)
+        edges = [(k.src.name, k.dst.name, s.connections)  # type: ignore[attr-defined]
+                 for bucket in exported for k, s in bucket.items()]
+        # Counted once; the next bucket adds only who saw it (the db pod's agent).
+        assert edges == [("web", "db", 1), ("web", "db", 0)], (conntrack, edges)
+        assert all(next(iter(b)).dst.kind == "service" for b in exported)
+        assert next(iter(exported[1].values())).observed_by == {"server"}  # type: ignore[attr-defined]
+
+
+def test_server_side_a_bucket_before_its_client_side_is_not_counted_twice() -> None:
+    """The server's agent ends its interval first: its record lands in one bucket, the
+    client's in the next; when the first bucket is finished the second is still open,
+    and its client side already says the edge is counted there."""
+    w, exported = _window()
+    w.add([_rec(1009, Role.SERVER)], now=1009)
+    w.add([_rec(1011)], now=1011)
+    w.close_due(1040)
+    edges = [(k.src.name, k.dst.name, s.connections)  # type: ignore[attr-defined]
+             for bucket in exported for k, s in bucket.items()]
+    assert edges == [("web", "db", 0), ("web", "db", 1)]
+    (edge,) = w.snapshot(now=1040).edges
+    assert edge.connections == 1 and edge.observed_by == ["client", "server"]
