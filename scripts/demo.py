@@ -125,20 +125,10 @@ def run(args: argparse.Namespace, stop: threading.Event) -> int:
                    serve(pay_b, 8080, 50), serve(partner, 443, 4000),
                    dns.popen([PY, DNS, "serve", "53", f"{PARTNER}={partner.ip}"],
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)]
-        time.sleep(0.5)
-        # Payments look the partner up, as apps do, then call the address they got: the
-        # map names that external peer by the DNS answer the agent saw.
-        for pod in (pay_a, pay_b):
-            pod.run([PY, DNS, "resolve", dns.ip, PARTNER])
-            running.append(pod.popen(["sh", "-c", f"while :; do sleep 20; {PY} {DNS} resolve "
-                                      f"{dns.ip} {PARTNER}; done"],
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
         running += [
             _dialer(frontend, cart_svc.cluster_ip, 80, 0.5),
             _dialer(cart, store.ip, 5432, 0.3),
             _dialer(cart, pay_svc.cluster_ip, 80, 1.0),
-            _dialer(pay_a, partner.ip, 443, 2.0),
-            _dialer(pay_b, partner.ip, 443, 2.0),
             _dialer(frontend, store.ip, 6379, 1.0),  # the failing call: nothing listens
         ]
         cleanups.append(lambda: [(p.kill(), p.wait()) for p in running])
@@ -146,6 +136,14 @@ def run(args: argparse.Namespace, stop: threading.Event) -> int:
         say(f"service map view: {url}   (API: {url}api/map)")
         say("waiting for the first edges (the agent compiles its BPF program first)...")
         edges = _wait_for_map(world, 60)
+        # Now that the agent watches: payments look the partner up, as apps do, then
+        # call the address they got; the map names that peer by the DNS answer.
+        for pod in (pay_a, pay_b):
+            pod.run([PY, DNS, "resolve", dns.ip, PARTNER])
+            running.append(pod.popen(["sh", "-c", f"while :; do sleep 20; {PY} {DNS} resolve "
+                                      f"{dns.ip} {PARTNER}; done"],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+            running.append(_dialer(pod, partner.ip, 443, 2.0))
         say(f"live: {edges} edges on the map. Ctrl-C removes everything.")
         if args.screenshot:
             time.sleep(10)
