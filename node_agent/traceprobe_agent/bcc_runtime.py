@@ -223,6 +223,7 @@ class DnsTap:
         bcc = _import_bcc()
         self._prog = bcc.BPF(text=source.encode(), cflags=cflags or [])
         _return_freed_memory()
+        _page_out_compiler()  # as after the connection program's compile (~45 MB)
         self._pending: list[bytes] = []
         self._cgroup_fd = self._link_fd = -1
         try:
