@@ -41,7 +41,9 @@
  * Minimum kernel: 4.16 for inet_sock_set_state and tcp_probe (skaddr in
  * tcp_probe: 5.x), 6.3 for sock_send_length/sock_recv_length. The loader checks
  * each tracepoint and compiles only what exists (Degraded otherwise).
- * Fallback: none in this file; kprobe variants would live in separate files.
+ * Fallback: conn_bytes_kprobe.c stands in for the two bytes tracepoints where
+ * they are missing and the kernel has kprobes (WITH_BYTES_KPROBE); the others
+ * have none: their kind is reported Degraded.
  */
 
 #define AF_INET_ 2
@@ -355,7 +357,7 @@ TRACEPOINT_PROBE(tcp, tcp_destroy_sock)
 #endif
 #endif
 
-#ifdef WITH_BYTES
+#if defined(WITH_BYTES) || defined(WITH_BYTES_KPROBE)
 static __always_inline int on_io(u64 sk, u16 family, u16 protocol, int ret, int flags,
                                  int sent)
 {
@@ -396,7 +398,9 @@ static __always_inline int on_io(u64 sk, u16 family, u16 protocol, int ret, int 
         e->bytes_received += ret;
     return 0;
 }
+#endif
 
+#ifdef WITH_BYTES
 #ifdef RAW_HOOKS
 /* Raw tracepoints hand over the arguments as they are, skipping the trace-event
  * record the kernel otherwise fills per call; the protocol is not among them, so

@@ -12,7 +12,7 @@ import resource
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
 from traceprobe_agent.bcc_runtime import BpfUnavailable, ConnTracker
@@ -108,7 +108,15 @@ class Agent:
                 log.error("not loading: %s", plan.problem())
                 return plan
             started = time.monotonic()
-            self._tracker = ConnTracker(bpf_source(), list(plan.cflags))
+            self._tracker = ConnTracker(bpf_source(*plan.sources), list(plan.cflags),
+                                        plan.kprobes)
+            if self._tracker.kprobe_problem:  # the kind it stood in for is not running
+                plan = replace(plan, kinds=tuple(k for k in plan.kinds if k != "bytes"),
+                               missing={**plan.missing, "bytes": [
+                                   *self.features.missing_for("bytes"),
+                                   f"kprobes ({self._tracker.kprobe_problem})"]})
+                self.plan = plan
+                self.stats.problem = plan.problem()
             self.stats.compiles += 1
             self.stats.last_compile_seconds = time.monotonic() - started
             log.info("loaded %s in %.2fs (%s)", ", ".join(plan.kinds),

@@ -127,23 +127,50 @@ class ConnTracker:
     pure modules turning them into records never see ctypes or bcc.
     """
 
-    def __init__(self, source: str, cflags: list[str]) -> None:
+    def __init__(self, source: str, cflags: list[str],
+                 kprobes: tuple[tuple[str, str, str], ...] = ()) -> None:
         preflight()
         self._bcc = _import_bcc()
         self._prog = self._bcc.BPF(text=source.encode(), cflags=cflags)
         _return_freed_memory()
         _page_out_compiler()
+        self.kprobe_problem = self._attach_kprobes(kprobes)
         self._active = self._prog["active"]
         self._maps = (self._prog["edges0"], self._prog["edges1"])
         self._selected = 0
         self.batch_ops = True
+
+    def _attach_kprobes(self, kprobes: tuple[tuple[str, str, str], ...]) -> str | None:
+        """Attach fallbacks (kind, function, program); all or none. The reason on failure."""
+        self._kprobes: list[str] = []
+        self.verified: list[str] = []  # fallback programs the kernel's verifier accepted
+        try:
+            for _, _, program in kprobes:  # load first: a verifier refusal is its own error
+                self._prog.load_func(program, self._bcc.BPF.KPROBE)
+                self.verified.append(program)
+            for kind, function, program in kprobes:
+                attach = (self._prog.attach_kretprobe if kind == "kretprobe"
+                          else self._prog.attach_kprobe)
+                attach(event=function, fn_name=program)
+                self._kprobes.append(f"{kind}/{function}")
+        except Exception as exc:  # bcc raises bare Exception
+            for kind, function, _ in kprobes:
+                with contextlib.suppress(Exception):
+                    if kind == "kretprobe":
+                        self._prog.detach_kretprobe(event=function)
+                    else:
+                        self._prog.detach_kprobe(event=function)
+            self._kprobes = []
+            return f"kprobe fallback could not attach: {exc}"
+        return None
 
     def program_ids(self) -> list[str]:
         def text(name: Any) -> str:
             return name.decode() if isinstance(name, bytes) else str(name)
 
         return sorted([f"tracepoint/{text(tp)}" for tp in self._prog.tracepoint_fds]
-                      + [f"raw_tracepoint/{text(tp)}" for tp in self._prog.raw_tracepoint_fds])
+                      + [f"raw_tracepoint/{text(tp)}" for tp in self._prog.raw_tracepoint_fds]
+                      + self._kprobes)
 
     def drain(self) -> list[tuple[dict[str, Any], dict[str, int]]]:
         """Everything counted since the last drain (the other map keeps counting)."""

@@ -31,6 +31,7 @@ class KernelFeatures:
     btf: bool = False
     lockdown: str = "unknown"  # none, integrity, confidentiality, unknown
     raw_tracepoints: bool = False
+    kprobes: bool = False  # the kprobe PMU or kprobe_events: fallbacks can attach
 
     def missing_for(self, kind: str) -> list[str]:
         """Tracepoints that kind `kind` needs but the kernel lacks."""
@@ -41,6 +42,7 @@ class KernelFeatures:
         report = {f"tracepoint:{tp}": ok for tp, ok in self.tracepoints.items()}
         report["btf"] = self.btf
         report["raw_tracepoints"] = self.raw_tracepoints
+        report["kprobes"] = self.kprobes
         report[f"lockdown:{self.lockdown}"] = True
         return report
 
@@ -85,5 +87,7 @@ def probe_kernel(tracefs: Path | None = None, sysfs: Path = Path("/sys"),
         btf=(sysfs / "kernel" / "btf" / "vmlinux").exists(),
         # Raw tracepoints (4.17+) are a bpf() capability, not a tracefs entry.
         raw_tracepoints=_raw_tracepoints_supported(),
+        kprobes=(sysfs / "bus" / "event_source" / "devices" / "kprobe").is_dir()
+        or (root is not None and (root / "kprobe_events").exists()),
         lockdown=_lockdown(sysfs / "kernel" / "security" / "lockdown"),
     )

@@ -22,11 +22,17 @@ _FLAGS = {"bytes": "WITH_BYTES", "failures": "WITH_FAILURES",
           "retransmits": "WITH_RETRANS", "rtt": "WITH_RTT", "udp": "WITH_UDP"}
 ALL_KINDS = ("connections", "failures", "bytes", "retransmits", "rtt", "udp", "dns")
 DNS_SOURCE = "dns_answers.c"  # its own program (cgroup_skb), not a flag of SOURCE
+BYTES_KPROBE_SOURCE = "conn_bytes_kprobe.c"  # appended to SOURCE when it stands in
+# (kind, kernel function, program): attached by name, not by BCC's prefixes.
+BYTES_KPROBES = (("kprobe", "tcp_sendmsg", "bytes_sendmsg_entry"),
+                 ("kretprobe", "tcp_sendmsg", "bytes_sendmsg_return"),
+                 ("kprobe", "tcp_cleanup_rbuf", "bytes_cleanup_rbuf"))
 MIN_MAP_ENTRIES = 1024
 
 
-def bpf_source(name: str = SOURCE) -> str:
-    return (Path(os.environ.get(BPF_DIR_ENV) or _CHECKOUT_BPF_DIR) / name).read_text()
+def bpf_source(name: str = SOURCE, *more: str) -> str:
+    where = Path(os.environ.get(BPF_DIR_ENV) or _CHECKOUT_BPF_DIR)
+    return "\n".join((where / n).read_text() for n in (name, *more))
 
 
 @dataclass(frozen=True)
@@ -36,6 +42,11 @@ class ProgramPlan:
     max_connections: int
     max_edges: int
     cflags: tuple[str, ...] = field(default=())
+    kprobes: tuple[tuple[str, str, str], ...] = ()  # fallbacks to attach (BYTES_KPROBES)
+
+    @property
+    def sources(self) -> tuple[str, ...]:
+        return (SOURCE, BYTES_KPROBE_SOURCE) if self.kprobes else (SOURCE,)
 
     @property
     def runnable(self) -> bool:
@@ -59,12 +70,16 @@ def plan_program(requested: set[str], features: KernelFeatures, max_connections:
         wanted.add("bytes")  # UDP is seen only through the send/recv tracepoints
     missing: dict[str, list[str]] = {}
     kinds: list[str] = []
+    kprobes: tuple[tuple[str, str, str], ...] = ()
     for kind in ALL_KINDS:
         if kind not in wanted:
             continue
         absent = features.missing_for("bytes" if kind == "udp" else kind)
-        if absent:
-            missing[kind] = absent
+        if absent and kind == "bytes" and features.kprobes:
+            kprobes = BYTES_KPROBES  # TCP bytes through kprobes instead
+            kinds.append(kind)
+        elif absent:
+            missing[kind] = absent + (["kprobes (for the fallback)"] if kind == "bytes" else [])
         else:
             kinds.append(kind)
     if "connections" not in kinds:
@@ -72,9 +87,12 @@ def plan_program(requested: set[str], features: KernelFeatures, max_connections:
     conns = max(MIN_MAP_ENTRIES, max_connections)
     edges = max(MIN_MAP_ENTRIES, max_edges or conns // 4)
     cflags = [f"-DMAX_CONNS={conns}", f"-DMAX_EDGES={edges}"]
-    cflags += [f"-D{_FLAGS[k]}" for k in kinds if k in _FLAGS]
+    cflags += [f"-D{_FLAGS[k]}" for k in kinds if k in _FLAGS
+               and not (k == "bytes" and kprobes)]
+    if kprobes:
+        cflags.append("-DWITH_BYTES_KPROBE")
     if kinds and not features.missing_for("lifetime"):
         cflags.append("-DHAVE_DESTROY")
     if kinds and features.raw_tracepoints and "udp" not in kinds:
         cflags.append("-DRAW_HOOKS")
-    return ProgramPlan(tuple(kinds), missing, conns, edges, tuple(cflags))
+    return ProgramPlan(tuple(kinds), missing, conns, edges, tuple(cflags), kprobes)

@@ -19,6 +19,7 @@ import pytest
 
 from harness.bpf import held_ids, live_ids
 from harness.tools import REPO
+from traceprobe_agent.features import probe_kernel
 
 
 class AgentProc:
@@ -116,6 +117,25 @@ def test_missing_tracepoint_degrades_instead_of_crashing(agent_proc: Any) -> Non
     records = agent.stop()
     mine = [r for r in records if r["role"] == "client" and r.get("remotePort") == port]
     assert sum(r["opened"] for r in mine) == 2 and all(r["rttSamples"] == 0 for r in mine)
+
+
+def test_agent_reports_bytes_degraded_with_the_reason(agent_proc: Any) -> None:
+    """Without the bytes tracepoints the kprobe fallback stands in, where there are
+    kprobes (not on these machines): else bytes are Degraded, named, and the rest runs."""
+    agent = AgentProc("--probes", "connections,bytes", "--disable-tracepoint",
+                      "sock:sock_send_length", "--disable-tracepoint", "sock:sock_recv_length")
+    agent_proc.append(agent)
+    assert "tracepoint/sock:inet_sock_set_state" in agent.ready["programs"]
+    if probe_kernel().kprobes:
+        assert "kprobe/tcp_sendmsg" in agent.ready["programs"]
+    else:
+        assert any("degraded: tracepoints missing: bytes needs sock:sock_recv_length, "
+                   "sock:sock_send_length, kprobes (for the fallback)" in line
+                   for line in agent.stderr), agent.stderr
+    port = _loopback_connections(2)
+    records = agent.stop()
+    mine = [r for r in records if r["role"] == "client" and r.get("remotePort") == port]
+    assert sum(r["opened"] for r in mine) == 2
 
 
 def test_nothing_runnable_is_a_clear_error(bpf_ready: None) -> None:

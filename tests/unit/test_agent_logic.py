@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -10,7 +11,7 @@ import pytest
 from traceprobe_agent.edges import format_ip, to_record
 from traceprobe_agent.features import TRACEPOINTS, KernelFeatures, probe_kernel
 from traceprobe_agent.node_config import applies, probe_entry, probe_view, union_config
-from traceprobe_agent.program import plan_program
+from traceprobe_agent.program import BYTES_KPROBE_SOURCE, BYTES_KPROBES, SOURCE, plan_program
 from traceprobe_api.records import Role
 
 ALL_TP = dict.fromkeys(TRACEPOINTS, True)
@@ -50,6 +51,21 @@ def test_plan_flags_and_degradation() -> None:
     assert not dead.runnable and dead.kinds == ()
     with pytest.raises(ValueError, match="unknown probe kinds"):
         plan_program({"http"}, _features(), 1)
+
+
+def test_bytes_fall_back_to_kprobes_only_where_the_kernel_has_them() -> None:
+    no_io = {"sock__sock_send_length": False, "sock__sock_recv_length": False}
+    with_kprobes = replace(_features(**no_io), kprobes=True)
+    plan = plan_program({"bytes", "rtt"}, with_kprobes, 65536)
+    assert plan.kinds == ("connections", "bytes", "rtt") and plan.problem() is None
+    assert "-DWITH_BYTES_KPROBE" in plan.cflags and "-DWITH_BYTES" not in plan.cflags
+    assert plan.kprobes == BYTES_KPROBES and plan.sources == (SOURCE, BYTES_KPROBE_SOURCE)
+    assert plan_program({"bytes"}, _features(), 65536).kprobes == ()  # tracepoints first
+    without = plan_program({"bytes", "udp"}, _features(**no_io), 65536)
+    assert without.kinds == ("connections",) and without.sources == (SOURCE,)
+    assert without.problem() == (
+        "tracepoints missing: bytes needs sock:sock_recv_length, sock:sock_send_length, "
+        "kprobes (for the fallback); udp needs sock:sock_recv_length, sock:sock_send_length")
 
 
 def test_format_ip_maps_dual_stack_to_ipv4() -> None:
