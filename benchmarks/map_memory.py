@@ -89,7 +89,7 @@ def window_memory(window: MapWindow, add: Callable[[], Any], close: Callable[[],
     def state() -> int:
         gc.collect()
         return deep_size([window._pending, window._closed, window._totals,
-                          window._client_seen],
+                          window._recently],
                          exclude=[window.resolver])
 
     add()

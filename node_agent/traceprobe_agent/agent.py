@@ -12,7 +12,7 @@ import resource
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from traceprobe_agent.bcc_runtime import BpfUnavailable, ConnTracker
@@ -22,7 +22,7 @@ from traceprobe_agent.edges import to_record
 from traceprobe_agent.features import KernelFeatures, probe_kernel
 from traceprobe_agent.nat_events import NatTable
 from traceprobe_agent.pod_cgroups import under
-from traceprobe_agent.program import ProgramPlan, bpf_source, plan_program
+from traceprobe_agent.program import ProgramPlan, bpf_source, plan_program, without_fallback
 from traceprobe_agent.report_sender import SenderStats
 from traceprobe_api.records import ConnectionRecord, Role
 
@@ -111,11 +111,8 @@ class Agent:
             self._tracker = ConnTracker(bpf_source(*plan.sources), list(plan.cflags),
                                         plan.kprobes)
             if self._tracker.kprobe_problem:  # the kind it stood in for is not running
-                plan = replace(plan, kinds=tuple(k for k in plan.kinds if k != "bytes"),
-                               missing={**plan.missing, "bytes": [
-                                   *self.features.missing_for("bytes"),
-                                   f"kprobes ({self._tracker.kprobe_problem})"]})
-                self.plan = plan
+                plan = self.plan = without_fallback(plan, self.features,
+                                                    self._tracker.kprobe_problem)
                 self.stats.problem = plan.problem()
             self.stats.compiles += 1
             self.stats.last_compile_seconds = time.monotonic() - started
@@ -138,7 +135,7 @@ class Agent:
                 if where is None:
                     raise BpfUnavailable("no cgroup v2 hierarchy mounted")
                 self._dns = DnsWatch(where)
-            except (BpfUnavailable, OSError, RuntimeError) as exc:
+            except (BpfUnavailable, OSError) as exc:
                 reason = f"dns naming unavailable: {exc}"
                 log.error("%s", reason)
                 self.stats.problem = "; ".join(p for p in (self.stats.problem, reason) if p)

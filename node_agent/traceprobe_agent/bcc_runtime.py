@@ -245,15 +245,16 @@ class DnsTap:
     so a killed agent leaves nothing attached to the cgroup.
     """
 
-    def __init__(self, source: str, cgroup_dir: str, cflags: list[str] | None = None) -> None:
+    def __init__(self, source: str, cgroup_dir: str) -> None:
         preflight()
         bcc = _import_bcc()
-        self._prog = bcc.BPF(text=source.encode(), cflags=cflags or [])
-        _return_freed_memory()
-        _page_out_compiler()  # as after the connection program's compile (~45 MB)
         self._pending: list[bytes] = []
         self._cgroup_fd = self._link_fd = -1
+        self._prog: Any = None
         try:
+            self._prog = bcc.BPF(text=source.encode())
+            _return_freed_memory()
+            _page_out_compiler()  # as after the connection program's compile (~45 MB)
             fn = self._prog.load_func("dns_ingress", bcc.BPF.CGROUP_SKB)
             self._cgroup_fd = os.open(cgroup_dir, os.O_RDONLY | os.O_DIRECTORY)
             libbpf = ctypes.CDLL("libbpf.so.1", use_errno=True)
@@ -266,9 +267,11 @@ class DnsTap:
                                      f"{os.strerror(-link)}")
             self._link_fd = link
             self._prog["dns_events"].open_ring_buffer(self._on_event)
-        except Exception:
+        except Exception as exc:  # bcc raises bare Exception: one named error for the caller
             self.close()
-            raise
+            if isinstance(exc, BpfUnavailable):
+                raise
+            raise BpfUnavailable(f"the DNS tap did not load: {exc}") from exc
 
     def _on_event(self, _ctx: Any, data: Any, _size: int) -> None:
         event = ctypes.cast(data, ctypes.POINTER(_DnsEvent)).contents
@@ -294,4 +297,5 @@ class DnsTap:
                 with contextlib.suppress(OSError):
                     os.close(fd)
         self._link_fd = self._cgroup_fd = -1
-        self._prog.cleanup()
+        if self._prog is not None:
+            self._prog.cleanup()

@@ -8,7 +8,7 @@ rest still runs (Degraded, not Failed).
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from traceprobe_agent.features import KernelFeatures
@@ -28,6 +28,7 @@ BYTES_KPROBES = (("kprobe", "tcp_sendmsg", "bytes_sendmsg_entry"),
                  ("kretprobe", "tcp_sendmsg", "bytes_sendmsg_return"),
                  ("kprobe", "tcp_cleanup_rbuf", "bytes_cleanup_rbuf"))
 MIN_MAP_ENTRIES = 1024
+_FALLBACK_NEEDS = "kprobes ({})"
 
 
 def bpf_source(name: str = SOURCE, *more: str) -> str:
@@ -79,7 +80,8 @@ def plan_program(requested: set[str], features: KernelFeatures, max_connections:
             kprobes = BYTES_KPROBES  # TCP bytes through kprobes instead
             kinds.append(kind)
         elif absent:
-            missing[kind] = absent + (["kprobes (for the fallback)"] if kind == "bytes" else [])
+            missing[kind] = absent + ([_FALLBACK_NEEDS.format("for the fallback")]
+                                      if kind == "bytes" else [])
         else:
             kinds.append(kind)
     if "connections" not in kinds:
@@ -96,3 +98,10 @@ def plan_program(requested: set[str], features: KernelFeatures, max_connections:
     if kinds and features.raw_tracepoints and "udp" not in kinds:
         cflags.append("-DRAW_HOOKS")
     return ProgramPlan(tuple(kinds), missing, conns, edges, tuple(cflags), kprobes)
+
+
+def without_fallback(plan: ProgramPlan, features: KernelFeatures, reason: str) -> ProgramPlan:
+    """`plan` once its kprobe fallback failed to attach: bytes are missing, and why."""
+    return replace(plan, kinds=tuple(k for k in plan.kinds if k != "bytes"),
+                   missing={**plan.missing, "bytes": [*features.missing_for("bytes"),
+                                                      _FALLBACK_NEEDS.format(reason)]})

@@ -70,13 +70,20 @@ class Recent:
     service_edges: dict[Peer, list[EdgeKey]] = field(default_factory=dict)
     """client -> its Service edges without conntrack (EndpointSlices tell the backends)."""
 
-    def note(self, part: Partial) -> None:
-        """Add the client-side facts of another bucket (finished or still open)."""
-        self.client_keys.update(part.client)
-        self.via_service.update(part.via_service)
+    @classmethod
+    def of(cls, part: Partial) -> Recent:
+        """The client-side facts of one bucket (finished or still open)."""
+        recent = cls(set(part.client), dict(part.via_service))
         for key in part.client:
             if key.dst.kind == "service" and key not in part.conntracked:
-                self.service_edges.setdefault(key.src, []).append(key)
+                recent.service_edges.setdefault(key.src, []).append(key)
+        return recent
+
+    def update(self, other: Recent) -> None:
+        self.client_keys |= other.client_keys
+        self.via_service.update(other.via_service)
+        for src, keys in other.service_edges.items():
+            self.service_edges.setdefault(src, []).extend(keys)
 
 
 @dataclass
@@ -220,15 +227,14 @@ def finish(part: Partial, resolver: Resolver, recent: Recent | None = None,
         if target is None:
             edges[key] = stats
             continue
-        if target not in edges or target in carried:
+        if target not in edges:
             # Counted in a neighbouring window: here only who saw it, and where, joins.
-            if target not in edges:
-                edges[target] = EdgeStats()
-                carried.add(target)
-            edges[target].merge_sides(stats)
-            continue
+            edges[target] = EdgeStats()
+            owned.add(target)
+            carried.add(target)
         mine = own(target)
-        if target.dst.kind == "service" and target not in part.conntracked:
+        if target.dst.kind == "service" and target not in part.conntracked and \
+                target not in carried:
             # EndpointSlice fallback (no conntrack): the server side tells the split.
             mine.backends[key.dst] += stats.connections
         mine.merge_sides(stats)

@@ -155,7 +155,7 @@ class Resolver:
 
     def _canonical(self, peer: Peer) -> Peer:
         """One object per peer: edge keys then compare by identity (and their strings
-        stay in the CPU's cache), which the hot loop notices (~30%)."""
+        stay in the CPU's cache): a window bucket took ~20% less CPU when measured."""
         found = self._peers.get(peer)
         if found is None:
             if len(self._peers) >= 200_000:

@@ -30,7 +30,7 @@ from traceprobe_map.merge import (
     finish,
     fold,
 )
-from traceprobe_map.peers import Peer, Resolver
+from traceprobe_map.peers import Resolver
 from traceprobe_map.snapshot import MapSnapshot, Overflow, build_snapshot
 
 BucketSink = Callable[[dict[EdgeKey, EdgeStats]], None]
@@ -82,10 +82,8 @@ class MapWindow:
     _pending: dict[float, Partial] = field(default_factory=dict)
     _closed: list[_Closed] = field(default_factory=list)
     _totals: dict[EdgeKey, _Total] = field(default_factory=dict)
-    # Client-side facts of recent buckets, with when they were finished (see Recent).
-    _client_seen: dict[EdgeKey, float] = field(default_factory=dict)
-    _via_seen: dict[tuple[Peer, Peer], tuple[EdgeKey, float]] = field(default_factory=dict)
-    _services_seen: dict[EdgeKey, float] = field(default_factory=dict)
+    # Client-side facts of recently finished buckets, with when (see Recent).
+    _recently: list[tuple[float, Recent]] = field(default_factory=list)
     _started: float | None = None
 
     def _bucket(self, at: float) -> float:
@@ -153,14 +151,7 @@ class MapWindow:
     def _finish(self, part: Partial, now: float) -> MergeResult:
         started = time.monotonic()
         result = finish(part, self.resolver, self._recent(), self.max_edges)  # popped
-        for key, stats in result.edges.items():
-            if "client" in stats.observed_by:
-                self._client_seen[key] = now
-        for pair, edge in part.via_service.items():
-            self._via_seen[pair] = (edge, now)
-        for key in part.client:
-            if key.dst.kind == "service" and key not in part.conntracked:
-                self._services_seen[key] = now
+        self._recently.append((now, Recent.of(part)))
         self.stats.udp_records += result.udp_records
         self.stats.overflowed_edges += result.overflowed_edges
         self.stats.buckets_merged += 1
@@ -175,21 +166,17 @@ class MapWindow:
             for closed in leaving:
                 _leave(self._totals, closed.result.edges)
         recent = now - 3 * self.bucket_seconds - self.lateness_seconds
-        self._client_seen = {k: t for k, t in self._client_seen.items() if t >= recent}
-        self._via_seen = {k: v for k, v in self._via_seen.items() if v[1] >= recent}
-        self._services_seen = {k: t for k, t in self._services_seen.items() if t >= recent}
+        self._recently = [(t, r) for t, r in self._recently if t >= recent]
 
     def _recent(self, besides: float | None = None) -> Recent:
         """Client-side facts of the buckets finished lately and of every open bucket but
         `besides` (the one being finished: its own facts are in its Partial)."""
-        services: dict[Peer, list[EdgeKey]] = {}
-        for key in self._services_seen:
-            services.setdefault(key.src, []).append(key)
-        recent = Recent(set(self._client_seen), {k: v[0] for k, v in self._via_seen.items()},
-                        services)
+        recent = Recent()
+        for _, finished in self._recently:
+            recent.update(finished)
         for bucket, part in self._pending.items():
             if bucket != besides:
-                recent.note(part)
+                recent.update(Recent.of(part))
         return recent
 
     def snapshot(self, window_seconds: float | None = None,
