@@ -1,10 +1,13 @@
 """Agent overhead (issue 4): what the traceprobe agent costs the traffic it watches.
 
 Runs, interleaved in one invocation (per repeat and workload: baseline,
-traceprobe, tcplife), a connection-churn workload on loopback and between two
+traceprobe, hooks-only, tcplife), a connection-churn workload on loopback and between two
 network namespaces, and a bulk-transfer workload, and prints medians, ratios to
 the no-agent baseline, the observers' CPU and memory, lost events and an
 accuracy check of what the agent recorded against what the generator did.
+hooks-only attaches empty programs to the agent's hooks: the floor any observer on
+those hooks pays. Two extra passes measure inside single runs: BPF run statistics
+per program, and a `perf record -a` profile of where the CPU went.
 
 Run as root from the repository: `make bench` or
 `.venv/bin/python -m benchmarks.agent_overhead [--seconds S] [--repeats N]`.
@@ -20,18 +23,20 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
+from contextlib import nullcontext
 from dataclasses import replace
 from pathlib import Path
 from types import FrameType
 
-from benchmarks import bpfcost, procs, report, workloads
+from benchmarks import bpfcost, cpuprofile, procs, report, workloads
 from benchmarks.build import build_loadgen
 from benchmarks.netns import Namespaces, reap_stale
 from benchmarks.observers import OBSERVERS, TCPLIFE, ObserverFailed, program_names
 from benchmarks.results import BASELINE, Run
 
-VARIANTS = (BASELINE, "traceprobe", "tcplife")
+VARIANTS = (BASELINE, "traceprobe", "hooks-only", "tcplife")
 DEFAULT_WORKLOADS = ("loopback-churn", "netns-churn", "loopback-bulk")
 START_TIMEOUT = 180.0
 
@@ -57,8 +62,10 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
                    help="seconds an observer gets after the traffic before it is stopped")
     p.add_argument("--bpf-stats-seconds", type=float, default=4.0,
                    help="length of the extra per-program BPF cost pass (0: skip it)")
+    p.add_argument("--profile-seconds", type=float, default=4.0,
+                   help="length of the extra perf-profile pass (0: skip it)")
     p.add_argument("--no-install", action="store_true",
-                   help="do not apt-get install bpfcc-tools when tcplife-bpfcc is missing")
+                   help="do not apt-get install bpfcc-tools or linux-perf when missing")
     return p.parse_args(argv)
 
 
@@ -84,8 +91,9 @@ def ensure_tcplife(install: bool) -> str | None:
 
 
 def run_one(variant: str, workload: workloads.Workload, settings: workloads.Settings,
-            binary: Path, repeat: int, settle: float) -> Run:
-    """One workload under one variant; observer started before and stopped after."""
+            binary: Path, repeat: int, settle: float, profile: Path | None = None) -> Run:
+    """One workload under one variant; observer started before and stopped after;
+    with `profile`, the traffic runs under perf record into that file."""
     run = Run(repeat, variant, workload.name)
     observer = OBSERVERS[variant]() if variant != BASELINE else None
     try:
@@ -96,7 +104,8 @@ def run_one(variant: str, workload: workloads.Workload, settings: workloads.Sett
         time.sleep(0.5)  # the same quiet gap before every run, observer or not
         busy0, obs0 = procs.machine_busy(), procs.cpu_seconds(observer.pid) if observer else 0.0
         work0 = procs.machine_work()
-        run.result = workloads.run(workload, settings, binary)
+        with cpuprofile.recording(profile) if profile else nullcontext():
+            run.result = workloads.run(workload, settings, binary)
         run.machine_cpu, run.steal = (b - a for a, b in zip(work0, procs.machine_work(),
                                                              strict=True))
         busy, wall = (b - a for a, b in zip(busy0, procs.machine_busy(), strict=True))
@@ -114,6 +123,8 @@ def run_one(variant: str, workload: workloads.Workload, settings: workloads.Sett
             observer.before_stop()
             observer.stop()
             run.acc = observer.account(run.result)
+        if profile:
+            run.prof = cpuprofile.shares(profile, observer.pid if observer else None)
     except (ObserverFailed, RuntimeError, OSError, ValueError) as exc:
         run.error = f"{variant} run failed: {exc}".replace("\n", " ")
     finally:
@@ -170,7 +181,12 @@ def main(argv: list[str] | None = None) -> int:
     total = len(names) * len(running) * args.repeats
     say(f"{total} runs of {args.seconds:g}s (+ observer start-up), then the BPF cost pass; "
         f"removed stale namespaces: {reap_stale() or 'none'}")
-    profile: list[Run] = []
+    costs: list[Run] = []
+    profiled: list[Run] = []
+    perf_missing = (cpuprofile.ensure_perf(not args.no_install)
+                    if args.profile_seconds > 0 else "--profile-seconds 0")
+    if perf_missing:
+        print(f"\n  NOTE: no CPU profile pass ({perf_missing}).", flush=True)
     measured = len(runs)
     try:
         with Namespaces() as ns:
@@ -191,16 +207,26 @@ def main(argv: list[str] | None = None) -> int:
                     with bpfcost.stats_enabled() as enabled:
                         for name in names if enabled else []:
                             for v in observers:
-                                profile.append(run_one(v, all_wl[name], short, binary, -1,
-                                                       args.settle))
-                                say(f"BPF cost pass: {describe(profile[-1])}")
+                                costs.append(run_one(v, all_wl[name], short, binary, -1,
+                                                     args.settle))
+                                say(f"BPF cost pass: {describe(costs[-1])}")
+                if args.profile_seconds > 0 and perf_missing is None:
+                    short = replace(settings, seconds=args.profile_seconds)
+                    with tempfile.TemporaryDirectory(prefix="tpb-perf-") as tmp:
+                        for name in names:
+                            for v in running:
+                                data = Path(tmp) / f"{name}-{v}.data"
+                                profiled.append(run_one(v, all_wl[name], short, binary, -2,
+                                                        args.settle, profile=data))
+                                data.unlink(missing_ok=True)
+                                say(f"profile pass: {describe(profiled[-1])}")
             finally:
                 procs.stop_all()
     except KeyboardInterrupt:
         procs.stop_all()
         print("\ninterrupted: processes stopped, tpb-* namespaces removed", file=sys.stderr)
         return 130
-    print_tables(runs, profile, names, variants, settings)
+    print_tables(runs, costs, profiled, names, variants, settings)
     if report.agent_fingerprint() != fingerprint:
         print(f"\nWARNING: the agent's sources changed during the run ({fingerprint} -> "
               f"{report.agent_fingerprint()}); each agent run compiles them anew, so these "
@@ -208,8 +234,8 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def print_tables(runs: list[Run], profile: list[Run], names: list[str], variants: list[str],
-                 settings: workloads.Settings) -> None:
+def print_tables(runs: list[Run], costs: list[Run], profiled: list[Run], names: list[str],
+                 variants: list[str], settings: workloads.Settings) -> None:
     print(f"\nSettings: {settings.seconds:g} s per run, {len({r.repeat for r in runs if r.ok})} "
           f"interleaved repeats ({', '.join(variants)} per repeat and workload); "
           f"churn: {settings.threads} client threads, {settings.server_workers} server "
@@ -229,10 +255,14 @@ def print_tables(runs: list[Run], profile: list[Run], names: list[str], variants
     notes = report.anomalies_block(runs, names, variants)
     if notes:
         print(f"\nNotes\n{notes}")
-    print(f"\nTargets\n{report.targets_block(agents)}")
-    if profile:
+    print(f"\nTargets\n{report.targets_block(agents, profiled)}")
+    if costs:
         print("\nBPF program cost (separate run per workload with kernel.bpf_stats_enabled=1; "
-              "not part of the ratios above)\n" + bpfcost.render(profile))
+              "not part of the ratios above)\n" + bpfcost.render(costs))
+    if profiled:
+        print(f"\nWhere the CPU went (separate run per workload and variant under perf record "
+              f"-a -g at {cpuprofile.FREQUENCY_HZ} Hz; not part of the ratios above)\n"
+              + report.profile_block(profiled))
 
 
 if __name__ == "__main__":

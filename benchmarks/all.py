@@ -2,11 +2,12 @@
 `.venv/bin/python -m benchmarks.all [--quick] [--only NAMES] [--write-docs]`.
 
 Runs, one after the other, each as its own process (each cleans up after itself,
-also on Ctrl-C): agent overhead (no agent vs traceprobe vs tcplife-bpfcc, BPF cost
-per connection, agent CPU and RSS), service-map merge scale, apply-to-Ready of a
-probe, OTLP export throughput. Prints a machine header and each benchmark's tables
-as they come; --write-docs also writes all of it to docs/benchmarks.md. --quick
-passes each benchmark its short settings (a smoke run, about 5 minutes in all).
+also on Ctrl-C): agent overhead (no agent vs traceprobe vs hooks-only vs
+tcplife-bpfcc, BPF cost per connection, where the CPU went, agent CPU and RSS),
+service-map merge scale, apply-to-Ready of a probe, OTLP export throughput. Prints
+a machine header and each benchmark's tables as they come; --write-docs also writes
+all of it to docs/benchmarks.md. --quick passes each benchmark its short settings
+(a smoke run, about 5 minutes in all).
 Run as root (BPF, network namespaces); without root the two that need it are skipped.
 """
 
@@ -41,8 +42,10 @@ class Bench:
 
 BENCHES = (
     Bench("agent_overhead", "Agent overhead: connection churn and bulk transfer, no agent vs "
-          "traceprobe vs tcplife-bpfcc; BPF cost per connection; agent CPU and RSS",
-          ("--seconds", "2", "--repeats", "2", "--bpf-stats-seconds", "2"), True),
+          "traceprobe vs hooks-only vs tcplife-bpfcc; BPF cost per connection; where the CPU "
+          "went; agent CPU and RSS",
+          ("--seconds", "2", "--repeats", "2", "--bpf-stats-seconds", "2",
+           "--profile-seconds", "2"), True),
     Bench("map_scale", "Service-map merge scale", ("--quick",), False),
     Bench("apply_to_ready", "Probe apply to Ready (BCC compile included)", ("--quick",), True),
     Bench("export_throughput", "OTLP export throughput", ("--quick",), False),

@@ -243,8 +243,8 @@ def render(trials: list[Trial]) -> str:
         ts = [t for t in trials if t.mode == mode]
         if not ts:
             continue
-        ratios = [t.ready / base[i] for i, t in enumerate(ts)
-                  if t.ready is not None and base.get(i)]
+        ratios = [t.ready / b for i, t in enumerate(ts)
+                  if t.ready is not None and (b := base.get(i))]
         if mode == "first" and base:
             ratios = [t.ready / median(b for b in base.values() if b)
                       for t in ts if t.ready is not None]

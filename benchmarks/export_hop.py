@@ -25,7 +25,7 @@ from benchmarks import procs
 from benchmarks.report import table
 from traceprobe_agent.report_sender import ReportSender
 from traceprobe_api.record_otlp import decode, encode
-from traceprobe_api.records import ConnectionRecord
+from traceprobe_api.records import ConnectionRecord, Role
 
 REPO = Path(__file__).resolve().parent.parent
 NODE = "bench-node"
@@ -44,7 +44,7 @@ def synthetic_records(n: int) -> list[ConnectionRecord]:
     end = datetime.now(UTC)
     start = end - timedelta(seconds=10)
     return [ConnectionRecord(
-        node=NODE, role="client", transport="tcp", family="ipv4", local_ip="10.244.1.7",
+        node=NODE, role=Role.CLIENT, transport="tcp", family="ipv4", local_ip="10.244.1.7",
         remote_ip=f"10.244.{i // 250 % 250}.{i % 250}", remote_port=8080, pid=1000 + i % 300,
         comm="python3", cgroup_id=7000 + i % 300, cgroup_path=f"/kubepods/pod-{i % 300}/c",
         k8sNamespace=f"team-{i % 20}", k8sPod=f"client-{i % 300}-abc",

@@ -104,6 +104,13 @@ class Agent(Observer):
     """`python -m traceprobe_agent --standalone --interval 1 --metrics-port 0`."""
 
     name = "traceprobe"
+    # What the agent attached last time (the hooks-only floor mirrors it); until an
+    # agent has run: the default probe kinds on a kernel with every hook.
+    last_programs: ClassVar[list[str]] = [
+        "cgroup_skb/dns_ingress", "raw_tracepoint/sock_recv_length",
+        "raw_tracepoint/sock_send_length", "raw_tracepoint/tcp_destroy_sock",
+        "tracepoint/sock:inet_sock_set_state", "tracepoint/tcp:tcp_probe",
+        "tracepoint/tcp:tcp_receive_reset", "tracepoint/tcp:tcp_retransmit_skb"]
 
     def start(self, timeout: float) -> None:
         argv = [sys.executable, "-m", "traceprobe_agent", "--standalone", "--interval", "1",
@@ -134,6 +141,7 @@ class Agent(Observer):
                         continue
                     if msg.get("ready"):
                         self.programs = list(msg.get("programs", []))
+                        Agent.last_programs = self.programs
                         ready.set()
 
     def before_stop(self) -> None:
@@ -216,7 +224,30 @@ class Tcplife(Observer):
                           drops={"lost samples": lost})
 
 
-OBSERVERS: dict[str, type[Observer]] = {"traceprobe": Agent, "tcplife": Tcplife}
+class HooksOnly(Observer):
+    """benchmarks/hooks_only.py: empty programs on the agent's hooks, the cost floor."""
+
+    name = "hooks-only"
+
+    def start(self, timeout: float) -> None:
+        self.err = self.err_path.open("w")
+        self.proc = procs.spawn([sys.executable, "-m", "benchmarks.hooks_only",
+                                 *Agent.last_programs], cwd=REPO,
+                                stdout=subprocess.DEVNULL, stderr=self.err)
+        self._wait_until(None, timeout, lambda: '"ready"' in _tail(self.err_path))
+
+    def stop(self) -> None:
+        code = procs.stop(self.proc, signal.SIGTERM, timeout=30)
+        self.err.close()
+        if code != 0:
+            raise ObserverFailed(f"hooks-only exited with {code}: {_tail(self.err_path)}")
+
+    def account(self, result: WorkloadResult) -> Accounting:
+        return Accounting()  # records nothing
+
+
+OBSERVERS: dict[str, type[Observer]] = {"traceprobe": Agent, "hooks-only": HooksOnly,
+                                        "tcplife": Tcplife}
 
 
 def program_names(ids: list[int]) -> dict[int, str]:

@@ -37,6 +37,9 @@ How to read the tables
   gen CPU  the generator's client + server CPU (utime + stime, softirq included when it
            ran in their context) per connection or GiB: the observer's in-kernel cost
            lands here.
+  hooks-only  empty programs on the agent's hooks: the floor of any observer there.
+  prof-est 1 - the observer's share of the CPU samples in a profiled run (table "Where
+           the CPU went"): inside one run, so machine drift between runs cancels.
   obs      the observer process (agent or tcplife): CPU from /proc/PID/stat over the
            traffic and settling time; RSS = VmRSS at the end of the traffic; peak = max
            VmHWM (includes the BCC compile).
@@ -170,7 +173,19 @@ def _recorded(s: Summary, churn: bool) -> str:
     return f"{sum(known):,}/{s.expected():,}" if churn else f"{sum(known) / s.expected():.6f}"
 
 
-def targets_block(agents: dict[str, Summary | None]) -> str:
+def prof_est(runs: list[Run], workload: str, variant: str) -> float | None:
+    """1 - the variant's share of the samples beyond the baseline's (profile pass)."""
+    def shares(v: str) -> tuple[float, float] | None:
+        got = [r.prof for r in runs if r.workload == workload and r.variant == v and r.prof]
+        return (got[0].kernel, got[0].process) if got and got[0].samples else None
+
+    mine, base = shares(variant), shares(BASELINE)
+    if mine is None:
+        return None
+    return 1 - max(0.0, mine[0] - (base[0] if base else 0.0)) - mine[1]
+
+
+def targets_block(agents: dict[str, Summary | None], profiled: list[Run]) -> str:
     rows = []
     conn: dict[str, Summary] = {w: s for w, s in agents.items()
                                 if s and s.runs and _kind(s) == "churn"}
@@ -179,14 +194,19 @@ def targets_block(agents: dict[str, Summary | None]) -> str:
     for name, group, target in (("conn rate vs baseline", conn, TARGET_CONN_RATIO),
                                 ("bulk throughput vs baseline", bulk, TARGET_BULK_RATIO)):
         for w, s in group.items():
-            # Two verdicts: the rate itself, and its estimate from the work each
-            # connection costs, which the hypervisor's steal does not blur.
+            # Verdicts on the rate itself, on its estimate from the work each connection
+            # costs (which the hypervisor's steal does not blur) and on the profile's
+            # (inside one run); the hooks-only floor says what any observer there pays.
+            prof, floor = prof_est(profiled, w, "traceprobe"), prof_est(profiled, w,
+                                                                       "hooks-only")
             rows.append([f"{name} >= {target}", w,
                          f"{num(s.ratio, '.3f')} (med/med {num(s.rate_of_medians, '.3f')}, "
                          f"cpu-est {num(s.cpu_ratio, '.3f')}, work-est "
-                         f"{num(s.machine_ratio, '.3f')})",
+                         f"{num(s.machine_ratio, '.3f')}, prof-est {num(prof, '.3f')}; "
+                         f"hooks-only floor prof-est {num(floor, '.3f')})",
                          f"rate {verdict(s.ratio, target)}, "
-                         f"work-est {verdict(s.machine_ratio, target)}"])
+                         f"work-est {verdict(s.machine_ratio, target)}, "
+                         f"prof-est {verdict(prof, target)}"])
     for w, summary in agents.items():
         if summary is None or not summary.runs:
             continue
@@ -202,6 +222,33 @@ def targets_block(agents: dict[str, Summary | None]) -> str:
     rows.append([f"steady RSS <= {TARGET_RSS_MB:.0f} MB", "all (max of medians)",
                  num(worst, ".1f") + " MB", verdict(worst, TARGET_RSS_MB, False)])
     return table(["target (issue 4)", "workload", "traceprobe measured", "verdict"], rows)
+
+
+def profile_block(runs: list[Run]) -> str:
+    """Per variant and workload: the observer's share of the CPU samples, in the kernel
+    (BPF programs and the hooks calling them) and in its process, and 1 - the share
+    beyond what the baseline run's samples already show (other tenants' BPF)."""
+    workloads = list(dict.fromkeys(r.workload for r in runs))
+    header = ["variant"]
+    for w in workloads:
+        header += [f"{w} in-kernel", "process", "prof-est"]
+    rows = []
+    for variant in dict.fromkeys(r.variant for r in runs):
+        row = [variant]
+        for w in workloads:
+            got = [r for r in runs if r.variant == variant and r.workload == w and r.prof]
+            if not got or not got[0].prof or not got[0].prof.samples:
+                err = next((r.error for r in runs if r.variant == variant and r.workload == w
+                            and r.error), None)
+                row += [NA, "", "see Notes" if err else ""]
+                continue
+            prof = got[0].prof
+            row += [f"{100 * prof.kernel:.2f}%", f"{100 * prof.process:.2f}%",
+                    num(prof_est(runs, w, variant), ".3f") if variant != BASELINE else ""]
+        rows.append(row)
+    samples = sorted(r.prof.samples for r in runs if r.prof)
+    note = f"  ({samples[0]:,}-{samples[-1]:,} samples per run)" if samples else ""
+    return table(header, rows) + ("\n" + note if note else "")
 
 
 def anomalies_block(runs: list[Run], workloads: list[str], variants: list[str]) -> str:

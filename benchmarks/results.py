@@ -5,6 +5,7 @@ from __future__ import annotations
 import statistics
 from dataclasses import dataclass, field
 
+from benchmarks.cpuprofile import Shares
 from benchmarks.observers import Accounting
 from benchmarks.workloads import WorkloadResult
 
@@ -27,6 +28,7 @@ class Run:
     other_cpu: float | None = None  # share of all CPUs busy with neither generator nor observer
     machine_cpu: float | None = None  # CPU seconds of work on all CPUs, any context, no steal
     steal: float | None = None  # CPU seconds the hypervisor took during the traffic
+    prof: Shares | None = None  # the profile pass: where the CPU went
 
     @property
     def ok(self) -> bool:

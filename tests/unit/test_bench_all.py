@@ -27,8 +27,8 @@ def test_docs_keep_the_intro_the_machine_and_each_output_verbatim() -> None:
     assert page.startswith(INTRO)
     assert "```text\nMachine\n  nproc 2\n```" in page
     assert "`python -m benchmarks.agent_overhead --seconds 2 --repeats 2 " \
-           "--bpf-stats-seconds 2`, 1.5 min\n\n```text\n  variant  ratio\n  baseline   1.0\n```" \
-           in page
+           "--bpf-stats-seconds 2 --profile-seconds 2`, 1.5 min\n\n```text\n" \
+           "  variant  ratio\n  baseline   1.0\n```" in page
     assert "skipped: needs root" in page
     assert "exited 1" in page and "```text\nboom\n```" in page
     assert page.count("## ") == 4  # three benchmarks and the summary
