@@ -19,9 +19,7 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -75,18 +73,9 @@ def ensure_tcplife(install: bool) -> str | None:
         return None
     if not install:
         return "not installed and --no-install given"
-    if shutil.which("apt-get") is None:
-        return "not installed and apt-get not found"
     say("tcplife-bpfcc missing: apt-get update && apt-get install -y bpfcc-tools ...")
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    for cmd in (["apt-get", "update", "-qq"],
-                ["apt-get", "install", "-y", "-qq", "bpfcc-tools"]):
-        try:
-            done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900)
-        except subprocess.TimeoutExpired:
-            return f"'{' '.join(cmd)}' timed out"
-        if done.returncode != 0:
-            return f"'{' '.join(cmd)}' failed: {done.stderr.strip()[-300:]}"
+    if why := procs.apt_install("bpfcc-tools"):
+        return f"not installed: {why}"
     return None if os.access(TCPLIFE, os.X_OK) else f"bpfcc-tools installed but no {TCPLIFE}"
 
 

@@ -11,7 +11,6 @@ comparing two runs (it misses second-order costs such as cache pollution).
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import signal
@@ -30,30 +29,31 @@ FREQUENCY_HZ = 499  # per CPU; enough samples in a few seconds, little perturbat
 _OBSERVER_FRAME = re.compile(
     r"^(bpf_prog_\w+|perf_trace_\w+|trace_call_bpf|bpf_trace_run\d+|__bpf_trace_run"
     r"|__cgroup_bpf_run_filter_skb|__bpf_prog_run_save_cb)$")
+# A CPU with nothing to run: the idle task (pid 0) halted. Left out of the total, since
+# a rate at saturation follows the work done, not the time (softirq work that ran on
+# the idle task's stack has other leaf frames and stays in).
+_IDLE_LEAF = re.compile(r"(halt|_idle|mwait|idle_poll)\w*$")
 
 
 @dataclass(frozen=True)
 class Shares:
-    samples: int
-    kernel: float    # samples inside BPF programs or the plumbing that calls them
-    process: float   # samples of the observer process (user and its own syscalls)
+    samples: int     # busy samples: idle ones are left out
+    kernel: float    # share inside BPF programs or the plumbing that calls them
+    process: float   # share of the observer process (user and its own syscalls)
+    idle: int = 0    # samples of a halted CPU
 
 
 def perf_binary() -> str | None:
     return shutil.which("perf")
 
 
-def ensure_perf(install: bool, say: object = print) -> str | None:
+def ensure_perf(install: bool) -> str | None:
     """None when `perf` can record, else why not (the profile table is then skipped)."""
     if perf_binary() is None:
         if not install:
             return "perf not installed and --no-install given"
-        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-        for cmd in (["apt-get", "update", "-qq"],
-                    ["apt-get", "install", "-y", "-qq", PERF_PACKAGE]):
-            done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900)
-            if done.returncode != 0:
-                return f"'{' '.join(cmd)}' failed: {done.stderr.strip()[-300:]}"
+        if why := procs.apt_install(PERF_PACKAGE):
+            return f"perf not installed: {why}"
         if perf_binary() is None:
             return f"{PERF_PACKAGE} installed but no perf on PATH"
     probe = subprocess.run([str(perf_binary()), "record", "-a", "-e", "cpu-clock", "-o",
@@ -86,11 +86,16 @@ def shares(path: Path, observer_pid: int | None) -> Shares:
 
 
 def classify(script: str, observer_pid: int | None) -> Shares:
-    """`perf script -F pid,ip,sym` text: a pid line per sample, then its frames."""
-    samples = kernel = process = 0
+    """`perf script -F pid,ip,sym` text: a pid line per sample, then its frames
+    (leaf first)."""
+    samples = kernel = process = idle = 0
     for block in script.split("\n\n"):
         lines = block.strip("\n").splitlines()
         if not lines or not lines[0].strip().isdigit():
+            continue
+        leaf = lines[1].split() if len(lines) > 1 else []
+        if int(lines[0]) == 0 and len(leaf) >= 2 and _IDLE_LEAF.search(leaf[1]):
+            idle += 1
             continue
         samples += 1
         if observer_pid is not None and int(lines[0]) == observer_pid:
@@ -102,5 +107,5 @@ def classify(script: str, observer_pid: int | None) -> Shares:
                 kernel += 1
                 break
     if not samples:
-        return Shares(0, 0.0, 0.0)
-    return Shares(samples, kernel / samples, process / samples)
+        return Shares(0, 0.0, 0.0, idle)
+    return Shares(samples, kernel / samples, process / samples, idle)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import shutil
 import signal
 import subprocess
 from pathlib import Path
@@ -48,6 +49,21 @@ def stop(proc: subprocess.Popen[Any], sig: int = signal.SIGTERM, timeout: float 
 def stop_all() -> None:
     for proc in list(_children):
         stop(proc, timeout=5.0)
+
+
+def apt_install(package: str) -> str | None:
+    """apt-get update && apt-get install -y PACKAGE: None when done, else why not."""
+    if shutil.which("apt-get") is None:
+        return "apt-get not found"
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    for cmd in (["apt-get", "update", "-qq"], ["apt-get", "install", "-y", "-qq", package]):
+        try:
+            done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900)
+        except subprocess.TimeoutExpired:
+            return f"'{' '.join(cmd)}' timed out"
+        if done.returncode != 0:
+            return f"'{' '.join(cmd)}' failed: {done.stderr.strip()[-300:]}"
+    return None
 
 
 def cpu_seconds(pid: int) -> float:

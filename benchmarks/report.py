@@ -247,7 +247,10 @@ def profile_block(runs: list[Run]) -> str:
                     num(prof_est(runs, w, variant), ".3f") if variant != BASELINE else ""]
         rows.append(row)
     samples = sorted(r.prof.samples for r in runs if r.prof)
-    note = f"  ({samples[0]:,}-{samples[-1]:,} samples per run)" if samples else ""
+    idle = max((r.prof.idle / (r.prof.idle + r.prof.samples) for r in runs
+                if r.prof and r.prof.samples), default=0.0)
+    note = (f"  ({samples[0]:,}-{samples[-1]:,} busy samples per run, the shares' base; "
+            f"idle CPU left out, at most {idle:.0%} of a run)") if samples else ""
     return table(header, rows) + ("\n" + note if note else "")
 
 

@@ -31,20 +31,29 @@ SCRIPT = """\
 
 13088
 \tffffffff81ff5ad9 bpf_lsm_socket_recvmsg
+
+0
+\tffffffff821f0a3e pv_native_safe_halt
+\tffffffff821f0c95 default_idle
+
+0
+\tffffffff81e66c3b net_rx_action
+\tffffffff821f0c95 do_idle
 """
 
 
 def test_samples_are_sorted_by_their_stack_and_process() -> None:
     shares = classify(SCRIPT, observer_pid=4242)
-    assert shares.samples == 6
-    assert shares.kernel == pytest.approx(3 / 6)  # tcp_probe program, record fill, cgroup skb
-    assert shares.process == pytest.approx(1 / 6)
+    # A halted CPU is no work; softirq on the idle task's stack is.
+    assert (shares.samples, shares.idle) == (7, 1)
+    assert shares.kernel == pytest.approx(3 / 7)  # tcp_probe program, record fill, cgroup skb
+    assert shares.process == pytest.approx(1 / 7)
 
 
 def test_without_an_observer_process_its_samples_are_nobodys() -> None:
     shares = classify(SCRIPT, observer_pid=None)
-    assert (shares.samples, shares.process) == (6, 0.0)
-    assert shares.kernel == pytest.approx(3 / 6)
+    assert (shares.samples, shares.process) == (7, 0.0)
+    assert shares.kernel == pytest.approx(3 / 7)
 
 
 def test_an_empty_recording_is_no_samples() -> None:
