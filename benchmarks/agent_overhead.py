@@ -168,7 +168,8 @@ def main(argv: list[str] | None = None) -> int:
     settings = workloads.Settings(args.seconds, args.threads, args.server_workers,
                                   args.bulk_connections, not args.no_pin)
     total = len(names) * len(running) * args.repeats
-    say(f"{total} runs of {args.seconds:g}s (+ observer start-up), then the BPF cost pass; "
+    say(f"{total} runs of {args.seconds:g}s (+ observer start-up), then the BPF cost and "
+        f"profile passes; "
         f"removed stale namespaces: {reap_stale() or 'none'}")
     costs: list[Run] = []
     profiled: list[Run] = []

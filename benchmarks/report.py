@@ -240,7 +240,7 @@ def profile_block(runs: list[Run]) -> str:
             if not got or not got[0].prof or not got[0].prof.samples:
                 err = next((r.error for r in runs if r.variant == variant and r.workload == w
                             and r.error), None)
-                row += [NA, "", "see Notes" if err else ""]
+                row += [NA, "", "failed" if err else ""]
                 continue
             prof = got[0].prof
             row += [f"{100 * prof.kernel:.2f}%", f"{100 * prof.process:.2f}%",
@@ -251,7 +251,8 @@ def profile_block(runs: list[Run]) -> str:
                 if r.prof and r.prof.samples), default=0.0)
     note = (f"  ({samples[0]:,}-{samples[-1]:,} busy samples per run, the shares' base; "
             f"idle CPU left out, at most {idle:.0%} of a run)") if samples else ""
-    return table(header, rows) + ("\n" + note if note else "")
+    failures = [f"  {r.workload} / {r.variant}: {r.error}" for r in runs if r.error]
+    return "\n".join([table(header, rows), *([note] if note else []), *failures])
 
 
 def anomalies_block(runs: list[Run], workloads: list[str], variants: list[str]) -> str:

@@ -68,3 +68,18 @@ def test_the_floor_programs_cover_each_hook_kind() -> None:
     assert "int dns_ingress(struct __sk_buff *skb) { return 1; }" in text
     with pytest.raises(SystemExit, match="unknown hook kind"):
         _source(["kprobe/tcp_sendmsg"])
+
+
+def test_the_profile_table_estimates_beyond_the_baseline_and_names_failures() -> None:
+    from benchmarks.cpuprofile import Shares
+    from benchmarks.report import profile_block
+    from benchmarks.results import Run
+
+    runs = [Run(-2, "baseline", "loopback-churn", prof=Shares(1000, 0.01, 0.0)),
+            Run(-2, "traceprobe", "loopback-churn", prof=Shares(1000, 0.08, 0.005)),
+            Run(-2, "hooks-only", "loopback-churn", error="hooks-only run failed: boom")]
+    text = profile_block(runs)
+    # 1 - (8% - the baseline's 1%) - 0.5% of the agent's own process
+    assert "8.00%    0.50%     0.925" in text
+    assert "hooks-only                       n/a             failed" in text
+    assert "loopback-churn / hooks-only: hooks-only run failed: boom" in text
