@@ -11,16 +11,14 @@ less.
 
 from __future__ import annotations
 
-import ctypes
 import os
 import signal
 import sys
 from types import FrameType
 from typing import Any
 
-CGROUP_ROOT = "/sys/fs/cgroup/unified" if os.path.isdir("/sys/fs/cgroup/unified") else \
-    "/sys/fs/cgroup"
-_BPF_CGROUP_INET_INGRESS = 0
+from traceprobe_agent.bcc_runtime import link_cgroup_ingress
+from traceprobe_agent.cgroups import cgroup2_mount
 
 
 def _source(hooks: list[str]) -> str:
@@ -52,20 +50,14 @@ def main(hooks: list[str]) -> int:
 
     signal.signal(signal.SIGTERM, _stop)
     prog: Any = BPF(text=_source(hooks).encode())  # tracepoints attach themselves
-    fds = []
+    fds: list[int] = []
     for hook in hooks:
         kind, _, name = hook.partition("/")
-        if kind != "cgroup_skb":
-            continue
-        fn = prog.load_func(name, BPF.CGROUP_SKB)
-        cgroup = os.open(CGROUP_ROOT, os.O_RDONLY | os.O_DIRECTORY)
-        libbpf = ctypes.CDLL("libbpf.so.1", use_errno=True)
-        libbpf.bpf_link_create.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int,
-                                           ctypes.c_void_p]
-        link = libbpf.bpf_link_create(fn.fd, cgroup, _BPF_CGROUP_INET_INGRESS, None)
-        if link < 0:  # a link, like the agent's: it goes when this process does
-            raise SystemExit(f"hooks_only: cannot attach {hook}: {os.strerror(-link)}")
-        fds += [cgroup, link]
+        if kind == "cgroup_skb":  # where the agent's DNS tap goes: the cgroup v2 root
+            root = cgroup2_mount()
+            if root is None:
+                raise SystemExit(f"hooks_only: no cgroup v2 hierarchy mounted for {hook}")
+            fds += link_cgroup_ingress(prog.load_func(name, BPF.CGROUP_SKB).fd, str(root))
     print('{"ready": true}', file=sys.stderr, flush=True)
     try:
         signal.pause()

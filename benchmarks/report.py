@@ -9,6 +9,7 @@ import platform
 import subprocess
 from collections.abc import Sequence
 
+from benchmarks.cpuprofile import Shares
 from benchmarks.observers import REPO
 from benchmarks.results import BASELINE, Run, Summary, summarise
 
@@ -173,16 +174,18 @@ def _recorded(s: Summary, churn: bool) -> str:
     return f"{sum(known):,}/{s.expected():,}" if churn else f"{sum(known) / s.expected():.6f}"
 
 
+def _profile(runs: list[Run], workload: str, variant: str) -> Shares | None:
+    """The variant's profiled run of the workload, if it has samples."""
+    return next((r.prof for r in runs if r.workload == workload and r.variant == variant
+                 and r.prof and r.prof.samples), None)
+
+
 def prof_est(runs: list[Run], workload: str, variant: str) -> float | None:
     """1 - the variant's share of the samples beyond the baseline's (profile pass)."""
-    def shares(v: str) -> tuple[float, float] | None:
-        got = [r.prof for r in runs if r.workload == workload and r.variant == v and r.prof]
-        return (got[0].kernel, got[0].process) if got and got[0].samples else None
-
-    mine, base = shares(variant), shares(BASELINE)
+    mine, base = _profile(runs, workload, variant), _profile(runs, workload, BASELINE)
     if mine is None:
         return None
-    return 1 - max(0.0, mine[0] - (base[0] if base else 0.0)) - mine[1]
+    return 1 - max(0.0, mine.kernel - (base.kernel if base else 0.0)) - mine.process
 
 
 def targets_block(agents: dict[str, Summary | None], profiled: list[Run]) -> str:
@@ -236,13 +239,11 @@ def profile_block(runs: list[Run]) -> str:
     for variant in dict.fromkeys(r.variant for r in runs):
         row = [variant]
         for w in workloads:
-            got = [r for r in runs if r.variant == variant and r.workload == w and r.prof]
-            if not got or not got[0].prof or not got[0].prof.samples:
-                err = next((r.error for r in runs if r.variant == variant and r.workload == w
-                            and r.error), None)
-                row += [NA, "", "failed" if err else ""]
+            prof = _profile(runs, w, variant)
+            if prof is None:
+                failed = any(r.error for r in runs if r.variant == variant and r.workload == w)
+                row += [NA, "", "failed" if failed else ""]
                 continue
-            prof = got[0].prof
             row += [f"{100 * prof.kernel:.2f}%", f"{100 * prof.process:.2f}%",
                     num(prof_est(runs, w, variant), ".3f") if variant != BASELINE else ""]
         rows.append(row)

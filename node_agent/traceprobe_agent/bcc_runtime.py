@@ -233,6 +233,21 @@ _DNS_MAX = 512  # as in bpf/dns_answers.c
 _BPF_CGROUP_INET_INGRESS = 0  # enum bpf_attach_type
 
 
+def link_cgroup_ingress(prog_fd: int, cgroup_dir: str) -> tuple[int, int]:
+    """A loaded cgroup_skb program on `cgroup_dir`'s ingress, through a BPF link (not
+    BPF_PROG_ATTACH): it goes with the last fd, so a killed process leaves nothing
+    attached. Returns (cgroup fd, link fd); closing both detaches."""
+    cgroup_fd = os.open(cgroup_dir, os.O_RDONLY | os.O_DIRECTORY)
+    libbpf = ctypes.CDLL("libbpf.so.1", use_errno=True)
+    libbpf.bpf_link_create.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int,
+                                       ctypes.c_void_p]
+    link = libbpf.bpf_link_create(prog_fd, cgroup_fd, _BPF_CGROUP_INET_INGRESS, None)
+    if link < 0:
+        os.close(cgroup_fd)
+        raise BpfUnavailable(f"cannot attach to {cgroup_dir}: {os.strerror(-link)}")
+    return cgroup_fd, link
+
+
 class _DnsEvent(ctypes.Structure):
     _fields_ = [("len", ctypes.c_uint32), ("data", ctypes.c_ubyte * _DNS_MAX)]
 
@@ -256,16 +271,7 @@ class DnsTap:
             _return_freed_memory()
             _page_out_compiler()  # as after the connection program's compile (~45 MB)
             fn = self._prog.load_func("dns_ingress", bcc.BPF.CGROUP_SKB)
-            self._cgroup_fd = os.open(cgroup_dir, os.O_RDONLY | os.O_DIRECTORY)
-            libbpf = ctypes.CDLL("libbpf.so.1", use_errno=True)
-            libbpf.bpf_link_create.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int,
-                                               ctypes.c_void_p]
-            link = libbpf.bpf_link_create(fn.fd, self._cgroup_fd, _BPF_CGROUP_INET_INGRESS,
-                                          None)
-            if link < 0:
-                raise BpfUnavailable(f"cannot attach the DNS tap to {cgroup_dir}: "
-                                     f"{os.strerror(-link)}")
-            self._link_fd = link
+            self._cgroup_fd, self._link_fd = link_cgroup_ingress(fn.fd, cgroup_dir)
             self._prog["dns_events"].open_ring_buffer(self._on_event)
         except Exception as exc:  # bcc raises bare Exception: one named error for the caller
             self.close()

@@ -83,7 +83,7 @@ def _through_service(key: EdgeKey, at: float, candidates: Iterable[EdgeKey], par
 
 
 def counted_by(key: EdgeKey, at: float, part: Partial, lookups: Lookups,
-                  recent: Recent | None) -> EdgeKey | None:
+               recent: Recent | None) -> EdgeKey | None:
     """The client-side edge that already counts this server-side one, if any."""
     client = part.client
     if key in client:

@@ -150,7 +150,8 @@ class MapWindow:
 
     def _finish(self, part: Partial, now: float) -> MergeResult:
         started = time.monotonic()
-        result = finish(part, self.resolver, self._recent(), self.max_edges)  # popped
+        # `part` has left _pending already: every bucket still there is a neighbour.
+        result = finish(part, self.resolver, self._recent(), self.max_edges)
         self._recently.append((now, Recent.of(part)))
         self.stats.udp_records += result.udp_records
         self.stats.overflowed_edges += result.overflowed_edges
