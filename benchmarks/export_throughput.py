@@ -54,9 +54,9 @@ from benchmarks.export_hop import (
     synthetic_records,
 )
 from benchmarks.report import table
+from traceprobe_map.buckets import EdgeKey
 from traceprobe_map.edge_stats import EdgeStats
 from traceprobe_map.export import EdgeExporter, make_exporter
-from traceprobe_map.merge import EdgeKey
 from traceprobe_map.peers import Peer
 
 REPO = Path(__file__).resolve().parent.parent

@@ -25,7 +25,8 @@ from traceprobe_agent.pod_cgroups import pod_uid
 from traceprobe_agent.pod_index import PodIndex, pod_info
 from traceprobe_api.record_otlp import decode, encode
 from traceprobe_api.records import ConnectionRecord
-from traceprobe_map.merge import EdgeKey, MergeResult, Recent, merge
+from traceprobe_map.buckets import EdgeKey, MergeResult, Recent
+from traceprobe_map.merge import merge
 from traceprobe_map.metadata import MetadataCache
 from traceprobe_map.peers import Peer, Resolver
 from traceprobe_map.window import MapWindow

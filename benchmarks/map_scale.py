@@ -31,7 +31,8 @@ from benchmarks.map_cluster import build_cluster
 from benchmarks.map_memory import metadata
 from benchmarks.map_scenario import BUCKET, ExpectedEdge, Scenario
 from benchmarks.report import table
-from traceprobe_map.merge import EdgeKey, merge
+from traceprobe_map.buckets import EdgeKey
+from traceprobe_map.merge import merge
 
 TARGET_MERGE_S, TARGET_MEMORY_MB, TARGET_RATE = 1.0, 500.0, 200_000
 QUICK = {"pods": 500, "nodes": 10, "observations": 10_000, "repeats": 3, "window_buckets": 6}

@@ -23,7 +23,7 @@ from typing import Any
 
 from benchmarks.map_cluster import T0, Cluster, SimPod, SimWorkload
 from traceprobe_api.records import ConnectionRecord
-from traceprobe_map.merge import EdgeKey
+from traceprobe_map.buckets import EdgeKey
 from traceprobe_map.peers import Peer
 
 BUCKET = 10.0

@@ -22,6 +22,8 @@ WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY api/ api/
 COPY operator/ operator/
+COPY service_map/ service_map/
+COPY cli/ cli/
 COPY node_agent/ node_agent/
 RUN /opt/traceprobe/venv/bin/pip install --no-cache-dir . \
     && /opt/traceprobe/venv/bin/python -m compileall -q /opt/traceprobe/venv

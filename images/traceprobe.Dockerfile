@@ -33,8 +33,10 @@ WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY api/ api/
 COPY operator/ operator/
+COPY service_map/ service_map/
+COPY cli/ cli/
 COPY node_agent/ node_agent/
-COPY --from=web-assets /src/operator/traceprobe_map/web/vendor/ operator/traceprobe_map/web/vendor/
+COPY --from=web-assets /src/service_map/traceprobe_map/web/vendor/ service_map/traceprobe_map/web/vendor/
 RUN /opt/traceprobe/venv/bin/pip install --no-cache-dir . \
     && /opt/traceprobe/venv/bin/python -m compileall -q /opt/traceprobe/venv
 

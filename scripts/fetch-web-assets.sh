@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The map view's graph library, fetched from npm at setup time and vendored into
-# the package (operator/traceprobe_map/web/vendor/, gitignored), so the page
+# the package (service_map/traceprobe_map/web/vendor/, gitignored), so the page
 # needs no CDN and the repository holds no third-party code. Each tarball is
 # pinned by version and checked against its registry integrity (sha512) before
 # use; tarballs are cached, so a warm run copies four files and is done.
@@ -14,7 +14,7 @@ set -euo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 CACHE="${TRACEPROBE_CACHE:-/var/cache/traceprobe}/npm"
-VENDOR="$REPO/operator/traceprobe_map/web/vendor"
+VENDOR="$REPO/service_map/traceprobe_map/web/vendor"
 
 # name version file-in-package sha512-integrity. Load order matters to the page:
 # layout-base <- cose-base <- cytoscape-fcose (UMD globals), and cytoscape itself.

@@ -49,6 +49,10 @@ class Probe(StrEnum):
 
 DEFAULT_PROBES = [Probe.CONNECTIONS, Probe.FAILURES, Probe.BYTES, Probe.RETRANSMITS, Probe.RTT,
                   Probe.DNS]
+ALL_KINDS: tuple[str, ...] = tuple(p.value for p in Probe)
+"""Every probe kind's name, as the agent's flags and programs spell them."""
+DEFAULT_KINDS: tuple[str, ...] = tuple(p.value for p in DEFAULT_PROBES)
+"""What a probe without `probes` observes."""
 MIN_INTERVAL_SECONDS = 1
 MAX_INTERVAL_SECONDS = 300
 

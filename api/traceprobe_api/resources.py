@@ -19,3 +19,9 @@ def parse(obj: dict[str, Any]) -> Resource:
     if model is None:
         raise ValueError(f"kind {kind!r} is not one of {sorted(BY_KIND)}")
     return model.model_validate(obj)
+
+
+PROBE_PLURALS: dict[str, str] = {model.kind_name(): model.crd.plural
+                                 for model in (TraceProbe, ClusterTraceProbe)}
+"""Probe kind -> its resource's plural name, as every watcher and lister of probes needs."""
+NODE_REPORTS = NodeReport.crd.plural

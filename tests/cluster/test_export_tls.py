@@ -13,9 +13,9 @@ import pytest
 from harness.collector import Collector
 from harness.pki import make_ca, server_cert
 from harness.world import wait_until
+from traceprobe_map.buckets import EdgeKey
 from traceprobe_map.edge_stats import EdgeStats
 from traceprobe_map.export import CountingExporter, EdgeExporter, make_exporter
-from traceprobe_map.merge import EdgeKey
 from traceprobe_map.peers import Peer
 
 

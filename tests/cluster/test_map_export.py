@@ -7,9 +7,9 @@ from typing import Any
 
 import pytest
 
+from traceprobe_map.buckets import EdgeKey
 from traceprobe_map.edge_stats import EdgeStats
 from traceprobe_map.export import EdgeExporter, make_exporter
-from traceprobe_map.merge import EdgeKey
 from traceprobe_map.peers import Peer
 
 

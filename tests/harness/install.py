@@ -19,7 +19,7 @@ def install(cp: Any) -> None:
     cp.kubectl("create", "namespace", NAMESPACE, check=False)
     cp.kubectl("apply", "-f", str(REPO / "operator/deploy/rbac.yaml"))
     cp.kubectl("apply", "-f", str(REPO / "node_agent/deploy/rbac.yaml"))
-    cp.kubectl("apply", "-f", str(REPO / "operator/deploy/service-map-rbac.yaml"))
+    cp.kubectl("apply", "-f", str(REPO / "service_map/deploy/rbac.yaml"))
 
 
 def ensure_node(cp: Any, name: str, labels: dict[str, str]) -> None:

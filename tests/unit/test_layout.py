@@ -1,9 +1,14 @@
-"""The layout rule that keeps the standard library importable (DESIGN §3)."""
+"""The layout: one top-level folder per deployable component plus the shared API, and
+the rule that keeps the standard library importable (docs/design.md)."""
 
 from __future__ import annotations
 
+import importlib
 import subprocess
 import sys
+from pathlib import Path
+
+import pytest
 
 from harness.tools import REPO
 
@@ -21,12 +26,18 @@ def test_stdlib_operator_still_imports_from_repo_root() -> None:
     assert str(REPO) not in out, f"'operator' resolved inside the repo: {out}"
 
 
-def test_each_source_folder_holds_its_own_package() -> None:
-    import traceprobe_agent
-    import traceprobe_api
-    import traceprobe_operator
+FOLDERS = {"traceprobe_operator": "operator", "traceprobe_agent": "node_agent",
+           "traceprobe_map": "service_map", "traceprobe_cli": "cli", "traceprobe_api": "api"}
 
-    for module, folder in ((traceprobe_operator, "operator/traceprobe_operator"),
-                           (traceprobe_agent, "node_agent/traceprobe_agent"),
-                           (traceprobe_api, "api/traceprobe_api")):
-        assert folder in str(module.__file__)
+
+@pytest.mark.parametrize("package", sorted(FOLDERS))
+def test_each_source_folder_holds_its_own_package(package: str) -> None:
+    module = importlib.import_module(package)
+    assert Path(str(module.__file__)).parent == REPO / FOLDERS[package] / package
+    assert not (REPO / FOLDERS[package] / "__init__.py").exists(), (
+        f"{FOLDERS[package]}/ is a source folder, not a package")
+
+
+def test_operator_folder_holds_only_the_operator() -> None:
+    packages = {p.name for p in (REPO / "operator").iterdir() if (p / "__init__.py").exists()}
+    assert packages == {"traceprobe_operator"}

@@ -6,7 +6,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from traceprobe_api.records import ConnectionRecord, Role
-from traceprobe_map.merge import EdgeKey, Recent, merge
+from traceprobe_map.buckets import EdgeKey, Recent
+from traceprobe_map.merge import merge
 from traceprobe_map.peers import OVERFLOW, Peer, Resolver
 
 WEB = Peer("workload", "web", "shop", "Deployment")

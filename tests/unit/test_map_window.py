@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from traceprobe_api.records import ConnectionRecord, Role
-from traceprobe_map.merge import EdgeKey
+from traceprobe_map.buckets import EdgeKey
 from traceprobe_map.peers import Peer, Resolver
 from traceprobe_map.window import MapWindow
 

@@ -20,16 +20,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from traceprobe_api.records import ConnectionRecord
+from traceprobe_map.buckets import EdgeKey, MergeResult, Partial, Recent
 from traceprobe_map.edge_stats import NO_NAME_SETS, EdgeStats, NameSets
-from traceprobe_map.merge import (
-    EdgeKey,
-    MergeResult,
-    Partial,
-    ProbeMatcher,
-    Recent,
-    finish,
-    fold,
-)
+from traceprobe_map.merge import ProbeMatcher, finish, fold
 from traceprobe_map.peers import Resolver
 from traceprobe_map.snapshot import MapSnapshot, Overflow, build_snapshot
 

@@ -14,8 +14,8 @@ from typing import Annotated
 from pydantic import Field
 
 from traceprobe_api.base import ObservedModel
+from traceprobe_map.buckets import EdgeKey
 from traceprobe_map.edge_stats import EdgeStats
-from traceprobe_map.merge import EdgeKey
 from traceprobe_map.peers import Peer
 
 _Count = Annotated[int, Field(ge=0)]

@@ -10,12 +10,9 @@ an agent, and is counted from the server side.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import TYPE_CHECKING
 
+from traceprobe_map.buckets import EdgeKey, Partial, Recent
 from traceprobe_map.peers import Peer, Resolver
-
-if TYPE_CHECKING:  # merge imports this module: types only, no cycle at run time
-    from traceprobe_map.merge import EdgeKey, Partial, Recent
 
 
 class Lookups:

@@ -17,13 +17,12 @@ What remains are clients without an agent (outside the cluster, unprobed nodes).
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
 from datetime import datetime
 from math import log2
 from sys import intern
-from typing import NamedTuple
 
 from traceprobe_api.records import ConnectionRecord, Role
+from traceprobe_map.buckets import OVERFLOW_PEER, EdgeKey, MergeResult, Partial, Recent
 from traceprobe_map.edge_stats import (
     CLIENT_SIDE,
     NO_NAMES,
@@ -38,66 +37,7 @@ from traceprobe_map.edge_stats import (
 from traceprobe_map.peers import Peer, Resolver
 from traceprobe_map.server_sides import Lookups, counted_by
 
-OVERFLOW_PEER = Peer("overflow", "overflow")
 ProbeMatcher = Callable[[ConnectionRecord], Iterable[str]]
-
-
-class EdgeKey(NamedTuple):
-    """An edge: a tuple, for the same reason as Peer."""
-
-    src: Peer
-    dst: Peer
-    port: int | None
-    transport: str
-
-
-@dataclass
-class MergeResult:
-    edges: dict[EdgeKey, EdgeStats] = field(default_factory=dict)
-    udp_records: int = 0  # no peer visible to tracepoints: not drawn
-    overflowed_edges: int = 0  # folded into the overflow edge by the cap
-
-
-@dataclass
-class Recent:
-    """What the client sides of neighbouring buckets counted: agents' intervals are
-    not aligned, so a connection's server side may land a bucket before or after its
-    client's. An edge whose client has an agent is counted by that agent alone."""
-
-    client_keys: set[EdgeKey] = field(default_factory=set)
-    via_service: dict[tuple[Peer, Peer], EdgeKey] = field(default_factory=dict)
-    """(client, backend) -> the Service edge conntrack said it went through."""
-    service_edges: dict[Peer, list[EdgeKey]] = field(default_factory=dict)
-    """client -> its Service edges without conntrack (EndpointSlices tell the backends)."""
-
-    @classmethod
-    def of(cls, part: Partial) -> Recent:
-        """The client-side facts of one bucket (finished or still open)."""
-        recent = cls(set(part.client), dict(part.via_service))
-        for key in part.client:
-            if key.dst.kind == "service" and key not in part.conntracked:
-                recent.service_edges.setdefault(key.src, []).append(key)
-        return recent
-
-    def update(self, other: Recent) -> None:
-        self.client_keys |= other.client_keys
-        self.via_service.update(other.via_service)
-        for src, keys in other.service_edges.items():
-            self.service_edges.setdefault(src, []).extend(keys)
-
-
-@dataclass
-class Partial:
-    """One bucket's records, folded: memory grows with edges, not with records."""
-
-    client: dict[EdgeKey, EdgeStats] = field(default_factory=dict)
-    server: dict[EdgeKey, EdgeStats] = field(default_factory=dict)
-    server_at: dict[EdgeKey, float] = field(default_factory=dict)
-    # (client peer, backend peer) -> the Service edge conntrack says it went through
-    via_service: dict[tuple[Peer, Peer], EdgeKey] = field(default_factory=dict)
-    conntracked: set[EdgeKey] = field(default_factory=set)
-    records: int = 0
-    udp_records: int = 0
 
 
 def _backend_peer(resolver: Resolver, address: str, at: float) -> Peer:

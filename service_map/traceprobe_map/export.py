@@ -23,8 +23,8 @@ from opentelemetry.sdk.metrics.export import (
 from opentelemetry.sdk.metrics.view import View
 from opentelemetry.sdk.resources import Resource
 
+from traceprobe_map.buckets import EdgeKey
 from traceprobe_map.edge_stats import EdgeStats
-from traceprobe_map.merge import EdgeKey
 from traceprobe_map.peers import Peer
 
 
