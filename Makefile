@@ -19,7 +19,7 @@ test: setup
 lint: setup
 	$(VENV)/bin/pytest tests/unit/test_quality_gates.py
 
-# Every benchmark (issue 8), as root: tables with their baselines, about 20 minutes.
+# Every benchmark, as root: tables with their baselines, about 20 minutes.
 # Shorter: make bench BENCH_ARGS=--quick; record: BENCH_ARGS=--write-docs (docs/benchmarks.md).
 # One alone: make bench BENCH_ARGS="--only apply_to_ready". See benchmarks/README.md.
 BENCH_ARGS ?=

@@ -1,4 +1,4 @@
-"""Agent overhead (issue 4): what the traceprobe agent costs the traffic it watches.
+"""Agent overhead: what the traceprobe agent costs the traffic it watches.
 
 Runs, interleaved in one invocation (per repeat and workload: baseline,
 traceprobe, hooks-only, tcplife), a connection-churn workload on loopback and between two
@@ -156,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     for sig in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, _interrupt)
-    print("Agent overhead benchmark (issue 4)\n\nMachine\n" + report.machine_facts(), flush=True)
+    print("Agent overhead benchmark\n\nMachine\n" + report.machine_facts(), flush=True)
     binary = build_loadgen()
     fingerprint = report.agent_fingerprint()
     runs: list[Run] = []

@@ -1,4 +1,4 @@
-"""Every benchmark in one command (issue 8): `make bench`, or
+"""Every benchmark in one command: `make bench`, or
 `.venv/bin/python -m benchmarks.all [--quick] [--only NAMES] [--write-docs]`.
 
 Runs, one after the other, each as its own process (each cleans up after itself,
@@ -97,7 +97,7 @@ def os_release() -> str:
 def header(argv: list[str]) -> str:
     facts = machine_facts() + (f"\n  {'os':<11} {os_release()}\n  {'python':<11} "
                                f"{platform.python_version()}")
-    return (f"traceprobe benchmarks (issue 8)\n\nMachine\n{facts}\n\n"
+    return (f"traceprobe benchmarks\n\nMachine\n{facts}\n\n"
             f"Command: python -m benchmarks.all {' '.join(argv)}".rstrip())
 
 

@@ -1,4 +1,4 @@
-"""Apply to Ready (issue 8): from `kubectl apply` of a TraceProbe to its Ready=True.
+"""Apply to Ready: from `kubectl apply` of a TraceProbe to its Ready=True.
 
 A real kube-apiserver + etcd, the CRDs and RBAC, the real operator (as its
 ServiceAccount) and one real cluster-mode node agent (BCC, as its ServiceAccount),
@@ -304,7 +304,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         bench.stop()
         shutil.rmtree(work, ignore_errors=True)
-    print(f"\nApply to Ready (issue 8): one node agent (real BCC), {repeats} interleaved "
+    print(f"\nApply to Ready: one node agent (real BCC), {repeats} interleaved "
           f"repeats of ConfigMap, cold and warm probe\n")
     print(render(trials))
     print(bench.footer)

@@ -1,4 +1,4 @@
-"""OTLP export throughput (issue 8): the service map's edges out, the agents' records in.
+"""OTLP export throughput: the service map's edges out, the agents' records in.
 
 1. The map's exporter (`traceprobe_map.export.EdgeExporter` over `make_exporter`,
    OTLP/gRPC and OTLP/HTTP) sending N synthetic edges in one export to a real
@@ -301,7 +301,7 @@ def main(argv: list[str] | None = None) -> int:
             procs.stop(child)
         collector.stop()
         shutil.rmtree(work, ignore_errors=True)
-    print(f"\nOTLP export throughput (issue 8): {os.cpu_count()} CPUs; "
+    print(f"\nOTLP export throughput: {os.cpu_count()} CPUs; "
           f"edges per export {args.edges}; hop: {len(records):,} records in batches of "
           f"{args.batch:,}; the map received {received:,} records in all\n")
     print(render(cases))

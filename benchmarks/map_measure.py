@@ -152,7 +152,8 @@ def window_run(scn: Scenario, cache: MetadataCache, buckets: int, snapshots: int
         else:
             add()
             close()
-        out.edges_last = len(window._closed[-1].result.edges) if window._closed else 0
+        finished = window.contents().finished
+        out.edges_last = len(finished[-1][1].edges) if finished else 0
     now = T0 + (buckets + 3) * BUCKET
     for _ in range(snapshots):
         out.snapshot_floor.timed(lambda: _snapshot_floor(window))
@@ -169,8 +170,9 @@ def window_run(scn: Scenario, cache: MetadataCache, buckets: int, snapshots: int
 def _snapshot_floor(window: MapWindow) -> int:
     """Summing the closed buckets' and open buckets' counters per edge."""
     totals: dict[EdgeKey, list[int]] = {}
-    for closed in window._closed:
-        for key, s in closed.result.edges.items():
+    contents = window.contents()
+    for _, result in contents.finished:
+        for key, s in result.edges.items():
             t = totals.get(key)
             if t is None:
                 totals[key] = [s.connections, s.bytes_sent, s.bytes_received]
@@ -178,7 +180,7 @@ def _snapshot_floor(window: MapWindow) -> int:
                 t[0] += s.connections
                 t[1] += s.bytes_sent
                 t[2] += s.bytes_received
-    for part in window._pending.values():
+    for part in contents.open.values():
         for key, s in [*part.client.items(), *part.server.items()]:
             t = totals.setdefault(key, [0, 0, 0])
             t[0] += s.connections

@@ -88,14 +88,12 @@ def window_memory(window: MapWindow, add: Callable[[], Any], close: Callable[[],
     """Weigh a full window around one more bucket: `add` its records, `close` due buckets."""
     def state() -> int:
         gc.collect()
-        return deep_size([window._pending, window._closed, window._totals,
-                          window._recently],
-                         exclude=[window.resolver])
+        return deep_size([window.contents()], exclude=[window.resolver])
 
     add()
     before = state()
     close_transient = traced_peak(close)
     at_rest = state()
-    pending = deep_size([window._pending], exclude=[window.resolver])
+    pending = deep_size([window.contents().open], exclude=[window.resolver])
     return WindowMemory(before, close_transient, at_rest, pending, traced_peak(snapshot),
                         deep_size([one_interval], exclude=[window.resolver]))

@@ -1,4 +1,4 @@
-"""Service-map scale (issue 5): merge time, memory and enrichment throughput at scale.
+"""Service-map scale: merge time, memory and enrichment throughput at scale.
 
 A synthetic cluster (default 5,000 pods on 50 nodes in 20 namespaces, 500
 Services) is fed through the map's real metadata handlers; every 10 s bucket
@@ -192,7 +192,7 @@ def main(argv: list[str] | None = None) -> int:
     ]
     header = ["figure", "median", "p90 / max", "wall", "baseline", "baseline med", "ratio",
               "target", "met?"]
-    print(f"\nService-map scale (issue 5)\n{_facts(args, scn, len(result.edges), checked)}\n")
+    print(f"\nService-map scale\n{_facts(args, scn, len(result.edges), checked)}\n")
     print(table(header, rows))
     print(LEGEND)
     return 0 if not checked else 1

@@ -224,7 +224,7 @@ def targets_block(agents: dict[str, Summary | None], profiled: list[Run]) -> str
     worst = _mb(max(rss)) if rss else None
     rows.append([f"steady RSS <= {TARGET_RSS_MB:.0f} MB", "all (max of medians)",
                  num(worst, ".1f") + " MB", verdict(worst, TARGET_RSS_MB, False)])
-    return table(["target (issue 4)", "workload", "traceprobe measured", "verdict"], rows)
+    return table(["target", "workload", "traceprobe measured", "verdict"], rows)
 
 
 def profile_block(runs: list[Run]) -> str:

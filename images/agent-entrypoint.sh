@@ -1,7 +1,7 @@
 #!/bin/sh
 # Entry point of the traceprobe-agent image: picks kernel headers, then runs the agent.
 #
-# The agent looks for headers in DESIGN §4 order: BCC_KERNEL_SOURCE, then the
+# The agent looks for headers in this order (docs/design.md): BCC_KERNEL_SOURCE, then the
 # host's /lib/modules/$(uname -r)/{build,source} (the DaemonSet mounts the host's
 # /lib/modules and /usr/src, where those links point). When the host has none,
 # this image's Debian header tree is the fallback. It comes before the kernel's

@@ -19,6 +19,7 @@ from typing import Any, Protocol
 
 from pydantic import ValidationError
 
+from traceprobe_api.resources import NODE_REPORTS, PROBE_PLURALS
 from traceprobe_cli.render import OUTPUTS, render_map
 from traceprobe_cli.status import STALE_AFTER_SECONDS, build_status, status_text
 from traceprobe_map import views
@@ -143,14 +144,16 @@ def run_status(cluster: ClusterApi, args: argparse.Namespace,
 
     lists: dict[str, list[dict[str, Any]]] = {}
     errors: list[str] = []
-    for plural in ("traceprobes", "clustertraceprobes", "nodereports"):
+    plurals = [*PROBE_PLURALS.values(), NODE_REPORTS]
+    for plural in plurals:
         try:
             lists[plural] = cluster.list_objects(plural)
         except KubeError as exc:  # e.g. RBAC lets this user see some kinds only
             lists[plural] = []
             errors.append(str(exc))
-    status = build_status(lists["traceprobes"], lists["clustertraceprobes"],
-                          lists["nodereports"], stale_after=args.stale_after)
+    status = build_status(lists[PROBE_PLURALS["TraceProbe"]],
+                          lists[PROBE_PLURALS["ClusterTraceProbe"]], lists[NODE_REPORTS],
+                          stale_after=args.stale_after)
     if args.output == "json":
         out(json.dumps({**status.as_dict(), "errors": errors}, indent=2) + "\n")
     else:

@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import json
-import os
 from typing import Any
 from urllib.parse import quote, urlencode
 
 import urllib3
-from kubernetes import client, config
+from kubernetes import client
 from kubernetes.client.exceptions import ApiException
-from kubernetes.config.config_exception import ConfigException
 
 from traceprobe_api import API_GROUP, API_VERSION
+from traceprobe_api.kubeconfig import KubeconfigError, load_api_client
 
 
 class KubeError(Exception):
@@ -45,18 +44,9 @@ class Cluster:
                  timeout: float = 10.0) -> None:
         self.timeout = timeout
         try:
-            no_kubeconfig = kubeconfig is None and "KUBECONFIG" not in os.environ and not (
-                os.path.exists(os.path.expanduser("~/.kube/config")))
-            if no_kubeconfig and "KUBERNETES_SERVICE_HOST" in os.environ:
-                # Inside a pod with no kubeconfig: its ServiceAccount, as kubectl does.
-                configuration = client.Configuration()
-                config.load_incluster_config(client_configuration=configuration)
-                self.api = client.ApiClient(configuration)
-            else:
-                # KUBECONFIG may list several files; the client merges them like kubectl.
-                self.api = config.new_client_from_config(config_file=kubeconfig, context=context)
-        except (ConfigException, OSError) as exc:
-            raise KubeError(f"cannot load the kubeconfig: {exc}") from exc
+            self.api = load_api_client(kubeconfig, context)
+        except KubeconfigError as exc:
+            raise KubeError(str(exc)) from exc
 
     def service_proxy_get(self, namespace: str, service: str, port: str, path: str,
                           params: dict[str, str] | None = None) -> bytes:

@@ -20,7 +20,7 @@ import threading
 import time
 
 from traceprobe_map.export import CountingExporter, EdgeExporter, make_exporter
-from traceprobe_map.health import render_metrics
+from traceprobe_map.health import metrics_page
 from traceprobe_map.metadata import MetadataCache
 from traceprobe_map.peers import Resolver
 from traceprobe_map.receiver import serve as serve_ingest
@@ -105,7 +105,8 @@ def main(argv: list[str] | None = None) -> int:
     window.probes_of = cache.probes_of
     stop = threading.Event()
     if not args.no_kubernetes:
-        from traceprobe_map.kube import load_api_client, watch_cluster
+        from traceprobe_api.kubeconfig import load_api_client
+        from traceprobe_map.kube import watch_cluster
 
         watch_cluster(load_api_client(), cache, stop)
     tls = None
@@ -117,8 +118,8 @@ def main(argv: list[str] | None = None) -> int:
     from traceprobe_map.http_api import serve as serve_http
 
     http = serve_http(WindowSource(window, cache), args.http_host, args.http_port,
-                      metrics=lambda: render_metrics(window, cache, ingest_stats,
-                                                     exporter.exporter if exporter else None))
+                      metrics=metrics_page(window, cache, ingest_stats,
+                                           exporter.exporter if exporter else None))
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     # The window holds ~100k long-lived objects per bucket: a full collection every

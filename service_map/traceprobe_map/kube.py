@@ -17,23 +17,16 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from kubernetes import client, config, watch
+from kubernetes import client, watch
 from kubernetes.client.exceptions import ApiException
 from urllib3.exceptions import HTTPError
 
 from traceprobe_api import API_GROUP, API_VERSION
+from traceprobe_api.resources import PROBE_PLURALS
 from traceprobe_map.metadata import MetadataCache
 
 log = logging.getLogger("traceprobe.map.kube")
 Handler = Callable[[str, dict[str, Any]], None]
-
-
-def load_api_client() -> client.ApiClient:
-    try:
-        config.load_incluster_config()
-    except config.ConfigException:
-        config.load_kube_config()
-    return client.ApiClient()
 
 
 @dataclass(frozen=True)
@@ -71,8 +64,7 @@ def _sources(api: client.ApiClient, cache: MetadataCache) -> list[_Source]:
         _Source("jobs", batch.list_job_for_all_namespaces, (),
                 lambda e, o: cache.owner(e, o, "Job")),
     ]
-    for kind, plural in (("TraceProbe", "traceprobes"),
-                         ("ClusterTraceProbe", "clustertraceprobes")):
+    for kind, plural in PROBE_PLURALS.items():
         sources.append(_Source(plural, custom.list_cluster_custom_object,
                                (API_GROUP, API_VERSION, plural),
                                lambda e, o, k=kind: cache.probe(e, o, k)))  # type: ignore[misc]

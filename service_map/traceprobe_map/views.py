@@ -50,8 +50,9 @@ class MapQuery:
         return {key: value for key, value in params.items() if value}
 
 
-def parse_duration(text: str) -> float:
-    """Seconds from `90`, `30s`, `5m`, `1h` or `500ms`."""
+def parse_window(text: str) -> float:
+    """The `window` query parameter in seconds: `90`, `30s`, `1.5m`, `1h` or `500ms`
+    (decimals and bare seconds too, unlike the API's Go-style durations)."""
     match = _DURATION.fullmatch(text.strip())
     if match is None or float(match[1]) <= 0:
         raise QueryError(f"window must be a positive duration like 30s, 5m or 1h, not {text!r}")
@@ -79,7 +80,7 @@ def parse_query(params: Mapping[str, Sequence[str]]) -> MapQuery:
             raise QueryError(f"minRate must be a number, not {last('minRate')!r}") from None
         if not math.isfinite(min_rate) or min_rate < 0:
             raise QueryError(f"minRate must be a finite number >= 0, not {last('minRate')!r}")
-    window = parse_duration(last("window")) if last("window") else None
+    window = parse_window(last("window")) if last("window") else None
     return MapQuery(namespaces=namespaces, probe=last("probe") or None, min_rate=min_rate,
                     search=last("search"), window_seconds=window)
 

@@ -57,6 +57,23 @@ class _Closed:
     result: MergeResult
 
 
+@dataclass(frozen=True)
+class WindowContents:
+    """What the window holds at one moment: the window's own objects, to read, not
+    to change (for gauges and for weighing its memory)."""
+
+    open: dict[float, Partial]
+    """Bucket start -> the records folded so far."""
+    finished: list[tuple[float, MergeResult]]
+    """(bucket start, its edges), oldest first."""
+    totals: dict[EdgeKey, _Total]
+    recently: list[tuple[float, Recent]]
+
+    @property
+    def pending_records(self) -> int:
+        return sum(part.records for part in self.open.values())
+
+
 @dataclass
 class MapWindow:
     resolver: Resolver
@@ -78,6 +95,12 @@ class MapWindow:
     # Client-side facts of recently finished buckets, with when (see Recent).
     _recently: list[tuple[float, Recent]] = field(default_factory=list)
     _started: float | None = None
+
+    def contents(self) -> WindowContents:
+        with self.lock:
+            return WindowContents(dict(self._pending),
+                                  [(c.start, c.result) for c in self._closed],
+                                  self._totals, list(self._recently))
 
     def _bucket(self, at: float) -> float:
         return at - at % self.bucket_seconds

@@ -1,5 +1,5 @@
 """The map's HTTP API, directly and through the real API server's service proxy, and the
-`traceprobe` CLI against that API server, all on the shop scenario (harness.map_scenario)."""
+`traceprobe` CLI against that API server, all on the shop scenario (harness.known_maps)."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 import yaml
 
-from harness import map_scenario as shop
+from harness import known_maps as shop
 from harness.map_server import ProxiedMap, get, local_server, proxied_map
 from harness.prereq import require_root
 from harness.tools import REPO

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from harness import map_scenario as shop
+from harness import known_maps as shop
 from harness.map_server import local_server, proxied_map
 from harness.prereq import missing, require_root
 from harness.tools import REPO

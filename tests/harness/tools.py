@@ -6,6 +6,10 @@ import os
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
+SOURCE_FOLDERS = {"traceprobe_operator": "operator", "traceprobe_agent": "node_agent",
+                  "traceprobe_map": "service_map", "traceprobe_cli": "cli",
+                  "traceprobe_api": "api"}
+"""Each package of the project -> the top-level folder that holds it."""
 VERSIONS_FILE = REPO / "scripts" / "tool-versions.env"
 _VERSION_KEYS = {
     "etcd": "ETCD_VERSION",

@@ -1,4 +1,4 @@
-"""The agent pod the operator renders (the chart renders none) keeps to issue 7's rules:
+"""The agent pod the operator renders (the chart renders none) keeps to the least-privilege rules:
 not privileged, no hostPID, ALL capabilities dropped and only BPF, PERFMON,
 NET_ADMIN and SYS_RESOURCE added, read-only root filesystem, and only the host
 mounts it needs, each justified in a comment. With the chart's values, it runs

@@ -6,11 +6,12 @@ from __future__ import annotations
 import importlib
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
 
-from harness.tools import REPO
+from harness.tools import REPO, SOURCE_FOLDERS
 
 
 def test_operator_folder_is_not_a_package() -> None:
@@ -26,8 +27,7 @@ def test_stdlib_operator_still_imports_from_repo_root() -> None:
     assert str(REPO) not in out, f"'operator' resolved inside the repo: {out}"
 
 
-FOLDERS = {"traceprobe_operator": "operator", "traceprobe_agent": "node_agent",
-           "traceprobe_map": "service_map", "traceprobe_cli": "cli", "traceprobe_api": "api"}
+FOLDERS = SOURCE_FOLDERS
 
 
 @pytest.mark.parametrize("package", sorted(FOLDERS))
@@ -41,3 +41,18 @@ def test_each_source_folder_holds_its_own_package(package: str) -> None:
 def test_operator_folder_holds_only_the_operator() -> None:
     packages = {p.name for p in (REPO / "operator").iterdir() if (p / "__init__.py").exists()}
     assert packages == {"traceprobe_operator"}
+
+
+QUERY_MODEL = {"traceprobe_map", "traceprobe_map.views", "traceprobe_map.snapshot",
+               "traceprobe_map.graph_exports"}
+
+
+def test_the_cli_contract_forbids_every_map_module_but_the_query_model() -> None:
+    """A module added to the map is outside the CLI's reach until listed here on purpose."""
+    contracts = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["importlinter"][
+        "contracts"]
+    (contract,) = [c for c in contracts if c.get("source_modules") == ["traceprobe_cli"]
+                   and any(m.startswith("traceprobe_map.") for m in c["forbidden_modules"])]
+    folder = REPO / "service_map" / "traceprobe_map"
+    modules = {f"traceprobe_map.{p.stem}" for p in folder.glob("*.py") if p.stem != "__init__"}
+    assert set(contract["forbidden_modules"]) == modules - QUERY_MODEL

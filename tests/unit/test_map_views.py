@@ -1,5 +1,5 @@
 """What the map view, API and CLI show of a snapshot: filters, sorting, Grafana Node Graph
-frames, exports, and the CLI's pure renderers, on the shop scenario (harness.map_scenario)."""
+frames, exports, and the CLI's pure renderers, on the shop scenario (harness.known_maps)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from harness import map_scenario as shop
+from harness import known_maps as shop
 from traceprobe_cli import __main__ as cli
 from traceprobe_cli.render import bytes_rate, edge_table, micros, rate
 from traceprobe_cli.status import build_status, status_text
@@ -60,7 +60,7 @@ def test_query_parsing_and_round_trip() -> None:
                                    300.0)
     again = views.parse_query({k: [v] for k, v in query.as_params().items()})
     assert again == query
-    assert views.parse_duration("90") == 90 and views.parse_duration("500ms") == 0.5
+    assert views.parse_window("90") == 90 and views.parse_window("500ms") == 0.5
 
 
 @pytest.mark.parametrize(("params", "message"), [

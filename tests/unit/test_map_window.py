@@ -94,7 +94,7 @@ def test_names_and_rtt_maximum_leave_with_their_bucket() -> None:
 
     def edge_at(now: float) -> tuple[set[str], set[str], int, int | None]:
         (edge,) = w.snapshot(now=now).edges
-        (total,) = w._totals.values()
+        (total,) = w.contents().totals.values()
         assert total.stats.connections == edge.connections
         return set(total.stats.src_pods), set(total.stats.src_nodes), edge.connections, \
             edge.rtt.max_us
@@ -106,7 +106,7 @@ def test_names_and_rtt_maximum_leave_with_their_bucket() -> None:
     w.close_due(1011 + 75)
     assert edge_at(1086) == ({"shop/web-both"}, {"n2"}, 1, 200)
     w.close_due(1021 + 75)
-    assert w.snapshot(now=1096).edges == [] and not w._totals
+    assert w.snapshot(now=1096).edges == [] and not w.contents().totals
 
 
 def test_server_side_behind_a_service_in_the_next_bucket_is_not_recounted() -> None:
