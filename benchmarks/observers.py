@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
+from prometheus_client.parser import text_string_to_metric_families
+
 from benchmarks import procs
 from benchmarks.workloads import WorkloadResult
 
@@ -30,7 +32,6 @@ REPO = Path(__file__).resolve().parent.parent
 TCPLIFE = "/usr/sbin/tcplife-bpfcc"
 _LOST = re.compile(r"[Pp]ossibly lost (\d+) samples")
 _URL = re.compile(r"(http://127\.0\.0\.1:\d+)/metrics")
-_DROP = re.compile(r'^traceprobe_agent_kernel_drops_total\{cause="([^"]+)"\} (\d+)', re.M)
 
 
 class ObserverFailed(RuntimeError):
@@ -152,7 +153,9 @@ class Agent(Observer):
             return {}
         with urllib.request.urlopen(f"{self.url}/metrics", timeout=10) as resp:
             text = resp.read().decode()
-        return {cause: int(n) for cause, n in _DROP.findall(text)}
+        return {sample.labels["cause"]: int(sample.value)
+                for family in text_string_to_metric_families(text) for sample in family.samples
+                if sample.name == "traceprobe_agent_kernel_drops_total"}
 
     def stop(self) -> None:
         code = procs.stop(self.proc, signal.SIGTERM, timeout=30)

@@ -42,6 +42,15 @@ NODE = "demo-node-1"
 PARTNER = "api.partner.example"
 DNS = str(REPO / "tests" / "harness" / "dns_server.py")
 PROBE = REPO / "scripts" / "demo-probe.yaml"
+# The shop's calls as the map must draw them: (source, target, port).
+EXPECTED_EDGES = {
+    ("workload:shop/frontend", "service:shop/cart", 80),
+    ("workload:shop/cart", "workload:shop/store", 5432),
+    ("workload:shop/cart", "service:pay/payments", 80),
+    ("workload:shop/frontend", "workload:shop/store", 6379),  # refused: nothing listens
+    ("workload:pay/payments-v1", f"external:{PARTNER}", 443),
+    ("workload:pay/payments-v2", f"external:{PARTNER}", 443),
+}
 
 
 def say(text: str) -> None:
@@ -54,17 +63,29 @@ def _dialer(pod: Any, host: str, port: int, every: float, request: int = 200) ->
                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
-def _wait_for_map(world: MapWorld, seconds: float) -> int:
+def _end_all(running: list[subprocess.Popen[Any]]) -> None:
+    for proc in running:
+        proc.kill()
+        proc.wait()
+
+
+def _missing_edges(snapshot: dict[str, Any]) -> set[tuple[str, str, int]]:
+    drawn = {(e["source"], e["target"], e["port"]) for e in snapshot["edges"]}
+    return EXPECTED_EDGES - drawn
+
+
+def _wait_for_map(world: MapWorld, seconds: float, stop: threading.Event) -> int:
+    """Edges on the map once the first of the shop's calls shows (or at the deadline)."""
     deadline = time.monotonic() + seconds
     edges = 0
-    while time.monotonic() < deadline:
+    while time.monotonic() < deadline and not stop.is_set():
         try:
             edges = len(world.api_map()["edges"])
         except OSError:
             edges = 0
-        if edges >= 5:
+        if edges:
             return edges
-        time.sleep(1)
+        stop.wait(1)
     return edges
 
 
@@ -82,6 +103,7 @@ def _screenshot(url: str, path: Path) -> None:
 
 
 def run(args: argparse.Namespace, stop: threading.Event) -> int:
+    started = time.monotonic()
     work = Path(tempfile.mkdtemp(prefix="traceprobe-demo-"))
     cleanups: list[Any] = []
     try:
@@ -131,11 +153,12 @@ def run(args: argparse.Namespace, stop: threading.Event) -> int:
             _dialer(cart, pay_svc.cluster_ip, 80, 1.0),
             _dialer(frontend, store.ip, 6379, 1.0),  # the failing call: nothing listens
         ]
-        cleanups.append(lambda: [(p.kill(), p.wait()) for p in running])
+        cleanups.append(lambda: _end_all(running))
         url = f"http://127.0.0.1:{world.http_port}/"
         say(f"service map view: {url}   (API: {url}api/map)")
         say("waiting for the first edges (the agent compiles its BPF program first)...")
-        edges = _wait_for_map(world, 60)
+        edges = _wait_for_map(world, 120, stop)
+        say(f"first edges {time.monotonic() - started:.0f}s after start")
         # Now that the agent watches: payments look the partner up, as apps do, then
         # call the address they got; the map names that peer by the DNS answer.
         for pod in (pay_a, pay_b):
@@ -144,7 +167,7 @@ def run(args: argparse.Namespace, stop: threading.Event) -> int:
                                       f"{dns.ip} {PARTNER}; done"],
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
             running.append(_dialer(pod, partner.ip, 443, 2.0))
-        say(f"live: {edges} edges on the map. Ctrl-C removes everything.")
+        say(f"live: {edges} edges on the map so far. Ctrl-C removes everything.")
         if args.screenshot:
             time.sleep(10)
             _screenshot(url, Path(args.screenshot))
@@ -157,7 +180,10 @@ def run(args: argparse.Namespace, stop: threading.Event) -> int:
         say(f"stopping ({len(summary['edges'])} edges, {len(summary['nodes'])} nodes on the map)")
         if args.print_map:
             print(json.dumps(summary, indent=1))
-        return 0 if edges >= 5 else 1
+        missing = _missing_edges(summary)
+        for source, target, port in sorted(missing):
+            say(f"missing from the map: {source} -> {target}:{port}")
+        return 1 if missing else 0
     finally:
         for cleanup in reversed(cleanups):
             try:

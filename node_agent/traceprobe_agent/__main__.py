@@ -16,12 +16,10 @@ import signal
 import sys
 import threading
 
-from traceprobe_agent.agent import Agent, AgentConfig
+from traceprobe_agent.agent import Agent, AgentConfig, print_records
 from traceprobe_agent.bcc_runtime import BpfUnavailable
 from traceprobe_agent.features import probe_kernel
-from traceprobe_agent.node_config import DEFAULT_KINDS
-from traceprobe_agent.program import ALL_KINDS
-from traceprobe_api.records import ConnectionRecord
+from traceprobe_api.probe import ALL_KINDS, DEFAULT_KINDS
 
 log = logging.getLogger("traceprobe.agent")
 
@@ -52,13 +50,6 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def _print_records(records: list[ConnectionRecord]) -> None:
-    out = sys.stdout
-    for record in records:
-        out.write(json.dumps(record.to_dict(), separators=(",", ":")) + "\n")
-    out.flush()
-
-
 def main(argv: list[str] | None = None) -> int:
     args = _args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, stream=sys.stderr,
@@ -74,12 +65,12 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     features = probe_kernel(forced_missing=frozenset(args.disable_tracepoint))
     if not args.standalone:
-        from traceprobe_agent.cluster import run_in_cluster
+        from traceprobe_agent.cluster_loop import run_in_cluster
 
         return run_in_cluster(args.node_name, features, args.interval, args.metrics_port,
                               args.cgroup_root, args.map_endpoint, args.map_ca_file,
                               args.print_records)
-    agent = Agent(args.node_name, _print_records, features, args.cgroup_root)
+    agent = Agent(args.node_name, print_records, features, args.cgroup_root)
     try:
         plan = agent.apply(AgentConfig(kinds, args.max_connections, args.interval))
     except BpfUnavailable as exc:

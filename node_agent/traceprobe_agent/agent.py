@@ -7,8 +7,10 @@ once per configuration) and swaps it in without restarting the process.
 
 from __future__ import annotations
 
+import json
 import logging
 import resource
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -24,15 +26,23 @@ from traceprobe_agent.nat_events import NatTable
 from traceprobe_agent.pod_cgroups import under
 from traceprobe_agent.program import ProgramPlan, bpf_source, plan_program, without_fallback
 from traceprobe_agent.report_sender import SenderStats
+from traceprobe_api.probe import DEFAULT_KINDS
 from traceprobe_api.records import ConnectionRecord, Role
 
 log = logging.getLogger("traceprobe.agent")
 Sink = Callable[[list[ConnectionRecord]], None]
 
 
+def print_records(records: list[ConnectionRecord]) -> None:
+    """The stdout sink: one JSON record per line (standalone, or beside the map)."""
+    for record in records:
+        sys.stdout.write(json.dumps(record.to_dict(), separators=(",", ":")) + "\n")
+    sys.stdout.flush()
+
+
 @dataclass(frozen=True)
 class AgentConfig:
-    kinds: frozenset[str] = frozenset({"connections", "failures", "bytes", "retransmits", "rtt"})
+    kinds: frozenset[str] = frozenset(DEFAULT_KINDS)
     max_connections: int = 65536
     interval_seconds: float = 10.0
 

@@ -9,8 +9,6 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import os
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -30,11 +28,6 @@ def _import_bcc() -> Any:
             "(make setup does) and use a venv that can see it"
         ) from exc
     return bcc
-
-
-def tracepoint_exists(category: str, event: str) -> bool:
-    """Feature probe: does the running kernel offer this tracepoint?"""
-    return bool(_import_bcc().BPF.tracepoint_exists(category, event))
 
 
 def raw_tracepoints_supported() -> bool:
@@ -60,21 +53,6 @@ def preflight() -> None:
             f"/lib/modules/{os.uname().release}/build (make setup does)"
         )
     _import_bcc()
-
-
-@contextmanager
-def loaded_program(text: str, cflags: list[str] | None = None) -> Iterator[Any]:
-    """Compile and load a BCC program (TRACEPOINT_PROBE blocks attach on load).
-
-    The program is detached and its maps freed when the block exits, also on error.
-    """
-    preflight()
-    bcc = _import_bcc()
-    prog = bcc.BPF(text=text.encode(), cflags=cflags or [])
-    try:
-        yield prog
-    finally:
-        prog.cleanup()
 
 
 COUNTER_NAMES = ("conn_map_full", "edge_map_full", "untracked_io", "unattributed_close",

@@ -2,8 +2,10 @@
 
 Pure lookup, no bcc import: the loader and the agent's status report both ask
 this module, so a node without headers is reported instead of crashing.
-Order (DESIGN §4): ``BCC_KERNEL_SOURCE``, ``/lib/modules/$(uname -r)/{build,source}``,
-``/sys/kernel/kheaders.tar.xz`` (which must be unpacked before use).
+Order: ``BCC_KERNEL_SOURCE`` (an explicit choice wins), then the running kernel's
+own ``/lib/modules/$(uname -r)/{build,source}``, then ``/sys/kernel/kheaders.tar.xz``
+(unpacked before use); docs/design.md ("Kernel headers") says why headers of
+another kernel version still serve.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ def find_kernel_headers(
     modules_root: Path = Path("/lib/modules"),
     kheaders: Path = KHEADERS_ARCHIVE,
 ) -> HeaderSource | None:
-    """Return the first usable header tree in DESIGN order, or None if there is none."""
+    """Return the first usable header tree in the order above, or None if there is none."""
     env = os.environ if environ is None else environ
     explicit = env.get(KERNEL_SOURCE_ENV)
     if explicit and _has_headers(Path(explicit)):

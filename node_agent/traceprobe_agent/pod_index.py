@@ -1,6 +1,6 @@
 """This node's pods by UID, for naming the local side of records (pure).
 
-Fed by a node-scoped watch (cluster.py): each agent knows only its own node's
+Fed by a node-scoped watch (kube.py): each agent knows only its own node's
 pods, so watch traffic grows with pods per node, not with the cluster. Deleted
 pods stay for a grace period so records drained after the deletion still name
 them.

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from traceprobe_agent.features import KernelFeatures
+from traceprobe_api.probe import ALL_KINDS
 
 #: Where the BPF C sources are; images set it, a checkout finds ../../bpf.
 BPF_DIR_ENV = "TRACEPROBE_BPF_DIR"
@@ -20,7 +21,6 @@ SOURCE = "conn_tracker.c"
 
 _FLAGS = {"bytes": "WITH_BYTES", "failures": "WITH_FAILURES",
           "retransmits": "WITH_RETRANS", "rtt": "WITH_RTT", "udp": "WITH_UDP"}
-ALL_KINDS = ("connections", "failures", "bytes", "retransmits", "rtt", "udp", "dns")
 DNS_SOURCE = "dns_answers.c"  # its own program (cgroup_skb), not a flag of SOURCE
 BYTES_KPROBE_SOURCE = "conn_bytes_kprobe.c"  # appended to SOURCE when it stands in
 # (kind, kernel function, program): attached by name, not by BCC's prefixes.

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import signal
 import socket
 import subprocess
@@ -18,6 +17,7 @@ from typing import Any
 import pytest
 
 from harness.bpf import held_ids, live_ids
+from harness.metrics import by_label
 from harness.tools import REPO
 from traceprobe_agent.features import probe_kernel
 
@@ -156,10 +156,10 @@ def test_metrics_and_health_endpoints(agent_proc: Any) -> None:
         assert r.status == 200
     with urllib.request.urlopen(agent.metrics_url) as r:
         text = r.read().decode()
-    assert 'traceprobe_agent_map_capacity{map="conns"} 2048' in text
-    drops = dict(re.findall(r'traceprobe_agent_kernel_drops_total\{cause="(\w+)"\} (\d+)', text))
+    assert by_label(text, "traceprobe_agent_map_capacity", "map")["conns"] == 2048
+    drops = by_label(text, "traceprobe_agent_kernel_drops_total", "cause")
     assert set(drops) >= {"conn_map_full", "edge_map_full", "untracked_io"}
-    assert drops["conn_map_full"] == "0" and drops["edge_map_full"] == "0", drops
+    assert drops["conn_map_full"] == 0 and drops["edge_map_full"] == 0, drops
     rss = next(float(line.split()[1]) for line in text.splitlines()
                if line.startswith("process_resident_memory_bytes"))
     assert 10e6 < rss < 500e6
@@ -167,5 +167,5 @@ def test_metrics_and_health_endpoints(agent_proc: Any) -> None:
     time.sleep(1.5)  # one interval: the agent drains and counts
     with urllib.request.urlopen(agent.metrics_url) as r:
         text = r.read().decode()
-    opened = re.search(r'traceprobe_agent_connections_total\{event="opened"\} (\d+)', text)
-    assert opened and int(opened.group(1)) >= 6  # 3 client + 3 server sides
+    opened = by_label(text, "traceprobe_agent_connections_total", "event").get("opened", 0)
+    assert opened >= 6  # 3 client + 3 server sides

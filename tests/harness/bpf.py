@@ -1,7 +1,8 @@
 """A trivial tracepoint program proving BPF works here: it counts TCP state changes.
 
-Loaded through the agent's bcc_runtime (the one module allowed to import bcc),
-so the test world and the product share header discovery and preflight checks.
+Loaded with bcc directly (the product's loaders are shaped for its own programs)
+after the agent's preflight, so the test world and the product share header
+discovery and the checks that name what is missing.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from traceprobe_agent.bcc_runtime import loaded_program
+from traceprobe_agent.bcc_runtime import preflight
 
 COUNT_STATE_CHANGES = r"""
 BPF_ARRAY(transitions, u64, 1);
@@ -30,6 +31,20 @@ TRACEPOINT_PROBE(sock, inet_sock_set_state) {
     return 0;
 }
 """
+
+
+@contextmanager
+def loaded_program(text: str) -> Iterator[Any]:
+    """A BCC program compiled and loaded (TRACEPOINT_PROBE blocks attach on load),
+    detached and its maps freed when the block exits, also on error."""
+    preflight()  # BpfUnavailable, with the reason, before bcc is touched
+    import bcc
+
+    prog = bcc.BPF(text=text.encode())
+    try:
+        yield prog
+    finally:
+        prog.cleanup()
 
 
 @contextmanager

@@ -10,7 +10,8 @@ import pytest
 
 from traceprobe_agent.edges import format_ip, to_record
 from traceprobe_agent.features import TRACEPOINTS, KernelFeatures, probe_kernel
-from traceprobe_agent.node_config import applies, probe_entry, probe_view, union_config
+from traceprobe_agent.node_config import applies, probe_view, union_config
+from traceprobe_agent.probe_reports import probe_entry
 from traceprobe_agent.program import BYTES_KPROBE_SOURCE, BYTES_KPROBES, SOURCE, plan_program
 from traceprobe_api.records import Role
 
@@ -115,26 +116,26 @@ def test_probe_entry_states() -> None:
     plan = plan_program({"connections", "rtt"}, features, 4096)
     rtt_probe = _probe("r", gen=3, probes=["connections", "rtt"])
     entry = probe_entry(rtt_probe, plan, ["tracepoint/sock:inet_sock_set_state"],  # type: ignore[arg-type]
-                        {"conns": (5, 4096)}, {"conn_map_full": 0}, None)
+                        {"conns": (5, 4096)}, {"conn_map_full": 0}, None).to_dict()
     assert entry["state"] == "Degraded" and entry["reason"] == "TracepointMissing"
     assert entry["probe"] == {"kind": "TraceProbe", "name": "r", "generation": 3,
                               "namespace": "shop"}
     assert entry["mapUsage"] == [{"name": "conns", "entries": 5, "capacity": 4096}]
-    plain = probe_entry(_probe("p", probes=["connections"]), plan, [], {}, {}, None)  # type: ignore[arg-type]
+    plain = probe_entry(_probe("p", probes=["connections"]), plan, [], {}, {}, None).to_dict()  # type: ignore[arg-type]
     assert plain["state"] == "Attached"
-    failed = probe_entry(_probe("f"), plan, [], {}, {}, "BpfUnavailable: no headers")  # type: ignore[arg-type]
+    failed = probe_entry(_probe("f"), plan, [], {}, {}, "BpfUnavailable: no headers").to_dict()  # type: ignore[arg-type]
     assert (failed["state"], failed["reason"]) == ("Failed", "LoadFailed")
-    detached = probe_entry(_probe("d", deleting=True), plan, [], {}, {}, None)  # type: ignore[arg-type]
+    detached = probe_entry(_probe("d", deleting=True), plan, [], {}, {}, None).to_dict()  # type: ignore[arg-type]
     assert detached["state"] == "Detached"
     full = probe_entry(_probe("p", probes=["connections"]), plan, [], {},  # type: ignore[arg-type]
-                       {"conn_map_full": 7}, None, {"conn_map_full": 7})
+                       {"conn_map_full": 7}, None, {"conn_map_full": 7}).to_dict()
     assert (full["state"], full["reason"]) == ("Degraded", "MapFull")
     assert "7 dropped" in full["message"] and "spec.limits.maxConnections" in full["message"]
     assert full["drops"] == {"conn_map_full": 7}
 
 
 def test_drop_watch_marks_recent_full_maps_only() -> None:
-    from traceprobe_agent.node_config import DropWatch
+    from traceprobe_agent.probe_reports import DropWatch
 
     watch = DropWatch(window_seconds=60)
     assert watch.update({"conn_map_full": 0, "untracked_io": 9}, now=0) == {}

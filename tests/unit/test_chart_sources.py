@@ -1,9 +1,9 @@
 """The chart agrees with the rest of the repository: no two copies drift apart.
 
 CRDs are copied from crds/ (generated) and operator/deploy/kopf-peering.yaml;
-RBAC rules equal operator/deploy/rbac.yaml and node_agent/deploy/rbac.yaml (the
-files the tests run the operator and agent with); versions and names match the
-package.
+RBAC rules equal operator/deploy/rbac.yaml, node_agent/deploy/rbac.yaml and
+service_map/deploy/rbac.yaml (the files the tests run the components with);
+versions and names match the package.
 """
 
 from __future__ import annotations
@@ -54,6 +54,7 @@ def test_chart_ships_kopf_peering_crds() -> None:
     ("operator/deploy/rbac.yaml", "ClusterRole", "traceprobe-operator"),
     ("operator/deploy/rbac.yaml", "Role", "traceprobe-operator"),
     ("node_agent/deploy/rbac.yaml", "ClusterRole", "traceprobe-agent"),
+    ("service_map/deploy/rbac.yaml", "ClusterRole", "traceprobe-service-map"),
 ])
 def test_chart_rbac_equals_the_rbac_the_tests_run_with(
         default: list[dict[str, Any]], source: str, kind: str, name: str) -> None:
@@ -62,6 +63,7 @@ def test_chart_rbac_equals_the_rbac_the_tests_run_with(
 
 
 @pytest.mark.parametrize("source", ["operator/deploy/rbac.yaml", "node_agent/deploy/rbac.yaml",
+                                    "service_map/deploy/rbac.yaml",
                                     "operator/deploy/kopf-peering-object.yaml"])
 def test_chart_objects_match_the_deploy_files_with_default_values(
         default: list[dict[str, Any]], source: str) -> None:

@@ -1,0 +1,197 @@
+"""The agent in a cluster: follow the probes whose nodeSelector matches this node,
+run their union without restarting, and write this node's NodeReport every
+interval so the operator can summarise readiness (API calls are in kube.py)."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import signal
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import replace
+from datetime import UTC, datetime
+from functools import partial
+from typing import Any
+
+from pydantic import ValidationError
+
+from traceprobe_agent.agent import Agent, Sink, print_records
+from traceprobe_agent.features import KernelFeatures
+from traceprobe_agent.kernel_headers import find_kernel_headers
+from traceprobe_agent.kube import API_ERRORS, NodeApi
+from traceprobe_agent.nat_events import NatTable, NatWatcher
+from traceprobe_agent.node_config import ProbeView, applies, probe_view, union_config
+from traceprobe_agent.pod_index import PodIndex, pod_info
+from traceprobe_agent.probe_reports import DropWatch, node_status, probe_entry
+from traceprobe_agent.report_sender import ReportSender
+from traceprobe_api.node_report import NodeReportStatus
+from traceprobe_api.records import ConnectionRecord
+from traceprobe_api.resources import PROBE_PLURALS
+
+log = logging.getLogger("traceprobe.agent")
+ProbeKey = tuple[str, str | None, str]
+
+
+class NodeProbes:
+    """The probes the watches have seen, and what this node last made of them.
+
+    Watch threads feed it; the main loop reads it. Every change sets `changed`
+    so the loop reconciles and reports at once rather than at the next tick."""
+
+    def __init__(self, agent: Agent) -> None:
+        self.agent = agent
+        self.probes: dict[ProbeKey, ProbeView] = {}
+        self.changed = threading.Event()
+        self.load_error: str | None = None
+        self.header_source = ""  # looked up when programs load, not per report
+        self.drop_watch = DropWatch()
+        self._lock = threading.Lock()
+
+    def signalled(self, fn: Callable[..., None]) -> Callable[..., None]:
+        """`fn` run under the lock, then `changed` set (for the watch callbacks)."""
+        def run(*args: Any) -> None:
+            with self._lock:
+                fn(*args)
+            self.changed.set()
+        return run
+
+    def relist(self, kind: str, items: list[dict[str, Any]]) -> None:
+        for key in [k for k in self.probes if k[0] == kind]:
+            del self.probes[key]
+        self.probes.update((v.ref, v) for v in (probe_view({**o, "kind": kind}) for o in items))
+
+    def apply_event(self, kind: str, event: str, obj: dict[str, Any]) -> None:
+        view = probe_view({**obj, "kind": kind})
+        if event == "DELETED":
+            self.probes.pop(view.ref, None)
+        else:
+            self.probes[view.ref] = view
+
+    def mine(self, labels: dict[str, str]) -> list[ProbeView]:
+        with self._lock:
+            return [p for p in self.probes.values() if applies(p, labels)]
+
+    def reconcile(self, labels: dict[str, str]) -> list[ProbeView]:
+        """Run the union of this node's probes; a load failure is reported, never a crash."""
+        probes = self.mine(labels)
+        wanted = union_config(probes)
+        headers = find_kernel_headers()
+        self.header_source = str(headers.path) if headers else ""
+        try:
+            if wanted is None:
+                self.agent.close()
+            else:
+                self.agent.apply(wanted)
+            self.load_error = None
+        except Exception as exc:  # BpfUnavailable or a compile error
+            self.load_error = f"{type(exc).__name__}: {exc}"
+            log.error("could not load programs: %s", self.load_error)
+        return probes
+
+    def status(self, probes: list[ProbeView], features: KernelFeatures) -> NodeReportStatus:
+        counters = self.agent.stats.kernel_counters
+        usage = self.agent.sample_map_usage()
+        programs = self.agent.program_ids()
+        full = self.drop_watch.update(counters, time.monotonic())
+        entries = [probe_entry(p, self.agent.plan, programs, usage, counters, self.load_error,
+                               full) for p in sorted(probes, key=lambda p: p.ref)]
+        return node_status(entries, features, self.header_source, datetime.now(UTC))
+
+
+def _relist_pods(index: PodIndex, items: list[dict[str, Any]]) -> None:
+    index.replace_all([pod_info(p) for p in items])
+
+
+def _pod_event(index: PodIndex, event: str, obj: dict[str, Any]) -> None:
+    info = pod_info(obj)
+    if event == "DELETED":
+        index.delete(info.uid)
+    else:
+        index.upsert(info)
+    index.expire()
+
+
+def _start(name: str, target: Callable[..., None], *args: Any) -> None:
+    threading.Thread(target=target, args=args, daemon=True, name=name).start()
+
+
+def _start_watches(kube: NodeApi, state: NodeProbes, pods: PodIndex,
+                   stop: threading.Event) -> None:
+    """One thread per probe kind and one for this node's pods."""
+    for kind in PROBE_PLURALS:
+        _start(f"watch-{kind}", kube.watch_probes, kind,
+               state.signalled(partial(state.relist, kind)),
+               state.signalled(partial(state.apply_event, kind)), stop)
+    _start("watch-pods", kube.watch_pods, state.signalled(partial(_relist_pods, pods)),
+           state.signalled(partial(_pod_event, pods)), stop)
+
+
+def _fan_out(sinks: list[Sink]) -> Sink:
+    def sink(records: list[ConnectionRecord]) -> None:
+        for each in sinks:
+            each(records)
+    return sink
+
+
+def run_in_cluster(node: str, features: KernelFeatures, interval: float,
+                   metrics_port: int, cgroup_root: str | None = None,
+                   map_endpoint: str | None = None, map_ca_file: str | None = None,
+                   print_too: bool = False) -> int:
+    pods = PodIndex()
+    sinks: list[Sink] = []
+    sender = None
+    if map_endpoint:
+        sender = ReportSender(map_endpoint, node, ca_file=map_ca_file)
+        sinks.append(sender)
+    if print_too or not map_endpoint:
+        sinks.append(print_records)
+    nat = NatTable()
+    nat_watcher = NatWatcher(nat)
+    if nat_watcher.problem:
+        log.warning("%s", nat_watcher.problem)
+    agent = Agent(node, _fan_out(sinks), features, cgroup_root, enrich=pods.enrich, nat=nat)
+    agent.stats.report = sender.stats if sender else None
+    kube = NodeApi(node)
+    state = NodeProbes(agent)
+    if metrics_port >= 0:
+        from traceprobe_agent.health import serve
+
+        serve(agent, metrics_port)
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    _start_watches(kube, state, pods, stop)
+    labels: dict[str, str] = {}
+    probes: list[ProbeView] = []
+    next_tick = time.monotonic() + interval
+
+    def report() -> None:
+        try:
+            kube.write_report(state.status(probes, features))
+        except (*API_ERRORS, ValidationError) as exc:  # the server would refuse it too
+            log.warning("writing NodeReport failed (%s); will retry", exc)
+
+    while not stop.is_set():
+        if state.changed.wait(timeout=max(0.0, min(1.0, next_tick - time.monotonic()))):
+            state.changed.clear()
+            try:
+                labels = kube.node_labels()
+            except API_ERRORS as exc:
+                log.warning("reading node %s failed (%s); keeping its last labels", node, exc)
+            probes = state.reconcile(labels)
+            interval = agent.config.interval_seconds if agent.config else interval
+            report()  # the operator waits on this: say at once what changed
+        if time.monotonic() >= next_tick:
+            next_tick = time.monotonic() + interval
+            agent.tick()
+            report()  # doubles as the heartbeat
+    agent.close()
+    nat_watcher.close()
+    if sender is not None:
+        sender.close()
+    # Leave a last word: every probe detached here.
+    with contextlib.suppress(*API_ERRORS, ValidationError):
+        kube.write_report(state.status([replace(p, deleting=True) for p in probes], features))
+    return 0

@@ -1,0 +1,90 @@
+"""The agent's only Kubernetes I/O (an import-linter contract keeps it so): watch the
+probes and this node's pods, read this node's labels, write its NodeReport.
+
+Objects reach callers as plain JSON dicts, never client models, so everything
+that decides what to do with them stays pure and testable without an API server.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from kubernetes import client, watch
+from kubernetes.client.exceptions import ApiException
+from urllib3.exceptions import HTTPError
+
+from traceprobe_api import API_GROUP, API_VERSION
+from traceprobe_api.base import ObjectMeta
+from traceprobe_api.kubeconfig import load_api_client
+from traceprobe_api.node_report import NodeReport, NodeReportSpec, NodeReportStatus
+from traceprobe_api.resources import NODE_REPORTS, PROBE_PLURALS
+
+# What an API server that is away looks like: the agent keeps running on its caches.
+API_ERRORS = (ApiException, OSError, HTTPError)
+
+log = logging.getLogger("traceprobe.agent")
+OnList = Callable[[list[dict[str, Any]]], None]
+OnEvent = Callable[[str, dict[str, Any]], None]
+
+
+class NodeApi:
+    """The API calls of one node's agent."""
+
+    def __init__(self, node: str, api: client.ApiClient | None = None) -> None:
+        self.node = node
+        api = api or load_api_client()
+        self._core = client.CoreV1Api(api)
+        self._custom = client.CustomObjectsApi(api)
+        self._plain = api.sanitize_for_serialization
+
+    def _list_then_watch(self, what: str, list_fn: Callable[..., Any], args: tuple[Any, ...],
+                         kwargs: dict[str, Any], on_list: OnList, on_event: OnEvent,
+                         stop: threading.Event) -> None:
+        """List, then watch from that version; on any failure keep the last view
+        (the API server may be away: the agent runs on) and start over."""
+        while not stop.is_set():
+            try:
+                listing = self._plain(list_fn(*args, **kwargs))
+                on_list(listing.get("items") or [])
+                stream = watch.Watch().stream(
+                    list_fn, *args, resource_version=listing["metadata"]["resourceVersion"],
+                    timeout_seconds=60, **kwargs)
+                for event in stream:
+                    on_event(event["type"], event["raw_object"])
+                    if stop.is_set():
+                        return
+            except (*API_ERRORS, ValueError, KeyError) as exc:
+                log.warning("watching %s failed (%s); retrying in 5s", what, exc)
+                stop.wait(5)
+
+    def watch_probes(self, kind: str, on_list: OnList, on_event: OnEvent,
+                     stop: threading.Event) -> None:
+        """Every probe of `kind` (TraceProbe or ClusterTraceProbe), until `stop`."""
+        plural = PROBE_PLURALS[kind]
+        self._list_then_watch(plural, self._custom.list_cluster_custom_object,
+                              (API_GROUP, API_VERSION, plural), {}, on_list, on_event, stop)
+
+    def watch_pods(self, on_list: OnList, on_event: OnEvent, stop: threading.Event) -> None:
+        """This node's pods only (field selector): an agent names only local sides."""
+        self._list_then_watch(
+            f"pods of {self.node}", self._core.list_pod_for_all_namespaces, (),
+            {"field_selector": f"spec.nodeName={self.node}"}, on_list, on_event, stop)
+
+    def node_labels(self) -> dict[str, str]:
+        return dict(self._core.read_node(self.node).metadata.labels or {})
+
+    def write_report(self, status: NodeReportStatus) -> None:
+        """Create this node's NodeReport if it is new, then replace its status."""
+        body = NodeReport(metadata=ObjectMeta(name=self.node),
+                          spec=NodeReportSpec(node_name=self.node))
+        try:
+            self._custom.create_cluster_custom_object(API_GROUP, API_VERSION, NODE_REPORTS,
+                                                      body.to_dict())
+        except ApiException as exc:
+            if exc.status != 409:
+                raise
+        self._custom.patch_cluster_custom_object_status(
+            API_GROUP, API_VERSION, NODE_REPORTS, self.node, {"status": status.to_dict()})
