@@ -270,7 +270,7 @@ LEGEND = """
   ->Attached: the node's NodeReport lists the probe Attached at its generation (agent:
   watch event, BCC compile and load if needed, report). compile s: the agent's own
   traceprobe_agent_compile_seconds (in ->Attached). Attached->Ready: the operator's part
-  (a status timer every 5 s over a node/report snapshot up to 2.5 s old). ratio: ->Ready
+  (a refresh when a NodeReport changes state, else a status timer every 5 s). ratio: ->Ready
   / the same repeat's ConfigMap round trip (first: / the median one). compiles: programs
   the agent loaded during the trials / trials. agent CPU: the agent's CPU from apply to
   Ready."""

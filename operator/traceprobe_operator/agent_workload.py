@@ -51,7 +51,7 @@ def _host_path(name: str, path: str, mount: str, read_only: bool) -> tuple[dict[
 
 # The host paths the agent mounts, each for one reason (a container's own /sys
 # shows neither tracefs nor bpffs, and its /sys/fs/cgroup only its own cgroup):
-_MOUNTS = [
+_MOUNTS = (
     # tracefs: tracepoint ids and formats BCC reads to attach; writable only for
     # kprobe fallbacks, which register probes by writing kprobe_events.
     _host_path("tracefs", "/sys/kernel/tracing", "/sys/kernel/tracing", False),
@@ -63,7 +63,7 @@ _MOUNTS = [
     _host_path("usr-src", "/usr/src", "/usr/src", True),
     # cgroupfs (read-only): cgroup ids from BPF -> cgroup paths -> pod UIDs.
     _host_path("cgroup", "/sys/fs/cgroup", "/sys/fs/cgroup", True),
-]
+)
 
 
 def render_daemonset(settings: OperatorSettings, probes: list[ActiveProbe]) -> dict[str, Any]:

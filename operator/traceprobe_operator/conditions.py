@@ -1,7 +1,8 @@
 """Kubernetes-style conditions: pure functions over plain dicts.
 
-lastTransitionTime changes only when status flips (API conventions), so a
-reconcile that re-asserts the same state does not churn the object.
+lastTransitionTime changes only when status flips: it tells how long a
+condition has held, and a reconcile that re-asserts the same state leaves the
+object unchanged (no write, no watch event).
 """
 
 from __future__ import annotations
@@ -27,7 +28,3 @@ def set_condition(conditions: list[Condition], type_: str, status: bool | None, 
     updated: Condition = {"type": type_, "status": value, "reason": reason, "message": message,
                           "observedGeneration": generation, "lastTransitionTime": transition}
     return [c for c in conditions if c.get("type") != type_] + [updated]
-
-
-def get_condition(conditions: list[Condition], type_: str) -> Condition | None:
-    return next((c for c in conditions if c.get("type") == type_), None)

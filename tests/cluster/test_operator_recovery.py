@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -61,3 +62,38 @@ def test_probe_deleted_while_operator_down_is_released_on_restart(
     world.start_operator("op-second")  # no agent ever attached on that node: immediate
     wait_until(lambda: _probe(world, "gone") is None, timeout=60,
                what="the restarted operator releases the finalizer")
+
+
+def _accepted(proc: Any, probe: str) -> bool:
+    return f"[shop/{probe}] Handler 'accept' succeeded" in proc.log.read_text()
+
+
+def test_standby_takes_over_with_indexes_of_what_changed_while_it_stood_by(
+        world: OperatorWorld) -> None:
+    """A later replica stands by (no newcomer freezes the senior one, whose indexes
+    would stop following the cluster); when the senior hangs, the standby takes
+    over with Node and NodeReport indexes that hold what changed meanwhile."""
+    ensure_node(world.cp, "tp-takeover-a", {"pool": "takeover"})
+    senior = world.start_operator("op-senior")
+    apply_probe(world.cp, "takeover", "shop", "{nodeSelector: {pool: takeover}}")
+    wait_until(lambda: world.condition("takeover", "Ready").get("reason") == "NodesPending",
+               what="the senior replica reports on the probe")
+    junior = world.start_operator("op-junior")
+    time.sleep(5)  # peering: each replica has seen the other's entry
+    apply_probe(world.cp, "after-junior", "shop", "{nodeSelector: {pool: takeover}}")
+    wait_until(lambda: _accepted(senior, "after-junior"), what="the senior stays active")
+    assert not _accepted(junior, "after-junior")
+
+    os.killpg(senior.pid, signal.SIGSTOP)  # hung: it neither watches nor says goodbye
+    try:
+        ensure_node(world.cp, "tp-takeover-b", {"pool": "takeover"})
+        world.report("tp-takeover-a", "takeover", "Attached")
+        world.report("tp-takeover-b", "takeover", "Attached")
+        ready = wait_until(lambda: world.condition("takeover", "Ready").get("status") == "True"
+                           and world.condition("takeover", "Ready"), timeout=60,
+                           what="the standby takes over (after the senior's peering entry "
+                           "expires: up to 20 s) and sees both nodes and both reports")
+        assert ready["message"] == "2/2 nodes ready"
+    finally:
+        os.killpg(senior.pid, signal.SIGKILL)
+        senior.popen.wait()

@@ -1,6 +1,12 @@
 from __future__ import annotations
 
-from traceprobe_operator.conditions import get_condition, set_condition
+from typing import Any
+
+from traceprobe_operator.conditions import Condition, set_condition
+
+
+def get_condition(conditions: list[Condition], type_: str) -> dict[str, Any] | None:
+    return next((c for c in conditions if c.get("type") == type_), None)
 
 
 def test_transition_time_kept_while_status_unchanged() -> None:
@@ -21,5 +27,5 @@ def test_unknown_and_other_types_coexist() -> None:
     conds = set_condition([], "Accepted", True, "Valid", "ok", 1, now="T1")
     conds = set_condition(conds, "Ready", None, "Reconciling", "waiting", 1, now="T1")
     assert [c["type"] for c in conds] == ["Accepted", "Ready"]
-    assert get_condition(conds, "Ready") is not None
-    assert get_condition(conds, "Ready")["status"] == "Unknown"  # type: ignore[index]
+    ready = get_condition(conds, "Ready")
+    assert ready is not None and ready["status"] == "Unknown"

@@ -1,13 +1,14 @@
 from __future__ import annotations
 
-from traceprobe_operator.conditions import get_condition
+from typing import Any
+
 from traceprobe_operator.probe_status import NodeProbeState, summarise
 
 
-def _cond(status: dict, type_: str) -> dict:  # type: ignore[type-arg]
-    cond = get_condition(status["conditions"], type_)
-    assert cond is not None
-    return cond
+def _cond(status: dict[str, Any], type_: str) -> dict[str, Any]:
+    found: list[dict[str, Any]] = [c for c in status["conditions"] if c["type"] == type_]
+    assert len(found) == 1, status["conditions"]
+    return found[0]
 
 
 def test_all_nodes_attached_is_ready() -> None:
