@@ -47,6 +47,7 @@ from harness.controlplane import ControlPlane  # noqa: E402
 from harness.install import NAMESPACE, ensure_node, install  # noqa: E402
 from harness.procs import ManagedProcess, free_port, wait_for_port  # noqa: E402
 from harness.world import GROUP, VERSION, OperatorWorld, wait_until  # noqa: E402
+from traceprobe_api.resources import PROBE_PLURALS  # noqa: E402
 
 NODE = "bench-node-1"
 PROBE_NS = "bench"
@@ -191,7 +192,7 @@ class Bench:
         """Delete and wait until the agent dropped it (and reloaded, when expected)."""
         assert self.world is not None
         self.world.custom.delete_namespaced_custom_object(GROUP, VERSION, PROBE_NS,
-                                                          "traceprobes", name)
+                                                          PROBE_PLURALS["TraceProbe"], name)
         _poll(lambda: self.probe(name) is None and not self.entry(name), f"{name} deleted")
         if compiles_after is not None:
             _poll(lambda: self.compiles() >= compiles_after, "the agent's reload")
