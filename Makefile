@@ -1,4 +1,4 @@
-# Entry points; scripts do the work. `make test TIER=unit|bpf|cluster|e2e` runs one tier.
+# Entry points; scripts do the work. `make test TIER=unit|bpf|cluster|e2e|node` runs one tier.
 VENV ?= .venv
 TIER ?=
 PYTEST_ARGS ?=
@@ -7,7 +7,10 @@ PYTEST_ARGS ?=
 
 # The whole product on this machine until Ctrl-C (root): prints the map view's URL.
 DEMO_ARGS ?=
-demo: setup
+# The simulated shop needs no real node: its tools and images are built only for
+# DEMO_ARGS=--real-node (`make test` builds everything).
+demo:
+	TRACEPROBE_SKIP_NODE=$(if $(findstring --real-node,$(DEMO_ARGS)),,1) ./scripts/setup.sh
 	$(VENV)/bin/python scripts/demo.py $(DEMO_ARGS)
 
 setup:

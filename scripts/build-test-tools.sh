@@ -4,6 +4,11 @@
 #
 #   scripts/build-test-tools.sh                # build what is missing, verify, print paths
 #   scripts/build-test-tools.sh --print-paths  # print NAME=path lines, build nothing
+#   scripts/build-test-tools.sh --node [...]   # also the real-node tools: kubelet,
+#                                              # kube-scheduler, kube-controller-manager,
+#                                              # kube-proxy, coredns
+#
+# TRACEPROBE_NODE_TOOLS=1 in the environment is the same as --node.
 #
 # Versions come from scripts/tool-versions.env. Each tool lands at
 #   ${TRACEPROBE_CACHE:-/var/cache/traceprobe}/tools/<tool>-<version>/<tool>
@@ -27,7 +32,21 @@ die() { printf '[tools] ERROR: %s\n' "$*" >&2; exit 1; }
 [[ -r "$VERSIONS_FILE" ]] || die "missing $VERSIONS_FILE"
 # shellcheck source=tool-versions.env
 source "$VERSIONS_FILE"
-for v in KUBERNETES_VERSION ETCD_VERSION OTELCOL_VERSION HELM_VERSION; do
+
+PRINT_ONLY=0
+WITH_NODE=0
+[[ "${TRACEPROBE_NODE_TOOLS:-0}" == 1 ]] && WITH_NODE=1
+for arg in "$@"; do
+    case $arg in
+        --print-paths) PRINT_ONLY=1 ;;
+        --node) WITH_NODE=1 ;;
+        *) die "usage: $0 [--print-paths] [--node]" ;;
+    esac
+done
+
+required=(KUBERNETES_VERSION ETCD_VERSION OTELCOL_VERSION HELM_VERSION)
+[[ $WITH_NODE == 1 ]] && required+=(COREDNS_VERSION)
+for v in "${required[@]}"; do
     [[ -n "${!v:-}" ]] || die "$v is not set in $VERSIONS_FILE"
 done
 OTELCOL_VERSION=${OTELCOL_VERSION#v}
@@ -35,11 +54,16 @@ OTELCOL_VERSION=${OTELCOL_VERSION#v}
 CACHE_BASE=${TRACEPROBE_CACHE:-/var/cache/traceprobe}
 ROOT="$CACHE_BASE/tools"
 TOOLS=(etcd kube-apiserver kubectl otelcol helm)
+# The real-node tools (tests/node, tests/harness/node.py): only with --node.
+NODE_TOOLS=(kubelet kube-scheduler kube-controller-manager kube-proxy coredns)
+[[ $WITH_NODE == 1 ]] && TOOLS+=("${NODE_TOOLS[@]}")
 
 tool_version() {
     case "$1" in
         etcd) echo "$ETCD_VERSION" ;;
         kube-apiserver | kubectl) echo "$KUBERNETES_VERSION" ;;
+        kubelet | kube-scheduler | kube-controller-manager | kube-proxy) echo "$KUBERNETES_VERSION" ;;
+        coredns) echo "$COREDNS_VERSION" ;;
         otelcol) echo "$OTELCOL_VERSION" ;;
         helm) echo "$HELM_VERSION" ;;
         builder) echo "$OTELCOL_VERSION" ;;
@@ -69,11 +93,9 @@ print_paths() {
     done
 }
 
-if [[ "${1:-}" == "--print-paths" ]]; then
+if [[ $PRINT_ONLY == 1 ]]; then
     print_paths
     exit 0
-elif [[ $# -gt 0 ]]; then
-    die "usage: $0 [--print-paths]"
 fi
 
 is_ready() { [[ -f "$1" && -x "$1" ]]; }
@@ -156,8 +178,12 @@ k8s_ldflags() {
     echo "$flags"
 }
 
-build_kubernetes() { # args: tools to build (kube-apiserver and/or kubectl)
-    local v=$KUBERNETES_VERSION dir="$WORK/kubernetes" modfile staging t
+K8S_MODULE_READY=0
+
+# prepare_kubernetes_module: the wrapper module in $WORK/kubernetes (once per run).
+prepare_kubernetes_module() {
+    [[ $K8S_MODULE_READY == 1 ]] && return 0
+    local v=$KUBERNETES_VERSION dir="$WORK/kubernetes" modfile staging
     staging="v0.${v#v1.}"
     mkdir -p "$dir/out"
     modfile=$("$GO" mod download -json "k8s.io/kubernetes@$v" |
@@ -174,8 +200,17 @@ build_kubernetes() { # args: tools to build (kube-apiserver and/or kubectl)
     } >>"$dir/go.mod"
     grep -q "k8s.io/apiserver => k8s.io/apiserver $staging" "$dir/go.mod" ||
         die "failed to generate staging replaces from $modfile"
+    local start=$SECONDS
+    log "k8s.io/kubernetes $v: preparing the wrapper module (go mod tidy)..."
     (cd "$dir" && run_logged "$dir/tidy.log" "$GO" mod tidy) ||
         die "go mod tidy failed for k8s.io/kubernetes@$v wrapper (see above)"
+    log "k8s.io/kubernetes $v: wrapper module ready in $((SECONDS - start))s"
+    K8S_MODULE_READY=1
+}
+
+build_kubernetes() { # args: tools from k8s.io/kubernetes/cmd, built by one go build
+    local v=$KUBERNETES_VERSION dir="$WORK/kubernetes" t
+    prepare_kubernetes_module
     local pkgs=()
     for t in "$@"; do pkgs+=("k8s.io/kubernetes/cmd/$t"); done
     (cd "$dir" && run_logged "$dir/build.log" "$GO" build -trimpath -ldflags "$(k8s_ldflags "$v")" -o "$dir/out/" "${pkgs[@]}") ||
@@ -185,6 +220,7 @@ build_kubernetes() { # args: tools to build (kube-apiserver and/or kubectl)
         case $t in
             kube-apiserver) out=$("$dir/out/$t" --version 2>&1) || true ;;
             kubectl) out=$("$dir/out/$t" version --client 2>&1) || true ;;
+            *) out=$("$dir/out/$t" --version 2>&1) || true ;; # kubelet, kube-proxy, ...
         esac
         grep -qF "$v" <<<"$out" || die "$t smoke test failed: expected $v in version output, got: $out"
         log "$t $v: verified ($(head -n1 <<<"$out"))"
@@ -312,6 +348,82 @@ build_otelcol() {
     install_binary otelcol "$dir/dist/otelcol"
 }
 
+# dns_query_a <name> <port>: the IPv4 addresses (one a line) that the DNS
+# server on 127.0.0.1:<port> answers for <name>. Host python3, stdlib only.
+dns_query_a() {
+    python3 - "$1" "$2" <<'PYEOF'
+import socket, struct, sys
+name, port = sys.argv[1], int(sys.argv[2])
+q = struct.pack(">HHHHHH", 0x7470, 0x0100, 1, 0, 0, 0)
+q += b"".join(bytes([len(p)]) + p.encode() for p in name.split(".")) + b"\0"
+q += struct.pack(">HH", 1, 1)
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.settimeout(1.0)
+s.sendto(q, ("127.0.0.1", port))
+data, _ = s.recvfrom(4096)
+answers = struct.unpack(">H", data[6:8])[0]
+i = len(q)
+for _ in range(answers):
+    if data[i] & 0xC0 == 0xC0:
+        i += 2
+    else:
+        while data[i]:
+            i += data[i] + 1
+        i += 1
+    rtype, _, _, rdlen = struct.unpack(">HHIH", data[i:i + 10])
+    i += 10
+    if rtype == 1 and rdlen == 4:
+        print(socket.inet_ntoa(data[i:i + 4]))
+    i += rdlen
+PYEOF
+}
+
+verify_coredns() { # <binary> <dir>: serve a hosts entry on loopback, query it
+    local bin=$1 dir=$2 port pid ok=0 i
+    port=$(free_port)
+    cat >"$dir/Corefile" <<EOF
+smoke.traceprobe.test:$port {
+    bind 127.0.0.1
+    hosts {
+        127.0.0.53 a.smoke.traceprobe.test
+    }
+}
+EOF
+    "$bin" -conf "$dir/Corefile" >"$dir/smoke.log" 2>&1 &
+    pid=$!
+    for i in $(seq 1 100); do
+        kill -0 "$pid" 2>/dev/null || break
+        if [[ "$(dns_query_a a.smoke.traceprobe.test "$port" 2>/dev/null)" == 127.0.0.53 ]]; then
+            ok=1
+            break
+        fi
+        sleep 0.1
+    done
+    kill "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+    if [[ $ok != 1 ]]; then
+        echo "----- coredns log -----" >&2
+        tail -n 40 "$dir/smoke.log" >&2
+        die "coredns smoke test failed: its hosts plugin gave no A record on 127.0.0.1:$port"
+    fi
+}
+
+build_coredns() {
+    local v=$COREDNS_VERSION dir="$WORK/coredns" out
+    mkdir -p "$dir/bin"
+    (cd "$dir" && run_logged "$dir/build.log" env GOBIN="$dir/bin" "$GO" install -trimpath \
+        -ldflags "-s -w -X github.com/coredns/coredns/coremain.GitCommit=$v" \
+        "github.com/coredns/coredns@$v") ||
+        die "go install github.com/coredns/coredns@$v failed (see above)"
+    out=$("$dir/bin/coredns" -version 2>&1) || true
+    grep -qF "CoreDNS-${v#v}" <<<"$out" || die "coredns smoke test failed: expected CoreDNS-${v#v}, got: $out"
+    "$dir/bin/coredns" -plugins 2>&1 | grep -Eqx '[[:space:]]*(dns\.)?kubernetes' ||
+        die "coredns smoke test failed: the kubernetes plugin is not compiled in"
+    verify_coredns "$dir/bin/coredns" "$dir"
+    log "coredns $v: verified ($(head -n1 <<<"$out"); kubernetes plugin in; answered on loopback)"
+    install_binary coredns "$dir/bin/coredns"
+}
+
 declare -A started=()
 k8s_todo=()
 for t in "${missing[@]}"; do
@@ -333,6 +445,15 @@ for t in "${missing[@]}"; do
         etcd)
             log "etcd $v: building (first time, 1-3 minutes)..."
             build_etcd
+            ;;
+        kubelet | kube-scheduler | kube-controller-manager | kube-proxy)
+            # One go build per tool, so that each one's wall time shows.
+            log "$t $v: building (first time; minutes, fewer with a warm Go cache)..."
+            build_kubernetes "$t"
+            ;;
+        coredns)
+            log "coredns $v: building (first time, a few minutes)..."
+            build_coredns
             ;;
         kube-apiserver | kubectl)
             [[ -n "${started[k8s]:-}" ]] && continue

@@ -82,6 +82,15 @@ else
 fi
 
 "$REPO/scripts/fetch-web-assets.sh"  # map view: graph library from npm (+ chromium for its tests)
-# 6. test-world binaries (etcd, kube-apiserver, kubectl, otelcol, helm) ---------
-[ -n "${TRACEPROBE_SKIP_TOOLS:-}" ] || "$REPO/scripts/build-test-tools.sh"
+# 6. test-world binaries (etcd, kube-apiserver, kubectl, otelcol, helm) and, unless
+#    TRACEPROBE_SKIP_NODE=1 (the simulated demo), the real node's: kubelet,
+#    kube-scheduler, kube-controller-manager, kube-proxy, coredns.
+tools_args=()
+[ -n "${TRACEPROBE_SKIP_NODE:-}" ] || tools_args+=(--node)
+[ -n "${TRACEPROBE_SKIP_TOOLS:-}" ] || "$REPO/scripts/build-test-tools.sh" "${tools_args[@]}"
+# 7. the real node (tests/node): containerd, runc, CNI, buildah; its images ------
+if [ -z "${TRACEPROBE_SKIP_NODE:-}" ]; then
+    "$REPO/scripts/node/install-packages.sh"
+    "$REPO/scripts/node/build-images.sh" >/dev/null
+fi
 say "done"

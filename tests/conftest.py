@@ -1,7 +1,8 @@
 """Fixtures wiring the test world (tests/harness) into pytest.
 
-Tiers follow folders: tests/unit, tests/bpf, tests/cluster, tests/e2e. Under
-CI=true a skipped test is a failure: there a missing prerequisite is a bug.
+Tiers follow folders: tests/unit, tests/bpf, tests/cluster, tests/e2e and
+tests/node (a real kubelet, containerd and runc). Under CI=true a skipped test is
+a failure: there a missing prerequisite is a bug.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from harness import procs
 from harness import services as services_mod
 from harness.prereq import in_ci, missing, require_root
 
-TIERS = ("unit", "bpf", "cluster", "e2e")
+TIERS = ("unit", "bpf", "cluster", "e2e", "node")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

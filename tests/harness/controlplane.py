@@ -29,15 +29,14 @@ def _openssl(*args: str, cwd: Path) -> None:
     subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True)
 
 
-def make_pki(pki: Path) -> None:
-    """CA, an API server serving cert for 127.0.0.1, and the ServiceAccount key pair."""
+def make_pki(pki: Path, extra_sans: tuple[str, ...] = ()) -> None:
+    """CA, an API server serving cert for 127.0.0.1 (and `extra_sans`, e.g.
+    "IP:10.236.0.1"), and the ServiceAccount key pair."""
     pki.mkdir(parents=True, exist_ok=True)
     _openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
              "-subj", "/CN=traceprobe-test-ca", "-keyout", "ca.key", "-out", "ca.crt", cwd=pki)
-    (pki / "san.ext").write_text(
-        "subjectAltName=IP:127.0.0.1,DNS:localhost,DNS:kubernetes.default.svc\n"
-        "extendedKeyUsage=serverAuth\n"
-    )
+    sans = ",".join(("IP:127.0.0.1", "DNS:localhost", "DNS:kubernetes.default.svc", *extra_sans))
+    (pki / "san.ext").write_text(f"subjectAltName={sans}\nextendedKeyUsage=serverAuth\n")
     _openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=kube-apiserver",
              "-keyout", "apiserver.key", "-out", "apiserver.csr", cwd=pki)
     _openssl("x509", "-req", "-in", "apiserver.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
@@ -58,10 +57,23 @@ def kubeconfig(server: str, ca: Path, token: str, user: str) -> dict[str, Any]:
 
 
 class ControlPlane:
-    """etcd + kube-apiserver in `workdir`; start() blocks until /readyz is ok."""
+    """etcd + kube-apiserver in `workdir`; start() blocks until /readyz is ok.
 
-    def __init__(self, workdir: Path) -> None:
+    The defaults serve the simulated tiers (loopback, RBAC, no controller-manager so
+    no ServiceAccount admission). A real node (harness.node) asks for `address` = its
+    node IP (pods reach the API server through the `kubernetes` Service),
+    `real_node=True` (Node,RBAC authorization, NodeRestriction, ServiceAccount
+    admission, a client certificate for calls to the kubelet), its `service_cidr`
+    and `extra_sans`."""
+
+    def __init__(self, workdir: Path, *, address: str = "127.0.0.1",
+                 service_cidr: str = SERVICE_CIDR, extra_sans: tuple[str, ...] = (),
+                 real_node: bool = False) -> None:
         self.workdir = workdir
+        self.address = address
+        self.service_cidr = service_cidr
+        self.extra_sans = extra_sans
+        self.real_node = real_node
         self.pki = workdir / "pki"
         self.port = 0
         self.admin_token = secrets.token_hex(16)
@@ -70,10 +82,30 @@ class ControlPlane:
 
     @property
     def server(self) -> str:
-        return f"https://127.0.0.1:{self.port}"
+        return f"https://{self.address}:{self.port}"
+
+    def _apiserver_mode_flags(self) -> list[str]:
+        if not self.real_node:
+            # No controller-manager runs, so nothing would create the `default`
+            # ServiceAccount that this admission plugin insists on for pods.
+            return ["--authorization-mode=RBAC", "--disable-admission-plugins=ServiceAccount"]
+        # The API server's client certificate for its calls to the kubelet (logs, exec).
+        client = "apiserver-kubelet-client"
+        _openssl("req", "-newkey", "rsa:2048", "-nodes",
+                 "-subj", f"/O=system:masters/CN={client}",
+                 "-keyout", f"{client}.key", "-out", f"{client}.csr", cwd=self.pki)
+        (self.pki / f"{client}.ext").write_text("extendedKeyUsage=clientAuth\n")
+        _openssl("x509", "-req", "-in", f"{client}.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
+                 "-CAcreateserial", "-days", "2", "-extfile", f"{client}.ext",
+                 "-out", f"{client}.crt", cwd=self.pki)
+        return ["--authorization-mode=Node,RBAC", "--enable-admission-plugins=NodeRestriction",
+                f"--kubelet-client-certificate={self.pki / f'{client}.crt'}",
+                f"--kubelet-client-key={self.pki / f'{client}.key'}",
+                f"--kubelet-certificate-authority={self.pki / 'ca.crt'}",
+                "--kubelet-preferred-address-types=InternalIP"]
 
     def start(self, timeout: float = 120.0) -> None:
-        make_pki(self.pki)
+        make_pki(self.pki, self.extra_sans)
         client_port, peer_port, self.port = free_port(), free_port(), free_port()
         etcd = ManagedProcess("etcd", [
             tool_path("etcd"), "--name", "default", "--data-dir", self.workdir / "etcd",
@@ -91,21 +123,18 @@ class ControlPlane:
         apiserver = ManagedProcess("kube-apiserver", [
             tool_path("kube-apiserver"),
             f"--etcd-servers=http://127.0.0.1:{client_port}",
-            "--bind-address=127.0.0.1", "--advertise-address=127.0.0.1",
+            f"--bind-address={self.address}", f"--advertise-address={self.address}",
             f"--secure-port={self.port}",
             f"--tls-cert-file={self.pki / 'apiserver.crt'}",
             f"--tls-private-key-file={self.pki / 'apiserver.key'}",
             f"--client-ca-file={self.pki / 'ca.crt'}",
             f"--token-auth-file={tokens}",
-            "--authorization-mode=RBAC",
-            f"--service-cluster-ip-range={SERVICE_CIDR}",
+            *self._apiserver_mode_flags(),
+            f"--service-cluster-ip-range={self.service_cidr}",
             "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
             f"--service-account-key-file={self.pki / 'sa.pub'}",
             f"--service-account-signing-key-file={self.pki / 'sa.key'}",
             "--allow-privileged=true",
-            # No controller-manager runs, so nothing would create the `default`
-            # ServiceAccount that this admission plugin insists on for pods.
-            "--disable-admission-plugins=ServiceAccount",
             f"--cert-dir={self.workdir / 'certs'}",
         ], self.workdir / "kube-apiserver.log")
         self.processes.append(apiserver)

@@ -17,6 +17,12 @@ _VERSION_KEYS = {
     "kubectl": "KUBERNETES_VERSION",
     "otelcol": "OTELCOL_VERSION",
     "helm": "HELM_VERSION",
+    # The real node's (scripts/build-test-tools.sh --node).
+    "kubelet": "KUBERNETES_VERSION",
+    "kube-scheduler": "KUBERNETES_VERSION",
+    "kube-controller-manager": "KUBERNETES_VERSION",
+    "kube-proxy": "KUBERNETES_VERSION",
+    "coredns": "COREDNS_VERSION",
 }
 _ENVTEST_TOOLS = ("etcd", "kube-apiserver", "kubectl")
 

@@ -1,0 +1,882 @@
+"""A real Kubernetes node on this machine: kubelet + containerd + runc + CNI.
+
+`RealNode(NodeControlPlane(...), workdir).start()` brings up, all under
+`workdir` and torn down by stop():
+
+- the node IP: a veth pair, one end holding NODE_IP/32 (the kubelet refuses a
+  loopback node IP and this VM has no `dummy` module);
+- the control plane (NodeControlPlane: ControlPlane + Node,RBAC authorization,
+  the ServiceAccount and NodeRestriction admission plugins, serving on NODE_IP so
+  that pods reach it through the `kubernetes` Service), unless already started;
+- kube-controller-manager (ServiceAccount and token controllers, Deployment,
+  ReplicaSet, DaemonSet, Job, EndpointSlice, ...) and kube-scheduler;
+- containerd (Debian's 1.6) with its own config, root, state and socket; CNI
+  bridge + host-local + portmap (loopback is called by containerd itself);
+- the kubelet (client certificate O=system:nodes, CN=system:node:<name>, signed
+  by the harness CA; cgroupfs driver on this hybrid cgroup layout);
+- kube-proxy in iptables mode and CoreDNS as a Deployment behind the kube-dns
+  Service at DNS_SERVICE_IP, the kubelet's clusterDNS.
+
+Address ranges (none overlaps the simulated tier's 10.244.0.0/16 pods and
+10.96.0.0/16 Services, so both tiers can share a machine): pods POD_CIDR, Services
+SERVICE_CIDR, node NODE_IP. Images come from scripts/node/build-images.sh and are
+imported into this node's containerd at start; pods use them with
+imagePullPolicy Never/IfNotPresent (no registry is reachable).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import json
+import os
+import re
+import shlex
+import shutil
+import signal
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+from harness.controlplane import ControlPlane
+from harness.procs import STATE_DIR, ManagedProcess, free_port
+from harness.tools import REPO, ToolMissing, tool_path
+
+NODE_NAME = "traceprobe-node"
+NODE_IP = "10.236.0.1"
+NODE_LINK, NODE_PEER = "tpnode0", "tpnode1"  # not "tph*": pods.cleanup_stale owns those
+CNI_BRIDGE = "tpcni0"
+POD_CIDR = "10.234.0.0/16"
+NODE_POD_CIDR, POD_GATEWAY = "10.234.0.0/24", "10.234.0.1"
+SERVICE_CIDR = "10.235.0.0/16"
+KUBERNETES_SERVICE_IP = "10.235.0.1"
+DNS_SERVICE_IP = "10.235.0.10"
+CLUSTER_DOMAIN = "cluster.local"
+CNI_BIN_DIR = Path("/usr/lib/cni")  # Debian's containernetworking-plugins
+STALE_MOUNTS = r"/traceprobe-world-[^/]+/node/"  # cleanup_stale(): a killed run's mounts
+
+_NODE_TOOLS = ("kubelet", "kube-scheduler", "kube-controller-manager", "kube-proxy", "coredns")
+# Sysctls the kubelet sets at start (its "kernel tunables") and the ones CNI/
+# kube-proxy may set; stop() puts back what it found.
+_SYSCTLS = ("vm/overcommit_memory", "vm/panic_on_oom", "kernel/panic", "kernel/panic_on_oops",
+            "kernel/keys/root_maxkeys", "kernel/keys/root_maxbytes",
+            "net/ipv4/conf/all/route_localnet", "net/ipv4/ip_forward")
+_CHAIN_PREFIXES = ("KUBE-", "CNI-")
+# Fixed host paths the components write whatever their config says: libcni's
+# result cache (containerd 1.6 has no setting for it), the kubelet's device-plugin
+# socket, the shims' sockets (/run/containerd/s). Removed by stop() if new.
+_HOST_DIRS = (Path("/var/lib/cni"), Path("/var/lib/kubelet"), Path("/run/containerd"))
+_IPT_TABLES = ("filter", "nat", "mangle", "raw")
+# What start() found (sysctls, host dirs), for stop() and for cleanup_stale()
+# after a killed run.
+STATE_FILE = STATE_DIR / "real-node.json"
+
+T = TypeVar("T")
+
+
+# --- tools, images ------------------------------------------------------------
+def node_images() -> dict[str, tuple[str, Path]]:
+    """key -> (image reference, OCI/Docker archive) from scripts/node/build-images.sh."""
+    script = REPO / "scripts" / "node" / "build-images.sh"
+    out = subprocess.run([str(script), "--print-paths"], capture_output=True, text=True,
+                         check=True).stdout
+    images: dict[str, tuple[str, Path]] = {}
+    for line in out.splitlines():
+        key, ref, path = line.split()
+        if not Path(path).is_file():
+            raise ToolMissing(f"image {ref} not built at {path}: run scripts/node/build-images.sh")
+        images[key] = (ref, Path(path))
+    return images
+
+
+def host_prerequisites() -> list[str]:
+    """What this machine lacks for a real node (empty when all is there)."""
+    lacking = [f"{cmd} (scripts/node/install-packages.sh)"
+               for cmd in ("containerd", "containerd-shim-runc-v2", "runc", "ctr",
+                           "iptables", "ip6tables", "ip")
+               if shutil.which(cmd) is None]
+    lacking += [f"CNI plugin {CNI_BIN_DIR / p} (containernetworking-plugins)"
+                for p in ("bridge", "host-local", "loopback", "portmap")
+                if not (CNI_BIN_DIR / p).exists()]
+    if os.geteuid() != 0:
+        lacking.append("root")
+    return lacking
+
+
+# --- small helpers --------------------------------------------------------------
+def sh(*argv: str | os.PathLike[str], check: bool = True, timeout: float = 120,
+       input_text: str | None = None) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run([str(a) for a in argv], capture_output=True, text=True,
+                            timeout=timeout, input=input_text)
+    if check and result.returncode != 0:
+        raise RuntimeError(f"{shlex.join(str(a) for a in argv)} failed ({result.returncode}): "
+                           f"{result.stderr.strip() or result.stdout.strip()}")
+    return result
+
+
+def wait_until(what: str, probe: Callable[[], T | None], timeout: float,
+               diagnose: Callable[[], str] | None = None, interval: float = 0.25) -> T:
+    """Poll `probe` until it returns something truthy; TimeoutError names `what`."""
+    deadline = time.monotonic() + timeout
+    last: BaseException | None = None
+    while True:
+        try:
+            value = probe()
+            if value:
+                return value
+        except _Fatal:
+            raise
+        except Exception as exc:  # a probe error is "not yet"
+            last = exc
+        if time.monotonic() > deadline:
+            detail = f" (last error: {last})" if last else ""
+            extra = f"\n{diagnose()}" if diagnose else ""
+            raise TimeoutError(f"{what}: not within {timeout:.0f}s{detail}{extra}")
+        time.sleep(interval)
+
+
+def _openssl(*args: str, cwd: Path) -> None:
+    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True)
+
+
+def sign_cert(pki: Path, name: str, cn: str, orgs: tuple[str, ...] = (),
+              sans: tuple[str, ...] = (), server: bool = False) -> tuple[Path, Path]:
+    """A key and certificate signed by pki/ca.{crt,key}: (cert, key)."""
+    subject = "".join(f"/O={o}" for o in orgs) + f"/CN={cn}"
+    ext = ["keyUsage=critical,digitalSignature,keyEncipherment",
+           f"extendedKeyUsage={'serverAuth' if server else 'clientAuth'}"]
+    if sans:
+        ext.append("subjectAltName=" + ",".join(sans))
+    (pki / f"{name}.ext").write_text("\n".join(ext) + "\n")
+    _openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", subject,
+             "-keyout", f"{name}.key", "-out", f"{name}.csr", cwd=pki)
+    _openssl("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
+             "-CAcreateserial", "-days", "2", "-extfile", f"{name}.ext",
+             "-out", f"{name}.crt", cwd=pki)
+    return pki / f"{name}.crt", pki / f"{name}.key"
+
+
+def cert_kubeconfig(server: str, ca: Path, cert: Path, key: Path, user: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1", "kind": "Config", "current-context": "node",
+        "clusters": [{"name": "node", "cluster": {"server": server,
+                                                  "certificate-authority": str(ca)}}],
+        "users": [{"name": user, "user": {"client-certificate": str(cert),
+                                          "client-key": str(key)}}],
+        "contexts": [{"name": "node", "context": {"cluster": "node", "user": user}}],
+    }
+
+
+def _read_sysctl(name: str) -> str | None:
+    try:
+        return Path("/proc/sys", name).read_text().strip()
+    except OSError:
+        return None
+
+
+def _link_exists(name: str) -> bool:
+    return sh("ip", "link", "show", name, check=False).returncode == 0
+
+
+def _chains(cmd: str, table: str) -> set[str]:
+    out = sh(f"{cmd}-save", "-t", table, check=False).stdout
+    return {line[1:].split()[0] for line in out.splitlines() if line.startswith(":")}
+
+
+def remove_chains(cmd: str, keep: dict[str, set[str]]) -> list[str]:
+    """Delete KUBE-*/CNI-* chains (and the rules jumping to them) not in `keep`."""
+    removed = []
+    for table in _IPT_TABLES:
+        saved = sh(f"{cmd}-save", "-t", table, check=False).stdout
+        ours = {c for c in _chains(cmd, table)
+                if c.startswith(_CHAIN_PREFIXES) and c not in keep.get(table, set())}
+        if not ours:
+            continue
+        for line in saved.splitlines():
+            if not line.startswith("-A "):
+                continue
+            words = shlex.split(line)
+            chain = words[1]
+            target = words[words.index("-j") + 1] if "-j" in words else None
+            if chain not in ours and target in ours:
+                sh(cmd, "-w", "-t", table, "-D", *words[1:], check=False)
+        for chain in ours:
+            sh(cmd, "-w", "-t", table, "-F", chain, check=False)
+        for chain in ours:
+            if sh(cmd, "-w", "-t", table, "-X", chain, check=False).returncode == 0:
+                removed.append(f"{cmd} {table} {chain}")
+    return removed
+
+
+def _cgroup_mounts() -> list[Path]:
+    """Every cgroup hierarchy's mount point (v1 controllers and the v2 one)."""
+    roots = []
+    for line in Path("/proc/mounts").read_text().splitlines():
+        parts = line.split()
+        if parts[2] in ("cgroup", "cgroup2"):
+            roots.append(Path(parts[1]))
+    return roots
+
+
+def _kill_and_remove_cgroup(path: Path) -> None:
+    if not path.is_dir():
+        return
+    subdirs = (p for p in path.rglob("*") if p.is_dir())
+    dirs = [*sorted(subdirs, key=lambda p: len(p.parts), reverse=True), path]
+    for sub in dirs:
+        procs = sub / "cgroup.procs"
+        with contextlib.suppress(OSError):
+            for pid in procs.read_text().split():
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(int(pid), signal.SIGKILL)
+    for sub in dirs:
+        procs = sub / "cgroup.procs"
+        with contextlib.suppress(TimeoutError):
+            wait_until(f"cgroup {sub} empty", functools.partial(_no_procs, procs), 10)
+        with contextlib.suppress(OSError):
+            sub.rmdir()
+
+
+def _no_procs(procs: Path) -> bool:
+    return not procs.exists() or not procs.read_text().split()
+
+
+def _mounts_under(root: Path) -> list[str]:
+    prefix = str(root).rstrip("/") + "/"
+    found = []
+    for line in Path("/proc/self/mountinfo").read_text().splitlines():
+        mnt = line.split()[4].replace("\\040", " ")
+        if mnt.startswith(prefix) or mnt == str(root):
+            found.append(mnt)
+    return found
+
+
+def unmount_all(root: Path) -> None:
+    """Unmount everything at or below `root`, deepest first (lazily if busy)."""
+    for _ in range(5):
+        mounts = sorted(set(_mounts_under(root)), key=lambda m: m.count("/"), reverse=True)
+        if not mounts:
+            return
+        for mnt in mounts:
+            if sh("umount", mnt, check=False).returncode != 0:
+                sh("umount", "-l", mnt, check=False)
+    left = _mounts_under(root)
+    if left:
+        raise RuntimeError(f"still mounted under {root}: {left}")
+
+
+# --- the control plane, as a real node needs it ---------------------------------
+class NodeControlPlane(ControlPlane):
+    """ControlPlane as a real node needs it: serving on NODE_IP (pods reach it
+    through the `kubernetes` Service), Node,RBAC, ServiceAccount admission, its
+    own Service CIDR."""
+
+    def __init__(self, workdir: Path, node_ip: str = NODE_IP,
+                 service_cidr: str = SERVICE_CIDR) -> None:
+        super().__init__(workdir, address=node_ip, service_cidr=service_cidr, real_node=True,
+                         extra_sans=(f"IP:{node_ip}", f"IP:{KUBERNETES_SERVICE_IP}",
+                                     "DNS:kubernetes", "DNS:kubernetes.default",
+                                     f"DNS:kubernetes.default.svc.{CLUSTER_DOMAIN}"))
+        self.node_ip = node_ip
+
+
+# --- the node -------------------------------------------------------------------
+class RealNode:
+    """One real Kubernetes node (see the module docstring); stop() undoes start()."""
+
+    def __init__(self, control_plane: NodeControlPlane, workdir: Path,
+                 name: str = NODE_NAME) -> None:
+        self.cp = control_plane
+        self.workdir = workdir
+        self.name = name
+        self.node_ip = control_plane.node_ip
+        self.processes: dict[str, ManagedProcess] = {}
+        self.images: dict[str, tuple[str, Path]] = {}
+        self.timings: dict[str, float] = {}
+        self.containerd_sock = workdir / "containerd" / "containerd.sock"
+        self._started_cp = False
+        self._sysctls: dict[str, str | None] = {}
+        self._chains: dict[str, dict[str, set[str]]] = {}
+        self._made_link = False
+        self._new_host_dirs: list[Path] = []
+        self._ports: dict[str, int] = {}
+
+    # --- lifecycle -------------------------------------------------------------
+    def start(self, timeout: float = 240.0) -> None:
+        t0 = time.monotonic()
+        lacking = host_prerequisites()
+        if lacking:
+            raise ToolMissing("a real node needs: " + ", ".join(lacking))
+        binaries = {t: tool_path(t) for t in _NODE_TOOLS}
+        self.images = node_images()
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self._sysctls = {s: _read_sysctl(s) for s in _SYSCTLS}
+        self._chains = {cmd: {t: _chains(cmd, t) for t in _IPT_TABLES}
+                        for cmd in ("iptables", "ip6tables")}
+        self._new_host_dirs = [d for d in _HOST_DIRS if not d.exists()]
+        STATE_FILE.parent.mkdir(parents=True, exist_ok=True)
+        STATE_FILE.write_text(json.dumps({"sysctls": self._sysctls,
+                                          "new_host_dirs": [str(d) for d in self._new_host_dirs]}))
+        self._node_ip_up()
+        if not self.cp.processes:
+            self._started_cp = True
+            self.cp.start()
+        self._mark(t0, "control_plane")
+        self._credentials()
+        self._start_containerd()
+        self._mark(t0, "containerd")
+        self._import_images()
+        self._mark(t0, "images_imported")
+        self._write_cni_config()
+        self._start_controllers(binaries)
+        self._start_kubelet(binaries["kubelet"])
+        self._wait_node_ready(timeout)
+        self._mark(t0, "node_ready")
+        self._start_kube_proxy(binaries["kube-proxy"])
+        self._deploy_coredns()
+        self._wait_default_service_account()
+        self._wait_coredns(timeout)
+        self._mark(t0, "coredns_ready")
+
+    def stop(self) -> None:
+        errors: list[str] = []
+
+        def step(what: str, fn: Callable[[], Any]) -> None:
+            try:
+                fn()
+            except Exception as exc:  # keep tearing down
+                errors.append(f"{what}: {exc}")
+
+        for name in ("kube-controller-manager", "kube-scheduler"):
+            step(f"stop {name}", functools.partial(self._stop_process, name))
+        if "kubelet" in self.processes and self.processes["kubelet"].alive():
+            step("delete pods", self._delete_all_pods)
+        step("stop kubelet", lambda: self._stop_process("kubelet"))
+        step("stop kube-proxy", lambda: self._stop_process("kube-proxy"))
+        if (self.workdir / "kube-proxy.yaml").exists():
+            step("kube-proxy --cleanup", self._kube_proxy_cleanup)
+        step("kill containers", self._kill_containers)
+        step("stop containerd", lambda: self._stop_process("containerd"))
+        step("kill shims", self._kill_shims)
+        step("remove cgroups", self._remove_cgroups)
+        step("unmount", lambda: unmount_all(self.workdir))
+        step("remove CNI bridge", lambda: sh("ip", "link", "del", CNI_BRIDGE)
+             if _link_exists(CNI_BRIDGE) else None)
+        step("remove iptables chains", self._remove_chains)
+        if self._started_cp:
+            step("stop control plane", self.cp.stop)
+        step("remove node IP", self._node_ip_down)
+        step("restore sysctls", self._restore_sysctls)
+        step("host dirs", self._remove_host_dirs)
+        if not errors:
+            STATE_FILE.unlink(missing_ok=True)
+        if errors:
+            raise RuntimeError("real node teardown: " + "; ".join(errors))
+
+    # --- clients and helpers for tests -----------------------------------------
+    def api_client(self) -> Any:
+        return self.cp.api_client()
+
+    def kubectl(self, *args: str, **kwargs: Any) -> subprocess.CompletedProcess[str]:
+        return self.cp.kubectl(*args, **kwargs)
+
+    def ctr(self, *args: str, check: bool = True, timeout: float = 120
+            ) -> subprocess.CompletedProcess[str]:
+        return sh("ctr", "--address", self.containerd_sock, "--namespace", "k8s.io", *args,
+                  check=check, timeout=timeout)
+
+    def tasks(self) -> dict[str, tuple[int, str]]:
+        """containerd task id -> (host pid, status), for every container and sandbox."""
+        out = self.ctr("tasks", "ls").stdout.splitlines()[1:]
+        tasks = {}
+        for line in out:
+            parts = line.split()
+            if len(parts) >= 3:
+                tasks[parts[0]] = (int(parts[1]), parts[2])
+        return tasks
+
+    def container_pid(self, container_id: str) -> int:
+        """Host pid of a container's init process (id without the containerd:// prefix)."""
+        cid = container_id.removeprefix("containerd://")
+        pid, status = self.tasks()[cid]
+        if status != "RUNNING":
+            raise RuntimeError(f"container {cid} is {status}")
+        return pid
+
+    def image(self, key: str) -> str:
+        """The reference of an imported image: base, pause, coredns, workload."""
+        return self.images[key][0]
+
+    def logs(self) -> dict[str, Path]:
+        return {name: p.log for name, p in self.processes.items()}
+
+    def diagnose(self) -> str:
+        return "\n".join(f"--- {name} ---\n{p.log_tail(15)}" for name, p in
+                         self.processes.items())
+
+    # --- steps -----------------------------------------------------------------
+    def _mark(self, t0: float, what: str) -> None:
+        self.timings[what] = round(time.monotonic() - t0, 2)
+
+    def _node_ip_up(self) -> None:
+        if _link_exists(NODE_LINK):  # a killed run's: ours by name
+            sh("ip", "link", "del", NODE_LINK)
+        sh("ip", "link", "add", NODE_LINK, "type", "veth", "peer", "name", NODE_PEER)
+        self._made_link = True
+        sh("ip", "addr", "add", f"{self.node_ip}/32", "dev", NODE_LINK)
+        sh("ip", "link", "set", NODE_PEER, "up")
+        sh("ip", "link", "set", NODE_LINK, "up")
+
+    def _node_ip_down(self) -> None:
+        if self._made_link and _link_exists(NODE_LINK):
+            sh("ip", "link", "del", NODE_LINK)
+
+    def _credentials(self) -> None:
+        pki = self.cp.pki
+        ca = pki / "ca.crt"
+        server = self.cp.server
+        users = {
+            "kubelet": (f"system:node:{self.name}", ("system:nodes",)),
+            "kube-proxy": ("system:kube-proxy", ()),
+            "kube-scheduler": ("system:kube-scheduler", ()),
+            "kube-controller-manager": ("system:kube-controller-manager", ()),
+        }
+        for name, (cn, orgs) in users.items():
+            cert, key = sign_cert(pki, f"{name}-client", cn, orgs=orgs)
+            (self.workdir / f"{name}.kubeconfig").write_text(
+                yaml.safe_dump(cert_kubeconfig(server, ca, cert, key, cn)))
+        sign_cert(pki, "kubelet-serving", f"system:node:{self.name}", orgs=("system:nodes",),
+                  sans=(f"IP:{self.node_ip}", f"DNS:{self.name}"), server=True)
+
+    def _start_containerd(self) -> None:
+        base = self.workdir / "containerd"
+        for sub in ("root", "state", "opt"):
+            (base / sub).mkdir(parents=True, exist_ok=True)
+        sandbox = self.images["pause"][0]
+        config = f"""version = 2
+root = "{base / 'root'}"
+state = "{base / 'state'}"
+disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshotter.v1.btrfs",
+  "io.containerd.snapshotter.v1.zfs", "io.containerd.snapshotter.v1.devmapper",
+  "io.containerd.tracing.processor.v1.otlp"]
+
+[grpc]
+  address = "{self.containerd_sock}"
+
+[ttrpc]
+  address = "{self.containerd_sock}.ttrpc"
+
+[debug]
+  level = "info"
+
+[plugins."io.containerd.internal.v1.opt"]
+  path = "{base / 'opt'}"
+
+[plugins."io.containerd.grpc.v1.cri"]
+  sandbox_image = "{sandbox}"
+  # This VM's capability bounding set lacks CAP_SYS_RESOURCE: runc cannot lower
+  # /proc/self/oom_score_adj below the parent's without it.
+  restrict_oom_score_adj = true
+  netns_mounts_under_state_dir = true
+  disable_apparmor = true
+  enable_selinux = false
+  stream_server_address = "127.0.0.1"
+  stream_server_port = "0"
+  [plugins."io.containerd.grpc.v1.cri".containerd]
+    snapshotter = "overlayfs"
+    default_runtime_name = "runc"
+    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
+      runtime_type = "io.containerd.runc.v2"
+      [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
+        BinaryName = "{shutil.which('runc')}"
+        Root = "{base / 'state' / 'runc'}"
+        SystemdCgroup = false
+  [plugins."io.containerd.grpc.v1.cri".cni]
+    bin_dir = "{CNI_BIN_DIR}"
+    conf_dir = "{self.workdir / 'cni' / 'net.d'}"
+    max_conf_num = 1
+"""
+        (base / "config.toml").write_text(config)
+        proc = ManagedProcess("containerd", ["containerd", "--config", base / "config.toml"],
+                              self.workdir / "containerd.log")
+        self.processes["containerd"] = proc
+        wait_until("containerd answers on its socket", lambda: (
+            proc.alive() or _raise(f"containerd exited:\n{proc.log_tail()}"))
+            and self.containerd_sock.exists()
+            and self.ctr("version", check=False, timeout=10).returncode == 0, 30)
+
+    def _import_images(self) -> None:
+        for _key, (ref, archive) in self.images.items():
+            self.ctr("images", "import", str(archive), timeout=300)
+            listed = self.ctr("images", "ls", "-q").stdout.split()
+            if ref not in listed:
+                raise RuntimeError(f"ctr import of {archive} did not name {ref}: {listed}")
+
+    def _write_cni_config(self) -> None:
+        netd = self.workdir / "cni" / "net.d"
+        netd.mkdir(parents=True, exist_ok=True)
+        conflist = {
+            "cniVersion": "1.0.0", "name": "traceprobe-node",
+            "plugins": [
+                {"type": "bridge", "bridge": CNI_BRIDGE, "isGateway": True, "ipMasq": False,
+                 "hairpinMode": True,
+                 "ipam": {"type": "host-local",
+                          "dataDir": str(self.workdir / "cni" / "ipam"),
+                          "ranges": [[{"subnet": NODE_POD_CIDR, "gateway": POD_GATEWAY}]],
+                          # No default route: pods reach pods, Services and the
+                          # node IP, and nothing off this machine (ENETUNREACH).
+                          "routes": [{"dst": POD_CIDR}, {"dst": SERVICE_CIDR},
+                                     {"dst": f"{self.node_ip}/32"}]}},
+                {"type": "portmap", "capabilities": {"portMappings": True}},
+            ],
+        }
+        (netd / "10-traceprobe.conflist").write_text(json.dumps(conflist, indent=1))
+
+    def _start_controllers(self, binaries: dict[str, Path]) -> None:
+        pki = self.cp.pki
+        kcm_cfg = self.workdir / "kube-controller-manager.kubeconfig"
+        self._ports["kcm"] = free_port()
+        self.processes["kube-controller-manager"] = ManagedProcess("kube-controller-manager", [
+            binaries["kube-controller-manager"],
+            f"--kubeconfig={kcm_cfg}", f"--authentication-kubeconfig={kcm_cfg}",
+            f"--authorization-kubeconfig={kcm_cfg}",
+            "--bind-address=127.0.0.1", f"--secure-port={self._ports['kcm']}",
+            "--leader-elect=false", "--use-service-account-credentials=true",
+            f"--service-account-private-key-file={pki / 'sa.key'}",
+            f"--root-ca-file={pki / 'ca.crt'}",
+            f"--cluster-signing-cert-file={pki / 'ca.crt'}",
+            f"--cluster-signing-key-file={pki / 'ca.key'}",
+            f"--service-cluster-ip-range={self.cp.service_cidr}",
+            f"--cluster-cidr={POD_CIDR}", "--allocate-node-cidrs=true",
+            "--node-cidr-mask-size=24",
+            "--controllers=*",
+            f"--cert-dir={self.workdir / 'kcm-certs'}",
+        ], self.workdir / "kube-controller-manager.log")
+        sched_cfg = self.workdir / "kube-scheduler.kubeconfig"
+        self._ports["scheduler"] = free_port()
+        self.processes["kube-scheduler"] = ManagedProcess("kube-scheduler", [
+            binaries["kube-scheduler"],
+            f"--kubeconfig={sched_cfg}", f"--authentication-kubeconfig={sched_cfg}",
+            f"--authorization-kubeconfig={sched_cfg}",
+            "--bind-address=127.0.0.1", f"--secure-port={self._ports['scheduler']}",
+            "--leader-elect=false", f"--cert-dir={self.workdir / 'scheduler-certs'}",
+        ], self.workdir / "kube-scheduler.log")
+
+    def _start_kubelet(self, kubelet: Path) -> None:
+        pki = self.cp.pki
+        self._ports["kubelet"], self._ports["kubelet-healthz"] = free_port(), free_port()
+        config = {
+            "apiVersion": "kubelet.config.k8s.io/v1beta1", "kind": "KubeletConfiguration",
+            "address": self.node_ip, "port": self._ports["kubelet"], "readOnlyPort": 0,
+            "healthzBindAddress": "127.0.0.1", "healthzPort": self._ports["kubelet-healthz"],
+            "tlsCertFile": str(pki / "kubelet-serving.crt"),
+            "tlsPrivateKeyFile": str(pki / "kubelet-serving.key"),
+            "authentication": {"anonymous": {"enabled": False}, "webhook": {"enabled": True},
+                               "x509": {"clientCAFile": str(pki / "ca.crt")}},
+            "authorization": {"mode": "Webhook"},
+            "containerRuntimeEndpoint": f"unix://{self.containerd_sock}",
+            # Hybrid cgroup layout, no systemd as PID 1: the cgroupfs driver is the
+            # one that works; runc mirrors each container into cgroup2 (unified).
+            "cgroupDriver": "cgroupfs", "cgroupsPerQOS": True, "failCgroupV1": False,
+            "failSwapOn": False, "enforceNodeAllocatable": [],
+            "clusterDNS": [DNS_SERVICE_IP], "clusterDomain": CLUSTER_DOMAIN,
+            "resolvConf": "",  # no host resolver: nothing may leave this machine
+            "podLogsDir": str(self.workdir / "pod-logs"),
+            "rotateCertificates": False, "serverTLSBootstrap": False,
+            "registerNode": True, "maxPods": 110, "podCIDR": NODE_POD_CIDR,
+            "imageGCHighThresholdPercent": 100, "imageGCLowThresholdPercent": 99,
+            "evictionHard": {"memory.available": "100Mi", "nodefs.available": "1%",
+                             "imagefs.available": "1%", "nodefs.inodesFree": "1%"},
+            "serializeImagePulls": False,
+            "syncFrequency": "10s", "fileCheckFrequency": "10s",
+            "nodeStatusUpdateFrequency": "5s",
+        }
+        cfg = self.workdir / "kubelet.yaml"
+        cfg.write_text(yaml.safe_dump(config))
+        self.processes["kubelet"] = ManagedProcess("kubelet", [
+            kubelet, f"--config={cfg}",
+            f"--kubeconfig={self.workdir / 'kubelet.kubeconfig'}",
+            f"--root-dir={self.workdir / 'kubelet'}",
+            f"--cert-dir={self.workdir / 'kubelet-certs'}",
+            f"--hostname-override={self.name}", f"--node-ip={self.node_ip}",
+        ], self.workdir / "kubelet.log")
+
+    def _wait_node_ready(self, timeout: float) -> None:
+        from kubernetes import client
+
+        core = client.CoreV1Api(self.api_client())
+
+        def ready() -> bool:
+            for name in ("kubelet", "containerd", "kube-controller-manager", "kube-scheduler"):
+                proc = self.processes[name]
+                if not proc.alive():
+                    raise _Fatal(f"{name} exited:\n{proc.log_tail(40)}")
+            node = core.read_node(self.name)
+            return any(c.type == "Ready" and c.status == "True"
+                       for c in node.status.conditions or [])
+
+        wait_until(f"node {self.name} Ready", ready, timeout, self.diagnose)
+
+    def _start_kube_proxy(self, kube_proxy: Path) -> None:
+        self._ports["proxy-healthz"], self._ports["proxy-metrics"] = free_port(), free_port()
+        config = {
+            "apiVersion": "kubeproxy.config.k8s.io/v1alpha1", "kind": "KubeProxyConfiguration",
+            "mode": "iptables",
+            "clientConnection": {"kubeconfig": str(self.workdir / "kube-proxy.kubeconfig")},
+            "hostnameOverride": self.name, "bindAddress": self.node_ip,
+            "clusterCIDR": POD_CIDR,
+            "healthzBindAddress": f"127.0.0.1:{self._ports['proxy-healthz']}",
+            "metricsBindAddress": f"127.0.0.1:{self._ports['proxy-metrics']}",
+            "nodePortAddresses": [f"{self.node_ip}/32"],
+            # Leave the host's conntrack sysctls alone (0 = do not set).
+            "conntrack": {"maxPerCore": 0, "min": 0, "tcpEstablishedTimeout": "0s",
+                          "tcpCloseWaitTimeout": "0s"},
+            # No route_localnet=1 on the host: NodePorts are not served on 127.0.0.1.
+            "iptables": {"localhostNodePorts": False, "minSyncPeriod": "0s",
+                         "syncPeriod": "30s"},
+        }
+        cfg = self.workdir / "kube-proxy.yaml"
+        cfg.write_text(yaml.safe_dump(config))
+        proc = ManagedProcess("kube-proxy", [kube_proxy, f"--config={cfg}"],
+                              self.workdir / "kube-proxy.log")
+        self.processes["kube-proxy"] = proc
+        url = f"http://127.0.0.1:{self._ports['proxy-healthz']}/healthz"
+
+        def healthy() -> bool:
+            if not proc.alive():
+                raise _Fatal(f"kube-proxy exited:\n{proc.log_tail(40)}")
+            with urllib.request.urlopen(url, timeout=2) as resp:
+                return bool(resp.status == 200)
+
+        wait_until("kube-proxy /healthz", healthy, 60, lambda: proc.log_tail(30))
+
+    def _kube_proxy_cleanup(self) -> None:
+        sh(tool_path("kube-proxy"), f"--config={self.workdir / 'kube-proxy.yaml'}",
+           "--cleanup", check=False, timeout=60)
+
+    def coredns_manifests(self) -> list[dict[str, Any]]:
+        labels = {"k8s-app": "kube-dns"}
+        corefile = f"""\
+.:53 {{
+    errors
+    health :8080
+    ready :8181
+    kubernetes {CLUSTER_DOMAIN} in-addr.arpa ip6.arpa {{
+        pods insecure
+        fallthrough in-addr.arpa ip6.arpa
+        ttl 5
+    }}
+    cache 5
+    loop
+    loadbalance
+}}
+"""
+        return [
+            {"apiVersion": "v1", "kind": "ServiceAccount",
+             "metadata": {"name": "coredns", "namespace": "kube-system"}},
+            {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+             "metadata": {"name": "system:coredns"},
+             "rules": [
+                 {"apiGroups": [""], "resources": ["endpoints", "services", "pods",
+                                                   "namespaces"],
+                  "verbs": ["list", "watch"]},
+                 {"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"],
+                  "verbs": ["list", "watch"]}]},
+            {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+             "metadata": {"name": "system:coredns"},
+             "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
+                         "name": "system:coredns"},
+             "subjects": [{"kind": "ServiceAccount", "name": "coredns",
+                           "namespace": "kube-system"}]},
+            {"apiVersion": "v1", "kind": "ConfigMap",
+             "metadata": {"name": "coredns", "namespace": "kube-system"},
+             "data": {"Corefile": corefile}},
+            {"apiVersion": "apps/v1", "kind": "Deployment",
+             "metadata": {"name": "coredns", "namespace": "kube-system", "labels": labels},
+             "spec": {
+                 "replicas": 1, "selector": {"matchLabels": labels},
+                 "template": {"metadata": {"labels": labels}, "spec": {
+                     "serviceAccountName": "coredns", "dnsPolicy": "Default",
+                     "priorityClassName": "system-cluster-critical",
+                     "containers": [{
+                         "name": "coredns", "image": self.image("coredns"),
+                         "imagePullPolicy": "Never",
+                         "args": ["-conf", "/etc/coredns/Corefile"],
+                         "ports": [{"name": "dns", "containerPort": 53, "protocol": "UDP"},
+                                   {"name": "dns-tcp", "containerPort": 53,
+                                    "protocol": "TCP"}],
+                         "volumeMounts": [{"name": "config", "mountPath": "/etc/coredns",
+                                           "readOnly": True}],
+                         "readinessProbe": {"httpGet": {"path": "/ready", "port": 8181},
+                                            "periodSeconds": 1},
+                         "livenessProbe": {"httpGet": {"path": "/health", "port": 8080},
+                                           "periodSeconds": 10},
+                         "securityContext": {"allowPrivilegeEscalation": False,
+                                             "readOnlyRootFilesystem": True,
+                                             "capabilities": {"drop": ["ALL"],
+                                                              "add": ["NET_BIND_SERVICE"]}},
+                     }],
+                     "volumes": [{"name": "config", "configMap": {"name": "coredns"}}],
+                 }}}},
+            {"apiVersion": "v1", "kind": "Service",
+             "metadata": {"name": "kube-dns", "namespace": "kube-system", "labels": labels},
+             "spec": {"selector": labels, "clusterIP": DNS_SERVICE_IP, "ports": [
+                 {"name": "dns", "port": 53, "protocol": "UDP", "targetPort": 53},
+                 {"name": "dns-tcp", "port": 53, "protocol": "TCP", "targetPort": 53}]}},
+        ]
+
+    def _deploy_coredns(self) -> None:
+        docs = "\n---\n".join(yaml.safe_dump(m) for m in self.coredns_manifests())
+        self.kubectl("apply", "-f", "-", input_text=docs)
+
+    def _wait_default_service_account(self) -> None:
+        from kubernetes import client
+
+        core = client.CoreV1Api(self.api_client())
+        wait_until("ServiceAccount default/default (controller-manager)",
+                   lambda: core.read_namespaced_service_account("default", "default"), 60,
+                   lambda: self.processes["kube-controller-manager"].log_tail(20))
+
+    def _wait_coredns(self, timeout: float) -> None:
+        from kubernetes import client
+
+        apps = client.AppsV1Api(self.api_client())
+
+        def ready() -> bool:
+            dep = apps.read_namespaced_deployment("coredns", "kube-system")
+            return (dep.status.ready_replicas or 0) >= 1
+
+        wait_until("CoreDNS Deployment ready", ready, timeout, self.diagnose_pods)
+
+    def diagnose_pods(self) -> str:
+        pods = self.kubectl("get", "pods", "-A", "-o", "wide", check=False).stdout
+        events = self.kubectl("get", "events", "-A", "--sort-by=.lastTimestamp",
+                              check=False).stdout
+        return f"{pods}\n{events[-3000:]}\n{self.diagnose()}"
+
+    # --- teardown steps --------------------------------------------------------
+    def _stop_process(self, name: str) -> None:
+        proc = self.processes.pop(name, None)
+        if proc is not None:
+            proc.stop(timeout=20)
+
+    def _delete_all_pods(self) -> None:
+        """Force-delete every pod; the kubelet kills their containers and sandboxes
+        (CNI DEL) — the clean way, while kubelet and containerd still run."""
+        self.kubectl("delete", "pods", "--all", "--all-namespaces", "--grace-period=0",
+                     "--force", "--wait=false", check=False)
+        with contextlib.suppress(TimeoutError):
+            wait_until("containers gone", lambda: not any(
+                status == "RUNNING" for _pid, status in self.tasks().values()), 60)
+
+    def _kill_containers(self) -> None:
+        if "containerd" not in self.processes or not self.containerd_sock.exists():
+            return
+        for task in list(self.tasks()):
+            self.ctr("tasks", "kill", "--all", "--signal", "SIGKILL", task, check=False)
+        with contextlib.suppress(TimeoutError):
+            wait_until("tasks stopped", lambda: all(
+                status != "RUNNING" for _p, status in self.tasks().values()), 20)
+        for task in list(self.tasks()):
+            self.ctr("tasks", "delete", "--force", task, check=False)
+        for cid in self.ctr("containers", "ls", "-q", check=False).stdout.split():
+            self.ctr("containers", "delete", cid, check=False)
+
+    def _kill_shims(self) -> None:
+        state = self.workdir / "containerd" / "state" / "io.containerd.runtime.v2.task"
+        for pidfile in state.glob("*/*/shim.pid"):
+            with contextlib.suppress(ValueError, OSError):
+                pid = int(pidfile.read_text().strip())
+                if "containerd-shim" in Path(f"/proc/{pid}/cmdline").read_text():
+                    os.kill(pid, signal.SIGKILL)
+
+    def _remove_cgroups(self) -> None:
+        for root in _cgroup_mounts():
+            _kill_and_remove_cgroup(root / "kubepods")
+
+    def _remove_chains(self) -> None:
+        for cmd, keep in self._chains.items():
+            remove_chains(cmd, keep)
+
+    def _restore_sysctls(self) -> None:
+        restore_sysctls(self._sysctls)
+
+    def _remove_host_dirs(self) -> None:
+        for path in self._new_host_dirs:
+            if path.exists():
+                unmount_all(path)
+                shutil.rmtree(path)
+
+
+def restore_sysctls(values: dict[str, str | None]) -> None:
+    for name, value in values.items():
+        if value is None or _read_sysctl(name) == value:
+            continue
+        if name == "net/ipv4/ip_forward" and _link_exists("tpbr0"):
+            continue  # the simulated tier's bridge is up: its pods need forwarding
+        with contextlib.suppress(OSError):
+            Path("/proc/sys", name).write_text(value)
+
+
+class _Fatal(Exception):
+    """A probe saw something that will not get better (a process exited)."""
+
+
+def _raise(message: str) -> bool:
+    raise _Fatal(message)
+
+
+def cleanup_stale() -> list[str]:
+    """What a killed real-node run left (its processes are reaped by procs):
+    mounts under traceprobe-world-*/node/ (the tests' RealNode workdir), shims,
+    the node IP link, the CNI bridge, /kubepods cgroups, KUBE-*/CNI-* chains.
+    Call it only when no other run is live."""
+    removed: list[str] = []
+    mounts = [line.split()[4] for line in Path("/proc/self/mountinfo").read_text().splitlines()]
+    stale_dirs: set[Path] = set()
+    for mnt in sorted((m for m in mounts if re.search(STALE_MOUNTS, m)), key=len, reverse=True):
+        if sh("umount", "-l", mnt, check=False).returncode == 0:
+            removed.append(f"mount {mnt}")
+            match = re.search(STALE_MOUNTS, mnt)
+            assert match is not None
+            stale_dirs.add(Path(mnt[:match.end()]))
+    for proc in Path("/proc").glob("[0-9]*"):
+        with contextlib.suppress(OSError):
+            argv = (proc / "cmdline").read_bytes().split(b"\0")
+            if argv and argv[0].endswith(b"containerd-shim-runc-v2") and any(
+                    b"/traceprobe-world-" in a for a in argv):
+                os.kill(int(proc.name), signal.SIGKILL)
+                removed.append(f"shim {proc.name}")
+    for link in (CNI_BRIDGE, NODE_LINK):
+        if _link_exists(link):
+            sh("ip", "link", "del", link, check=False)
+            removed.append(f"link {link}")
+    for root in _cgroup_mounts():
+        if (root / "kubepods").is_dir():
+            _kill_and_remove_cgroup(root / "kubepods")
+            removed.append(f"cgroup {root / 'kubepods'}")
+    for cmd in ("iptables", "ip6tables"):
+        if shutil.which(cmd):
+            removed += remove_chains(cmd, {})
+    for node_dir in stale_dirs:  # a killed run's images and pod data, on tmpfs
+        if not _mounts_under(node_dir):
+            shutil.rmtree(node_dir, ignore_errors=True)
+            removed.append(f"dir {node_dir}")
+    if STATE_FILE.exists():  # what the killed run had found before it started
+        with contextlib.suppress(ValueError, OSError):
+            found = json.loads(STATE_FILE.read_text())
+            restore_sysctls(found.get("sysctls", {}))
+            removed.append("sysctls restored")
+            for d in map(Path, found.get("new_host_dirs", [])):
+                if d.exists():
+                    unmount_all(d)
+                    shutil.rmtree(d, ignore_errors=True)
+                    removed.append(f"dir {d}")
+        STATE_FILE.unlink(missing_ok=True)
+    return removed
