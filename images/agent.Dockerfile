@@ -45,9 +45,11 @@ RUN apt-get update \
 
 # --- 3. Runtime.
 FROM ${DEBIAN_IMAGE}
-# python3-bpfcc: BCC and its LLVM; conntrack: Service NAT lookups (with NET_ADMIN).
+# python3-bpfcc: BCC and its LLVM; conntrack: Service NAT lookups (with NET_ADMIN);
+# openssl: the self-signed certificate of /metrics beyond loopback, made at start
+# (traceprobe_agent.metrics_auth). bash (Essential in Debian) runs the exec probes.
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends python3 python3-bpfcc conntrack \
+    && apt-get install -y --no-install-recommends python3 python3-bpfcc conntrack openssl \
     && rm -rf /var/lib/apt/lists/*
 COPY --from=build /opt/traceprobe/venv /opt/traceprobe/venv
 COPY --from=kernel-headers /opt/traceprobe/kernel-headers /opt/traceprobe/kernel-headers

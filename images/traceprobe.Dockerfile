@@ -12,9 +12,9 @@ ARG DEBIAN_IMAGE=debian:bookworm-slim
 
 # --- 1. The map view's graph library, fetched from npm (pinned versions,
 #        sha512 integrity checked by the script) into the package's web/vendor/.
-FROM node:22-bookworm-slim AS web-assets
+FROM ${DEBIAN_IMAGE} AS web-assets
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends ca-certificates openssl \
+    && apt-get install -y --no-install-recommends ca-certificates openssl npm \
     && rm -rf /var/lib/apt/lists/*
 # The script also installs the browser its page tests drive when none is there;
 # no test runs in this throw-away stage, so a stub stands in for it.

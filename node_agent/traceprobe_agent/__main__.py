@@ -9,6 +9,7 @@ to --node-name and reports to the cluster.
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import json
 import logging
 import os
@@ -19,9 +20,17 @@ import threading
 from traceprobe_agent.agent import Agent, AgentConfig, print_records
 from traceprobe_agent.bcc_runtime import BpfUnavailable
 from traceprobe_agent.features import probe_kernel
+from traceprobe_agent.metrics_auth import is_loopback
 from traceprobe_api.probe import ALL_KINDS, DEFAULT_KINDS
 
 log = logging.getLogger("traceprobe.agent")
+
+
+def _ip(text: str) -> str:
+    try:
+        return str(ipaddress.ip_address(text))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an IP address: {text!r}") from None
 
 
 def _args(argv: list[str] | None) -> argparse.Namespace:
@@ -34,7 +43,17 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
                    help=f"comma-separated, of {','.join(ALL_KINDS)} (standalone)")
     p.add_argument("--max-connections", type=int, default=65536)
     p.add_argument("--metrics-port", type=int, default=9464,
-                   help="/healthz and /metrics on 127.0.0.1 (0: pick one, -1: off)")
+                   help="/metrics, /livez and /readyz (= /healthz) on --metrics-address "
+                        "(0: pick one, -1: off)")
+    p.add_argument("--metrics-address", type=_ip, default="127.0.0.1",
+                   help="IP address /metrics listens on: loopback (127.0.0.1, ::1) serves "
+                        "plain HTTP to anyone on the node; any other (the node's IP, "
+                        "0.0.0.0) serves HTTPS with a self-signed certificate and only to "
+                        "a bearer token the API server accepts (TokenReview) and allows "
+                        "`get` on /metrics (SubjectAccessReview); cluster mode only")
+    p.add_argument("--health-port", type=int, default=-1,
+                   help="also /livez and /readyz alone, plain HTTP on 127.0.0.1, for the "
+                        "kubelet's exec probes (0: pick one, -1: off)")
     p.add_argument("--disable-tracepoint", action="append", default=[],
                    help="treat this tracepoint as missing (category:event)")
     p.add_argument("--cgroup-root", default=None,
@@ -63,11 +82,17 @@ def main(argv: list[str] | None = None) -> int:
     if args.interval <= 0:
         print("traceprobe-agent: --interval must be > 0 seconds", file=sys.stderr)
         return 2
+    if args.standalone and not is_loopback(args.metrics_address):
+        print("traceprobe-agent: --metrics-address beyond loopback needs the API server to "
+              "check scrapers' tokens; --standalone serves loopback only", file=sys.stderr)
+        return 2
     features = probe_kernel(forced_missing=frozenset(args.disable_tracepoint))
     if not args.standalone:
-        from traceprobe_agent.cluster_loop import run_in_cluster
+        from traceprobe_agent.cluster_loop import Listeners, run_in_cluster
 
-        return run_in_cluster(args.node_name, features, args.interval, args.metrics_port,
+        return run_in_cluster(args.node_name, features, args.interval,
+                              Listeners(args.metrics_address, args.metrics_port,
+                                        args.health_port),
                               args.cgroup_root, args.map_endpoint, args.map_ca_file,
                               args.print_records)
     agent = Agent(args.node_name, print_records, features, args.cgroup_root)
@@ -81,11 +106,16 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     if plan.problem():
         log.warning("degraded: %s", plan.problem())
-    if args.metrics_port >= 0:
-        from traceprobe_agent.health import serve
+    from traceprobe_agent.health import STALL_SECONDS, Health, serve, serve_health, url
 
-        server = serve(agent, args.metrics_port)
-        log.info("health and metrics on http://127.0.0.1:%d/metrics", server.server_port)
+    health = Health(agent, stall_seconds=STALL_SECONDS + 3 * args.interval)
+    if args.metrics_port >= 0:
+        server = serve(agent, args.metrics_port, args.metrics_address, health=health)
+        log.info("health and metrics on %s",
+                 url("http", args.metrics_address, server.server_port, "/metrics"))
+    if args.health_port >= 0:
+        probes = serve_health(health, args.health_port)
+        log.info("probes on %s", url("http", "127.0.0.1", probes.server_port, "/livez"))
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
@@ -93,6 +123,7 @@ def main(argv: list[str] | None = None) -> int:
           flush=True)
     while not stop.wait(args.interval):
         agent.tick()
+        health.beat()
     agent.close()  # last interval's counts are flushed, programs detached
     return 0
 

@@ -10,7 +10,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from functools import partial
 from typing import Any
@@ -19,8 +19,10 @@ from pydantic import ValidationError
 
 from traceprobe_agent.agent import Agent, Sink, print_records
 from traceprobe_agent.features import KernelFeatures
+from traceprobe_agent.health import STALL_SECONDS, Health, serve, serve_health, url
 from traceprobe_agent.kernel_headers import find_kernel_headers
 from traceprobe_agent.kube import API_ERRORS, NodeApi
+from traceprobe_agent.metrics_auth import MetricsAuth, is_loopback, self_signed_context
 from traceprobe_agent.nat_events import NatTable, NatWatcher
 from traceprobe_agent.node_config import ProbeView, applies, probe_view, union_config
 from traceprobe_agent.pod_index import PodIndex, pod_info
@@ -135,8 +137,37 @@ def _fan_out(sinks: list[Sink]) -> Sink:
     return sink
 
 
+@dataclass(frozen=True)
+class Listeners:
+    """Where the agent serves /metrics and its probes (ports: 0 picks one, -1 is off)."""
+
+    metrics_address: str = "127.0.0.1"
+    metrics_port: int = 9464
+    health_port: int = -1
+
+
+def _serve(listeners: Listeners, agent: Agent, health: Health, kube: NodeApi) -> None:
+    """/metrics (plain on loopback; else HTTPS and token reviews) and the probe listener."""
+    address = listeners.metrics_address
+    if listeners.metrics_port >= 0:
+        if is_loopback(address):
+            server = serve(agent, listeners.metrics_port, address, health=health)
+            scheme = "http"
+        else:
+            tls, fingerprint = self_signed_context(address, agent.node)
+            server = serve(agent, listeners.metrics_port, address, health=health,
+                           auth=MetricsAuth(kube), tls=tls)
+            scheme = "https"
+            log.info("metrics certificate (self-signed) SHA-256 %s", fingerprint)
+        log.info("health and metrics on %s",
+                 url(scheme, address, server.server_port, "/metrics"))
+    if listeners.health_port >= 0:
+        probes = serve_health(health, listeners.health_port)
+        log.info("probes on %s", url("http", "127.0.0.1", probes.server_port, "/livez"))
+
+
 def run_in_cluster(node: str, features: KernelFeatures, interval: float,
-                   metrics_port: int, cgroup_root: str | None = None,
+                   listeners: Listeners, cgroup_root: str | None = None,
                    map_endpoint: str | None = None, map_ca_file: str | None = None,
                    print_too: bool = False) -> int:
     pods = PodIndex()
@@ -155,10 +186,9 @@ def run_in_cluster(node: str, features: KernelFeatures, interval: float,
     agent.stats.report = sender.stats if sender else None
     kube = NodeApi(node)
     state = NodeProbes(agent)
-    if metrics_port >= 0:
-        from traceprobe_agent.health import serve
-
-        serve(agent, metrics_port)
+    # The loop below goes round at least every second, but a compile holds it.
+    health = Health(agent, stall_seconds=STALL_SECONDS, load_error=lambda: state.load_error)
+    _serve(listeners, agent, health, kube)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
@@ -174,6 +204,7 @@ def run_in_cluster(node: str, features: KernelFeatures, interval: float,
             log.warning("writing NodeReport failed (%s); will retry", exc)
 
     while not stop.is_set():
+        health.beat()
         if state.changed.wait(timeout=max(0.0, min(1.0, next_tick - time.monotonic()))):
             state.changed.clear()
             try:

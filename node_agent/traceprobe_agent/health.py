@@ -1,12 +1,28 @@
-"""The agent's own health and metrics over HTTP (/healthz, /metrics in Prometheus
-text format): drops, map fill, records, CPU and memory. Read at scrape time from
-the agent's stats (a collector, not a second set of counters to keep)."""
+"""The agent's own health and metrics over HTTP: /livez, /readyz (= /healthz) and
+/metrics in Prometheus text format (drops, map fill, records, CPU and memory, read
+at scrape time from the agent's stats: a collector, not a second set of counters).
+
+On the node's loopback everything is plain HTTP, as any process on the node could
+read the kernel's view anyway. Beyond loopback (`--metrics-address`), /metrics is
+served over HTTPS and only to a bearer token the API server accepts and allows
+`get` on /metrics (traceprobe_agent.metrics_auth); /livez and /readyz stay open,
+saying no more than ok or not. The kubelet probes a separate plain loopback
+listener (`--health-port`, probes only) with an exec probe (see the operator's
+agent_workload.health_check for why).
+"""
 
 from __future__ import annotations
 
+import logging
+import math
+import socket
+import ssl
+import sys
 import threading
-from collections.abc import Iterator, Mapping
+import time
+from collections.abc import Callable, Iterator, Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -14,6 +30,7 @@ from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 from prometheus_client.registry import Collector
 
 from traceprobe_agent.agent import Agent
+from traceprobe_agent.metrics_auth import MetricsAuth, is_loopback
 
 Family = CounterMetricFamily | GaugeMetricFamily
 
@@ -77,32 +94,175 @@ class AgentCollector(Collector):
                                 value=s.peak_rss_bytes())
 
 
-def serve(agent: Agent, port: int, host: str = "127.0.0.1") -> ThreadingHTTPServer:
-    """Start serving in a daemon thread; port 0 picks a free one (server.server_port)."""
-    registry = CollectorRegistry(auto_describe=False)
-    registry.register(AgentCollector(agent))
+log = logging.getLogger("traceprobe.agent")
 
+#: Seconds the agent's loop may stand still (plus a few intervals) before /livez
+#: fails: a BCC compile holds it, for seconds on a busy node.
+STALL_SECONDS = 120.0
+
+
+def url(scheme: str, address: str, port: int, path: str) -> str:
+    host = f"[{address}]" if ":" in address else address
+    return f"{scheme}://{host}:{port}{path}"
+
+
+class Health:
+    """What the kubelet asks. Live: the agent's loop went round within `stall_seconds`
+    (a BCC compile holds it for seconds, so the allowance is generous). Ready: the
+    programs the probes ask for run here (and loaded without error)."""
+
+    def __init__(self, agent: Agent, stall_seconds: float = math.inf,
+                 load_error: Callable[[], str | None] = lambda: None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.agent = agent
+        self.stall_seconds = stall_seconds
+        self.load_error = load_error
+        self.clock = clock
+        self._last_beat = clock()
+
+    def beat(self) -> None:
+        self._last_beat = self.clock()
+
+    def live(self) -> tuple[bool, str]:
+        quiet = self.clock() - self._last_beat
+        if quiet > self.stall_seconds:
+            return False, f"the agent's loop has not run for {quiet:.0f}s"
+        return True, "ok"
+
+    def ready(self) -> tuple[bool, str]:
+        plan = self.agent.plan
+        if plan is None:
+            return False, "no probe applies to this node yet"
+        if not plan.runnable:
+            return False, str(self.agent.stats.problem)
+        error = self.load_error()
+        if error:
+            return False, error
+        return True, "ok"
+
+
+#: Seconds a client may take for its TLS handshake or its request.
+CLIENT_TIMEOUT_SECONDS = 10.0
+
+
+class _Server(ThreadingHTTPServer):
+    """A thread per connection, but at most `max_connections` at once (more are
+    closed at once), each with a deadline; TLS, when given, is negotiated in the
+    connection's thread so a slow client holds up no one else."""
+
+    daemon_threads = True
+
+    def __init__(self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler],
+                 tls: ssl.SSLContext | None = None, max_connections: int = 16) -> None:
+        self.address_family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
+        self.tls = tls
+        self._slots = threading.BoundedSemaphore(max_connections)
+        super().__init__(address, handler)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if not self._slots.acquire(blocking=False):
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self._slots.release()
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        error = sys.exc_info()[1]
+        if isinstance(error, ConnectionError | TimeoutError | ssl.SSLError):
+            return  # the client went away or was too slow: nothing to report
+        log.warning("answering %s failed", client_address, exc_info=True)
+
+    def finish_request(self, request: Any, client_address: Any) -> None:
+        if self.tls is None:
+            super().finish_request(request, client_address)
+            return
+        request.settimeout(CLIENT_TIMEOUT_SECONDS)
+        try:
+            conn = self.tls.wrap_socket(request, server_side=True)
+        except (ssl.SSLError, OSError):
+            return  # not TLS, or gone
+        try:
+            super().finish_request(conn, client_address)
+        finally:
+            conn.close()
+
+
+def _handler(routes: dict[str, Callable[[BaseHTTPRequestHandler], tuple[int, str]]],
+             ) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
+        timeout = CLIENT_TIMEOUT_SECONDS
+
         def do_GET(self) -> None:
-            if self.path == "/healthz":
-                ok = agent.plan is not None and agent.plan.runnable
-                body, code = ("ok\n" if ok else f"not ready: {agent.stats.problem}\n"), (
-                    200 if ok else 503)
-            elif self.path == "/metrics":
-                agent.sample_map_usage()
-                body, code = generate_latest(registry).decode(), 200
-            else:
-                body, code = "not found\n", 404
+            route = routes.get(self.path.split("?", 1)[0])
+            code, body = route(self) if route else (404, "not found\n")
             data = body.encode()
             self.send_response(code)
             self.send_header("Content-Type", CONTENT_TYPE_PLAIN_0_0_4)
             self.send_header("Content-Length", str(len(data)))
+            if code == 401:
+                self.send_header("WWW-Authenticate", 'Bearer realm="traceprobe-agent"')
             self.end_headers()
             self.wfile.write(data)
 
         def log_message(self, format: str, *args: object) -> None:
             pass  # scrapes are not news
 
-    server = ThreadingHTTPServer((host, port), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True, name="health").start()
+    return Handler
+
+
+def _probe(check: Callable[[], tuple[bool, str]], detail: bool,
+           ) -> Callable[[BaseHTTPRequestHandler], tuple[int, str]]:
+    def answer(_: BaseHTTPRequestHandler) -> tuple[int, str]:
+        ok, why = check()
+        if ok:
+            return 200, "ok\n"
+        return 503, f"not ready: {why}\n" if detail else "not ready\n"
+    return answer
+
+
+def _start(server: ThreadingHTTPServer, name: str) -> ThreadingHTTPServer:
+    threading.Thread(target=server.serve_forever, daemon=True, name=name).start()
     return server
+
+
+def health_routes(health: Health, detail: bool = True,
+                  ) -> dict[str, Callable[[BaseHTTPRequestHandler], tuple[int, str]]]:
+    ready = _probe(health.ready, detail)
+    return {"/livez": _probe(health.live, detail), "/readyz": ready, "/healthz": ready}
+
+
+def serve(agent: Agent, port: int, host: str = "127.0.0.1", *, health: Health | None = None,
+          auth: MetricsAuth | None = None, tls: ssl.SSLContext | None = None,
+          ) -> ThreadingHTTPServer:
+    """Serve /metrics and the probes in a daemon thread; port 0 picks a free one
+    (server.server_port). Beyond loopback both `auth` and `tls` are required."""
+    if not is_loopback(host) and (auth is None or tls is None):
+        raise ValueError(f"/metrics on {host} (beyond loopback) needs TLS and token reviews")
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(AgentCollector(agent))
+
+    def metrics(request: BaseHTTPRequestHandler) -> tuple[int, str]:
+        if auth is not None:
+            decision = auth.check(request.headers.get("Authorization"))
+            if decision.status != 200:
+                return decision.status, decision.reason + "\n"
+        agent.sample_map_usage()
+        return 200, generate_latest(registry).decode()
+
+    routes = {**health_routes(health or Health(agent), detail=auth is None),
+              "/metrics": metrics}
+    return _start(_Server((host, port), _handler(routes), tls), "metrics")
+
+
+def serve_health(health: Health, port: int) -> ThreadingHTTPServer:
+    """The probes alone, plain HTTP on the node's 127.0.0.1 (the kubelet's exec probes)."""
+    return _start(_Server(("127.0.0.1", port), _handler(health_routes(health)), None), "health")

@@ -1,5 +1,6 @@
 """The agent's only Kubernetes I/O (an import-linter contract keeps it so): watch the
-probes and this node's pods, read this node's labels, write its NodeReport.
+probes and this node's pods, read this node's labels, write its NodeReport, and
+review the tokens of /metrics scrapers (TokenReview, SubjectAccessReview).
 
 Objects reach callers as plain JSON dicts, never client models, so everything
 that decides what to do with them stays pure and testable without an API server.
@@ -38,6 +39,8 @@ class NodeApi:
         api = api or load_api_client()
         self._core = client.CoreV1Api(api)
         self._custom = client.CustomObjectsApi(api)
+        self._authn = client.AuthenticationV1Api(api)
+        self._authz = client.AuthorizationV1Api(api)
         self._plain = api.sanitize_for_serialization
 
     def _list_then_watch(self, what: str, list_fn: Callable[..., Any], args: tuple[Any, ...],
@@ -88,3 +91,28 @@ class NodeApi:
                 raise
         self._custom.patch_cluster_custom_object_status(
             API_GROUP, API_VERSION, NODE_REPORTS, self.node, {"status": status.to_dict()})
+
+    # --- /metrics scrapers (traceprobe_agent.metrics_auth.Reviews) -----------------
+    def review_token(self, token: str) -> dict[str, Any] | None:
+        """The token's user as the API server sees it, or None if it is not accepted."""
+        review = self._plain(self._authn.create_token_review(
+            {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview",
+             "spec": {"token": token}}))
+        status = review.get("status") or {}
+        if not status.get("authenticated"):
+            return None
+        return dict(status.get("user") or {})
+
+    def may(self, user: dict[str, Any], verb: str, path: str) -> bool:
+        """Whether `user` (from review_token) may `verb` the non-resource URL `path`."""
+        spec: dict[str, Any] = {"user": user.get("username", ""),
+                                "groups": list(user.get("groups") or []),
+                                "nonResourceAttributes": {"path": path, "verb": verb}}
+        if user.get("uid"):
+            spec["uid"] = user["uid"]
+        if user.get("extra"):
+            spec["extra"] = user["extra"]
+        review = self._plain(self._authz.create_subject_access_review(
+            {"apiVersion": "authorization.k8s.io/v1", "kind": "SubjectAccessReview",
+             "spec": spec}))
+        return bool((review.get("status") or {}).get("allowed"))

@@ -2,8 +2,10 @@
 
 Agents read the probes that apply to their node themselves; what the operator
 decides is *where* agents run (the union of the probes' node selectors) and
-how they run. A hash of that decision sits on the pod template, so a change
-rolls the DaemonSet and nothing else does.
+how they run (image, ServiceAccount, the service map's address, and the chart's
+`agent.*` values: tolerations, priority class, resources, update strategy,
+metrics listener). A hash of the whole rendering sits on the pod template, so a
+change rolls the DaemonSet and nothing else does.
 """
 
 from __future__ import annotations
@@ -66,52 +68,103 @@ _MOUNTS = (
 )
 
 
+#: Where the agent's /metrics listens, by `agent.metrics.listen` (HOST_IP: the
+#: downward API's status.hostIP, which for a hostNetwork pod is also its pod IP).
+METRICS_ADDRESS = {"loopback": "127.0.0.1", "hostIP": "$(HOST_IP)", "all": "0.0.0.0"}
+
+
+def health_check(port: int, path: str) -> list[str]:
+    """The kubelet's exec probe: GET `path` from the agent's plain-HTTP health listener
+    on the node's 127.0.0.1, succeeding on 200.
+
+    An httpGet probe would connect to the pod IP, which for a hostNetwork pod is the
+    node's IP, where nothing of the agent listens unless metrics are opened there (and
+    then only HTTPS); its `host: 127.0.0.1` escape is refused by the Baseline pod
+    security profile since Kubernetes 1.34. bash's /dev/tcp (bash is Essential in
+    Debian, so in the image) costs a few milliseconds a run; a Python one-liner ~60.
+    """
+    # Reads the response to its end (builtins only, no fork) so the agent never writes
+    # to a closed socket; the exit status is the status line's verdict.
+    script = (f"exec 3<>/dev/tcp/127.0.0.1/{port} && "
+              f"printf 'GET {path} HTTP/1.0\\r\\n\\r\\n' >&3 && "
+              "read -r -t 5 _ code _ <&3 && while read -r -t 5 _ <&3; do :; done; "
+              '[ "$code" = 200 ]')
+    return ["bash", "-c", script]
+
+
+def _config_hash(daemonset: dict[str, Any]) -> str:
+    """Of everything rendered, so whatever changes in it rolls the pods."""
+    return hashlib.sha256(json.dumps(daemonset, sort_keys=True).encode()).hexdigest()[:16]
+
+
 def render_daemonset(settings: OperatorSettings, probes: list[ActiveProbe]) -> dict[str, Any]:
     labels = {"app.kubernetes.io/name": "traceprobe-agent",
               "app.kubernetes.io/component": "node-agent"}
+    pod = settings.agent_pod
     affinity = node_affinity(probes)
-    config = {"image": settings.agent_image, "affinity": affinity,
-              "serviceAccount": settings.agent_service_account,
-              "mapEndpoint": settings.map_endpoint}
-    config_hash = hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:16]
+    metrics = pod.metrics
+    env = [{"name": "NODE_NAME", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}}]
+    if metrics.listen == "hostIP":
+        env.append({"name": "HOST_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.hostIP"}}})
+    container: dict[str, Any] = {
+        "name": "agent", "image": settings.agent_image,
+        "args": ["--node-name=$(NODE_NAME)", f"--map-endpoint={settings.map_endpoint}",
+                 f"--metrics-address={METRICS_ADDRESS[metrics.listen]}",
+                 f"--metrics-port={metrics.port}", f"--health-port={pod.health_port}"],
+        "env": env,
+        "securityContext": {
+            "privileged": False, "readOnlyRootFilesystem": True,
+            "allowPrivilegeEscalation": False,
+            # BPF+PERFMON load and attach; NET_ADMIN reads conntrack;
+            # SYS_RESOURCE raises the memlock limit on kernels before 5.11.
+            "capabilities": {"drop": ["ALL"],
+                             "add": ["BPF", "PERFMON", "NET_ADMIN", "SYS_RESOURCE"]}},
+        "resources": pod.resources.to_dict(),
+        # Ready: the probes' programs run here (what a rollout waits for before it
+        # moves on). Live: the agent's loop goes round (a compile may hold it a while).
+        "readinessProbe": {"exec": {"command": health_check(pod.health_port, "/readyz")},
+                           "periodSeconds": 10, "timeoutSeconds": 5, "failureThreshold": 3},
+        "livenessProbe": {"exec": {"command": health_check(pod.health_port, "/livez")},
+                          "initialDelaySeconds": 10, "periodSeconds": 30, "timeoutSeconds": 5,
+                          "failureThreshold": 3},
+        "volumeMounts": [m for _, m in _MOUNTS] + [
+            # The root filesystem is read-only; BCC unpacks kheaders and
+            # writes compile scratch files under /tmp.
+            {"name": "tmp", "mountPath": "/tmp"}],
+    }
+    if metrics.listen != "loopback":
+        # Declared for PodMonitor discovery; a hostNetwork pod's port is the node's.
+        container["ports"] = [{"name": "metrics", "containerPort": metrics.port,
+                               "hostPort": metrics.port, "protocol": "TCP"}]
     pod_spec: dict[str, Any] = {
         "serviceAccountName": settings.agent_service_account,
         # conntrack lookups (Service NAT) need the node's network namespace. No
         # hostPID: processes are named from BPF (pid, comm, cgroup id), not /proc.
         "hostNetwork": True,
         "dnsPolicy": "ClusterFirstWithHostNet",
-        "tolerations": [{"operator": "Exists"}],  # observe every node, tainted too
-        "containers": [{
-            "name": "agent", "image": settings.agent_image,
-            "args": ["--node-name=$(NODE_NAME)", f"--map-endpoint={settings.map_endpoint}"],
-            "env": [{"name": "NODE_NAME",
-                     "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}}],
-            "securityContext": {
-                "privileged": False, "readOnlyRootFilesystem": True,
-                "allowPrivilegeEscalation": False,
-                # BPF+PERFMON load and attach; NET_ADMIN reads conntrack;
-                # SYS_RESOURCE raises the memlock limit on kernels before 5.11.
-                "capabilities": {"drop": ["ALL"],
-                                 "add": ["BPF", "PERFMON", "NET_ADMIN", "SYS_RESOURCE"]}},
-            "volumeMounts": [m for _, m in _MOUNTS] + [
-                # The root filesystem is read-only; BCC unpacks kheaders and
-                # writes compile scratch files under /tmp.
-                {"name": "tmp", "mountPath": "/tmp"}],
-        }],
+        # Observe every node a probe selects, tainted ones (control plane) included.
+        "tolerations": [t.to_dict() for t in pod.tolerations],
+        "containers": [container],
         "volumes": [v for v, _ in _MOUNTS] + [
             {"name": "tmp", "emptyDir": {"sizeLimit": "256Mi"}}],
     }
+    if pod.priority_class_name:
+        pod_spec["priorityClassName"] = pod.priority_class_name
     if affinity:
         pod_spec["affinity"] = affinity
-    return {
+    daemonset: dict[str, Any] = {
         "apiVersion": "apps/v1", "kind": "DaemonSet",
         "metadata": {"name": settings.agent_daemonset, "namespace": settings.namespace,
                      "labels": {**labels, **MANAGED_BY}},
         "spec": {
             "selector": {"matchLabels": labels},
-            "updateStrategy": {"type": "RollingUpdate"},
-            "template": {"metadata": {"labels": labels,
-                                      "annotations": {CONFIG_HASH_ANNOTATION: config_hash}},
-                         "spec": pod_spec},
+            # No surge: a second agent on a node would want the same host ports and
+            # count the node's traffic twice.
+            "updateStrategy": {"type": "RollingUpdate", "rollingUpdate": {
+                "maxUnavailable": pod.update_strategy.max_unavailable, "maxSurge": 0}},
+            "template": {"metadata": {"labels": labels}, "spec": pod_spec},
         },
     }
+    daemonset["spec"]["template"]["metadata"]["annotations"] = {
+        CONFIG_HASH_ANNOTATION: _config_hash(daemonset)}
+    return daemonset

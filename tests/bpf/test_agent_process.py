@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from typing import Any
@@ -20,6 +21,7 @@ from harness.bpf import held_ids, live_ids
 from harness.metrics import by_label
 from harness.tools import REPO
 from traceprobe_agent.features import probe_kernel
+from traceprobe_operator.agent_workload import health_check
 
 
 class AgentProc:
@@ -169,3 +171,20 @@ def test_metrics_and_health_endpoints(agent_proc: Any) -> None:
         text = r.read().decode()
     opened = by_label(text, "traceprobe_agent_connections_total", "event").get("opened", 0)
     assert opened >= 6  # 3 client + 3 server sides
+
+
+def test_probe_listener_answers_the_daemonsets_exec_probes(agent_proc: Any) -> None:
+    """--health-port: /livez and /readyz alone on 127.0.0.1, where the kubelet's exec
+    probe (the command the operator renders) finds them; ready once programs run."""
+    agent = AgentProc("--health-port", "0")
+    agent_proc.append(agent)
+    line = next(line for line in agent.stderr if "probes on http://127.0.0.1:" in line)
+    port = int(line.rsplit(":", 1)[1].split("/", 1)[0])
+    for path in ("/livez", "/readyz"):
+        result = subprocess.run(health_check(port, path), capture_output=True, timeout=10)
+        assert result.returncode == 0, (path, result.stderr)
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz") as r:
+        assert r.read() == b"ok\n"
+    with pytest.raises(urllib.error.HTTPError) as missing_path:
+        urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics")
+    assert missing_path.value.code == 404  # probes only; /metrics is on --metrics-port

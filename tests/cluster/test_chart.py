@@ -22,11 +22,22 @@ import pytest
 import yaml
 from kubernetes import client
 
-from harness.chart import NON_DEFAULT, container, env_of, find, helm, render, to_yaml
+from harness.chart import (
+    MONITORED,
+    NON_DEFAULT,
+    container,
+    env_of,
+    find,
+    helm,
+    render,
+    to_yaml,
+)
 from harness.install import ensure_node
 from harness.procs import ManagedProcess
 from harness.tools import REPO
 from harness.world import GROUP, VERSION, wait_until
+from traceprobe_operator.agent_workload import ActiveProbe, render_daemonset
+from traceprobe_operator.settings import OperatorSettings
 
 RELEASE, NS = "tpchart", "tpchart-system"
 PROBE_NS = "tpchart-shop"
@@ -110,6 +121,75 @@ def test_notes_say_how_to_open_the_map_and_apply_a_first_probe(installed: Any) -
     assert probe["kind"] == "TraceProbe"
     result = _apply(cp, [probe], tmp, "--dry-run=server")
     assert result.returncode == 0, result.stderr
+    assert "each agent serves /metrics on its node's 127.0.0.1:9464 only" in " ".join(
+        notes.split())
+
+
+#: Stand-ins for the Prometheus Operator's CRDs (any spec accepted): enough for the API
+#: server to serve monitoring.coreos.com/v1, which the chart's monitors wait for.
+STUB_MONITOR_CRDS: list[dict[str, Any]] = [{
+    "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+    "metadata": {"name": f"{plural}.monitoring.coreos.com"},
+    "spec": {"group": "monitoring.coreos.com", "scope": "Namespaced",
+             "names": {"plural": plural, "singular": kind.lower(), "kind": kind,
+                       "listKind": f"{kind}List"},
+             "versions": [{"name": "v1", "served": True, "storage": True, "schema": {
+                 "openAPIV3Schema": {"type": "object", "properties": {"spec": {
+                     "type": "object", "x-kubernetes-preserve-unknown-fields": True}}}}}]},
+} for plural, kind in (("podmonitors", "PodMonitor"), ("servicemonitors", "ServiceMonitor"))]
+
+
+def test_monitors_render_only_where_the_prometheus_operator_api_is(installed: Any) -> None:
+    """Capabilities from the real API server's discovery, then a server-side dry-run of
+    every object with metrics on the node's IP and both monitors."""
+    cp, _, tmp = installed
+    values = tmp / "monitored.yaml"
+    values.write_text(json.dumps(MONITORED))
+    args = ("install", "monitored", str(REPO / "charts/traceprobe"), "-n", "tpchart-monitored",
+            "--create-namespace", "-f", str(values), "--take-ownership")
+    refused = helm(*args, "--dry-run=client", check=False, kubeconfig=cp.admin_kubeconfig)
+    assert refused.returncode != 0
+    assert "agent.metrics.podMonitor.enabled needs the monitoring.coreos.com/v1 API" in (
+        refused.stderr)
+    assert _apply(cp, STUB_MONITOR_CRDS, tmp).returncode == 0
+    try:
+        cp.kubectl("wait", "--for=condition=Established", "--timeout=60s",
+                   *[f"crd/{d['metadata']['name']}" for d in STUB_MONITOR_CRDS])
+        cp.kubectl("create", "namespace", "tpchart-monitored", check=False)
+        dry = wait_until(lambda: (r := helm(*args, "--dry-run=server", check=False,
+                                            kubeconfig=cp.admin_kubeconfig)).returncode == 0
+                         and r, timeout=30, interval=2, what="helm dry-run with monitors")
+        docs = [d for d in yaml.safe_load_all(dry.stdout.split("NOTES:")[0].split(
+            "MANIFEST:", 1)[1]) if d]
+        assert {d["kind"] for d in docs} >= {"PodMonitor", "ServiceMonitor", "Secret"}
+        notes = " ".join(dry.stdout.split("NOTES:", 1)[1].split())
+        assert "Bind ClusterRole obs-metrics-reader to your Prometheus's ServiceAccount" in notes
+        assert "PodMonitor obs-agent scrapes them with the token in Secret " \
+               "obs-metrics-scraper-token" in notes
+        assert "ServiceMonitor obs-service-map scrapes the service map's /metrics" in notes
+    finally:
+        cp.kubectl("delete", "--wait=false", "--ignore-not-found",
+                   *[f"crd/{d['metadata']['name']}" for d in STUB_MONITOR_CRDS], check=False)
+
+
+@pytest.mark.parametrize("values", [{}, NON_DEFAULT], ids=["default", "non-default"])
+def test_the_agent_daemonset_the_chart_makes_passes_a_server_dry_run(
+        installed: Any, values: dict[str, Any]) -> None:
+    """Tolerations, priority class, resources, rollout, probes and ports as the API
+    server's own validation sees them (rendered by the operator from the chart's env)."""
+    cp, _, tmp = installed
+    docs = render(values, release=RELEASE, namespace=NS)
+    operator = next(d for d in docs if d["kind"] == "Deployment"
+                    and d["metadata"]["name"].endswith("-operator"))
+    env = env_of(operator["spec"]["template"]["spec"]["containers"][0])
+    settings = OperatorSettings.from_env({**env, "TRACEPROBE_NAMESPACE": NS})
+    ds = render_daemonset(settings, [ActiveProbe("TraceProbe", PROBE_NS, "web")])
+    result = _apply(cp, [ds], tmp, "--dry-run=server", "-o", "json")
+    assert result.returncode == 0, result.stderr
+    stored = json.loads(result.stdout)
+    assert stored["spec"]["updateStrategy"] == ds["spec"]["updateStrategy"]
+    assert stored["spec"]["template"]["spec"]["tolerations"] == ds["spec"]["template"][
+        "spec"]["tolerations"]
 
 
 @pytest.fixture(scope="module")
@@ -156,6 +236,16 @@ def test_operator_with_the_charts_rbac_runs_agents_and_writes_status(
     assert pod["containers"][0]["image"] == env["TRACEPROBE_AGENT_IMAGE"]
     assert (f"--map-endpoint={RELEASE}-traceprobe-service-map.{NS}.svc:4317"
             in pod["containers"][0]["args"])
+    # What node-agent users expect, through the real API server (defaults applied).
+    assert pod["tolerations"] == [{"operator": "Exists", "effect": "NoSchedule"},
+                                  {"operator": "Exists", "effect": "NoExecute"}]
+    assert pod["priorityClassName"] == "system-node-critical"
+    assert pod["containers"][0]["resources"] == {
+        "requests": {"cpu": "100m", "memory": "256Mi"}, "limits": {"memory": "1Gi"}}
+    assert ds["spec"]["updateStrategy"] == {"type": "RollingUpdate", "rollingUpdate": {
+        "maxUnavailable": 1, "maxSurge": 0}}
+    for probe in ("readinessProbe", "livenessProbe"):
+        assert pod["containers"][0][probe]["exec"]["command"][:2] == ["bash", "-c"]
     wait_until(lambda: _condition(cp, "web", "Accepted").get("status") == "True",
                what="Accepted=True")
     wait_until(lambda: "tpchart-node" in _condition(cp, "web", "Ready").get("message", ""),
@@ -220,7 +310,10 @@ DENIED = {
               ["patch", "traceprobes.traceprobe.io", "-A", "--subresource=status"],
               ["delete", "nodereports.traceprobe.io"], ["patch", "nodereports.traceprobe.io"],
               ["list", "nodes"], ["patch", "nodes"], ["update", "daemonsets.apps", "-n", NS],
-              ["create", "events", "-A"]],
+              ["create", "events", "-A"],
+              # Token reviews only with agent.metrics.listen hostIP or all.
+              ["create", "tokenreviews.authentication.k8s.io"],
+              ["create", "subjectaccessreviews.authorization.k8s.io"]],
     "service-map": [["list", "secrets", "-A"], ["get", "configmaps", "-A"],
                     ["create", "pods", "-n", NS], ["delete", "pods", "-A"],
                     ["update", "services", "-A"], ["list", "deployments.apps", "-A"],

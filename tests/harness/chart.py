@@ -30,12 +30,12 @@ def kube_version() -> str:
     return pinned_versions()["KUBERNETES_VERSION"].lstrip("v")
 
 
-def helm(*args: str, check: bool = True,
-         kubeconfig: Path | None = None) -> subprocess.CompletedProcess[str]:
+def helm(*args: str, check: bool = True, kubeconfig: Path | None = None,
+         timeout: float = 120) -> subprocess.CompletedProcess[str]:
     cmd = [str(helm_path()), *args]
     if kubeconfig is not None:
         cmd.append(f"--kubeconfig={kubeconfig}")
-    result = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
     if check and result.returncode != 0:
         raise AssertionError(f"helm {' '.join(args)} exited {result.returncode}:\n"
                              f"{result.stderr}")
@@ -54,21 +54,29 @@ def _values_args(values: dict[str, Any] | None, sets: list[str] | None,
     return args
 
 
+#: The Prometheus Operator's API, as a cluster serving its CRDs offers it.
+MONITORING_API = "monitoring.coreos.com/v1"
+
+
 def template(values: dict[str, Any] | None = None, sets: list[str] | None = None,
              release: str = RELEASE, namespace: str = NAMESPACE, crds: bool = False,
-             check: bool = True) -> subprocess.CompletedProcess[str]:
-    """`helm template` of the chart; crds=True includes the chart's crds/ folder."""
+             check: bool = True,
+             api_versions: tuple[str, ...] = ()) -> subprocess.CompletedProcess[str]:
+    """`helm template` of the chart; crds=True includes the chart's crds/ folder;
+    `api_versions` are APIs the pretended cluster serves beyond the built-in ones."""
     with tempfile.TemporaryDirectory() as tmp:
         args = ["template", release, str(CHART), "--namespace", namespace,
                 "--kube-version", kube_version(), *_values_args(values, sets, Path(tmp))]
+        for api in api_versions:
+            args += ["--api-versions", api]
         return helm(*args, *(["--include-crds"] if crds else []), check=check)
 
 
 def render(values: dict[str, Any] | None = None, sets: list[str] | None = None,
            release: str = RELEASE, namespace: str = NAMESPACE,
-           crds: bool = False) -> list[dict[str, Any]]:
+           crds: bool = False, api_versions: tuple[str, ...] = ()) -> list[dict[str, Any]]:
     """The chart's objects as dicts (empty documents dropped)."""
-    out = template(values, sets, release, namespace, crds).stdout
+    out = template(values, sets, release, namespace, crds, api_versions=api_versions).stdout
     return [doc for doc in yaml.safe_load_all(out) if doc]
 
 
@@ -103,7 +111,10 @@ def to_yaml(docs: list[dict[str, Any]]) -> str:
 
 
 #: Every knob turned: another release and namespace, existing ServiceAccounts for
-#: two components, export with headers and a CA, other ports, no test pod.
+#: two components, export with headers and a CA, other ports, no test pod, agents
+#: with their own tolerations, no priority class, other resources and rollout, and
+#: metrics on the node's IP read by a Prometheus (monitors need the Prometheus
+#: Operator's API: MONITORED adds them).
 NON_DEFAULT: dict[str, Any] = {
     "fullnameOverride": "obs",
     "clusterName": "prod-eu-1",
@@ -118,7 +129,21 @@ NON_DEFAULT: dict[str, Any] = {
                  "nodeSelector": {"kubernetes.io/os": "linux"},
                  "tolerations": [{"key": "CriticalAddonsOnly", "operator": "Exists"}]},
     "agent": {"image": {"repository": "registry.example.com:5000/tp/agent", "tag": "dev"},
-              "serviceAccount": {"create": False, "name": "platform-agent"}},
+              "serviceAccount": {"create": False, "name": "platform-agent"},
+              "tolerations": [{"key": "dedicated", "operator": "Equal", "value": "observability",
+                               "effect": "NoSchedule"},
+                              {"key": "node.kubernetes.io/unreachable", "operator": "Exists",
+                               "effect": "NoExecute", "tolerationSeconds": 600}],
+              "priorityClassName": "",
+              "resources": {"requests": {"cpu": 0.2, "memory": "300Mi"},
+                            "limits": {"cpu": 2, "memory": "1Gi"}},
+              "updateStrategy": {"maxUnavailable": "20%"},
+              "healthPort": 19465,
+              "metrics": {"listen": "hostIP", "port": 19464,
+                          "readers": [{"kind": "ServiceAccount", "name": "prometheus-k8s",
+                                       "namespace": "monitoring"}],
+                          "podMonitor": {"enabled": False, "interval": "30s",
+                                         "tokenSecret": {"name": "", "key": "token"}}}},
     "serviceMap": {"ingestPort": 14317, "httpPort": 18080, "service": {"type": "NodePort"},
                    "export": {"endpoint": "https://otel.monitoring.svc:4318",
                               "protocol": "http/protobuf", "intervalSeconds": 30,
@@ -130,4 +155,16 @@ NON_DEFAULT: dict[str, Any] = {
                    "serviceAccount": {"create": True, "name": "",
                                       "annotations": {"example.com/role": "map"}}},
     "tests": {"enabled": False},
+}
+
+
+#: NON_DEFAULT plus both Prometheus Operator monitors (render with MONITORING_API).
+MONITORED: dict[str, Any] = {
+    **NON_DEFAULT,
+    "agent": {**NON_DEFAULT["agent"], "metrics": {
+        **NON_DEFAULT["agent"]["metrics"],
+        "podMonitor": {"enabled": True, "interval": "15s", "labels": {"release": "kps"},
+                       "tokenSecret": {"name": "", "key": "token"}}}},
+    "serviceMap": {**NON_DEFAULT["serviceMap"], "serviceMonitor": {
+        "enabled": True, "interval": "1m", "labels": {"release": "kps"}}},
 }

@@ -69,10 +69,13 @@ def parse_metrics_line(line: str) -> list[MetricPoint]:
 class Collector:
     """otelcol with an OTLP receiver (gRPC and HTTP) and a file exporter."""
 
-    def __init__(self, workdir: Path, tls: tuple[Path, Path] | None = None) -> None:
-        """`tls` (certificate, key) makes both receivers TLS-only."""
+    def __init__(self, workdir: Path, tls: tuple[Path, Path] | None = None,
+                 host: str = "127.0.0.1") -> None:
+        """`tls` (certificate, key) makes both receivers TLS-only; `host` is the address
+        it listens on (a real node's pods reach the host at the node IP)."""
         self.workdir = workdir
         self.tls = tls
+        self.host = host
         self._parsed_bytes = 0
         self._points: list[MetricPoint] = []
         self.output = workdir / "received.jsonl"
@@ -86,19 +89,19 @@ class Collector:
 
     @property
     def grpc_endpoint(self) -> str:
-        return f"{self.scheme}://127.0.0.1:{self.grpc_port}"
+        return f"{self.scheme}://{self.host}:{self.grpc_port}"
 
     @property
     def http_endpoint(self) -> str:
-        return f"{self.scheme}://127.0.0.1:{self.http_port}"
+        return f"{self.scheme}://{self.host}:{self.http_port}"
 
     def config(self) -> dict[str, Any]:
         tls = {"tls": {"cert_file": str(self.tls[0]), "key_file": str(self.tls[1])}} \
             if self.tls else {}
         return {
             "receivers": {"otlp": {"protocols": {
-                "grpc": {"endpoint": f"127.0.0.1:{self.grpc_port}", **tls},
-                "http": {"endpoint": f"127.0.0.1:{self.http_port}", **tls}}}},
+                "grpc": {"endpoint": f"{self.host}:{self.grpc_port}", **tls},
+                "http": {"endpoint": f"{self.host}:{self.http_port}", **tls}}}},
             "exporters": {
                 "file": {"path": str(self.output), "flush_interval": "100ms"},
                 "debug": {"verbosity": "basic"}},
@@ -120,8 +123,8 @@ class Collector:
         self.process = ManagedProcess(
             "otelcol", [tool_path("otelcol"), f"--config={config_path}"],
             self.workdir / "otelcol.log")
-        wait_for_port(self.grpc_port, timeout, self.process.popen)
-        wait_for_port(self.http_port, timeout, self.process.popen)
+        wait_for_port(self.grpc_port, timeout, self.process.popen, self.host)
+        wait_for_port(self.http_port, timeout, self.process.popen, self.host)
 
     def stop(self) -> None:
         if self.process:

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from harness.chart import container, env_of, render
+from harness.chart import NON_DEFAULT, container, env_of, render
 from harness.tools import REPO
 from traceprobe_operator.agent_workload import ActiveProbe, render_daemonset
 from traceprobe_operator.settings import OperatorSettings
@@ -95,3 +95,109 @@ def test_with_the_charts_values_the_agent_runs_the_charts_image_account_and_map(
     assert "--map-endpoint=traceprobe-service-map.traceprobe-system.svc:14317" in agent["args"]
     assert ds["metadata"]["namespace"] == "traceprobe-system"
     assert ds["metadata"]["name"] == OperatorSettings().agent_daemonset
+
+
+# --- what node-agent users expect of the chart: tolerations, priority, resources, rollout --
+
+def _chart_daemonset(values: dict[str, Any] | None = None, sets: list[str] | None = None,
+                     release: str = "traceprobe", namespace: str = "traceprobe-system",
+                     ) -> dict[str, Any]:
+    """The DaemonSet the operator renders from the chart's operator env (as it would run)."""
+    docs = render(values, sets, release=release, namespace=namespace)
+    operator = next(d for d in docs if d["kind"] == "Deployment"
+                    and d["metadata"]["name"].endswith("-operator"))
+    env = env_of(operator["spec"]["template"]["spec"]["containers"][0])
+    settings = OperatorSettings.from_env({**env, "TRACEPROBE_NAMESPACE": namespace})
+    return render_daemonset(settings, [ActiveProbe("TraceProbe", "shop", "web")])
+
+
+def _tolerated(tolerations: list[dict[str, Any]], taint: dict[str, str]) -> bool:
+    """Kubernetes' ToleratesTaint, for the taints below."""
+    for t in tolerations:
+        if t.get("effect") and t["effect"] != taint["effect"]:
+            continue
+        if not t.get("key"):
+            if t.get("operator") == "Exists":
+                return True
+            continue
+        if t["key"] != taint["key"]:
+            continue
+        if t.get("operator") == "Exists" or t.get("value", "") == taint.get("value", ""):
+            return True
+    return False
+
+
+TAINTS = [
+    {"key": "node-role.kubernetes.io/control-plane", "effect": "NoSchedule"},
+    {"key": "node.kubernetes.io/not-ready", "effect": "NoExecute"},
+    {"key": "node.kubernetes.io/unreachable", "effect": "NoExecute"},
+    {"key": "node.kubernetes.io/disk-pressure", "effect": "NoSchedule"},
+    {"key": "nvidia.com/gpu", "value": "present", "effect": "NoSchedule"},
+    {"key": "dedicated", "value": "db", "effect": "NoExecute"},
+]
+
+
+def test_by_default_agents_go_everywhere_with_node_critical_priority() -> None:
+    ds = _chart_daemonset()
+    pod = ds["spec"]["template"]["spec"]
+    assert pod["tolerations"] == [{"operator": "Exists", "effect": "NoSchedule"},
+                                  {"operator": "Exists", "effect": "NoExecute"}]
+    for taint in TAINTS:
+        assert _tolerated(pod["tolerations"], taint), taint
+    assert pod["priorityClassName"] == "system-node-critical"
+    [agent] = pod["containers"]
+    assert agent["resources"] == {"requests": {"cpu": "100m", "memory": "256Mi"},
+                                  "limits": {"memory": "1Gi"}}
+    assert ds["spec"]["updateStrategy"] == {
+        "type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 1, "maxSurge": 0}}
+    # Metrics stay on the node's loopback, plain, with no port declared to the cluster.
+    assert "--metrics-address=127.0.0.1" in agent["args"]
+    assert "--metrics-port=9464" in agent["args"] and "--health-port=9465" in agent["args"]
+    assert "ports" not in agent
+    assert [e["name"] for e in agent["env"]] == ["NODE_NAME"]
+
+
+def test_each_agent_value_reaches_the_daemonset() -> None:
+    ds = _chart_daemonset(NON_DEFAULT, release="obs", namespace="observability")
+    pod = ds["spec"]["template"]["spec"]
+    assert pod["tolerations"] == NON_DEFAULT["agent"]["tolerations"]
+    assert [_tolerated(pod["tolerations"], t) for t in TAINTS] == [
+        False, False, True, False, False, False]
+    assert _tolerated(pod["tolerations"], {"key": "dedicated", "value": "observability",
+                                           "effect": "NoSchedule"})
+    assert "priorityClassName" not in pod  # "" means none
+    [agent] = pod["containers"]
+    assert agent["resources"] == {"requests": {"cpu": "0.2", "memory": "300Mi"},
+                                  "limits": {"cpu": "2", "memory": "1Gi"}}
+    assert ds["spec"]["updateStrategy"]["rollingUpdate"] == {"maxUnavailable": "20%",
+                                                             "maxSurge": 0}
+    # On the node's IP: the downward API's status.hostIP, HTTPS, a port for PodMonitors.
+    assert "--metrics-address=$(HOST_IP)" in agent["args"]
+    assert {"name": "HOST_IP",
+            "valueFrom": {"fieldRef": {"fieldPath": "status.hostIP"}}} in agent["env"]
+    assert agent["ports"] == [{"name": "metrics", "containerPort": 19464, "hostPort": 19464,
+                               "protocol": "TCP"}]
+    assert "--metrics-port=19464" in agent["args"] and "--health-port=19465" in agent["args"]
+    for probe in ("readinessProbe", "livenessProbe"):
+        assert "/dev/tcp/127.0.0.1/19465" in agent[probe]["exec"]["command"][-1]
+
+
+def test_listen_all_binds_every_address_without_the_downward_api() -> None:
+    [agent] = _chart_daemonset(sets=["agent.metrics.listen=all"])["spec"]["template"][
+        "spec"]["containers"]
+    assert "--metrics-address=0.0.0.0" in agent["args"]
+    assert [e["name"] for e in agent["env"]] == ["NODE_NAME"]
+    assert agent["ports"][0]["name"] == "metrics"
+
+
+def test_agent_pod_has_exec_probes_on_the_loopback_health_port(pod: dict[str, Any]) -> None:
+    """hostNetwork: an httpGet probe would go to the node's IP, where the probes are not."""
+    [agent] = pod["containers"]
+    ready, live = agent["readinessProbe"], agent["livenessProbe"]
+    assert set(ready) - {"periodSeconds", "timeoutSeconds", "failureThreshold"} == {"exec"}
+    assert "httpGet" not in live and "tcpSocket" not in live
+    assert ready["exec"]["command"][:2] == ["bash", "-c"]
+    assert "/readyz" in ready["exec"]["command"][2] and "/livez" in live["exec"]["command"][2]
+    assert "127.0.0.1/9465" in ready["exec"]["command"][2]
+    # Liveness gives a slow first compile room: ~initial delay + 3 failed periods.
+    assert live["initialDelaySeconds"] + live["periodSeconds"] * live["failureThreshold"] >= 90

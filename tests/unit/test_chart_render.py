@@ -2,13 +2,23 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
 
-from harness.chart import NON_DEFAULT, container, env_of, find, render
+from harness.chart import (
+    MONITORED,
+    MONITORING_API,
+    NON_DEFAULT,
+    container,
+    env_of,
+    find,
+    render,
+)
 from traceprobe_operator import settings as operator_settings
-from traceprobe_operator.settings import OperatorSettings
+from traceprobe_operator.agent_workload import ActiveProbe, render_daemonset
+from traceprobe_operator.settings import AgentPodSettings, OperatorSettings
 
 LABELS = ("app.kubernetes.io/name", "app.kubernetes.io/instance", "app.kubernetes.io/version",
           "app.kubernetes.io/component", "app.kubernetes.io/part-of",
@@ -184,3 +194,87 @@ def test_long_release_names_stay_valid_object_names() -> None:
     for doc in docs:
         assert len(doc["metadata"]["name"]) <= 63, doc["metadata"]["name"]
         assert not doc["metadata"]["name"].endswith("-")
+
+
+def test_agent_pod_defaults_of_the_chart_are_the_operators(default: list[dict[str, Any]]
+                                                           ) -> None:
+    """values.yaml's agent.* and AgentPodSettings' defaults say the same."""
+    env = env_of(container(default, "traceprobe-operator"))
+    assert AgentPodSettings.from_json(env["TRACEPROBE_AGENT_POD"]) == AgentPodSettings()
+
+
+def test_no_monitors_or_metrics_rbac_unless_asked(default: list[dict[str, Any]],
+                                                  custom: list[dict[str, Any]]) -> None:
+    kinds = {d["kind"] for d in default + custom}
+    assert not kinds & {"PodMonitor", "ServiceMonitor", "Secret"}
+    assert not [d for d in default if "metrics" in d["metadata"]["name"]]
+    # Metrics on the node's IP bring the reader role, bound to agent.metrics.readers.
+    binding = find(custom, "ClusterRoleBinding", "obs-metrics-reader")
+    assert binding["roleRef"]["name"] == "obs-metrics-reader"
+    assert binding["subjects"] == NON_DEFAULT["agent"]["metrics"]["readers"]
+
+
+@pytest.fixture(scope="module")
+def monitored() -> list[dict[str, Any]]:
+    return render(MONITORED, release="obs", namespace="observability",
+                  api_versions=(MONITORING_API,))
+
+
+def test_pod_monitor_scrapes_the_agents_over_https_with_the_scrapers_token(
+        monitored: list[dict[str, Any]]) -> None:
+    monitor = find(monitored, "PodMonitor", "obs-agent")
+    assert monitor["metadata"]["namespace"] == "observability"
+    assert monitor["metadata"]["labels"]["release"] == "kps"
+    # It selects the pods the operator renders, on the port they declare.
+    env = env_of(container(monitored, "obs-operator"))
+    settings = OperatorSettings.from_env({**env, "TRACEPROBE_NAMESPACE": "observability"})
+    ds = render_daemonset(settings, [ActiveProbe("TraceProbe", "shop", "web")])
+    pod_labels = ds["spec"]["template"]["metadata"]["labels"]
+    assert monitor["spec"]["selector"]["matchLabels"].items() <= pod_labels.items()
+    assert monitor["spec"]["namespaceSelector"] == {"matchNames": ["observability"]}
+    [endpoint] = monitor["spec"]["podMetricsEndpoints"]
+    [port] = ds["spec"]["template"]["spec"]["containers"][0]["ports"]
+    assert endpoint["port"] == port["name"] == "metrics"
+    assert (endpoint["scheme"], endpoint["path"], endpoint["interval"]) == (
+        "https", "/metrics", "15s")
+    assert endpoint["tlsConfig"] == {"insecureSkipVerify": True}  # self-signed per agent
+    assert endpoint["authorization"] == {
+        "type": "Bearer", "credentials": {"name": "obs-metrics-scraper-token", "key": "token"}}
+    # That token belongs to a ServiceAccount allowed only `get` /metrics.
+    secret = find(monitored, "Secret", "obs-metrics-scraper-token")
+    assert secret["type"] == "kubernetes.io/service-account-token"
+    assert secret["metadata"]["annotations"] == {
+        "kubernetes.io/service-account.name": "obs-metrics-scraper"}
+    scraper = find(monitored, "ServiceAccount", "obs-metrics-scraper")
+    assert scraper["automountServiceAccountToken"] is False
+    binding = find(monitored, "ClusterRoleBinding", "obs-metrics-reader")
+    assert {"kind": "ServiceAccount", "name": "obs-metrics-scraper",
+            "namespace": "observability"} in binding["subjects"]
+    assert find(monitored, "ClusterRole", "obs-metrics-reader")["rules"] == [
+        {"nonResourceURLs": ["/metrics"], "verbs": ["get"]}]
+    assert [b for b in monitored if b["kind"] in ("ClusterRoleBinding", "RoleBinding")
+            and {"kind": "ServiceAccount", "name": "obs-metrics-scraper",
+                 "namespace": "observability"} in b.get("subjects", [])] == [binding]
+
+
+def test_pod_monitor_with_your_own_token_secret_creates_no_scraper() -> None:
+    values = json.loads(json.dumps(MONITORED))
+    values["agent"]["metrics"]["podMonitor"]["tokenSecret"] = {"name": "prom-token",
+                                                              "key": "t"}
+    docs = render(values, api_versions=(MONITORING_API,))
+    [endpoint] = find(docs, "PodMonitor")["spec"]["podMetricsEndpoints"]
+    assert endpoint["authorization"]["credentials"] == {"name": "prom-token", "key": "t"}
+    assert not [d for d in docs if "scraper" in d["metadata"]["name"]]
+
+
+def test_service_monitor_scrapes_the_maps_metrics_on_its_http_port(
+        monitored: list[dict[str, Any]]) -> None:
+    monitor = find(monitored, "ServiceMonitor", "obs-service-map")
+    service = find(monitored, "Service", "obs-service-map")
+    assert monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"][
+        "labels"].items()
+    assert monitor["spec"]["namespaceSelector"] == {"matchNames": ["observability"]}
+    [endpoint] = monitor["spec"]["endpoints"]
+    assert endpoint == {"port": "http", "path": "/metrics", "interval": "1m"}
+    assert "http" in {p["name"] for p in service["spec"]["ports"]}
+    assert monitor["metadata"]["labels"]["release"] == "kps"

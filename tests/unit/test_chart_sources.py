@@ -32,6 +32,17 @@ def default() -> list[dict[str, Any]]:
     return render()
 
 
+@pytest.fixture(scope="module")
+def secured() -> list[dict[str, Any]]:
+    """Agent metrics beyond loopback: the agents' RBAC grows by the token reviews."""
+    return render(sets=["agent.metrics.listen=hostIP"])
+
+
+#: Objects of node_agent/deploy/rbac.yaml that the chart renders only with
+#: agent.metrics.listen hostIP or all.
+METRICS_AUTH = "traceprobe-agent-metrics-auth"
+
+
 def test_chart_crds_equal_the_generated_ones() -> None:
     chart = {p.name for p in (CHART / "crds").glob("*.yaml")}
     generated = {p.name for p in (REPO / "crds").glob("*.yaml")}
@@ -54,25 +65,49 @@ def test_chart_ships_kopf_peering_crds() -> None:
     ("operator/deploy/rbac.yaml", "ClusterRole", "traceprobe-operator"),
     ("operator/deploy/rbac.yaml", "Role", "traceprobe-operator"),
     ("node_agent/deploy/rbac.yaml", "ClusterRole", "traceprobe-agent"),
+    ("node_agent/deploy/rbac.yaml", "ClusterRole", METRICS_AUTH),
     ("service_map/deploy/rbac.yaml", "ClusterRole", "traceprobe-service-map"),
 ])
 def test_chart_rbac_equals_the_rbac_the_tests_run_with(
-        default: list[dict[str, Any]], source: str, kind: str, name: str) -> None:
+        secured: list[dict[str, Any]], source: str, kind: str, name: str) -> None:
     want = find(_docs(REPO / source), kind, name)["rules"]
-    assert find(default, kind, name)["rules"] == want, f"chart {kind} {name} != {source}"
+    assert find(secured, kind, name)["rules"] == want, f"chart {kind} {name} != {source}"
 
 
 @pytest.mark.parametrize("source", ["operator/deploy/rbac.yaml", "node_agent/deploy/rbac.yaml",
                                     "service_map/deploy/rbac.yaml",
                                     "operator/deploy/kopf-peering-object.yaml"])
 def test_chart_objects_match_the_deploy_files_with_default_values(
-        default: list[dict[str, Any]], source: str) -> None:
-    """Same objects, names and bindings as the files (default release and namespace)."""
+        default: list[dict[str, Any]], secured: list[dict[str, Any]], source: str) -> None:
+    """Same objects, names and bindings as the files (default release and namespace;
+    the metrics-auth objects as rendered with agent metrics beyond loopback)."""
     for doc in _docs(REPO / source):
-        ours = find(default, doc["kind"], doc["metadata"]["name"])
+        name = doc["metadata"]["name"]
+        ours = find(secured if name == METRICS_AUTH else default, doc["kind"], name)
         assert ours["metadata"].get("namespace") == doc["metadata"].get("namespace")
         for key in ("rules", "roleRef", "subjects"):
-            assert ours.get(key) == doc.get(key), (doc["kind"], doc["metadata"]["name"], key)
+            assert ours.get(key) == doc.get(key), (doc["kind"], name, key)
+
+
+def test_agent_rbac_grows_only_by_token_reviews_and_only_beyond_loopback(
+        default: list[dict[str, Any]], secured: list[dict[str, Any]]) -> None:
+    assert not [d for d in default if d["metadata"]["name"] == METRICS_AUTH]
+    assert find(secured, "ClusterRole", "traceprobe-agent") == find(
+        default, "ClusterRole", "traceprobe-agent")
+    rules = find(secured, "ClusterRole", METRICS_AUTH)["rules"]
+    assert rules == [
+        {"apiGroups": ["authentication.k8s.io"], "resources": ["tokenreviews"],
+         "verbs": ["create"]},
+        {"apiGroups": ["authorization.k8s.io"], "resources": ["subjectaccessreviews"],
+         "verbs": ["create"]}]
+    binding = find(secured, "ClusterRoleBinding", METRICS_AUTH)
+    assert binding["subjects"] == find(default, "ClusterRoleBinding",
+                                       "traceprobe-agent")["subjects"]
+    reader = find(secured, "ClusterRole", "traceprobe-metrics-reader")
+    assert reader["rules"] == [{"nonResourceURLs": ["/metrics"], "verbs": ["get"]}]
+    # Nobody is bound to it unless asked: agent.metrics.readers or the PodMonitor's scraper.
+    assert not [d for d in secured if d["kind"] == "ClusterRoleBinding"
+                and d["metadata"]["name"] == "traceprobe-metrics-reader"]
 
 
 def test_service_map_rbac_is_read_only_and_minimal(default: list[dict[str, Any]]) -> None:
@@ -89,12 +124,13 @@ def test_service_map_rbac_is_read_only_and_minimal(default: list[dict[str, Any]]
                 and "service-map" in d["metadata"]["name"]]
 
 
-def test_no_rbac_grants_wildcards_or_secrets(default: list[dict[str, Any]]) -> None:
-    for doc in default:
+@pytest.mark.parametrize("which", ["default", "secured"])
+def test_no_rbac_grants_wildcards_or_secrets(which: str, request: Any) -> None:
+    for doc in request.getfixturevalue(which):
         for rule in doc.get("rules", []) if doc["kind"] in ("Role", "ClusterRole") else []:
-            for field in ("apiGroups", "resources", "verbs"):
-                assert "*" not in rule[field], (doc["metadata"]["name"], rule)
-            assert "secrets" not in rule["resources"], (doc["metadata"]["name"], rule)
+            for field in ("apiGroups", "resources", "verbs", "nonResourceURLs"):
+                assert "*" not in rule.get(field, []), (doc["metadata"]["name"], rule)
+            assert "secrets" not in rule.get("resources", []), (doc["metadata"]["name"], rule)
             assert not {"escalate", "bind", "impersonate"} & set(rule["verbs"])
 
 

@@ -176,6 +176,7 @@ def test_agent_image_has_bcc_conntrack_and_a_kernel_headers_fallback(
     assert f"python3 -m venv --system-site-packages {VENV}" in " ".join(build.args("RUN"))
     packages = " ".join(runtime.args("RUN"))
     assert "python3-bpfcc" in packages and "conntrack" in packages
+    assert "openssl" in packages.split()  # the /metrics certificate, beyond loopback
     assert "linux-headers-$(dpkg --print-architecture)" in " ".join(headers.args("RUN"))
     tree = "/opt/traceprobe/kernel-headers"
     assert f"--from=kernel-headers {tree} {tree}" in runtime.args("COPY")

@@ -1,12 +1,16 @@
 from __future__ import annotations
 
+import json
+
+import pytest
+
 from traceprobe_operator.agent_workload import (
     CONFIG_HASH_ANNOTATION,
     ActiveProbe,
     node_affinity,
     render_daemonset,
 )
-from traceprobe_operator.settings import OperatorSettings
+from traceprobe_operator.settings import AGENT_POD_ENV, AgentPodSettings, OperatorSettings
 
 
 def _hash(ds: dict) -> str:  # type: ignore[type-arg]
@@ -49,3 +53,68 @@ def test_agent_pod_is_least_privilege() -> None:
     assert "hostPID" not in pod
     assert {v["name"] for v in pod["volumes"]} == {"tracefs", "modules", "usr-src", "cgroup",
                                                    "tmp"}
+
+
+def test_config_hash_rolls_on_every_agent_pod_setting() -> None:
+    a = ActiveProbe("TraceProbe", "shop", "a")
+    base = _hash(render_daemonset(OperatorSettings(), [a]))
+    changes = [
+        {"tolerations": []},
+        {"tolerations": [{"key": "dedicated", "operator": "Exists"}]},
+        {"priorityClassName": ""},
+        {"priorityClassName": "observability"},
+        {"resources": {"requests": {"memory": "256Mi"}}},
+        {"updateStrategy": {"maxUnavailable": "10%"}},
+        {"healthPort": 9470},
+        {"metrics": {"listen": "hostIP"}},
+        {"metrics": {"port": 9470}},
+    ]
+    seen = {base}
+    for change in changes:
+        pod = AgentPodSettings.model_validate(change)
+        digest = _hash(render_daemonset(OperatorSettings(agent_pod=pod), [a]))
+        assert digest not in seen, change
+        seen.add(digest)
+
+
+def test_agent_pod_setting_parses_the_charts_json() -> None:
+    pod = AgentPodSettings.from_json(json.dumps({
+        "tolerations": [{"key": "k", "operator": "Equal", "value": "v", "effect": "NoExecute",
+                         "tolerationSeconds": 30}],
+        "priorityClassName": "", "resources": {"limits": {"cpu": 1, "memory": "1Gi"}},
+        "updateStrategy": {"maxUnavailable": "25%"}, "healthPort": 1000,
+        "metrics": {"listen": "all", "port": 1001}}))
+    assert pod.tolerations[0].toleration_seconds == 30
+    assert pod.resources.limits == {"cpu": "1", "memory": "1Gi"}
+    assert pod.update_strategy.max_unavailable == "25%"
+    assert OperatorSettings.from_env({AGENT_POD_ENV: pod.model_dump_json(by_alias=True)}
+                                     ).agent_pod == pod
+    assert OperatorSettings.from_env({}).agent_pod == AgentPodSettings()
+
+
+@pytest.mark.parametrize("text,message", [
+    ("{", "TRACEPROBE_AGENT_POD is not JSON"),
+    ('{"toleration": []}', "at 'toleration': Extra inputs are not permitted"),
+    ('{"tolerations": [{"operator": "Exists", "effect": "Sometimes"}]}',
+     "at 'tolerations.0.effect': Input should be 'NoSchedule', 'PreferNoSchedule' or "
+     "'NoExecute'"),
+    ('{"tolerations": [{"operator": "Equal", "value": "x"}]}',
+     "a toleration without a key needs operator Exists"),
+    ('{"tolerations": [{"key": "k", "operator": "Exists", "tolerationSeconds": 5}]}',
+     "tolerationSeconds applies only to effect NoExecute"),
+    ('{"resources": {"limits": {"memory": "lots"}}}', "at 'resources.limits.memory'"),
+    ('{"updateStrategy": {"maxUnavailable": 0}}', "maxUnavailable must be at least 1"),
+    ('{"updateStrategy": {"maxUnavailable": "101%"}}', "at 'updateStrategy.maxUnavailable"),
+    ('{"metrics": {"listen": "everywhere"}}', "at 'metrics.listen'"),
+    ('{"healthPort": 9464}', "healthPort and metrics.port must differ"),
+    ('{"priorityClassName": "Not_A_Name"}',
+     "at 'priorityClassName': 'Not_A_Name' is not a valid object name"),
+    ('{"tolerations": [{"operator": "Exists", "value": "x"}]}',
+     "at 'tolerations.0': a toleration with operator Exists takes no value"),
+])
+def test_a_bad_agent_pod_setting_names_the_variable_and_the_field(text: str,
+                                                                   message: str) -> None:
+    with pytest.raises(ValueError) as error:
+        OperatorSettings.from_env({AGENT_POD_ENV: text})
+    assert str(error.value).startswith("TRACEPROBE_AGENT_POD is not")
+    assert message in str(error.value)

@@ -45,6 +45,35 @@ app.kubernetes.io/component: {{ .component }}
 {{ include "traceprobe.fullname" . }}-service-map
 {{- end }}
 
+{{/* Objects that exist only when the agents' /metrics listen beyond loopback. */}}
+{{- define "traceprobe.agentMetricsAuthName" -}}
+{{ include "traceprobe.agentName" . }}-metrics-auth
+{{- end }}
+{{- define "traceprobe.metricsReaderName" -}}
+{{ include "traceprobe.fullname" . }}-metrics-reader
+{{- end }}
+{{- define "traceprobe.metricsScraperName" -}}
+{{ include "traceprobe.fullname" . }}-metrics-scraper
+{{- end }}
+{{/* "true" when the agents' /metrics listen beyond the node's loopback (HTTPS + tokens). */}}
+{{- define "traceprobe.agentMetricsSecured" -}}
+{{- if ne .Values.agent.metrics.listen "loopback" }}true{{ end }}
+{{- end }}
+{{/* The PodMonitor's token Secret: the user's, or the chart's scraper ServiceAccount's. */}}
+{{- define "traceprobe.metricsTokenSecret" -}}
+{{ .Values.agent.metrics.podMonitor.tokenSecret.name | default (printf "%s-token" (include "traceprobe.metricsScraperName" .)) }}
+{{- end }}
+
+{{/* How the agent pods run: TRACEPROBE_AGENT_POD, JSON that the operator parses into
+traceprobe_operator.settings.AgentPodSettings (refusing unknown keys). */}}
+{{- define "traceprobe.agentPod" -}}
+{{- $a := .Values.agent -}}
+{{- dict "tolerations" $a.tolerations "priorityClassName" $a.priorityClassName
+      "resources" $a.resources "updateStrategy" $a.updateStrategy
+      "healthPort" $a.healthPort
+      "metrics" (dict "listen" $a.metrics.listen "port" $a.metrics.port) | toJson -}}
+{{- end }}
+
 {{- define "traceprobe.operatorServiceAccount" -}}
 {{ .Values.operator.serviceAccount.name | default (include "traceprobe.operatorName" .) }}
 {{- end }}
@@ -93,5 +122,21 @@ seccompProfile:
 {{- end }}
 {{- if eq (int .Values.serviceMap.ingestPort) (int .Values.serviceMap.httpPort) }}
 {{- fail "serviceMap.ingestPort and serviceMap.httpPort must differ" }}
+{{- end }}
+{{- $metrics := .Values.agent.metrics }}
+{{- if eq (int .Values.agent.healthPort) (int $metrics.port) }}
+{{- fail "agent.healthPort and agent.metrics.port must differ: both are ports of the node" }}
+{{- end }}
+{{- if and $metrics.podMonitor.enabled (eq $metrics.listen "loopback") }}
+{{- fail "agent.metrics.podMonitor.enabled needs agent.metrics.listen hostIP or all: on loopback nothing off the node can scrape the agents" }}
+{{- end }}
+{{- if and $metrics.readers (eq $metrics.listen "loopback") }}
+{{- fail "agent.metrics.readers needs agent.metrics.listen hostIP or all: on loopback /metrics takes no token" }}
+{{- end }}
+{{- $monitoring := .Capabilities.APIVersions.Has "monitoring.coreos.com/v1" }}
+{{- range $value, $on := dict "agent.metrics.podMonitor.enabled" $metrics.podMonitor.enabled "serviceMap.serviceMonitor.enabled" .Values.serviceMap.serviceMonitor.enabled }}
+{{- if and $on (not $monitoring) }}
+{{- fail (printf "%s needs the monitoring.coreos.com/v1 API (the Prometheus Operator's CRDs), which this cluster does not serve; install them first (with helm template: --api-versions monitoring.coreos.com/v1)" $value) }}
+{{- end }}
 {{- end }}
 {{- end }}
