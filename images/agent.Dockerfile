@@ -5,7 +5,7 @@
 #   docker build -f images/agent.Dockerfile -t ghcr.io/traceprobe/traceprobe-agent:0.1.0 .
 #
 # The operator runs it as the agent DaemonSet (traceprobe_operator.agent_workload):
-# not privileged, capabilities BPF, PERFMON, NET_ADMIN, SYS_RESOURCE only, the
+# not privileged, capabilities BPF, PERFMON, NET_ADMIN only (SYS_RESOURCE opt-in), the
 # host's tracefs, cgroupfs and kernel headers mounted. Debian 12's python3
 # (3.11, the package's minimum) is the one python3-bpfcc is built for.
 ARG DEBIAN_IMAGE=debian:bookworm-slim
@@ -54,7 +54,10 @@ RUN apt-get update \
 COPY --from=build /opt/traceprobe/venv /opt/traceprobe/venv
 COPY --from=kernel-headers /opt/traceprobe/kernel-headers /opt/traceprobe/kernel-headers
 COPY images/agent-entrypoint.sh /usr/local/bin/traceprobe-agent
-ENV PATH=/opt/traceprobe/venv/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
+# The kernel programs' C sources: BCC compiles them on the node (TRACEPROBE_BPF_DIR).
+COPY bpf/ /opt/traceprobe/bpf/
+ENV TRACEPROBE_BPF_DIR=/opt/traceprobe/bpf \
+    PATH=/opt/traceprobe/venv/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1
 # Root in the container, with only the capabilities the DaemonSet adds: Linux

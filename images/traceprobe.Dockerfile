@@ -42,9 +42,14 @@ RUN /opt/traceprobe/venv/bin/pip install --no-cache-dir . \
 
 # --- 3. Runtime: Debian's python3 and the venv, nothing else.
 FROM ${DEBIAN_IMAGE}
+# The uid the pods run as has a passwd entry: kopf names its peering identity after
+# the user (getpass.getuser), which fails for a uid the image does not know.
 RUN apt-get update \
     && apt-get install -y --no-install-recommends python3 \
-    && rm -rf /var/lib/apt/lists/*
+    && rm -rf /var/lib/apt/lists/* \
+    && groupadd --gid 65532 traceprobe \
+    && useradd --uid 65532 --gid 65532 --no-create-home --home-dir /nonexistent \
+       --shell /usr/sbin/nologin traceprobe
 COPY --from=build /opt/traceprobe/venv /opt/traceprobe/venv
 # `python` and `traceprobe` resolve to the venv. The root filesystem is read-only
 # in the chart's pods: bytecode was compiled at build time, none is written.

@@ -115,10 +115,11 @@ def render_daemonset(settings: OperatorSettings, probes: list[ActiveProbe]) -> d
         "securityContext": {
             "privileged": False, "readOnlyRootFilesystem": True,
             "allowPrivilegeEscalation": False,
-            # BPF+PERFMON load and attach; NET_ADMIN reads conntrack;
-            # SYS_RESOURCE raises the memlock limit on kernels before 5.11.
-            "capabilities": {"drop": ["ALL"],
-                             "add": ["BPF", "PERFMON", "NET_ADMIN", "SYS_RESOURCE"]}},
+            # BPF+PERFMON load and attach; NET_ADMIN reads conntrack; SYS_RESOURCE
+            # (opt-in) raises the memlock limit, needed on kernels before 5.11 only.
+            "capabilities": {"drop": ["ALL"], "add": [
+                "BPF", "PERFMON", "NET_ADMIN", *(["SYS_RESOURCE"] if pod.memlock_capability
+                                                 else [])]}},
         "resources": pod.resources.to_dict(),
         # Ready: the probes' programs run here (what a rollout waits for before it
         # moves on). Live: the agent's loop goes round (a compile may hold it a while).

@@ -124,6 +124,11 @@ class AgentPodSettings(_Setting):
     metrics: AgentMetrics = AgentMetrics()
     health_port: Port = 9465
     """Plain-HTTP /livez and /readyz on the node's 127.0.0.1, for the kubelet's exec probes."""
+    memlock_capability: bool = False
+    """Add SYS_RESOURCE, which only kernels before 5.11 need (BPF memory counted against
+    RLIMIT_MEMLOCK, which BCC then raises). Newer kernels charge it to the cgroup, and
+    some runtimes cannot grant SYS_RESOURCE at all (a missing bounding-set capability
+    makes the container fail to start)."""
 
     @field_validator("priority_class_name")
     @classmethod

@@ -5,6 +5,13 @@
 #   pause     traceprobe.local/pause:1                 static C binary (scripts/node/pause.c)
 #   coredns   traceprobe.local/coredns:<version>       the cached CoreDNS binary alone
 #   workload  traceprobe.local/workload:py3            buildah bud of scripts/node/workload.Dockerfile
+#   traceprobe ghcr.io/traceprobe/traceprobe:<version>       images/traceprobe.Dockerfile
+#   agent     ghcr.io/traceprobe/traceprobe-agent:<version>  images/agent.Dockerfile
+#
+# The project's own images are built from the work tree as it is (tracked and
+# untracked files git does not ignore, in the folders the Dockerfile's
+# .dockerignore lets in), under the names the chart uses by default, so the
+# chart runs them with imagePullPolicy IfNotPresent and no registry.
 #
 #   scripts/node/build-images.sh                # build what is missing, print the list
 #   scripts/node/build-images.sh --print-paths  # print the list, build nothing
@@ -79,6 +86,29 @@ PAUSE_KEY=$(hash_of pause-v1 "@$NODE_DIR/pause.c" "@$NODE_DIR/oci_image.py" "$PA
 COREDNS_KEY=$(hash_of coredns-v1 "$COREDNS_VERSION" "@$NODE_DIR/oci_image.py" "$COREDNS_REF")
 WORKLOAD_KEY=$(hash_of workload-v1 "$BASE_KEY" "@$NODE_DIR/workload.Dockerfile" "$WORKLOAD_REF")
 
+REPO=$(dirname "$SCRIPTS")
+APP_VERSION=$(sed -n 's/^version = "\(.*\)"$/\1/p' "$REPO/pyproject.toml" | head -n1)
+TRACEPROBE_REF=ghcr.io/traceprobe/traceprobe:$APP_VERSION
+AGENT_REF=ghcr.io/traceprobe/traceprobe-agent:$APP_VERSION
+
+# context_files <Dockerfile>: the build context's files, one per line, relative to
+# the repository: what its .dockerignore lets in ("!path" lines), minus what git ignores.
+context_files() {
+    local paths
+    mapfile -t paths < <(sed -n 's/^!\(.*\)$/\1/p' "$1.dockerignore")
+    git -C "$REPO" ls-files --cached --others --exclude-standard -- "${paths[@]}" |
+        while read -r f; do [[ -f "$REPO/$f" ]] && echo "$f"; done | sort
+}
+context_key() { # context_key <Dockerfile> <ref>
+    local f
+    { echo "$2"; sha256sum <"$1"; sha256sum <"$1.dockerignore"
+      context_files "$1" | while read -r f; do echo "$f"; sha256sum <"$REPO/$f"; done
+    } | sha256sum | cut -c1-16
+}
+TRACEPROBE_KEY=$(hash_of traceprobe-v1 "$BASE_KEY" \
+    "$(context_key "$REPO/images/traceprobe.Dockerfile" "$TRACEPROBE_REF")")
+AGENT_KEY=$(hash_of agent-v1 "$BASE_KEY" "$(context_key "$REPO/images/agent.Dockerfile" "$AGENT_REF")")
+
 ROOTFS_TAR="$IMAGES/rootfs-$SUITE-$ROOTFS_KEY/rootfs.tar"
 archive() { echo "$IMAGES/$1-$2/image.tar"; }
 
@@ -87,6 +117,8 @@ print_list() {
     echo "pause $PAUSE_REF $(archive pause "$PAUSE_KEY")"
     echo "coredns $COREDNS_REF $(archive coredns "$COREDNS_KEY")"
     echo "workload $WORKLOAD_REF $(archive workload "$WORKLOAD_KEY")"
+    echo "traceprobe $TRACEPROBE_REF $(archive traceprobe "$TRACEPROBE_KEY")"
+    echo "agent $AGENT_REF $(archive agent "$AGENT_KEY")"
 }
 
 if [[ $PRINT_ONLY == 1 ]]; then
@@ -191,6 +223,49 @@ if [[ ! -f "$(archive workload "$WORKLOAD_KEY")" ]]; then
 else
     log "workload $WORKLOAD_REF: cached"
 fi
+
+# --- the project's images (buildah bud of images/*.Dockerfile) --------------------
+# The host's CA bundle, and pip/npm told to use it, are mounted into RUN steps: a
+# TLS-inspecting proxy between this machine and the registries is trusted by the
+# host only. Nothing of it stays in the image.
+HOST_CA=/etc/ssl/certs/ca-certificates.crt
+trust_args() {
+    [[ -f $HOST_CA ]] || return 0
+    printf '[global]\ncert = /run/host-ca/ca-certificates.crt\n' >"$WORK/pip.conf"
+    printf 'cafile=/run/host-ca/ca-certificates.crt\n' >"$WORK/npmrc"
+    printf '%s\n' -v "$HOST_CA:/run/host-ca/ca-certificates.crt:ro" \
+        -v "$WORK/pip.conf:/etc/pip.conf:ro" -v "$WORK/npmrc:/etc/npmrc:ro"
+}
+
+build_project_image() { # build_project_image <key> <hash> <Dockerfile> <ref>
+    local key=$1 hash=$2 dockerfile=$3 ref=$4 start=$SECONDS ctx="$WORK/ctx-$1" f trust
+    if [[ -f "$(archive "$key" "$hash")" ]]; then
+        log "$key $ref: cached"
+        return
+    fi
+    log "$key: buildah bud $(basename "$dockerfile") (first time for these sources: minutes)..."
+    mkdir -p "$ctx"
+    context_files "$dockerfile" | while read -r f; do
+        mkdir -p "$ctx/$(dirname "$f")"
+        cp -p "$REPO/$f" "$ctx/$f"
+    done
+    mapfile -t trust < <(trust_args)
+    if ! bah bud --isolation chroot --network host --pull=never --layers=false "${trust[@]}" \
+        -f "$dockerfile" -t "$ref" "$ctx" >"$WORK/bud-$key.log" 2>&1; then
+        tail -n 40 "$WORK/bud-$key.log" >&2
+        cp "$WORK/bud-$key.log" "$IMAGES/$key-failed.log"
+        die "buildah bud of $dockerfile failed (see above; whole log: $IMAGES/$key-failed.log)"
+    fi
+    bah push -q "$ref" "docker-archive:$WORK/$key.tar:$ref" >"$WORK/push-$key.log" 2>&1 ||
+        { cat "$WORK/push-$key.log" >&2; die "buildah push of $ref failed"; }
+    install_archive "$key" "$hash" "$WORK/$key.tar"
+    # Older builds of this image (other sources) are hundreds of MB each.
+    find "$IMAGES" -maxdepth 1 -name "$key-*" ! -name "$key-$hash" -exec rm -rf {} +
+    bah rmi --prune >/dev/null 2>&1 || true
+    done_msg "$key" built "$start"
+}
+build_project_image traceprobe "$TRACEPROBE_KEY" "$REPO/images/traceprobe.Dockerfile" "$TRACEPROBE_REF"
+build_project_image agent "$AGENT_KEY" "$REPO/images/agent.Dockerfile" "$AGENT_REF"
 
 # --- coredns (last: it needs build-test-tools.sh --node) ------------------------
 if [[ ! -f "$(archive coredns "$COREDNS_KEY")" ]]; then

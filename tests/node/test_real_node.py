@@ -7,58 +7,22 @@ and scripts/node/build-images.sh; otherwise skipped (failed under CI=true).
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import re
 import secrets
 import time
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from harness import node as node_mod
-from harness.node import NodeControlPlane, RealNode, wait_until
-from harness.prereq import missing, require_root
-from harness.procs import STATE_DIR, free_port
-from harness.tools import ToolMissing
+from harness.node import RealNode, wait_until
+from harness.procs import free_port
 
 pytestmark = pytest.mark.timeout(900)
-
-
-@pytest.fixture(scope="module")
-def real_node(world_dir: Path, _reaped: None) -> Iterator[RealNode]:
-    require_root("a real kubelet and container runtime")
-    # One real node per machine (node IP, bridge, /kubepods, KUBE-* chains are
-    # machine-wide): holding this lock also makes a killed run's leftovers ours.
-    STATE_DIR.mkdir(parents=True, exist_ok=True)
-    lock = os.open(STATE_DIR / "real-node.lock", os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        os.close(lock)
-        missing("another test run has a real node up on this machine")
-    try:
-        node_mod.cleanup_stale()
-        node = RealNode(NodeControlPlane(world_dir / "node-cp"), world_dir / "node")
-        started = time.monotonic()
-        try:
-            node.start()
-        except ToolMissing as exc:
-            node.stop()
-            missing(str(exc))
-        except BaseException:
-            node.stop()
-            raise
-        node.timings["start_total"] = round(time.monotonic() - started, 2)
-        print(f"\nreal node up: {json.dumps(node.timings)}")
-        yield node
-        node.stop()
-    finally:
-        os.close(lock)
 
 
 def _apply(node: RealNode, *manifests: dict[str, Any]) -> None:

@@ -1,6 +1,7 @@
 """The agent pod the operator renders (the chart renders none) keeps to the least-privilege rules:
 not privileged, no hostPID, ALL capabilities dropped and only BPF, PERFMON,
-NET_ADMIN and SYS_RESOURCE added, read-only root filesystem, and only the host
+NET_ADMIN added (SYS_RESOURCE only on request, for kernels before 5.11), read-only
+root filesystem, and only the host
 mounts it needs, each justified in a comment. With the chart's values, it runs
 the chart's agent image and ServiceAccount and reports to the chart's service map."""
 
@@ -16,7 +17,7 @@ from harness.tools import REPO
 from traceprobe_operator.agent_workload import ActiveProbe, render_daemonset
 from traceprobe_operator.settings import OperatorSettings
 
-CAPABILITIES = {"BPF", "PERFMON", "NET_ADMIN", "SYS_RESOURCE"}
+CAPABILITIES = {"BPF", "PERFMON", "NET_ADMIN"}  # SYS_RESOURCE only with memlockCapability
 # Host path -> (mount path, read-only): exactly these.
 HOST_MOUNTS = {
     "/sys/kernel/tracing": ("/sys/kernel/tracing", False),

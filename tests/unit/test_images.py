@@ -135,7 +135,11 @@ def test_traceprobe_image_entry_points_and_user(images: dict[str, list[Stage]]) 
         python, dash_m, module = spec["command"]
         assert (python, dash_m) == ("python", "-m") and _module_has_main(module), module
         uid = spec["securityContext"]["runAsUser"]
-        assert runtime.args("USER") == [f"{uid}:{spec['securityContext']['runAsGroup']}"]
+        gid = spec["securityContext"]["runAsGroup"]
+        assert runtime.args("USER") == [f"{uid}:{gid}"]
+        # A uid without a passwd entry breaks getpass.getuser(), which kopf's peering uses.
+        runs = " ".join(runtime.args("RUN"))
+        assert f"useradd --uid {uid} --gid {gid}" in runs and f"groupadd --gid {gid}" in runs
 
 
 def test_chart_flags_are_ones_the_entry_points_accept() -> None:
@@ -185,6 +189,21 @@ def test_agent_image_has_bcc_conntrack_and_a_kernel_headers_fallback(
     script = (IMAGES / "agent-entrypoint.sh").read_text()
     assert f"BCC_KERNEL_SOURCE={tree}" in script
     assert "/lib/modules/$release/build" in script and "/lib/modules/$release/source" in script
+
+
+def test_agent_image_carries_the_bpf_sources_where_the_agent_looks(
+        images: dict[str, list[Stage]]) -> None:
+    """The agent compiles bpf/*.c on the node: an image without them loads nothing."""
+    from traceprobe_agent.program import BPF_DIR_ENV
+
+    runtime = next(s for s in images["agent"] if s.name is None)
+    assert "bpf/ /opt/traceprobe/bpf/" in runtime.args("COPY")
+    env = " ".join(runtime.args("ENV"))
+    assert f"{BPF_DIR_ENV}=/opt/traceprobe/bpf" in env
+    ignore = (IMAGES / "agent.Dockerfile.dockerignore").read_text().splitlines()
+    assert "!bpf/" in ignore
+    sources = {p.name for p in (REPO / "bpf").glob("*.c")}
+    assert {"conn_tracker.c", "dns_answers.c"} <= sources
 
 
 def test_web_assets_stage_feeds_the_packaged_map_view(images: dict[str, list[Stage]]) -> None:

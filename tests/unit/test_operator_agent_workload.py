@@ -48,8 +48,7 @@ def test_agent_pod_is_least_privilege() -> None:
     pod = ds["spec"]["template"]["spec"]
     sec = pod["containers"][0]["securityContext"]
     assert sec["privileged"] is False and sec["readOnlyRootFilesystem"] is True
-    assert sec["capabilities"] == {"drop": ["ALL"],
-                                   "add": ["BPF", "PERFMON", "NET_ADMIN", "SYS_RESOURCE"]}
+    assert sec["capabilities"] == {"drop": ["ALL"], "add": ["BPF", "PERFMON", "NET_ADMIN"]}
     assert "hostPID" not in pod
     assert {v["name"] for v in pod["volumes"]} == {"tracefs", "modules", "usr-src", "cgroup",
                                                    "tmp"}
@@ -118,3 +117,11 @@ def test_a_bad_agent_pod_setting_names_the_variable_and_the_field(text: str,
         OperatorSettings.from_env({AGENT_POD_ENV: text})
     assert str(error.value).startswith("TRACEPROBE_AGENT_POD is not")
     assert message in str(error.value)
+
+
+def test_sys_resource_only_when_asked_for_old_kernels() -> None:
+    settings = OperatorSettings(agent_pod=AgentPodSettings(memlock_capability=True))
+    sec = render_daemonset(settings, [])["spec"]["template"]["spec"]["containers"][0][
+        "securityContext"]
+    assert sec["capabilities"]["add"] == ["BPF", "PERFMON", "NET_ADMIN", "SYS_RESOURCE"]
+    assert AgentPodSettings.from_json('{"memlockCapability": true}').memlock_capability

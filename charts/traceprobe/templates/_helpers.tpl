@@ -70,7 +70,7 @@ traceprobe_operator.settings.AgentPodSettings (refusing unknown keys). */}}
 {{- $a := .Values.agent -}}
 {{- dict "tolerations" $a.tolerations "priorityClassName" $a.priorityClassName
       "resources" $a.resources "updateStrategy" $a.updateStrategy
-      "healthPort" $a.healthPort
+      "healthPort" $a.healthPort "memlockCapability" $a.memlockCapability
       "metrics" (dict "listen" $a.metrics.listen "port" $a.metrics.port) | toJson -}}
 {{- end }}
 
