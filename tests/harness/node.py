@@ -30,8 +30,6 @@ import contextlib
 import functools
 import json
 import os
-import re
-import shlex
 import shutil
 import signal
 import subprocess
@@ -40,26 +38,46 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import yaml
 
 from harness.controlplane import ControlPlane
-from harness.procs import STATE_DIR, ManagedProcess, free_port
+from harness.node_config import (
+    CLUSTER_DOMAIN,
+    CNI_BIN_DIR,
+    DNS_SERVICE_IP,
+    containerd_config,
+    coredns_manifests,
+)
+from harness.node_host import (
+    _IPT_TABLES,
+    CNI_BRIDGE,
+    NODE_LINK,
+    NODE_PEER,
+    STATE_FILE,
+    Fatal,
+    _cgroup_mounts,
+    _chains,
+    _kill_and_remove_cgroup,
+    _link_exists,
+    _read_sysctl,
+    fail,
+    remove_chains,
+    restore_sysctls,
+    sh,
+    unmount_all,
+    wait_until,
+)
+from harness.procs import ManagedProcess, free_port
 from harness.tools import REPO, ToolMissing, tool_path
 
 NODE_NAME = "traceprobe-node"
 NODE_IP = "10.236.0.1"
-NODE_LINK, NODE_PEER = "tpnode0", "tpnode1"  # not "tph*": pods.cleanup_stale owns those
-CNI_BRIDGE = "tpcni0"
 POD_CIDR = "10.234.0.0/16"
 NODE_POD_CIDR, POD_GATEWAY = "10.234.0.0/24", "10.234.0.1"
 SERVICE_CIDR = "10.235.0.0/16"
 KUBERNETES_SERVICE_IP = "10.235.0.1"
-DNS_SERVICE_IP = "10.235.0.10"
-CLUSTER_DOMAIN = "cluster.local"
-CNI_BIN_DIR = Path("/usr/lib/cni")  # Debian's containernetworking-plugins
-STALE_MOUNTS = r"/traceprobe-world-[^/]+/node/"  # cleanup_stale(): a killed run's mounts
 
 _NODE_TOOLS = ("kubelet", "kube-scheduler", "kube-controller-manager", "kube-proxy", "coredns")
 # Sysctls the kubelet sets at start (its "kernel tunables") and the ones CNI/
@@ -67,17 +85,13 @@ _NODE_TOOLS = ("kubelet", "kube-scheduler", "kube-controller-manager", "kube-pro
 _SYSCTLS = ("vm/overcommit_memory", "vm/panic_on_oom", "kernel/panic", "kernel/panic_on_oops",
             "kernel/keys/root_maxkeys", "kernel/keys/root_maxbytes",
             "net/ipv4/conf/all/route_localnet", "net/ipv4/ip_forward")
-_CHAIN_PREFIXES = ("KUBE-", "CNI-")
 # Fixed host paths the components write whatever their config says: libcni's
 # result cache (containerd 1.6 has no setting for it), the kubelet's device-plugin
 # socket, the shims' sockets (/run/containerd/s). Removed by stop() if new.
 _HOST_DIRS = (Path("/var/lib/cni"), Path("/var/lib/kubelet"), Path("/run/containerd"))
-_IPT_TABLES = ("filter", "nat", "mangle", "raw")
 # What start() found (sysctls, host dirs), for stop() and for cleanup_stale()
 # after a killed run.
-STATE_FILE = STATE_DIR / "real-node.json"
 
-T = TypeVar("T")
 
 
 # --- tools, images ------------------------------------------------------------
@@ -110,37 +124,6 @@ def host_prerequisites() -> list[str]:
 
 
 # --- small helpers --------------------------------------------------------------
-def sh(*argv: str | os.PathLike[str], check: bool = True, timeout: float = 120,
-       input_text: str | None = None) -> subprocess.CompletedProcess[str]:
-    result = subprocess.run([str(a) for a in argv], capture_output=True, text=True,
-                            timeout=timeout, input=input_text)
-    if check and result.returncode != 0:
-        raise RuntimeError(f"{shlex.join(str(a) for a in argv)} failed ({result.returncode}): "
-                           f"{result.stderr.strip() or result.stdout.strip()}")
-    return result
-
-
-def wait_until(what: str, probe: Callable[[], T | None], timeout: float,
-               diagnose: Callable[[], str] | None = None, interval: float = 0.25) -> T:
-    """Poll `probe` until it returns something truthy; TimeoutError names `what`."""
-    deadline = time.monotonic() + timeout
-    last: BaseException | None = None
-    while True:
-        try:
-            value = probe()
-            if value:
-                return value
-        except _Fatal:
-            raise
-        except Exception as exc:  # a probe error is "not yet"
-            last = exc
-        if time.monotonic() > deadline:
-            detail = f" (last error: {last})" if last else ""
-            extra = f"\n{diagnose()}" if diagnose else ""
-            raise TimeoutError(f"{what}: not within {timeout:.0f}s{detail}{extra}")
-        time.sleep(interval)
-
-
 def _openssl(*args: str, cwd: Path) -> None:
     subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True)
 
@@ -171,104 +154,6 @@ def cert_kubeconfig(server: str, ca: Path, cert: Path, key: Path, user: str) -> 
                                           "client-key": str(key)}}],
         "contexts": [{"name": "node", "context": {"cluster": "node", "user": user}}],
     }
-
-
-def _read_sysctl(name: str) -> str | None:
-    try:
-        return Path("/proc/sys", name).read_text().strip()
-    except OSError:
-        return None
-
-
-def _link_exists(name: str) -> bool:
-    return sh("ip", "link", "show", name, check=False).returncode == 0
-
-
-def _chains(cmd: str, table: str) -> set[str]:
-    out = sh(f"{cmd}-save", "-t", table, check=False).stdout
-    return {line[1:].split()[0] for line in out.splitlines() if line.startswith(":")}
-
-
-def remove_chains(cmd: str, keep: dict[str, set[str]]) -> list[str]:
-    """Delete KUBE-*/CNI-* chains (and the rules jumping to them) not in `keep`."""
-    removed = []
-    for table in _IPT_TABLES:
-        saved = sh(f"{cmd}-save", "-t", table, check=False).stdout
-        ours = {c for c in _chains(cmd, table)
-                if c.startswith(_CHAIN_PREFIXES) and c not in keep.get(table, set())}
-        if not ours:
-            continue
-        for line in saved.splitlines():
-            if not line.startswith("-A "):
-                continue
-            words = shlex.split(line)
-            chain = words[1]
-            target = words[words.index("-j") + 1] if "-j" in words else None
-            if chain not in ours and target in ours:
-                sh(cmd, "-w", "-t", table, "-D", *words[1:], check=False)
-        for chain in ours:
-            sh(cmd, "-w", "-t", table, "-F", chain, check=False)
-        for chain in ours:
-            if sh(cmd, "-w", "-t", table, "-X", chain, check=False).returncode == 0:
-                removed.append(f"{cmd} {table} {chain}")
-    return removed
-
-
-def _cgroup_mounts() -> list[Path]:
-    """Every cgroup hierarchy's mount point (v1 controllers and the v2 one)."""
-    roots = []
-    for line in Path("/proc/mounts").read_text().splitlines():
-        parts = line.split()
-        if parts[2] in ("cgroup", "cgroup2"):
-            roots.append(Path(parts[1]))
-    return roots
-
-
-def _kill_and_remove_cgroup(path: Path) -> None:
-    if not path.is_dir():
-        return
-    subdirs = (p for p in path.rglob("*") if p.is_dir())
-    dirs = [*sorted(subdirs, key=lambda p: len(p.parts), reverse=True), path]
-    for sub in dirs:
-        procs = sub / "cgroup.procs"
-        with contextlib.suppress(OSError):
-            for pid in procs.read_text().split():
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(int(pid), signal.SIGKILL)
-    for sub in dirs:
-        procs = sub / "cgroup.procs"
-        with contextlib.suppress(TimeoutError):
-            wait_until(f"cgroup {sub} empty", functools.partial(_no_procs, procs), 10)
-        with contextlib.suppress(OSError):
-            sub.rmdir()
-
-
-def _no_procs(procs: Path) -> bool:
-    return not procs.exists() or not procs.read_text().split()
-
-
-def _mounts_under(root: Path) -> list[str]:
-    prefix = str(root).rstrip("/") + "/"
-    found = []
-    for line in Path("/proc/self/mountinfo").read_text().splitlines():
-        mnt = line.split()[4].replace("\\040", " ")
-        if mnt.startswith(prefix) or mnt == str(root):
-            found.append(mnt)
-    return found
-
-
-def unmount_all(root: Path) -> None:
-    """Unmount everything at or below `root`, deepest first (lazily if busy)."""
-    for _ in range(5):
-        mounts = sorted(set(_mounts_under(root)), key=lambda m: m.count("/"), reverse=True)
-        if not mounts:
-            return
-        for mnt in mounts:
-            if sh("umount", mnt, check=False).returncode != 0:
-                sh("umount", "-l", mnt, check=False)
-    left = _mounts_under(root)
-    if left:
-        raise RuntimeError(f"still mounted under {root}: {left}")
 
 
 # --- the control plane, as a real node needs it ---------------------------------
@@ -458,56 +343,14 @@ class RealNode:
         base = self.workdir / "containerd"
         for sub in ("root", "state", "opt"):
             (base / sub).mkdir(parents=True, exist_ok=True)
-        sandbox = self.images["pause"][0]
-        config = f"""version = 2
-root = "{base / 'root'}"
-state = "{base / 'state'}"
-disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshotter.v1.btrfs",
-  "io.containerd.snapshotter.v1.zfs", "io.containerd.snapshotter.v1.devmapper",
-  "io.containerd.tracing.processor.v1.otlp"]
-
-[grpc]
-  address = "{self.containerd_sock}"
-
-[ttrpc]
-  address = "{self.containerd_sock}.ttrpc"
-
-[debug]
-  level = "info"
-
-[plugins."io.containerd.internal.v1.opt"]
-  path = "{base / 'opt'}"
-
-[plugins."io.containerd.grpc.v1.cri"]
-  sandbox_image = "{sandbox}"
-  # This VM's capability bounding set lacks CAP_SYS_RESOURCE: runc cannot lower
-  # /proc/self/oom_score_adj below the parent's without it.
-  restrict_oom_score_adj = true
-  netns_mounts_under_state_dir = true
-  disable_apparmor = true
-  enable_selinux = false
-  stream_server_address = "127.0.0.1"
-  stream_server_port = "0"
-  [plugins."io.containerd.grpc.v1.cri".containerd]
-    snapshotter = "overlayfs"
-    default_runtime_name = "runc"
-    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
-      runtime_type = "io.containerd.runc.v2"
-      [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
-        BinaryName = "{shutil.which('runc')}"
-        Root = "{base / 'state' / 'runc'}"
-        SystemdCgroup = false
-  [plugins."io.containerd.grpc.v1.cri".cni]
-    bin_dir = "{CNI_BIN_DIR}"
-    conf_dir = "{self.workdir / 'cni' / 'net.d'}"
-    max_conf_num = 1
-"""
+        config = containerd_config(base, self.containerd_sock, self.images["pause"][0],
+                                   self.workdir / "cni" / "net.d")
         (base / "config.toml").write_text(config)
         proc = ManagedProcess("containerd", ["containerd", "--config", base / "config.toml"],
                               self.workdir / "containerd.log")
         self.processes["containerd"] = proc
         wait_until("containerd answers on its socket", lambda: (
-            proc.alive() or _raise(f"containerd exited:\n{proc.log_tail()}"))
+            proc.alive() or fail(f"containerd exited:\n{proc.log_tail()}"))
             and self.containerd_sock.exists()
             and self.ctr("version", check=False, timeout=10).returncode == 0, 30)
 
@@ -616,7 +459,7 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
             for name in ("kubelet", "containerd", "kube-controller-manager", "kube-scheduler"):
                 proc = self.processes[name]
                 if not proc.alive():
-                    raise _Fatal(f"{name} exited:\n{proc.log_tail(40)}")
+                    raise Fatal(f"{name} exited:\n{proc.log_tail(40)}")
             node = core.read_node(self.name)
             return any(c.type == "Ready" and c.status == "True"
                        for c in node.status.conditions or [])
@@ -650,7 +493,7 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
 
         def healthy() -> bool:
             if not proc.alive():
-                raise _Fatal(f"kube-proxy exited:\n{proc.log_tail(40)}")
+                raise Fatal(f"kube-proxy exited:\n{proc.log_tail(40)}")
             with urllib.request.urlopen(url, timeout=2) as resp:
                 return bool(resp.status == 200)
 
@@ -660,79 +503,8 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
         sh(tool_path("kube-proxy"), f"--config={self.workdir / 'kube-proxy.yaml'}",
            "--cleanup", check=False, timeout=60)
 
-    def coredns_manifests(self) -> list[dict[str, Any]]:
-        labels = {"k8s-app": "kube-dns"}
-        corefile = f"""\
-.:53 {{
-    errors
-    health :8080
-    ready :8181
-    kubernetes {CLUSTER_DOMAIN} in-addr.arpa ip6.arpa {{
-        pods insecure
-        fallthrough in-addr.arpa ip6.arpa
-        ttl 5
-    }}
-    cache 5
-    loop
-    loadbalance
-}}
-"""
-        return [
-            {"apiVersion": "v1", "kind": "ServiceAccount",
-             "metadata": {"name": "coredns", "namespace": "kube-system"}},
-            {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
-             "metadata": {"name": "system:coredns"},
-             "rules": [
-                 {"apiGroups": [""], "resources": ["endpoints", "services", "pods",
-                                                   "namespaces"],
-                  "verbs": ["list", "watch"]},
-                 {"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"],
-                  "verbs": ["list", "watch"]}]},
-            {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
-             "metadata": {"name": "system:coredns"},
-             "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
-                         "name": "system:coredns"},
-             "subjects": [{"kind": "ServiceAccount", "name": "coredns",
-                           "namespace": "kube-system"}]},
-            {"apiVersion": "v1", "kind": "ConfigMap",
-             "metadata": {"name": "coredns", "namespace": "kube-system"},
-             "data": {"Corefile": corefile}},
-            {"apiVersion": "apps/v1", "kind": "Deployment",
-             "metadata": {"name": "coredns", "namespace": "kube-system", "labels": labels},
-             "spec": {
-                 "replicas": 1, "selector": {"matchLabels": labels},
-                 "template": {"metadata": {"labels": labels}, "spec": {
-                     "serviceAccountName": "coredns", "dnsPolicy": "Default",
-                     "priorityClassName": "system-cluster-critical",
-                     "containers": [{
-                         "name": "coredns", "image": self.image("coredns"),
-                         "imagePullPolicy": "Never",
-                         "args": ["-conf", "/etc/coredns/Corefile"],
-                         "ports": [{"name": "dns", "containerPort": 53, "protocol": "UDP"},
-                                   {"name": "dns-tcp", "containerPort": 53,
-                                    "protocol": "TCP"}],
-                         "volumeMounts": [{"name": "config", "mountPath": "/etc/coredns",
-                                           "readOnly": True}],
-                         "readinessProbe": {"httpGet": {"path": "/ready", "port": 8181},
-                                            "periodSeconds": 1},
-                         "livenessProbe": {"httpGet": {"path": "/health", "port": 8080},
-                                           "periodSeconds": 10},
-                         "securityContext": {"allowPrivilegeEscalation": False,
-                                             "readOnlyRootFilesystem": True,
-                                             "capabilities": {"drop": ["ALL"],
-                                                              "add": ["NET_BIND_SERVICE"]}},
-                     }],
-                     "volumes": [{"name": "config", "configMap": {"name": "coredns"}}],
-                 }}}},
-            {"apiVersion": "v1", "kind": "Service",
-             "metadata": {"name": "kube-dns", "namespace": "kube-system", "labels": labels},
-             "spec": {"selector": labels, "clusterIP": DNS_SERVICE_IP, "ports": [
-                 {"name": "dns", "port": 53, "protocol": "UDP", "targetPort": 53},
-                 {"name": "dns-tcp", "port": 53, "protocol": "TCP", "targetPort": 53}]}},
-        ]
-
     def _deploy_coredns(self) -> None:
-        docs = "\n---\n".join(yaml.safe_dump(m) for m in self.coredns_manifests())
+        docs = "\n---\n".join(yaml.safe_dump(m) for m in coredns_manifests(self.image("coredns")))
         self.kubectl("apply", "-f", "-", input_text=docs)
 
     def _wait_default_service_account(self) -> None:
@@ -812,71 +584,3 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
             if path.exists():
                 unmount_all(path)
                 shutil.rmtree(path)
-
-
-def restore_sysctls(values: dict[str, str | None]) -> None:
-    for name, value in values.items():
-        if value is None or _read_sysctl(name) == value:
-            continue
-        if name == "net/ipv4/ip_forward" and _link_exists("tpbr0"):
-            continue  # the simulated tier's bridge is up: its pods need forwarding
-        with contextlib.suppress(OSError):
-            Path("/proc/sys", name).write_text(value)
-
-
-class _Fatal(Exception):
-    """A probe saw something that will not get better (a process exited)."""
-
-
-def _raise(message: str) -> bool:
-    raise _Fatal(message)
-
-
-def cleanup_stale() -> list[str]:
-    """What a killed real-node run left (its processes are reaped by procs):
-    mounts under traceprobe-world-*/node/ (the tests' RealNode workdir), shims,
-    the node IP link, the CNI bridge, /kubepods cgroups, KUBE-*/CNI-* chains.
-    Call it only when no other run is live."""
-    removed: list[str] = []
-    mounts = [line.split()[4] for line in Path("/proc/self/mountinfo").read_text().splitlines()]
-    stale_dirs: set[Path] = set()
-    for mnt in sorted((m for m in mounts if re.search(STALE_MOUNTS, m)), key=len, reverse=True):
-        if sh("umount", "-l", mnt, check=False).returncode == 0:
-            removed.append(f"mount {mnt}")
-            match = re.search(STALE_MOUNTS, mnt)
-            assert match is not None
-            stale_dirs.add(Path(mnt[:match.end()]))
-    for proc in Path("/proc").glob("[0-9]*"):
-        with contextlib.suppress(OSError):
-            argv = (proc / "cmdline").read_bytes().split(b"\0")
-            if argv and argv[0].endswith(b"containerd-shim-runc-v2") and any(
-                    b"/traceprobe-world-" in a for a in argv):
-                os.kill(int(proc.name), signal.SIGKILL)
-                removed.append(f"shim {proc.name}")
-    for link in (CNI_BRIDGE, NODE_LINK):
-        if _link_exists(link):
-            sh("ip", "link", "del", link, check=False)
-            removed.append(f"link {link}")
-    for root in _cgroup_mounts():
-        if (root / "kubepods").is_dir():
-            _kill_and_remove_cgroup(root / "kubepods")
-            removed.append(f"cgroup {root / 'kubepods'}")
-    for cmd in ("iptables", "ip6tables"):
-        if shutil.which(cmd):
-            removed += remove_chains(cmd, {})
-    for node_dir in stale_dirs:  # a killed run's images and pod data, on tmpfs
-        if not _mounts_under(node_dir):
-            shutil.rmtree(node_dir, ignore_errors=True)
-            removed.append(f"dir {node_dir}")
-    if STATE_FILE.exists():  # what the killed run had found before it started
-        with contextlib.suppress(ValueError, OSError):
-            found = json.loads(STATE_FILE.read_text())
-            restore_sysctls(found.get("sysctls", {}))
-            removed.append("sysctls restored")
-            for d in map(Path, found.get("new_host_dirs", [])):
-                if d.exists():
-                    unmount_all(d)
-                    shutil.rmtree(d, ignore_errors=True)
-                    removed.append(f"dir {d}")
-        STATE_FILE.unlink(missing_ok=True)
-    return removed

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from harness import node as node_mod
 from harness.node import NodeControlPlane, RealNode
+from harness.node_host import cleanup_stale
 from harness.prereq import missing, require_root
 from harness.procs import STATE_DIR
 from harness.tools import ToolMissing
@@ -32,7 +32,7 @@ def real_node(world_dir: Path, _reaped: None) -> Iterator[RealNode]:
         os.close(lock)
         missing("another test run has a real node up on this machine")
     try:
-        node_mod.cleanup_stale()
+        cleanup_stale()
         node = RealNode(NodeControlPlane(world_dir / "node-cp"), world_dir / "node")
         started = time.monotonic()
         try:

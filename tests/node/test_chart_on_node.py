@@ -19,7 +19,8 @@ import yaml
 
 from harness.chart import CHART, NAMESPACE, RELEASE, helm
 from harness.collector import Collector
-from harness.node import RealNode, wait_until
+from harness.node import RealNode
+from harness.node_host import wait_until
 
 pytestmark = pytest.mark.timeout(900)
 CLUSTER = "real-node"

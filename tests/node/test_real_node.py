@@ -18,8 +18,9 @@ from typing import Any
 
 import pytest
 
-from harness import node as node_mod
-from harness.node import RealNode, wait_until
+from harness.node import RealNode
+from harness.node_config import DNS_SERVICE_IP
+from harness.node_host import wait_until
 from harness.procs import free_port
 
 pytestmark = pytest.mark.timeout(900)
@@ -159,7 +160,7 @@ def test_deployment_behind_service_runs_real_containers(real_node: RealNode) -> 
     assert phase == "Succeeded", log
     result = json.loads(log.strip().splitlines()[-1])
     assert result["resolved"] == service.spec.cluster_ip, result
-    assert f"nameserver {node_mod.DNS_SERVICE_IP}" in result["resolv_conf"], result
+    assert f"nameserver {DNS_SERVICE_IP}" in result["resolv_conf"], result
     backends = {f"hello from {p.metadata.name}" for p in pods}
     assert set(result["replies"]) == backends, result["replies"]
 
