@@ -46,7 +46,8 @@ sys.path.insert(0, str(REPO / "tests"))  # the test world's parts
 from harness.controlplane import ControlPlane  # noqa: E402
 from harness.install import NAMESPACE, ensure_node, install  # noqa: E402
 from harness.procs import ManagedProcess, free_port, wait_for_port  # noqa: E402
-from harness.world import GROUP, VERSION, OperatorWorld, wait_until  # noqa: E402
+from harness.waiting import wait_until  # noqa: E402
+from harness.world import GROUP, VERSION, OperatorWorld  # noqa: E402
 from traceprobe_api.resources import PROBE_PLURALS  # noqa: E402
 
 NODE = "bench-node-1"

@@ -30,7 +30,7 @@ from harness.metrics import samples
 from harness.prereq import require_root
 from harness.procs import ManagedProcess, free_port
 from harness.tools import REPO
-from harness.world import wait_until
+from harness.waiting import wait_until
 from traceprobe_operator.agent_workload import health_check
 
 RELEASE, NS = "tpmetrics", "tpmetrics-system"

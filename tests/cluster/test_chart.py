@@ -35,7 +35,8 @@ from harness.chart import (
 from harness.install import ensure_node
 from harness.procs import ManagedProcess
 from harness.tools import REPO
-from harness.world import GROUP, VERSION, wait_until
+from harness.waiting import wait_until
+from harness.world import GROUP, VERSION
 from traceprobe_operator.agent_workload import ActiveProbe, render_daemonset
 from traceprobe_operator.settings import OperatorSettings
 

@@ -12,7 +12,7 @@ import pytest
 
 from harness.collector import Collector
 from harness.pki import make_ca, server_cert
-from harness.world import wait_until
+from harness.waiting import wait_until
 from traceprobe_map.buckets import EdgeKey
 from traceprobe_map.edge_stats import EdgeStats
 from traceprobe_map.export import CountingExporter, EdgeExporter, make_exporter

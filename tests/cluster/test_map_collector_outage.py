@@ -17,7 +17,7 @@ from typing import Any
 from harness.collector import Collector
 from harness.procs import ManagedProcess, free_port, wait_for_port
 from harness.tools import REPO
-from harness.world import wait_until
+from harness.waiting import wait_until
 from traceprobe_agent.report_sender import ReportSender
 from traceprobe_api.records import ConnectionRecord, Role
 

@@ -10,7 +10,7 @@ import grpc
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2_grpc import LogsServiceStub
 
 from harness.procs import free_port
-from harness.world import wait_until
+from harness.waiting import wait_until
 from traceprobe_agent.report_sender import ReportSender
 from traceprobe_api.record_otlp import encode
 from traceprobe_api.records import ConnectionRecord, Role

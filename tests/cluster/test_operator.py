@@ -11,7 +11,8 @@ import pytest
 
 from harness.install import apply_probe, ensure_node, install
 from harness.procs import ManagedProcess
-from harness.world import GROUP, NS, VERSION, OperatorWorld, wait_until
+from harness.waiting import wait_until
+from harness.world import GROUP, NS, VERSION, OperatorWorld
 
 
 @pytest.fixture(scope="module")

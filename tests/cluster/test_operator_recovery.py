@@ -12,7 +12,8 @@ from typing import Any
 import pytest
 
 from harness.install import apply_probe, ensure_node, install
-from harness.world import OperatorWorld, wait_until
+from harness.waiting import wait_until
+from harness.world import OperatorWorld
 
 
 @pytest.fixture

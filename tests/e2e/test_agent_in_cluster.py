@@ -13,7 +13,8 @@ from harness.bpf import held_ids
 from harness.install import apply_probe, ensure_node, install
 from harness.pods import PodFactory
 from harness.traffic_control import dial, serve, stop
-from harness.world import GROUP, VERSION, OperatorWorld, wait_until
+from harness.waiting import wait_until
+from harness.world import GROUP, VERSION, OperatorWorld
 
 NODE = "tp-agent-node"
 

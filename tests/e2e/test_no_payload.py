@@ -15,7 +15,7 @@ from harness.install import apply_probe, install
 from harness.map_world import MapWorld
 from harness.pods import PodFactory
 from harness.traffic_control import dial, serve, stop
-from harness.world import wait_until
+from harness.waiting import wait_until
 
 
 @pytest.fixture

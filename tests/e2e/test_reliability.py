@@ -15,7 +15,8 @@ from harness.install import apply_probe, install
 from harness.map_world import MapWorld
 from harness.pods import PodFactory
 from harness.traffic_control import dial, serve, stop
-from harness.world import GROUP, VERSION, wait_until
+from harness.waiting import wait_until
+from harness.world import GROUP, VERSION
 
 
 @pytest.fixture

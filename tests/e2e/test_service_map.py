@@ -22,11 +22,9 @@ from harness.map_world import MapWorld
 from harness.pods import PodFactory
 from harness.services import ServiceFactory
 from harness.traffic_control import PY, dial, serve, stop
-from harness.world import wait_until
+from harness.truth import BACKENDS, CONNS, FAILURES, collector_edges, dnat_split
+from harness.waiting import wait_until
 
-CONNS = "traceprobe.edge.connections"
-FAILURES = "traceprobe.edge.failures"
-BACKENDS = "traceprobe.edge.backend.connections"
 DNS = str(Path(__file__).resolve().parents[1] / "harness" / "dns_server.py")
 CLUSTER = "e2e-service-map"  # the collector is shared: only this test's exports count
 
@@ -48,13 +46,6 @@ def world(control_plane: Any, collector: Any, bpf_ready: None,
         n1.cleanup()
 
 
-def _dnat_split(chain: str) -> list[int]:
-    """Packets per DNAT rule of a Service chain = new connections per backend."""
-    out = subprocess.run(["iptables", "-t", "nat", "-L", chain, "-v", "-x", "-n"],
-                         capture_output=True, text=True, check=True).stdout
-    return [int(line.split()[0]) for line in out.splitlines() if "DNAT" in line]
-
-
 def _resolve_and_dial(pod: Any, server: str, name: str, expected: str) -> dict[str, Any]:
     """As an app does: look the name up, then connect to the address it was given."""
     got = pod.run([PY, DNS, "resolve", server, name]).stdout
@@ -63,18 +54,7 @@ def _resolve_and_dial(pod: Any, server: str, name: str, expected: str) -> dict[s
 
 
 def _edges(collector: Any, name: str, **attrs: Any) -> dict[tuple[str, str, int], float]:
-    """Cumulative value (its largest: sums only grow) per (src, dst, port) of our edges."""
-    latest: dict[tuple[str, str, int], float] = {}
-    for p in collector.find(name, **{"k8s.cluster.name": CLUSTER, **attrs}):
-        a = p.attributes
-        if a.get("k8s.src.namespace") not in ("shop", "pay"):
-            continue
-        dst = f"{a.get('k8s.dst.namespace', '')}/{a['k8s.dst.name']}".lstrip("/")
-        if name == BACKENDS:
-            dst += f">{a['k8s.dst.backend.name']}"
-        key = (f"{a['k8s.src.namespace']}/{a['k8s.src.name']}", dst, a.get("server.port", 0))
-        latest[key] = max(latest.get(key, 0.0), p.value or 0.0)
-    return latest
+    return collector_edges(collector, name, CLUSTER, ("shop", "pay"), **attrs)
 
 
 def test_service_map_end_to_end(world: tuple[MapWorld, PodFactory, PodFactory, ServiceFactory],
@@ -109,7 +89,7 @@ def test_service_map_end_to_end(world: tuple[MapWorld, PodFactory, PodFactory, S
 
         wait_until(warm, timeout=90, what="agents attached and reporting to the map")
         time.sleep(2)  # the warm-up's last dials are in; count from here
-        base_split = _dnat_split(svc.chain)
+        base_split = dnat_split(svc.chain)
         truth = {
             "store": dial(frontend, store.ip, 5432, 200, "--count", "3"),
             "payments": dial(frontend, svc.cluster_ip, 80, 20, "--count", "6"),
@@ -119,7 +99,7 @@ def test_service_map_end_to_end(world: tuple[MapWorld, PodFactory, PodFactory, S
             "metrics": dial(metrics, store.ip, 5432, 10, "--count", "2"),
             "cart": dial(frontend, cart.ip, 8080, 10, "--count", "2"),
         }
-        split = [a - b for a, b in zip(_dnat_split(svc.chain), base_split, strict=True)]
+        split = [a - b for a, b in zip(dnat_split(svc.chain), base_split, strict=True)]
         # The cart calls are drained and stamped before the address changes hands.
         wait_until(lambda: any(e["target"] == "workload:shop/cart" and e["connections"] == 2
                                for e in w.api_map()["edges"]), timeout=30,

@@ -45,10 +45,13 @@ import yaml
 from harness.controlplane import ControlPlane
 from harness.node_config import (
     CLUSTER_DOMAIN,
-    CNI_BIN_DIR,
-    DNS_SERVICE_IP,
+    POD_CIDR,
+    SERVICE_CIDR,
+    cni_conflist,
     containerd_config,
     coredns_manifests,
+    kube_proxy_config,
+    kubelet_config,
 )
 from harness.node_host import (
     _IPT_TABLES,
@@ -56,27 +59,25 @@ from harness.node_host import (
     NODE_LINK,
     NODE_PEER,
     STATE_FILE,
-    Fatal,
     _cgroup_mounts,
     _chains,
     _kill_and_remove_cgroup,
     _link_exists,
     _read_sysctl,
-    fail,
+    host_prerequisites,
+    node_images,
     remove_chains,
     restore_sysctls,
     sh,
     unmount_all,
-    wait_until,
 )
+from harness.pki import cert_kubeconfig, sign_cert
 from harness.procs import ManagedProcess, free_port
-from harness.tools import REPO, ToolMissing, tool_path
+from harness.tools import ToolMissing, tool_path
+from harness.waiting import Fatal, fail, wait_until
 
 NODE_NAME = "traceprobe-node"
 NODE_IP = "10.236.0.1"
-POD_CIDR = "10.234.0.0/16"
-NODE_POD_CIDR, POD_GATEWAY = "10.234.0.0/24", "10.234.0.1"
-SERVICE_CIDR = "10.235.0.0/16"
 KUBERNETES_SERVICE_IP = "10.235.0.1"
 
 _NODE_TOOLS = ("kubelet", "kube-scheduler", "kube-controller-manager", "kube-proxy", "coredns")
@@ -92,68 +93,6 @@ _HOST_DIRS = (Path("/var/lib/cni"), Path("/var/lib/kubelet"), Path("/run/contain
 # What start() found (sysctls, host dirs), for stop() and for cleanup_stale()
 # after a killed run.
 
-
-
-# --- tools, images ------------------------------------------------------------
-def node_images() -> dict[str, tuple[str, Path]]:
-    """key -> (image reference, OCI/Docker archive) from scripts/node/build-images.sh."""
-    script = REPO / "scripts" / "node" / "build-images.sh"
-    out = subprocess.run([str(script), "--print-paths"], capture_output=True, text=True,
-                         check=True).stdout
-    images: dict[str, tuple[str, Path]] = {}
-    for line in out.splitlines():
-        key, ref, path = line.split()
-        if not Path(path).is_file():
-            raise ToolMissing(f"image {ref} not built at {path}: run scripts/node/build-images.sh")
-        images[key] = (ref, Path(path))
-    return images
-
-
-def host_prerequisites() -> list[str]:
-    """What this machine lacks for a real node (empty when all is there)."""
-    lacking = [f"{cmd} (scripts/node/install-packages.sh)"
-               for cmd in ("containerd", "containerd-shim-runc-v2", "runc", "ctr",
-                           "iptables", "ip6tables", "ip")
-               if shutil.which(cmd) is None]
-    lacking += [f"CNI plugin {CNI_BIN_DIR / p} (containernetworking-plugins)"
-                for p in ("bridge", "host-local", "loopback", "portmap")
-                if not (CNI_BIN_DIR / p).exists()]
-    if os.geteuid() != 0:
-        lacking.append("root")
-    return lacking
-
-
-# --- small helpers --------------------------------------------------------------
-def _openssl(*args: str, cwd: Path) -> None:
-    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True)
-
-
-def sign_cert(pki: Path, name: str, cn: str, orgs: tuple[str, ...] = (),
-              sans: tuple[str, ...] = (), server: bool = False) -> tuple[Path, Path]:
-    """A key and certificate signed by pki/ca.{crt,key}: (cert, key)."""
-    subject = "".join(f"/O={o}" for o in orgs) + f"/CN={cn}"
-    ext = ["keyUsage=critical,digitalSignature,keyEncipherment",
-           f"extendedKeyUsage={'serverAuth' if server else 'clientAuth'}"]
-    if sans:
-        ext.append("subjectAltName=" + ",".join(sans))
-    (pki / f"{name}.ext").write_text("\n".join(ext) + "\n")
-    _openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", subject,
-             "-keyout", f"{name}.key", "-out", f"{name}.csr", cwd=pki)
-    _openssl("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
-             "-CAcreateserial", "-days", "2", "-extfile", f"{name}.ext",
-             "-out", f"{name}.crt", cwd=pki)
-    return pki / f"{name}.crt", pki / f"{name}.key"
-
-
-def cert_kubeconfig(server: str, ca: Path, cert: Path, key: Path, user: str) -> dict[str, Any]:
-    return {
-        "apiVersion": "v1", "kind": "Config", "current-context": "node",
-        "clusters": [{"name": "node", "cluster": {"server": server,
-                                                  "certificate-authority": str(ca)}}],
-        "users": [{"name": user, "user": {"client-certificate": str(cert),
-                                          "client-key": str(key)}}],
-        "contexts": [{"name": "node", "context": {"cluster": "node", "user": user}}],
-    }
 
 
 # --- the control plane, as a real node needs it ---------------------------------
@@ -333,11 +272,12 @@ class RealNode:
             "kube-controller-manager": ("system:kube-controller-manager", ()),
         }
         for name, (cn, orgs) in users.items():
-            cert, key = sign_cert(pki, f"{name}-client", cn, orgs=orgs)
+            cert, key = sign_cert(pki, ca, f"{name}-client", cn, orgs=orgs)
             (self.workdir / f"{name}.kubeconfig").write_text(
                 yaml.safe_dump(cert_kubeconfig(server, ca, cert, key, cn)))
-        sign_cert(pki, "kubelet-serving", f"system:node:{self.name}", orgs=("system:nodes",),
-                  sans=(f"IP:{self.node_ip}", f"DNS:{self.name}"), server=True)
+        sign_cert(pki, ca, "kubelet-serving", f"system:node:{self.name}",
+                  orgs=("system:nodes",), sans=(f"IP:{self.node_ip}", f"DNS:{self.name}"),
+                  server=True)
 
     def _start_containerd(self) -> None:
         base = self.workdir / "containerd"
@@ -349,10 +289,11 @@ class RealNode:
         proc = ManagedProcess("containerd", ["containerd", "--config", base / "config.toml"],
                               self.workdir / "containerd.log")
         self.processes["containerd"] = proc
-        wait_until("containerd answers on its socket", lambda: (
+        wait_until(lambda: (
             proc.alive() or fail(f"containerd exited:\n{proc.log_tail()}"))
             and self.containerd_sock.exists()
-            and self.ctr("version", check=False, timeout=10).returncode == 0, 30)
+            and self.ctr("version", check=False, timeout=10).returncode == 0,
+            30, "containerd answers on its socket")
 
     def _import_images(self) -> None:
         for _key, (ref, archive) in self.images.items():
@@ -364,21 +305,7 @@ class RealNode:
     def _write_cni_config(self) -> None:
         netd = self.workdir / "cni" / "net.d"
         netd.mkdir(parents=True, exist_ok=True)
-        conflist = {
-            "cniVersion": "1.0.0", "name": "traceprobe-node",
-            "plugins": [
-                {"type": "bridge", "bridge": CNI_BRIDGE, "isGateway": True, "ipMasq": False,
-                 "hairpinMode": True,
-                 "ipam": {"type": "host-local",
-                          "dataDir": str(self.workdir / "cni" / "ipam"),
-                          "ranges": [[{"subnet": NODE_POD_CIDR, "gateway": POD_GATEWAY}]],
-                          # No default route: pods reach pods, Services and the
-                          # node IP, and nothing off this machine (ENETUNREACH).
-                          "routes": [{"dst": POD_CIDR}, {"dst": SERVICE_CIDR},
-                                     {"dst": f"{self.node_ip}/32"}]}},
-                {"type": "portmap", "capabilities": {"portMappings": True}},
-            ],
-        }
+        conflist = cni_conflist(self.workdir / "cni" / "ipam", self.node_ip)
         (netd / "10-traceprobe.conflist").write_text(json.dumps(conflist, indent=1))
 
     def _start_controllers(self, binaries: dict[str, Path]) -> None:
@@ -414,32 +341,9 @@ class RealNode:
     def _start_kubelet(self, kubelet: Path) -> None:
         pki = self.cp.pki
         self._ports["kubelet"], self._ports["kubelet-healthz"] = free_port(), free_port()
-        config = {
-            "apiVersion": "kubelet.config.k8s.io/v1beta1", "kind": "KubeletConfiguration",
-            "address": self.node_ip, "port": self._ports["kubelet"], "readOnlyPort": 0,
-            "healthzBindAddress": "127.0.0.1", "healthzPort": self._ports["kubelet-healthz"],
-            "tlsCertFile": str(pki / "kubelet-serving.crt"),
-            "tlsPrivateKeyFile": str(pki / "kubelet-serving.key"),
-            "authentication": {"anonymous": {"enabled": False}, "webhook": {"enabled": True},
-                               "x509": {"clientCAFile": str(pki / "ca.crt")}},
-            "authorization": {"mode": "Webhook"},
-            "containerRuntimeEndpoint": f"unix://{self.containerd_sock}",
-            # Hybrid cgroup layout, no systemd as PID 1: the cgroupfs driver is the
-            # one that works; runc mirrors each container into cgroup2 (unified).
-            "cgroupDriver": "cgroupfs", "cgroupsPerQOS": True, "failCgroupV1": False,
-            "failSwapOn": False, "enforceNodeAllocatable": [],
-            "clusterDNS": [DNS_SERVICE_IP], "clusterDomain": CLUSTER_DOMAIN,
-            "resolvConf": "",  # no host resolver: nothing may leave this machine
-            "podLogsDir": str(self.workdir / "pod-logs"),
-            "rotateCertificates": False, "serverTLSBootstrap": False,
-            "registerNode": True, "maxPods": 110, "podCIDR": NODE_POD_CIDR,
-            "imageGCHighThresholdPercent": 100, "imageGCLowThresholdPercent": 99,
-            "evictionHard": {"memory.available": "100Mi", "nodefs.available": "1%",
-                             "imagefs.available": "1%", "nodefs.inodesFree": "1%"},
-            "serializeImagePulls": False,
-            "syncFrequency": "10s", "fileCheckFrequency": "10s",
-            "nodeStatusUpdateFrequency": "5s",
-        }
+        config = kubelet_config(self.node_ip, self._ports["kubelet"],
+                                self._ports["kubelet-healthz"], pki, self.containerd_sock,
+                                self.workdir / "pod-logs")
         cfg = self.workdir / "kubelet.yaml"
         cfg.write_text(yaml.safe_dump(config))
         self.processes["kubelet"] = ManagedProcess("kubelet", [
@@ -464,26 +368,13 @@ class RealNode:
             return any(c.type == "Ready" and c.status == "True"
                        for c in node.status.conditions or [])
 
-        wait_until(f"node {self.name} Ready", ready, timeout, self.diagnose)
+        wait_until(ready, timeout, f"node {self.name} Ready", diagnose=self.diagnose)
 
     def _start_kube_proxy(self, kube_proxy: Path) -> None:
         self._ports["proxy-healthz"], self._ports["proxy-metrics"] = free_port(), free_port()
-        config = {
-            "apiVersion": "kubeproxy.config.k8s.io/v1alpha1", "kind": "KubeProxyConfiguration",
-            "mode": "iptables",
-            "clientConnection": {"kubeconfig": str(self.workdir / "kube-proxy.kubeconfig")},
-            "hostnameOverride": self.name, "bindAddress": self.node_ip,
-            "clusterCIDR": POD_CIDR,
-            "healthzBindAddress": f"127.0.0.1:{self._ports['proxy-healthz']}",
-            "metricsBindAddress": f"127.0.0.1:{self._ports['proxy-metrics']}",
-            "nodePortAddresses": [f"{self.node_ip}/32"],
-            # Leave the host's conntrack sysctls alone (0 = do not set).
-            "conntrack": {"maxPerCore": 0, "min": 0, "tcpEstablishedTimeout": "0s",
-                          "tcpCloseWaitTimeout": "0s"},
-            # No route_localnet=1 on the host: NodePorts are not served on 127.0.0.1.
-            "iptables": {"localhostNodePorts": False, "minSyncPeriod": "0s",
-                         "syncPeriod": "30s"},
-        }
+        config = kube_proxy_config(self.name, self.node_ip,
+                                   self.workdir / "kube-proxy.kubeconfig",
+                                   self._ports["proxy-healthz"], self._ports["proxy-metrics"])
         cfg = self.workdir / "kube-proxy.yaml"
         cfg.write_text(yaml.safe_dump(config))
         proc = ManagedProcess("kube-proxy", [kube_proxy, f"--config={cfg}"],
@@ -497,7 +388,7 @@ class RealNode:
             with urllib.request.urlopen(url, timeout=2) as resp:
                 return bool(resp.status == 200)
 
-        wait_until("kube-proxy /healthz", healthy, 60, lambda: proc.log_tail(30))
+        wait_until(healthy, 60, "kube-proxy /healthz", diagnose=lambda: proc.log_tail(30))
 
     def _kube_proxy_cleanup(self) -> None:
         sh(tool_path("kube-proxy"), f"--config={self.workdir / 'kube-proxy.yaml'}",
@@ -511,9 +402,9 @@ class RealNode:
         from kubernetes import client
 
         core = client.CoreV1Api(self.api_client())
-        wait_until("ServiceAccount default/default (controller-manager)",
-                   lambda: core.read_namespaced_service_account("default", "default"), 60,
-                   lambda: self.processes["kube-controller-manager"].log_tail(20))
+        wait_until(lambda: core.read_namespaced_service_account("default", "default"), 60,
+                   "ServiceAccount default/default (controller-manager)",
+                   diagnose=lambda: self.processes["kube-controller-manager"].log_tail(20))
 
     def _wait_coredns(self, timeout: float) -> None:
         from kubernetes import client
@@ -524,7 +415,7 @@ class RealNode:
             dep = apps.read_namespaced_deployment("coredns", "kube-system")
             return (dep.status.ready_replicas or 0) >= 1
 
-        wait_until("CoreDNS Deployment ready", ready, timeout, self.diagnose_pods)
+        wait_until(ready, timeout, "CoreDNS Deployment ready", diagnose=self.diagnose_pods)
 
     def diagnose_pods(self) -> str:
         pods = self.kubectl("get", "pods", "-A", "-o", "wide", check=False).stdout
@@ -543,18 +434,19 @@ class RealNode:
         (CNI DEL) — the clean way, while kubelet and containerd still run."""
         self.kubectl("delete", "pods", "--all", "--all-namespaces", "--grace-period=0",
                      "--force", "--wait=false", check=False)
-        with contextlib.suppress(TimeoutError):
-            wait_until("containers gone", lambda: not any(
-                status == "RUNNING" for _pid, status in self.tasks().values()), 60)
+        with contextlib.suppress(AssertionError):
+            wait_until(lambda: not any(
+                status == "RUNNING" for _pid, status in self.tasks().values()),
+                60, "containers gone")
 
     def _kill_containers(self) -> None:
         if "containerd" not in self.processes or not self.containerd_sock.exists():
             return
         for task in list(self.tasks()):
             self.ctr("tasks", "kill", "--all", "--signal", "SIGKILL", task, check=False)
-        with contextlib.suppress(TimeoutError):
-            wait_until("tasks stopped", lambda: all(
-                status != "RUNNING" for _p, status in self.tasks().values()), 20)
+        with contextlib.suppress(AssertionError):
+            wait_until(lambda: all(
+                status != "RUNNING" for _p, status in self.tasks().values()), 20, "tasks stopped")
         for task in list(self.tasks()):
             self.ctr("tasks", "delete", "--force", task, check=False)
         for cid in self.ctr("containers", "ls", "-q", check=False).stdout.split():

@@ -13,20 +13,19 @@ import shlex
 import shutil
 import signal
 import subprocess
-import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import TypeVar
 
 from harness.procs import STATE_DIR
+from harness.tools import REPO, ToolMissing
+from harness.waiting import wait_until
 
 NODE_LINK, NODE_PEER = "tpnode0", "tpnode1"  # not "tph*": pods.cleanup_stale owns those
 CNI_BRIDGE = "tpcni0"
+CNI_BIN_DIR = Path("/usr/lib/cni")  # Debian's containernetworking-plugins
 _IPT_TABLES = ("filter", "nat", "mangle", "raw")
 STALE_MOUNTS = r"/traceprobe-world-[^/]+/node/"  # cleanup_stale(): a killed run's mounts
 STATE_FILE = STATE_DIR / "real-node.json"
 _CHAIN_PREFIXES = ("KUBE-", "CNI-")
-T = TypeVar("T")
 
 
 def sh(*argv: str | os.PathLike[str], check: bool = True, timeout: float = 120,
@@ -37,36 +36,6 @@ def sh(*argv: str | os.PathLike[str], check: bool = True, timeout: float = 120,
         raise RuntimeError(f"{shlex.join(str(a) for a in argv)} failed ({result.returncode}): "
                            f"{result.stderr.strip() or result.stdout.strip()}")
     return result
-
-
-class Fatal(Exception):
-    """A probe saw something that will not get better (a process exited)."""
-
-
-def fail(message: str) -> bool:
-    """Stop a wait_until at once (a probe saw a process exit)."""
-    raise Fatal(message)
-
-
-def wait_until(what: str, probe: Callable[[], T | None], timeout: float,
-               diagnose: Callable[[], str] | None = None, interval: float = 0.25) -> T:
-    """Poll `probe` until it returns something truthy; TimeoutError names `what`."""
-    deadline = time.monotonic() + timeout
-    last: BaseException | None = None
-    while True:
-        try:
-            value = probe()
-            if value:
-                return value
-        except Fatal:
-            raise
-        except Exception as exc:  # a probe error is "not yet"
-            last = exc
-        if time.monotonic() > deadline:
-            detail = f" (last error: {last})" if last else ""
-            extra = f"\n{diagnose()}" if diagnose else ""
-            raise TimeoutError(f"{what}: not within {timeout:.0f}s{detail}{extra}")
-        time.sleep(interval)
 
 
 def _read_sysctl(name: str) -> str | None:
@@ -133,8 +102,8 @@ def _kill_and_remove_cgroup(path: Path) -> None:
                     os.kill(int(pid), signal.SIGKILL)
     for sub in dirs:
         procs = sub / "cgroup.procs"
-        with contextlib.suppress(TimeoutError):
-            wait_until(f"cgroup {sub} empty", functools.partial(_no_procs, procs), 10)
+        with contextlib.suppress(AssertionError):
+            wait_until(functools.partial(_no_procs, procs), 10, f"cgroup {sub} empty")
         with contextlib.suppress(OSError):
             sub.rmdir()
 
@@ -225,3 +194,31 @@ def cleanup_stale() -> list[str]:
                     removed.append(f"dir {d}")
         STATE_FILE.unlink(missing_ok=True)
     return removed
+
+
+def node_images() -> dict[str, tuple[str, Path]]:
+    """key -> (image reference, OCI/Docker archive) from scripts/node/build-images.sh."""
+    script = REPO / "scripts" / "node" / "build-images.sh"
+    out = subprocess.run([str(script), "--print-paths"], capture_output=True, text=True,
+                         check=True).stdout
+    images: dict[str, tuple[str, Path]] = {}
+    for line in out.splitlines():
+        key, ref, path = line.split()
+        if not Path(path).is_file():
+            raise ToolMissing(f"image {ref} not built at {path}: run scripts/node/build-images.sh")
+        images[key] = (ref, Path(path))
+    return images
+
+
+def host_prerequisites() -> list[str]:
+    """What this machine lacks for a real node (empty when all is there)."""
+    lacking = [f"{cmd} (scripts/node/install-packages.sh)"
+               for cmd in ("containerd", "containerd-shim-runc-v2", "runc", "ctr",
+                           "iptables", "ip6tables", "ip")
+               if shutil.which(cmd) is None]
+    lacking += [f"CNI plugin {CNI_BIN_DIR / p} (containernetworking-plugins)"
+                for p in ("bridge", "host-local", "loopback", "portmap")
+                if not (CNI_BIN_DIR / p).exists()]
+    if os.geteuid() != 0:
+        lacking.append("root")
+    return lacking

@@ -1,10 +1,13 @@
 """Known traffic, run inside netns pods: the independent truth for agent tests.
 
     traffic.py serve PORT RESPONSE_BYTES [--reset] [--count N] [--family 4|6]
+                     [--ready-file PATH] [--log-peers]
     traffic.py dial HOST PORT REQUEST_BYTES [--count N] [--parallel P] [--hold S]
     traffic.py stream HOST PORT BYTES
 
-`serve` prints "ready" once listening; it reads each request fully (until the
+`serve` prints "ready" once listening (and creates --ready-file, for an exec
+readiness probe that adds no connection of its own); with --log-peers it prints
+"peer IP PORT" for each connection it accepts. It reads each request fully (until the
 client half-closes), answers RESPONSE_BYTES and closes (or resets with --reset).
 `dial` prints one JSON line: connections completed, failed (with errno names),
 bytes sent and received. Plain stdlib Python: it runs under /usr/bin/python3.
@@ -28,7 +31,8 @@ def _recv_all(conn: socket.socket) -> int:
     return total
 
 
-def serve(port: int, response: int, reset: bool, count: int, family: int) -> None:
+def serve(port: int, response: int, reset: bool, count: int, family: int,
+          ready_file: str = "", log_peers: bool = False) -> None:
     af = socket.AF_INET6 if family == 6 else socket.AF_INET
     srv = socket.socket(af, socket.SOCK_STREAM)
     srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -37,10 +41,14 @@ def serve(port: int, response: int, reset: bool, count: int, family: int) -> Non
     srv.bind(("::" if af == socket.AF_INET6 else "0.0.0.0", port))
     srv.listen(128)
     print("ready", flush=True)
+    if ready_file:
+        open(ready_file, "w").close()
     served = 0
     while count <= 0 or served < count:
-        conn, _ = srv.accept()
+        conn, peer = srv.accept()
         served += 1
+        if log_peers:
+            print(f"peer {peer[0].removeprefix('::ffff:')} {peer[1]}", flush=True)
         threading.Thread(target=_handle, args=(conn, response, reset), daemon=True).start()
     time.sleep(0.5)
 
@@ -105,6 +113,8 @@ def main() -> None:
     s.add_argument("--reset", action="store_true")
     s.add_argument("--count", type=int, default=0)
     s.add_argument("--family", type=int, default=6)
+    s.add_argument("--ready-file", default="")
+    s.add_argument("--log-peers", action="store_true")
     d = sub.add_parser("dial")
     d.add_argument("host")
     d.add_argument("port", type=int)
@@ -117,7 +127,7 @@ def main() -> None:
     d.add_argument("--payload", default="q", help="text repeated to fill each request")
     a = p.parse_args()
     if a.cmd == "serve":
-        serve(a.port, a.response, a.reset, a.count, a.family)
+        serve(a.port, a.response, a.reset, a.count, a.family, a.ready_file, a.log_peers)
     else:
         dial(a.host, a.port, a.request, a.count, a.parallel, a.hold, a.timeout, a.every,
              a.payload)

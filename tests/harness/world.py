@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import os
 import sys
-import time
-from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -19,21 +17,6 @@ from harness.tools import REPO
 
 NS = "traceprobe-system"
 GROUP, VERSION = "traceprobe.io", "v1alpha1"
-
-
-def wait_until(check: Callable[[], Any], timeout: float = 30, what: str = "",
-               interval: float = 0.3) -> Any:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        try:
-            last = check()
-            if last:
-                return last
-        except ApiException as exc:
-            last = exc
-        time.sleep(interval)
-    raise AssertionError(f"timed out waiting for {what or check}: last={last!r}")
 
 
 class OperatorWorld:

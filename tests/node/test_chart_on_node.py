@@ -7,20 +7,18 @@ leaving no BPF program behind."""
 from __future__ import annotations
 
 import json
-import subprocess
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
-from harness.chart import CHART, NAMESPACE, RELEASE, helm
+from harness.chart import NAMESPACE, RELEASE, helm
 from harness.collector import Collector
 from harness.node import RealNode
-from harness.node_host import wait_until
+from harness.node_release import ChartRelease, all_ready, apply, bpf_program_ids, pods
+from harness.waiting import wait_until
 
 pytestmark = pytest.mark.timeout(900)
 CLUSTER = "real-node"
@@ -33,69 +31,36 @@ PROBE = {
 }
 
 
-def _bpf_program_ids() -> set[int]:
-    out = subprocess.run(["bpftool", "prog", "show", "--json"], capture_output=True,
-                         text=True, check=True).stdout
-    return {int(p["id"]) for p in json.loads(out or "[]")}
-
-
-def _apply(node: RealNode, *manifests: dict[str, Any]) -> None:
-    node.kubectl("apply", "-f", "-",
-                 input_text="\n---\n".join(yaml.safe_dump(m) for m in manifests))
-
-
-def _pods(node: RealNode, namespace: str, selector: str) -> list[dict[str, Any]]:
-    out = node.kubectl("get", "pods", "-n", namespace, "-l", selector, "-o", "json").stdout
-    items: list[dict[str, Any]] = json.loads(out)["items"]
-    return items
-
-
-def _all_ready(pods: list[dict[str, Any]]) -> bool:
-    return bool(pods) and all(
-        c.get("ready") for p in pods for c in (p.get("status") or {}).get("containerStatuses")
-        or [{}])
-
-
 @dataclass
 class Release:
+    chart: ChartRelease
     collector: Collector
     programs_before: set[int]
-    installed: bool = True
-
-
-def _uninstall(real_node: RealNode) -> None:
-    real_node.kubectl("delete", "clustertraceprobe", "--all", "--wait=true", "--timeout=90s",
-                      check=False)
-    helm("uninstall", RELEASE, "-n", NAMESPACE, "--wait", "--timeout", "180s",
-         kubeconfig=real_node.cp.admin_kubeconfig, check=False, timeout=240)
 
 
 @pytest.fixture(scope="module")
 def release(real_node: RealNode, world_dir: Path) -> Iterator[Release]:
-    state = Release(Collector(world_dir / "node-collector", host=real_node.node_ip),
-                    _bpf_program_ids())
+    state = Release(ChartRelease(real_node, CLUSTER),
+                    Collector(world_dir / "node-collector", host=real_node.node_ip),
+                    bpf_program_ids())
     state.collector.start()
     try:
-        helm("install", RELEASE, str(CHART), "-n", NAMESPACE, "--create-namespace",
-             "--set", f"clusterName={CLUSTER}",
-             "--set", f"serviceMap.export.endpoint={state.collector.grpc_endpoint}",
-             "--set", "serviceMap.export.intervalSeconds=2",
-             "--wait", "--timeout", "300s", kubeconfig=real_node.cp.admin_kubeconfig,
-             timeout=360)
+        state.chart.install(f"serviceMap.export.endpoint={state.collector.grpc_endpoint}",
+                            "serviceMap.export.intervalSeconds=2")
         yield state
     finally:
-        if state.installed:
-            _uninstall(real_node)
-        real_node.kubectl("delete", "namespace", SHOP, NAMESPACE, "--wait=false", check=False)
+        if state.chart.installed:
+            state.chart.uninstall()
+        real_node.kubectl("delete", "namespace", SHOP, "--wait=false", check=False)
         state.collector.stop()
 
 
 def test_operator_and_map_run_as_real_containers(real_node: RealNode,
                                                  release: Release) -> None:
-    pods = _pods(real_node, NAMESPACE, "app.kubernetes.io/instance=traceprobe")
-    components = {p["metadata"]["labels"].get("app.kubernetes.io/component") for p in pods}
+    ours = pods(real_node, NAMESPACE, "app.kubernetes.io/instance=traceprobe")
+    components = {p["metadata"]["labels"].get("app.kubernetes.io/component") for p in ours}
     assert {"operator", "service-map"} <= components, components
-    for pod in pods:
+    for pod in ours:
         for status in pod["status"]["containerStatuses"]:
             assert status["containerID"].startswith("containerd://"), status
             assert status["ready"], status
@@ -108,11 +73,11 @@ def test_operator_and_map_run_as_real_containers(real_node: RealNode,
 
 def test_a_probe_runs_the_agent_daemonset_with_the_charts_pod_spec(
         real_node: RealNode, release: Release) -> None:
-    _apply(real_node, PROBE)
-    wait_until("agent pods ready", lambda: _all_ready(
-        _pods(real_node, NAMESPACE, "app.kubernetes.io/name=traceprobe-agent")), 240,
-        real_node.diagnose_pods)
-    (pod,) = _pods(real_node, NAMESPACE, "app.kubernetes.io/name=traceprobe-agent")
+    apply(real_node, PROBE)
+    agents = "app.kubernetes.io/name=traceprobe-agent"
+    wait_until(lambda: all_ready(pods(real_node, NAMESPACE, agents)), 240, "agent pods ready",
+               diagnose=real_node.diagnose_pods)
+    (pod,) = pods(real_node, NAMESPACE, "app.kubernetes.io/name=traceprobe-agent")
     (container,) = pod["spec"]["containers"]
     sc = container["securityContext"]
     assert not sc.get("privileged") and not pod["spec"].get("hostPID")
@@ -130,6 +95,7 @@ def test_a_probe_runs_the_agent_daemonset_with_the_charts_pod_spec(
         sc["capabilities"]["add"]), caps
     cgroup = Path(f"/proc/{pid}/cgroup").read_text()
     assert "0::/kubepods/" in cgroup and container_id in cgroup, cgroup
+    print(f"\nthe agent's cgroup: {cgroup.splitlines()[-1]}")
 
     def attached() -> dict[str, Any] | None:
         out = real_node.kubectl("get", "nodereport", real_node.name, "-o", "json",
@@ -138,8 +104,8 @@ def test_a_probe_runs_the_agent_daemonset_with_the_charts_pod_spec(
         entries = (report.get("status") or {}).get("probes") or []
         return report if any(e["state"] == "Attached" for e in entries) else None
 
-    report = wait_until("the agent reports the probe Attached", attached, 180,
-                        real_node.diagnose_pods)
+    report = wait_until(attached, 180, "the agent reports the probe Attached",
+                        diagnose=real_node.diagnose_pods)
     assert report["status"]["headerSource"], report["status"]
 
 
@@ -175,43 +141,28 @@ def _shop(image: str) -> list[dict[str, Any]]:
     ]
 
 
-def _map_url(real_node: RealNode) -> str:
-    (pod,) = _pods(real_node, NAMESPACE, "app.kubernetes.io/component=service-map")
-    return f"http://{pod['status']['podIP']}:8080"
-
-
 def test_the_map_draws_real_pods_through_a_service(real_node: RealNode,
                                                    release: Release) -> None:
-    _apply(real_node, PROBE, *_shop(real_node.image("workload")))
-    wait_until("shop pods ready", lambda: _all_ready(_pods(real_node, SHOP, "app")), 120,
-               real_node.diagnose_pods)
-    url = _map_url(real_node)
+    apply(real_node, PROBE, *_shop(real_node.image("workload")))
+    wait_until(lambda: all_ready(pods(real_node, SHOP, "app")), 120, "shop pods ready",
+               diagnose=real_node.diagnose_pods)
 
     def edge() -> dict[str, Any] | None:
-        with urllib.request.urlopen(f"{url}/api/map", timeout=5) as resp:
-            snapshot = json.load(resp)
-        return next((e for e in snapshot["edges"]
+        return next((e for e in release.chart.api_map()["edges"]
                      if e["source"] == f"workload:{SHOP}/client"
                      and e["target"] == f"service:{SHOP}/web" and e["port"] == 80
                      and e["backends"]), None)
 
-    def diagnose() -> str:
-        with urllib.request.urlopen(f"{url}/api/map", timeout=5) as resp:
-            edges = [(e["source"], e["target"], e["port"], len(e["backends"]))
-                     for e in json.load(resp)["edges"]]
-        logs = {c: real_node.kubectl("logs", "-n", NAMESPACE, "--tail=30", "-l",
-                                     f"app.kubernetes.io/{c}", check=False).stdout
-                for c in ("name=traceprobe-agent", "component=service-map")}
-        return f"edges: {edges}\n{logs}\n{real_node.diagnose_pods()}"
-
-    found = wait_until("client -> web Service edge with its backend", edge, 180, diagnose)
+    found = wait_until(edge, 180, "client -> web Service edge with its backend",
+                       diagnose=release.chart.diagnose)
     assert found["connections"] > 0 and found["failures"]["refused"] == 0
     # Both web pods are one workload: kube-proxy's DNAT to either is one backend.
     assert [b["id"] for b in found["backends"]] == [f"workload:{SHOP}/web"], found
     assert sum(b["connections"] for b in found["backends"]) <= found["connections"]
     # The same edge reached the user's backend through the map's OTLP export.
-    points = wait_until("the Collector received the edge", lambda: release.collector.find(
-        "traceprobe.edge.connections", **{"k8s.cluster.name": CLUSTER}) or None, 120)
+    points = wait_until(lambda: release.collector.find(
+        "traceprobe.edge.connections", **{"k8s.cluster.name": CLUSTER}) or None,
+        120, "the Collector received the edge")
     assert points
 
 
@@ -226,14 +177,14 @@ def test_helm_uninstall_removes_what_it_installed(real_node: RealNode,
     """Last in the module: deleting the probe detaches the agents, the uninstall
     removes every object of the release, and no BPF program of the agents is left.
     What stays, as documented: the CRDs (Helm never deletes them)."""
-    _uninstall(real_node)
-    release.installed = False
-    wait_until("the release's pods gone", lambda: (not _pods(
-        real_node, NAMESPACE, "app.kubernetes.io/instance=traceprobe") and not _pods(
-        real_node, NAMESPACE, "app.kubernetes.io/name=traceprobe-agent")) or None, 120,
-        real_node.diagnose_pods)
-    leftover = wait_until("the agents' BPF programs unloaded", lambda: (
-        _bpf_program_ids() - release.programs_before) == set() or None, 60)
+    release.chart.uninstall()
+    wait_until(lambda: (not pods(
+        real_node, NAMESPACE, "app.kubernetes.io/instance=traceprobe") and not pods(
+        real_node, NAMESPACE, "app.kubernetes.io/name=traceprobe-agent")) or None,
+        120, "the release's pods gone", diagnose=real_node.diagnose_pods)
+    leftover = wait_until(lambda: (
+        bpf_program_ids() - release.programs_before) == set() or None,
+        60, "the agents' BPF programs unloaded")
     assert leftover
     out = real_node.kubectl("get", "daemonsets,deployments,services,serviceaccounts",
                             "-n", NAMESPACE, "-o", "name").stdout.split()

@@ -20,8 +20,8 @@ import pytest
 
 from harness.node import RealNode
 from harness.node_config import DNS_SERVICE_IP
-from harness.node_host import wait_until
 from harness.procs import free_port
+from harness.waiting import wait_until
 
 pytestmark = pytest.mark.timeout(900)
 
@@ -87,8 +87,8 @@ def test_deployment_behind_service_runs_real_containers(real_node: RealNode) -> 
     ns = f"rn-{secrets.token_hex(3)}"
     core.create_namespace({"metadata": {"name": ns}})
     # The ServiceAccount admission plugin is on: pods wait for the controller's SA.
-    wait_until(f"ServiceAccount {ns}/default",
-               lambda: core.read_namespaced_service_account("default", ns), 60)
+    wait_until(lambda: core.read_namespaced_service_account("default", ns), 60,
+               f"ServiceAccount {ns}/default")
     created = time.monotonic()
     _apply(real_node, *_web(ns, real_node.image("workload")))
 
@@ -96,11 +96,11 @@ def test_deployment_behind_service_runs_real_containers(real_node: RealNode) -> 
         pods = core.list_namespaced_pod(ns, label_selector="app=web").items
         return [p for p in pods if p.status.phase == "Running"]
 
-    wait_until("a web pod Running", running_pods, 120, real_node.diagnose_pods)
+    wait_until(running_pods, 120, "a web pod Running", diagnose=real_node.diagnose_pods)
     first_running = time.monotonic() - created
-    wait_until("Deployment web: 2 ready replicas",
-               lambda: (apps.read_namespaced_deployment("web", ns).status.ready_replicas
-                        or 0) == 2, 120, real_node.diagnose_pods)
+    wait_until(lambda: (apps.read_namespaced_deployment("web", ns).status.ready_replicas
+                        or 0) == 2, 120, "Deployment web: 2 ready replicas",
+               diagnose=real_node.diagnose_pods)
     all_ready = time.monotonic() - created
     print(f"\nweb: first pod Running {first_running:.1f}s, 2 ready {all_ready:.1f}s after apply")
 
@@ -155,7 +155,7 @@ def test_deployment_behind_service_runs_real_containers(real_node: RealNode) -> 
         phase = core.read_namespaced_pod("client", ns).status.phase
         return phase if phase in ("Succeeded", "Failed") else None
 
-    phase = wait_until("client pod finished", finished, 120, real_node.diagnose_pods)
+    phase = wait_until(finished, 120, "client pod finished", diagnose=real_node.diagnose_pods)
     log = core.read_namespaced_pod_log("client", ns)  # API server -> kubelet -> containerd
     assert phase == "Succeeded", log
     result = json.loads(log.strip().splitlines()[-1])
@@ -179,13 +179,13 @@ def test_deployment_behind_service_runs_real_containers(real_node: RealNode) -> 
         statuses = core.read_namespaced_pod("hostport", ns).status.container_statuses
         return bool(statuses) and all(c.ready for c in statuses)
 
-    wait_until("hostport pod ready", hostport_ready, 60, real_node.diagnose_pods)
+    wait_until(hostport_ready, 60, "hostport pod ready", diagnose=real_node.diagnose_pods)
 
     def via_host_port() -> str:
         url = f"http://{real_node.node_ip}:{host_port}/"
         with urllib.request.urlopen(url, timeout=2) as resp:
             return str(resp.read().decode().strip())
 
-    assert wait_until("host -> node IP hostPort -> pod", via_host_port, 30) == "hostport"
+    assert wait_until(via_host_port, 30, "host -> node IP hostPort -> pod") == "hostport"
 
     core.delete_namespace(ns)

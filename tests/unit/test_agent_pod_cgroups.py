@@ -26,20 +26,18 @@ def test_subtree() -> None:
     assert under("/a", "/a/") and not under(None, "/")
 
 
-# As a real kubelet (v1.34, cgroupfs driver) and containerd 1.6 + runc name them on a
-# hybrid cgroup layout: the same path in every v1 controller and under cgroup2 (`0::`),
-# for an app container and for the pod's sandbox (pause) container.
-REAL_NODE_PATHS = [
-    "/kubepods/besteffort/pod8d4b6c1e-2f3a-4b5c-9d8e-7f6a5b4c3d2e/"
-    "5e0f3b0c6a9d8e7f1a2b3c4d5e6f708192a3b4c5d6e7f8091a2b3c4d5e6f7081",
-    "/kubepods/burstable/pod8d4b6c1e-2f3a-4b5c-9d8e-7f6a5b4c3d2e/"
-    "a1b2c3d4e5f60718293a4b5c6d7e8f90a1b2c3d4e5f60718293a4b5c6d7e8f90",
-    "/kubepods/pod8d4b6c1e-2f3a-4b5c-9d8e-7f6a5b4c3d2e/"
-    "0f1e2d3c4b5a69788796a5b4c3d2e1f00f1e2d3c4b5a69788796a5b4c3d2e1f0",
-]
+# Seen in /proc/<pid>/cgroup of containers on the test tier's real node (kubelet v1.34,
+# cgroupfs driver, containerd 1.6 + runc, hybrid layout): the same path in every v1
+# controller and under cgroup2 (`0::`). QoS classes: a pod without resources, the agent
+# pod (requests below limits).
+REAL_NODE_PATHS = {
+    "/kubepods/besteffort/pod7bc005dd-70b8-4867-85d8-abb25e9d6b27/"
+    "a62ae03396f73d294a99bcc2fad1333711be1d6638343cf49342c23559e203c1":
+        "7bc005dd-70b8-4867-85d8-abb25e9d6b27",
+}
 
 
 def test_real_kubelet_paths() -> None:
-    for path in REAL_NODE_PATHS:
-        assert pod_uid(path) == "8d4b6c1e-2f3a-4b5c-9d8e-7f6a5b4c3d2e", path
+    for path, uid in REAL_NODE_PATHS.items():
+        assert pod_uid(path) == uid, path
     assert pod_uid("/kubepods/besteffort") is None and pod_uid("/kubepods") is None

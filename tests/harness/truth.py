@@ -1,0 +1,45 @@
+"""Independent truth shared by the simulated and the real-node tiers: what the kernel's
+own iptables counters say about a Service's split, and what a real Collector received,
+keyed the way the tests write their expectations. (kube-proxy rewrites its chains, and
+their counters, whenever endpoints change: on the real node the servers' own logs of
+the peers they accepted are the split's truth.)"""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Iterable
+from typing import Any
+
+CONNS = "traceprobe.edge.connections"
+FAILURES = "traceprobe.edge.failures"
+BACKENDS = "traceprobe.edge.backend.connections"
+BYTES = "traceprobe.edge.bytes"  # network.io.direction: transmit / receive, from the client
+
+EdgeKey = tuple[str, str, int]
+
+
+def dnat_split(chain: str) -> list[int]:
+    """Packets per DNAT rule of a (simulated) Service chain = new connections per backend:
+    the nat table sees only a connection's first packet."""
+    out = subprocess.run(["iptables", "-w", "-t", "nat", "-L", chain, "-v", "-x", "-n"],
+                         capture_output=True, text=True, check=True).stdout
+    return [int(line.split()[0]) for line in out.splitlines()[2:] if "DNAT" in line]
+
+
+def collector_edges(collector: Any, name: str, cluster: str, namespaces: Iterable[str],
+                    **attrs: Any) -> dict[EdgeKey, float]:
+    """Cumulative value (its largest: sums only grow) per (src, dst, port) of the edges
+    a cluster's map exported whose source is in `namespaces`; a backend metric's dst is
+    "ns/service>backend"."""
+    ours = set(namespaces)
+    latest: dict[EdgeKey, float] = {}
+    for p in collector.find(name, **{"k8s.cluster.name": cluster, **attrs}):
+        a = p.attributes
+        if a.get("k8s.src.namespace") not in ours:
+            continue
+        dst = f"{a.get('k8s.dst.namespace', '')}/{a['k8s.dst.name']}".lstrip("/")
+        if name == BACKENDS:
+            dst += f">{a['k8s.dst.backend.name']}"
+        key = (f"{a['k8s.src.namespace']}/{a['k8s.src.name']}", dst, a.get("server.port", 0))
+        latest[key] = max(latest.get(key, 0.0), p.value or 0.0)
+    return latest

@@ -1,0 +1,255 @@
+"""A known traffic matrix among real pods on the real node, checked against
+independent truth: what the traffic generator completed or saw fail (tests/harness/
+traffic.py, the simulated tiers' truth too) and, for the Service split, the peers each
+server logged as it accepted them. The chart runs from `helm install`; the map's /api/map and
+what a real Collector received must both show it.
+
+    matrix/frontend (Deployment) ──80──► Service matrix/api ⇢ matrix/api (2 pods),
+                                                             matrix/api-canary (1 pod)
+    matrix/frontend ──5432──► matrix-data/store (StatefulSet, by its headless DNS name)
+    matrix/frontend ──5433──► matrix-data/store: refused
+    matrix/frontend ──80──► Service matrix/flaky: every connection reset
+    matrix/hostnet (hostNetwork Deployment) ──80──► Service matrix/api
+    matrix/batch (Job) ──80──► Service matrix/api
+    between two rounds the frontend pod and one api pod are deleted and replaced.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from harness import node_shop as shop
+from harness.collector import Collector
+from harness.node import RealNode
+from harness.node_release import ChartRelease, all_ready, apply, running
+from harness.truth import BACKENDS, BYTES, CONNS, FAILURES, collector_edges
+from harness.waiting import wait_until
+
+pytestmark = pytest.mark.timeout(900)
+CLUSTER = "node-matrix"
+APP, DATA = "matrix", "matrix-data"
+API = f"api.{APP}.svc.cluster.local"
+STORE = f"store-0.store.{DATA}.svc.cluster.local"
+FLAKY = f"flaky.{APP}.svc.cluster.local"
+FRONTEND, HOSTNET, BATCH = (f"workload:{APP}/{n}" for n in ("frontend", "hostnet", "batch"))
+API_SVC, FLAKY_SVC = f"service:{APP}/api", f"service:{APP}/flaky"
+BACKENDS_OF_API = {f"workload:{APP}/api": "api", f"workload:{APP}/api-canary": "api-canary"}
+STORE_POD = f"workload:{DATA}/store"
+WARMUP = f"workload:{APP}/warmup"
+PODS = 7  # running in APP: api x2, api-canary, flaky, frontend, warmup, hostnet
+
+
+def _manifests(image: str) -> list[dict[str, Any]]:
+    idle = shop.IDLE
+    return [
+        shop.namespace(APP), shop.namespace(DATA),
+        shop.traffic_configmap(APP), shop.traffic_configmap(DATA),
+        shop.cluster_probe("matrix", [APP, DATA]),
+        shop.deployment("api", APP, image, shop.serve(8080, 100), replicas=2, port=8080,
+                        labels={"tier": "api"}),
+        shop.deployment("api-canary", APP, image, shop.serve(8080, 100), port=8080,
+                        labels={"tier": "api"}),
+        shop.service("api", APP, 80, 8080, selector={"tier": "api"}),
+        shop.deployment("flaky", APP, image, shop.serve(8081, 0, "--reset"), port=8081),
+        shop.service("flaky", APP, 80, 8081),
+        shop.statefulset("store", DATA, image, shop.serve(5432, 50), 5432),
+        shop.service("store", DATA, 5432, 5432, headless=True),
+        shop.deployment("frontend", APP, image, idle),
+        shop.deployment("warmup", APP, image, idle),
+        shop.deployment("hostnet", APP, image, idle, host_network=True),
+    ]
+
+
+@dataclass
+class Matrix:
+    node: RealNode
+    release: ChartRelease
+    collector: Collector
+    truth: dict[str, dict[str, Any]] = field(default_factory=dict)
+    split: dict[str, int] = field(default_factory=dict)  # api workload -> accepted
+    peers: list[str] = field(default_factory=list)  # addresses the api servers saw
+    _logs: dict[str, str] = field(default_factory=dict)  # pod -> its log, deleted ones too
+
+    def pod(self, app: str, ns: str = APP) -> str:
+        (name,) = [str(p["metadata"]["name"]) for p in running(self.node, ns, f"app={app}")]
+        return name
+
+    def dial(self, app: str, host: str, port: int, request: int, *extra: str
+             ) -> dict[str, Any]:
+        """Run the generator in the app's pod; its JSON line is the truth."""
+        out = self.node.kubectl("exec", "-n", APP, self.pod(app), "--",
+                                *shop.dial(host, port, request, *extra)).stdout
+        return dict(json.loads(out))
+
+    def keep_logs(self, app: str) -> None:
+        for pod in running(self.node, APP, f"app={app}"):
+            name = pod["metadata"]["name"]
+            self._logs[name] = self.node.kubectl("logs", "-n", APP, name).stdout
+
+    def accepted(self, app: str) -> list[str]:
+        """Peers accepted by every pod the workload has had (pod names start with it)."""
+        return [p for pod, log in self._logs.items()
+                if pod.rsplit("-", 2)[0] == app for p in shop.peers(log)]
+
+
+def _ready(node: RealNode, ns: str, count: int) -> bool:
+    pods = running(node, ns, "app")
+    return len(pods) == count and all_ready(pods)
+
+
+def _run_matrix(m: Matrix, image: str) -> None:
+    node = m.node
+    # The agent attached and the map names the pods: a warm-up call shows on the map.
+    def warm() -> bool:
+        m.dial("warmup", STORE, 5432, 1)
+        return any(e["source"] == WARMUP for e in m.release.api_map()["edges"])
+
+    wait_until(warm, 180, "the agent attached and the map naming pods", diagnose=m.release.diagnose)
+    time.sleep(3)  # the warm-up's last calls are flushed; count from here
+    m.truth["api-1"] = m.dial("frontend", API, 80, 120, "--count", "4")
+    m.truth["store"] = m.dial("frontend", STORE, 5432, 200, "--count", "3")
+    m.truth["refused"] = m.dial("frontend", STORE, 5433, 1, "--count", "2")
+    m.truth["reset"] = m.dial("frontend", FLAKY, 80, 100, "--count", "2", "--hold", "0.3")
+    m.truth["hostnet"] = m.dial("hostnet", API, 80, 30, "--count", "3")
+    # A pod deleted and replaced: the frontend and one api pod get successors.
+    old = {m.pod("frontend"), running(node, APP, "app=api")[0]["metadata"]["name"]}
+    m.keep_logs("api")
+    node.kubectl("delete", "pod", "-n", APP, "--wait=false", *old)
+    wait_until(lambda: _ready(node, APP, PODS) and not old & {
+        p["metadata"]["name"] for p in running(node, APP, "app")}, 120, "the replacements ready",
+        diagnose=node.diagnose_pods)
+    m.truth["api-2"] = m.dial("frontend", API, 80, 120, "--count", "4")
+    apply(node, shop.job("batch", APP, image, shop.dial(API, 80, 10, "--count", "3")))
+    node.kubectl("wait", "-n", APP, "--for=condition=complete", "job/batch", "--timeout=50s")
+    m.truth["batch"] = json.loads(node.kubectl("logs", "-n", APP, "job/batch").stdout)
+    for app in BACKENDS_OF_API.values():
+        m.keep_logs(app)
+        m.split[app] = len(m.accepted(app))
+        m.peers += m.accepted(app)
+
+
+@pytest.fixture(scope="module")
+def matrix(real_node: RealNode, world_dir: Path) -> Iterator[Matrix]:
+    collector = Collector(world_dir / "matrix-collector", host=real_node.node_ip)
+    collector.start()
+    release = ChartRelease(real_node, CLUSTER)
+    m = Matrix(real_node, release, collector)
+    try:
+        release.install(f"serviceMap.export.endpoint={collector.grpc_endpoint}",
+                        "serviceMap.export.intervalSeconds=2")
+        image = real_node.image("workload")
+        apply(real_node, *_manifests(image))
+        wait_until(lambda: _ready(real_node, APP, PODS) and _ready(
+            real_node, DATA, 1), 180, "the matrix pods ready", diagnose=real_node.diagnose_pods)
+        _run_matrix(m, image)
+        yield m
+    finally:
+        release.uninstall()
+        real_node.kubectl("delete", "namespace", APP, DATA, "--wait=false", check=False)
+        collector.stop()
+
+
+def test_the_generator_did_what_the_matrix_says(matrix: Matrix) -> None:
+    completed = {k: t["completed"] for k, t in matrix.truth.items()}
+    assert completed == {"api-1": 4, "store": 3, "refused": 0, "reset": 0, "hostnet": 3,
+                         "api-2": 4, "batch": 3}, matrix.truth
+    assert matrix.truth["refused"]["failed"] == {"ECONNREFUSED": 2}
+    assert sum(matrix.truth["reset"]["failed"].values()) == 2
+    assert set(matrix.truth["reset"]["failed"]) <= {"ECONNRESET", "ENOTCONN", "EPIPE"}
+    # The api servers accepted every call to the Service, each from one of its backends.
+    assert sum(matrix.split.values()) == 4 + 3 + 4 + 3, (matrix.split, matrix.peers)
+
+
+EXPECTED = {  # (source, target, port): connections, as the generator counted them
+    (FRONTEND, API_SVC, 80): 8,
+    (FRONTEND, STORE_POD, 5432): 3,
+    (FRONTEND, FLAKY_SVC, 80): 2,
+    (HOSTNET, API_SVC, 80): 3,
+    (BATCH, API_SVC, 80): 3,
+}
+REFUSED = {(FRONTEND, STORE_POD, 5433): 2}
+
+
+def _ours(edge: dict[str, Any]) -> bool:
+    """Edges that touch the matrix's pods, the warm-up's aside."""
+    ends = (edge["source"], edge["target"])
+    return WARMUP not in ends and any(f":{APP}/" in e or f":{DATA}/" in e for e in ends)
+
+
+def _drawn(matrix: Matrix) -> dict[tuple[str, str, int], dict[str, Any]]:
+    return {(e["source"], e["target"], e["port"]): e
+            for e in matrix.release.api_map()["edges"] if _ours(e)}
+
+
+def test_the_map_draws_exactly_the_matrix(matrix: Matrix) -> None:
+    expected = {**EXPECTED, **{k: 0 for k in REFUSED}}
+
+    def counts() -> dict[tuple[str, str, int], int]:
+        return {k: e["connections"] for k, e in _drawn(matrix).items()}
+
+    try:
+        wait_until(lambda: counts() == expected, 60, "exactly the matrix's edges on the map")
+    except AssertionError:
+        assert counts() == expected, matrix.release.diagnose()
+    edges = _drawn(matrix)
+    store = edges[(FRONTEND, STORE_POD, 5432)]
+    assert (store["bytesSent"], store["bytesReceived"]) == (3 * 200, 3 * 50)
+    assert store["observedBy"] == ["client", "server"]
+    frontend_api = edges[(FRONTEND, API_SVC, 80)]
+    assert (frontend_api["bytesSent"], frontend_api["bytesReceived"]) == (8 * 120, 8 * 100)
+    assert edges[(FRONTEND, STORE_POD, 5433)]["failures"]["refused"] == 2
+    assert edges[(FRONTEND, FLAKY_SVC, 80)]["failures"]["reset"] == 2
+    for key in EXPECTED:
+        assert edges[key]["failures"]["refused"] == 0 or key[2] == 5433, edges[key]
+
+
+def test_service_edges_break_down_to_the_backends_kube_proxy_chose(matrix: Matrix) -> None:
+    edges = _drawn(matrix)
+    to_api = [e for (_, target, _), e in edges.items() if target == API_SVC]
+    drawn: dict[str, int] = {}
+    for edge in to_api:
+        assert {b["id"] for b in edge["backends"]} <= set(BACKENDS_OF_API), edge
+        assert sum(b["connections"] for b in edge["backends"]) == edge["connections"], edge
+        for b in edge["backends"]:
+            drawn[BACKENDS_OF_API[b["id"]]] = drawn.get(BACKENDS_OF_API[b["id"]], 0) + b[
+                "connections"]
+    # Per backend workload (both api pods, the replaced one too, are one), what its
+    # servers accepted.
+    assert drawn == {k: v for k, v in matrix.split.items() if v}, (drawn, matrix.split)
+    # No edge names a Service's pods directly for calls that went through the Service.
+    assert not [k for k in edges if k[1] in BACKENDS_OF_API], sorted(edges)
+
+
+def test_the_collector_received_the_same_matrix(matrix: Matrix) -> None:
+    def name(node_id: str) -> str:
+        return node_id.split(":", 1)[1]
+
+    want = {(name(s), name(t), p): float(n) for (s, t, p), n in EXPECTED.items()}
+
+    def exported() -> dict[tuple[str, str, int], float]:
+        got = collector_edges(matrix.collector, CONNS, CLUSTER, (APP, DATA))
+        got.pop((name(WARMUP), name(STORE_POD), 5432), None)
+        return got
+
+    try:
+        wait_until(lambda: exported() == want, 60, "the Collector holds the matrix")
+    except AssertionError:
+        assert exported() == want
+    assert collector_edges(matrix.collector, FAILURES, CLUSTER, (APP,),
+                           **{"failure.kind": "refused"}) == {
+        (name(FRONTEND), name(STORE_POD), 5433): 2.0}
+    sent = collector_edges(matrix.collector, BYTES, CLUSTER, (APP,),
+                           **{"network.io.direction": "transmit"})
+    assert sent[(name(FRONTEND), name(STORE_POD), 5432)] == 3 * 200
+    backends = collector_edges(matrix.collector, BACKENDS, CLUSTER, (APP,))
+    per_backend: dict[str, float] = {}
+    for (_, dst, _), n in backends.items():
+        per_backend[dst.split(">")[1]] = per_backend.get(dst.split(">")[1], 0.0) + n
+    assert per_backend == {k: float(v) for k, v in matrix.split.items() if v}, backends
