@@ -42,6 +42,9 @@ class ConnectionRecord(ObservedModel):
     remote_ip: str | None = None
     remote_port: _Port | None = None
     """Client role only: the port connected to."""
+    remote_on_node: bool | None = Field(default=None, alias="remoteOnNode")
+    """True when remote_ip is one of the observing node's own addresses (a CNI gateway,
+    a second interface): the peer is that node, whichever address it used."""
     remote_dns_name: str | None = Field(default=None, alias="remoteDnsName")
     """Client role: the name a DNS answer gave for remote_ip, when the agent saw one
     (probe kind `dns`); the map names external peers by it."""

@@ -20,7 +20,7 @@ from datetime import UTC, datetime
 from traceprobe_agent.bcc_runtime import BpfUnavailable, ConnTracker
 from traceprobe_agent.cgroups import CgroupNames, cgroup2_mount
 from traceprobe_agent.dns_watch import DnsWatch
-from traceprobe_agent.edges import to_record
+from traceprobe_agent.edges import mark_node_peers, to_record
 from traceprobe_agent.features import KernelFeatures, probe_kernel
 from traceprobe_agent.nat_events import NatTable
 from traceprobe_agent.pod_cgroups import under
@@ -81,8 +81,12 @@ class Agent:
     def __init__(self, node: str, sink: Sink, features: KernelFeatures | None = None,
                  cgroup_root: str | None = None,
                  enrich: Callable[[ConnectionRecord], ConnectionRecord] | None = None,
-                 nat: NatTable | None = None) -> None:
+                 nat: NatTable | None = None,
+                 node_addresses: Callable[[], frozenset[str]] | None = None) -> None:
         self.node = node
+        # This node's own addresses (host_addresses.NodeAddresses): a remote among
+        # them is this node, which its Node object may not list.
+        self.node_addresses = node_addresses
         # Only processes under this cgroup subtree are this agent's: several
         # simulated nodes can share one kernel, each agent keeping to its own.
         self.cgroup_root = cgroup_root
@@ -178,6 +182,8 @@ class Agent:
             records = self.nat.annotate(records)
         if self.enrich is not None:
             records = [self.enrich(r) for r in records]
+        if self.node_addresses is not None:
+            mark_node_peers(records, self.node_addresses())
         if self._dns is not None:
             self._dns.poll()
             for r in records:
@@ -225,3 +231,4 @@ class Agent:
             if self._dns is not None:
                 self._dns.close()
                 self._dns = None
+            self._cgroups.close()  # after the flush, which still named its records

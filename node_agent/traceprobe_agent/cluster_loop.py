@@ -20,6 +20,7 @@ from pydantic import ValidationError
 from traceprobe_agent.agent import Agent, Sink, print_records
 from traceprobe_agent.features import KernelFeatures
 from traceprobe_agent.health import STALL_SECONDS, Health, serve, serve_health, url
+from traceprobe_agent.host_addresses import NodeAddresses
 from traceprobe_agent.kernel_headers import find_kernel_headers
 from traceprobe_agent.kube import API_ERRORS, NodeApi
 from traceprobe_agent.metrics_auth import MetricsAuth, is_loopback, self_signed_context
@@ -182,7 +183,8 @@ def run_in_cluster(node: str, features: KernelFeatures, interval: float,
     nat_watcher = NatWatcher(nat)
     if nat_watcher.problem:
         log.warning("%s", nat_watcher.problem)
-    agent = Agent(node, _fan_out(sinks), features, cgroup_root, enrich=pods.enrich, nat=nat)
+    agent = Agent(node, _fan_out(sinks), features, cgroup_root, enrich=pods.enrich, nat=nat,
+                  node_addresses=NodeAddresses())
     agent.stats.report = sender.stats if sender else None
     kube = NodeApi(node)
     state = NodeProbes(agent)

@@ -42,3 +42,14 @@ def to_record(key: dict[str, Any], val: dict[str, Any], node: str, start: dateti
         interval_start=start, interval_end=end,
         **{k: v for k, v in val.items() if k != "comm"},
     )
+
+
+def mark_node_peers(records: list[ConnectionRecord], addresses: frozenset[str]) -> None:
+    """Flag records whose remote address is this node's own (remote_on_node), in place:
+    the records are fresh from the drain and the agent's alone."""
+    if not addresses:
+        return
+    for record in records:
+        if record.remote_ip in addresses:
+            record.__dict__["remote_on_node"] = True
+            record.__pydantic_fields_set__.add("remote_on_node")

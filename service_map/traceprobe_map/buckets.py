@@ -30,6 +30,7 @@ class EdgeKey(NamedTuple):
 class MergeResult:
     edges: dict[EdgeKey, EdgeStats] = field(default_factory=dict)
     udp_records: int = 0  # no peer visible to tracepoints: not drawn
+    loopback_records: int = 0  # a process talking to its own host or pod: not drawn
     overflowed_edges: int = 0  # folded into the overflow edge by the cap
 
 
@@ -73,3 +74,4 @@ class Partial:
     conntracked: set[EdgeKey] = field(default_factory=set)
     records: int = 0
     udp_records: int = 0
+    loopback_records: int = 0

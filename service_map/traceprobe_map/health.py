@@ -35,7 +35,8 @@ class MapCollector(Collector):
             "traceprobe_map_records", "Records from agents, by what became of them",
             labels=["outcome"]), {
             "accepted": w.records, "late": w.late_records, "dropped": w.dropped_records,
-            "rejected": ingest.rejected_records, "udp_not_drawn": w.udp_records})
+            "rejected": ingest.rejected_records, "udp_not_drawn": w.udp_records,
+            "loopback_not_drawn": w.loopback_records})
         yield CounterMetricFamily("traceprobe_map_ingest_requests",
                                   "OTLP export requests received", value=ingest.requests)
         yield _family(CounterMetricFamily(

@@ -83,7 +83,14 @@ def fold(records: Iterable[ConnectionRecord], resolver: Resolver,
                 resolver.local(r.k8s_namespace, r.k8s_workload_kind, r.k8s_workload, r.node),
                 label, names_of(probes_of(r)) if probes_of is not None else NO_NAMES)
         me, pod, probes = local
-        other = remote(f["remote_ip"], at)
+        remote_ip = f["remote_ip"]
+        if remote_ip and (remote_ip.startswith("127.") or remote_ip == "::1"):
+            part.loopback_records += 1
+            continue
+        # The agent knows its node's own addresses (a CNI gateway, say), which the
+        # Node object need not list: such a peer is that node.
+        other = resolver.local(None, None, None, f["node"]) if f["remote_on_node"] \
+            else remote(remote_ip, at)
         dns_name = f["remote_dns_name"]
         if dns_name and other.kind == "external":
             other = resolver.external_named(dns_name)
@@ -147,7 +154,7 @@ def finish(part: Partial, resolver: Resolver, recent: Recent | None = None,
            max_edges: int = 50_000) -> MergeResult:
     """The bucket's edges. `part` is left as it was (an open bucket can be shown
     now and folded into later): stats that change are copies."""
-    result = MergeResult(udp_records=part.udp_records)
+    result = MergeResult(udp_records=part.udp_records, loopback_records=part.loopback_records)
     edges = result.edges
     edges.update(part.client)
     owned: set[EdgeKey] = set()

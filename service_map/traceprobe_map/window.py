@@ -35,6 +35,7 @@ class WindowStats:
     late_records: int = 0  # arrived after their bucket was finished: counted in a newer one
     dropped_records: int = 0  # over max_pending_records
     udp_records: int = 0
+    loopback_records: int = 0
     overflowed_edges: int = 0
     buckets_merged: int = 0
     last_merge_seconds: float = 0.0
@@ -170,6 +171,7 @@ class MapWindow:
         result = finish(part, self.resolver, self._recent(), self.max_edges)
         self._recently.append((now, Recent.of(part)))
         self.stats.udp_records += result.udp_records
+        self.stats.loopback_records += result.loopback_records
         self.stats.overflowed_edges += result.overflowed_edges
         self.stats.buckets_merged += 1
         self.stats.last_merge_seconds = time.monotonic() - started

@@ -123,9 +123,11 @@ def test_the_cache_is_bounded() -> None:
 
 
 @pytest.fixture
-def agent() -> Agent:
+def agent() -> Iterator[Agent]:
     features = KernelFeatures("6.18.0", tracepoints={"sock:inet_sock_set_state": True})
-    return Agent("node-a", lambda records: None, features)
+    agent = Agent("node-a", lambda records: None, features)
+    yield agent
+    agent.close()  # its cgroup watcher holds an inotify instance
 
 
 def test_liveness_follows_the_loop_and_readiness_the_programs(agent: Agent) -> None:

@@ -175,6 +175,42 @@ def test_host_network_client_through_a_service_is_one_edge() -> None:
         assert stats.backends == {PAY_V1: 2} and stats.observed_by == {"client", "server"}
 
 
+def test_a_peer_at_one_of_the_servers_own_node_addresses_is_that_node() -> None:
+    """The host reached the pod from its CNI gateway (10.234.0.1), an address the Node
+    object does not list; the server's agent knew it as its own."""
+    for backends in ({"10.0.0.2:5432": 2}, {}):
+        client = rec(Role.CLIENT, 10, node="n1", remote_ip="10.96.0.10", remote_port=80,
+                     k8s_namespace="mon", k8s_workload_kind="DaemonSet",
+                     k8s_workload="node-exporter", k8s_host_network=True, opened=2,
+                     backends=backends)
+        server = rec(Role.SERVER, 10, node="n1", local_port=5432, remote_ip="10.234.0.1",
+                     remote_on_node=True, k8s_namespace="shop",
+                     k8s_workload_kind="StatefulSet", k8s_workload="db", opened=2)
+        r = resolver()
+        r.endpoints[Peer("service", "db", "shop")] = frozenset({"10.0.0.2"})
+        edges = merge([client, server], r).edges
+        assert [(k.src.label, k.dst.label) for k in edges] == [("mon/node-exporter", "shop/db")]
+        (stats,) = edges.values()
+        assert stats.connections == 2 and stats.observed_by == {"client", "server"}, backends
+    # Without the agent's word the address is an outside peer, as before.
+    unmarked = rec(Role.SERVER, 10, node="n1", local_port=5432, remote_ip="10.234.0.1",
+                   k8s_namespace="shop", k8s_workload_kind="StatefulSet", k8s_workload="db",
+                   opened=1)
+    (key,) = merge([unmarked], resolver()).edges
+    assert key.src == Peer("external", "10.234.0.1")
+
+
+def test_loopback_is_not_an_edge_between_workloads() -> None:
+    """A container talking to 127.0.0.1 (CoreDNS's own health checks, a kubelet exec
+    probe) stays inside its pod or host: counted as not drawn, no external peer."""
+    own = [rec(Role.CLIENT, 10, remote_ip=ip, remote_port=8080, k8s_namespace="kube-system",
+               k8s_workload_kind="Deployment", k8s_workload="coredns", opened=1)
+           for ip in ("127.0.0.1", "::1", "127.0.0.53")]
+    result = merge([*own, rec(Role.SERVER, 10, local_port=8080, remote_ip="127.0.0.1",
+                              opened=1)], resolver())
+    assert result.edges == {} and result.loopback_records == 4
+
+
 def test_finish_leaves_the_folded_bucket_as_it_was() -> None:
     from traceprobe_map.merge import finish, fold
 
