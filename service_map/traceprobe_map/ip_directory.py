@@ -44,6 +44,17 @@ class IpDirectory(Generic[T]):
         del history[:-self.max_history]
         self._changed(ip)
 
+    def claim_past(self, ip: str, owner: T, since: float, until: float) -> None:
+        """A tenure learnt after it ended (a pod first seen already finished: a Job that
+        ran for a second). Kept only where no known tenure overlaps it."""
+        history = self._by_ip.setdefault(ip, [])
+        if until <= since or any(t.since < until and since < t.until for t in history):
+            return
+        history.append(_Tenure(owner, since, until))
+        history.sort(key=lambda t: t.since)
+        del history[:-self.max_history]
+        self._changed(ip)
+
     def release(self, ip: str, owner: T, at: float) -> None:
         for tenure in self._by_ip.get(ip, []):
             if tenure.owner == owner and tenure.until == FOREVER:

@@ -12,6 +12,7 @@ import logging
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from traceprobe_api.records import ConnectionRecord
@@ -48,6 +49,16 @@ def _move(directory: IpDirectory[Peer], peer: Peer, old: tuple[str, ...],
             directory.release(ip, peer, now)
     for ip in new:
         directory.claim(ip, peer, now)
+
+
+def _epoch(stamp: object) -> float:
+    """An API timestamp ("2026-01-01T00:00:00Z") in seconds; 0 when absent or unreadable."""
+    if not isinstance(stamp, str):
+        return 0.0
+    try:
+        return datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return 0.0
 
 
 def _meta(obj: dict[str, Any]) -> dict[str, Any]:
@@ -98,10 +109,25 @@ class MetadataCache:
                         self.resolver.pods.release(ip, old.peer, now)
             for ip in ips:
                 self.resolver.pods.claim(ip, peer, now)
+            if gone and not (old is not None and old.ips) and not spec.get("hostNetwork"):
+                self._finished_before_seen(status, peer, now)
             if event == "DELETED":
                 self._pods.pop(uid, None)
             else:
                 self._pods[uid] = _Pod(ips, peer, namespace, dict(meta.get("labels") or {}))
+
+    def _finished_before_seen(self, status: dict[str, Any], peer: Peer, now: float) -> None:
+        """A pod whose first event already says it finished (its status went from
+        Pending to Succeeded between two updates) held its addresses from its start to
+        its last container's end: records of that span still name it."""
+        ends = [_epoch(s.get("state", {}).get("terminated", {}).get("finishedAt"))
+                for s in status.get("containerStatuses") or []]
+        since, until = _epoch(status.get("startTime")), max((e for e in ends if e), default=0)
+        if not since:
+            return
+        until = min(until or now, now) + 1.0  # the API's timestamps are whole seconds
+        for ip in (p["ip"] for p in status.get("podIPs") or [] if p.get("ip")):
+            self.resolver.pods.claim_past(ip, peer, since, until)
 
     def relist_pods(self, items: list[dict[str, Any]], now: float) -> None:
         seen = {str(_meta(o).get("uid", "")) for o in items if isinstance(o, dict)}

@@ -34,6 +34,9 @@ REAL_NODE_PATHS = {
     "/kubepods/besteffort/pod7bc005dd-70b8-4867-85d8-abb25e9d6b27/"
     "a62ae03396f73d294a99bcc2fad1333711be1d6638343cf49342c23559e203c1":
         "7bc005dd-70b8-4867-85d8-abb25e9d6b27",
+    "/kubepods/burstable/pod1d655d98-666a-4a0a-9a2e-1d3145cbf4c1/"
+    "3f241ae0198611c49b8fae85f92a6aee2de694860f45c5039565f2bbcc20c2a5":
+        "1d655d98-666a-4a0a-9a2e-1d3145cbf4c1",
 }
 
 

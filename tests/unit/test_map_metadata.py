@@ -33,6 +33,35 @@ def test_reused_ip_belongs_to_each_pod_in_its_time() -> None:
     assert r.remote("10.0.0.9", 240) == Peer("workload", "etl", "batch", "CronJob")
 
 
+def _stamp(at: float) -> str:
+    return datetime.fromtimestamp(at, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def test_a_pod_first_seen_finished_owned_its_ip_while_it_ran() -> None:
+    """A Job's pod can go from Pending (no IP) to Succeeded between two status updates,
+    as a real kubelet reports a container that ran for half a second."""
+    r = Resolver()
+    c = MetadataCache(r)
+    job = ("Job", "batch")
+    c.pod("ADDED", {**pod("u1", "batch-x", None, job), "status": {"phase": "Pending"}},
+          now=1000)
+    done = pod("u1", "batch-x", "10.0.0.7", job)
+    done["status"] |= {"phase": "Succeeded", "startTime": _stamp(1001), "containerStatuses": [
+        {"state": {"terminated": {"finishedAt": _stamp(1002)}}}]}
+    c.pod("MODIFIED", done, now=1004)
+    batch = Peer("workload", "batch", "shop", "Job")
+    assert r.remote("10.0.0.7", 1001.5) == batch  # a record of while it ran
+    assert r.remote("10.0.0.7", 1010) == batch  # a late record: the usual grace
+    # The address has a new owner since: the old tenure must not take it back.
+    c.pod("ADDED", pod("u2", "api-1", "10.0.0.7", ("ReplicaSet", "api")), now=1020)
+    c.pod("DELETED", done, now=1021)
+    assert r.remote("10.0.0.7", 1030).name == "api"
+    # Without a start time there is no span to claim.
+    c.pod("MODIFIED", {**pod("u3", "etl-y", "10.0.0.8", job), "status": {
+        "phase": "Failed", "podIPs": [{"ip": "10.0.0.8"}]}}, now=2005)
+    assert r.remote("10.0.0.8", 2000).kind == "external"
+
+
 def test_host_network_pod_resolves_to_its_node_and_relist_forgets_missing_pods() -> None:
     r = Resolver()
     c = MetadataCache(r)
