@@ -6,7 +6,8 @@ shop of simulated pods (network namespaces) in two namespaces talking to each
 other, to a payments Service with two backends, to a partner outside the
 cluster (looked up in DNS first, so the map names it), plus one call that
 always fails. Prints the map's URL; Ctrl-C (or SIGTERM) removes everything it
-made.
+made. `--real-node`: the same kind of shop as real pods on a real node, the
+product installed with helm (scripts/demo_node.py).
 """
 
 from __future__ import annotations
@@ -200,13 +201,22 @@ def main() -> int:
     p.add_argument("--seconds", type=float, default=0, help="stop by itself after this long")
     p.add_argument("--screenshot", help="save a screenshot of the map view (PNG) once live")
     p.add_argument("--print-map", action="store_true", help="print /api/map when stopping")
+    p.add_argument("--real-node", action="store_true",
+                   help="run the shop as real pods on a real node, the product from "
+                        "`helm install` (slower; make setup builds the node's tools)")
     args = p.parse_args()
+    if args.seconds < 0:
+        p.error(f"--seconds must be 0 (until Ctrl-C) or more, not {args.seconds:g}")
     if os.geteuid() != 0:
         print("the demo needs root: network namespaces, iptables and BPF", file=sys.stderr)
         return 1
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
+    if args.real_node:
+        import demo_node
+
+        return demo_node.run(args, stop, say, _screenshot)
     return run(args, stop)
 
 
