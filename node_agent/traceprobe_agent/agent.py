@@ -24,6 +24,7 @@ from traceprobe_agent.edges import mark_node_peers, to_record
 from traceprobe_agent.features import KernelFeatures, probe_kernel
 from traceprobe_agent.nat_events import NatTable
 from traceprobe_agent.pod_cgroups import under
+from traceprobe_agent.pod_index import AwaitPods
 from traceprobe_agent.program import ProgramPlan, bpf_source, plan_program, without_fallback
 from traceprobe_agent.report_sender import SenderStats
 from traceprobe_api.probe import DEFAULT_KINDS
@@ -82,8 +83,11 @@ class Agent:
                  cgroup_root: str | None = None,
                  enrich: Callable[[ConnectionRecord], ConnectionRecord] | None = None,
                  nat: NatTable | None = None,
-                 node_addresses: Callable[[], frozenset[str]] | None = None) -> None:
+                 node_addresses: Callable[[], frozenset[str]] | None = None,
+                 await_pods: AwaitPods | None = None) -> None:
         self.node = node
+        # Records of pods the watch has not told us about yet wait for their names.
+        self.await_pods = await_pods
         # This node's own addresses (host_addresses.NodeAddresses): a remote among
         # them is this node, which its Node object may not list.
         self.node_addresses = node_addresses
@@ -166,9 +170,12 @@ class Agent:
         counters = self._tracker.counters() if self._tracker is not None else {}
         return {**counters, **(self._dns.counters() if self._dns is not None else {})}
 
-    def _flush_locked(self) -> list[ConnectionRecord]:
+    def _flush_locked(self, final: bool = False) -> list[ConnectionRecord]:
         if self._tracker is None:
-            return []
+            held = self.await_pods.drain() if final and self.await_pods is not None else []
+            if held:
+                self.sink(held)
+            return held
         started = time.monotonic()
         raw = self._tracker.drain()
         end = datetime.now(UTC)
@@ -182,6 +189,10 @@ class Agent:
             records = self.nat.annotate(records)
         if self.enrich is not None:
             records = [self.enrich(r) for r in records]
+        if self.await_pods is not None:
+            records = self.await_pods(records)
+            if final:
+                records += self.await_pods.drain()
         if self.node_addresses is not None:
             mark_node_peers(records, self.node_addresses())
         if self._dns is not None:
@@ -226,7 +237,7 @@ class Agent:
 
     def close(self) -> None:
         with self._lock:
-            self._flush_locked()
+            self._flush_locked(final=True)
             self._close_locked()
             if self._dns is not None:
                 self._dns.close()

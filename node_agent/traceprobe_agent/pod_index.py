@@ -9,6 +9,7 @@ them.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,7 +17,7 @@ from traceprobe_agent.pod_cgroups import pod_uid
 from traceprobe_api.records import ConnectionRecord
 from traceprobe_api.workloads import workload_of
 
-__all__ = ["PodIndex", "PodInfo", "pod_info", "workload_of"]
+__all__ = ["AwaitPods", "PodIndex", "PodInfo", "pod_info", "workload_of"]
 _NAMING_FIELDS = ("k8s_namespace", "k8s_pod", "k8s_pod_uid", "k8s_workload_kind",
                   "k8s_workload", "k8s_host_network")
 _NAMING_KEYS = frozenset(_NAMING_FIELDS)
@@ -102,3 +103,56 @@ class PodIndex:
             record.__dict__.update(naming)
             record.__pydantic_fields_set__.update(_NAMING_KEYS)
         return record
+
+    def awaited(self, record: ConnectionRecord) -> bool:
+        """The record's cgroup is a pod's that this index has not heard of (yet)."""
+        uid = self._uid_of(record.cgroup_path)
+        return uid is not None and uid not in self._naming
+
+
+class AwaitPods:
+    """Holds records of pods the index does not know yet, for up to `max_wait` seconds.
+
+    The kubelet starts a container as soon as it sees the pod; this agent's watch may
+    tell it seconds later (the API server or this node under load), and a Job's pod can
+    come and go within one interval. Sent unnamed, such records would be drawn as the
+    node's; held, they are named once the pod's event arrives. Called every flush."""
+
+    def __init__(self, index: PodIndex, max_wait: float = 10.0, max_held: int = 100_000,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.index = index
+        self.max_wait = max_wait
+        self.max_held = max_held
+        self._clock = clock
+        self._held: list[tuple[float, ConnectionRecord]] = []
+        self.unnamed = 0  # records sent unnamed after the wait
+
+    def __call__(self, records: list[ConnectionRecord]) -> list[ConnectionRecord]:
+        now = self._clock()
+        ready: list[ConnectionRecord] = []
+        held: list[tuple[float, ConnectionRecord]] = []
+        for since, record in self._held:
+            if not self.index.awaited(record):
+                ready.append(self.index.enrich(record))
+            elif now - since >= self.max_wait:
+                self.unnamed += 1
+                ready.append(record)
+            else:
+                held.append((since, record))
+        for record in records:
+            if self.index.awaited(record) and len(held) < self.max_held:
+                held.append((now, record))
+            else:
+                ready.append(record)
+        self._held = held
+        return ready
+
+    def drain(self) -> list[ConnectionRecord]:
+        """Everything held, named where the pod is known now (the agent is stopping)."""
+        ready = [self.index.enrich(r) for _, r in self._held]
+        self.unnamed += sum(1 for r in ready if self.index.awaited(r))
+        self._held = []
+        return ready
+
+    def __len__(self) -> int:
+        return len(self._held)

@@ -16,7 +16,8 @@ What remains are clients without an agent (outside the cluster, unprobed nodes).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+import ipaddress
+from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime
 from math import log2
 from sys import intern
@@ -169,10 +170,13 @@ def finish(part: Partial, resolver: Resolver, recent: Recent | None = None,
         return edges[key]
 
     lookups = Lookups(part, resolver)
-    for key, stats in part.server.items():
-        target = counted_by(key, part.server_at[key], part, lookups, recent)
+    for key, stats, at in _server_sides(part, resolver):
+        target = counted_by(key, at, part, lookups, recent)
         if target is None:
-            edges[key] = stats
+            if key in edges:  # two addresses of one peer, one of them named late
+                own(key).absorb(stats)
+            else:
+                edges[key] = stats
             continue
         if target not in edges:
             # Counted in a neighbouring window: here only who saw it, and where, joins.
@@ -190,6 +194,29 @@ def finish(part: Partial, resolver: Resolver, recent: Recent | None = None,
     return result
 
 
+def _server_sides(part: Partial, resolver: Resolver) -> Iterator[tuple[EdgeKey, EdgeStats, float]]:
+    """The bucket's server sides, each with its time. A client the map could not name
+    when the record came in is named again now, at the record's time: the watch event
+    of a pod can come seconds after its first connections (a Job's pod that ran for
+    one second, the API server under load)."""
+    for key, stats in part.server.items():
+        at = part.server_at[key]
+        src = key.src
+        if src.kind == "external" and _is_address(src.name):
+            named = resolver.remote(src.name, at)
+            if named.kind != "external":
+                key = EdgeKey(named, key.dst, key.port, key.transport)
+        yield key, stats, at
+
+
+def _is_address(name: str) -> bool:
+    try:
+        ipaddress.ip_address(name)
+    except ValueError:
+        return False
+    return True
+
+
 def merge(records: Iterable[ConnectionRecord], resolver: Resolver,
           recent: Recent | None = None,
           probes_of: ProbeMatcher | None = None, max_edges: int = 50_000) -> MergeResult:
@@ -199,7 +226,7 @@ def merge(records: Iterable[ConnectionRecord], resolver: Resolver,
 
 def _cap(edges: dict[EdgeKey, EdgeStats], max_edges: int) -> int:
     """Keep the busiest edges, fold the rest into one overflow edge; return how many."""
-    ranked = sorted(edges, key=lambda k: (edges[k].connections + edges[k].failures,
+    ranked = sorted(edges, key=lambda k: (edges[k].attempts,
                                           edges[k].bytes_sent + edges[k].bytes_received),
                     reverse=True)
     folded = EdgeStats()

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from harness.node import NodeControlPlane, RealNode
 from harness.node_host import cleanup_stale
-from harness.procs import STATE_DIR
+from harness.procs import STATE_DIR, claim_run
 
 
 class NodeBusy(Exception):
@@ -23,6 +23,8 @@ class NodeBusy(Exception):
 
 @contextlib.contextmanager
 def exclusive_node(workdir: Path) -> Iterator[RealNode]:
+    # A live run (the demo too): another run starting now must not reap our processes.
+    claim_run()
     STATE_DIR.mkdir(parents=True, exist_ok=True)
     lock = os.open(STATE_DIR / "real-node.lock", os.O_RDWR | os.O_CREAT, 0o600)
     try:

@@ -7,7 +7,7 @@ from typing import Any
 
 from traceprobe_api.records import ConnectionRecord, Role
 from traceprobe_map.buckets import EdgeKey, Recent
-from traceprobe_map.merge import merge
+from traceprobe_map.merge import finish, fold, merge
 from traceprobe_map.peers import OVERFLOW, Peer, Resolver
 
 WEB = Peer("workload", "web", "shop", "Deployment")
@@ -198,6 +198,24 @@ def test_a_peer_at_one_of_the_servers_own_node_addresses_is_that_node() -> None:
                    opened=1)
     (key,) = merge([unmarked], resolver()).edges
     assert key.src == Peer("external", "10.234.0.1")
+
+
+def test_a_client_whose_pod_the_map_learnt_late_is_named_when_the_bucket_closes() -> None:
+    """The server's record came in before the map's watch told it the client pod's
+    address (a Job's pod that ran for a second): named again at finish, at its time."""
+    r = resolver()
+    server = rec(Role.SERVER, 10, node="n1", local_port=5432, remote_ip="10.0.0.9",
+                 k8s_namespace="shop", k8s_workload_kind="StatefulSet", k8s_workload="db",
+                 opened=2)
+    part = fold([server], r)
+    assert list(finish(part, r).edges)[0].src == Peer("external", "10.0.0.9")
+    r.pods.claim_past("10.0.0.9", ETL, since=9, until=11)
+    (key,) = finish(part, r).edges
+    assert key == EdgeKey(ETL, DB, 5432, "tcp")
+    # An address that is no pod's stays outside.
+    r2 = resolver()
+    (key,) = finish(fold([server.replaced(remote_ip="203.0.113.9")], r2), r2).edges
+    assert key.src == Peer("external", "203.0.113.9")
 
 
 def test_loopback_is_not_an_edge_between_workloads() -> None:
