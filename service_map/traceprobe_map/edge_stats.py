@@ -98,7 +98,14 @@ class EdgeStats:
 
     @property
     def failures(self) -> int:
+        """Attempts that failed: refused, timed out, or reset once established."""
         return self.refused + self.timeouts + self.resets
+
+    @property
+    def attempts(self) -> int:
+        """Connections tried: the established ones (reset ones among them, so a reset
+        is one attempt that failed, not two) and those refused or timed out."""
+        return self.connections + self.refused + self.timeouts
 
     def absorb(self, other: EdgeStats) -> None:
         """Sum another window's (or another side's) stats into this one."""

@@ -179,7 +179,7 @@ class EdgeExporter:
                       "client_service_namespace": key.src.namespace or "",
                       "server_service_namespace": key.dst.namespace or "",
                       "connection_type": "" if key.dst.kind == "workload" else key.dst.kind}
-                _add(self._sg_total, s.connections + s.failures, sg)
+                _add(self._sg_total, s.attempts, sg)
                 _add(self._sg_failed, s.failures, sg)
 
     def flush(self, timeout_millis: float = 10_000) -> bool:

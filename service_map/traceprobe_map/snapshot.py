@@ -75,11 +75,15 @@ class MapEdge(ObservedModel):
     port: int | None = None
     transport: str = "tcp"
     connections: _Count = 0
+    """Established (reset ones among them)."""
     connections_per_second: _Rate = 0.0
+    attempts: _Count = 0
+    """Connections tried: established, refused or timed out (EdgeStats.attempts)."""
+    attempts_per_second: _Rate = 0.0
     failures: Failures = Field(default_factory=Failures)
     failures_per_second: _Rate = 0.0
     error_rate: Annotated[float, Field(ge=0, le=1)] = 0.0
-    """failures / (connections + failures)."""
+    """failures / attempts: the share of attempts that were refused, timed out or reset."""
     bytes_sent: _Count = 0
     """Client → server."""
     bytes_received: _Count = 0
@@ -147,11 +151,12 @@ def build_snapshot(edges: dict[EdgeKey, EdgeStats], cluster: str, window_seconds
         target = node(key.dst, s.dst_pods, s.dst_nodes, key.port)
         for backend in s.backends:
             node(backend, set(), set(), None)
-        attempts = s.connections + s.failures
+        attempts = s.attempts
         out.append(MapEdge(
             id=f"{source}->{target}:{key.port if key.port is not None else '*'}/{key.transport}",
             source=source, target=target, port=key.port, transport=key.transport,
             connections=s.connections, connections_per_second=s.connections * per_second,
+            attempts=attempts, attempts_per_second=attempts * per_second,
             failures=Failures(refused=s.refused, timeout=s.timeouts, reset=s.resets),
             failures_per_second=s.failures * per_second,
             error_rate=min(1.0, s.failures / attempts) if attempts else 0.0,
@@ -162,7 +167,7 @@ def build_snapshot(edges: dict[EdgeKey, EdgeStats], cluster: str, window_seconds
             backends=[Backend(id=node_id(p), connections=n)
                       for p, n in sorted(s.backends.items(), key=lambda kv: -kv[1])],
             observed_by=sorted(s.observed_by), probes=sorted(s.probes)))
-    out.sort(key=lambda e: (-(e.connections + e.failures.total), e.id))
+    out.sort(key=lambda e: (-e.attempts, e.id))
     return MapSnapshot(cluster=cluster, generated_at=generated_at, window_seconds=window_seconds,
                        nodes=sorted(nodes.values(), key=lambda n: n.id), edges=out,
                        overflow=overflow or Overflow())

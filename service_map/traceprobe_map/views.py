@@ -88,7 +88,7 @@ def parse_query(params: Mapping[str, Sequence[str]]) -> MapQuery:
 def attempts_per_second(edge: MapEdge) -> float:
     """Connection attempts per second, accepted or not: an edge's traffic for filters and
     sorting, so an edge that only fails is not filtered away as idle."""
-    return edge.connections_per_second + edge.failures_per_second
+    return edge.attempts_per_second
 
 
 def by_traffic(edges: Iterable[MapEdge]) -> list[MapEdge]:
@@ -208,11 +208,11 @@ def node_graph_data(snapshot: MapSnapshot) -> dict[str, list[dict[str, Any]]]:
     for node in snapshot.nodes:
         edges_in = incoming.get(node.id, [])
         sample = edges_in or outgoing.get(node.id, [])
-        ok = sum(e.connections for e in sample)
+        attempts = sum(e.attempts for e in sample)
         failed = sum(e.failures.total for e in sample)
-        attempts = ok + failed
+        ok = attempts - failed
         failed_in = sum(e.failures.total for e in edges_in)
-        attempts_in = sum(e.connections for e in edges_in) + failed_in
+        attempts_in = sum(e.attempts for e in edges_in)
         nodes.append({
             "id": node.id, "title": node.name,
             "subtitle": node.namespace or node.kind,

@@ -47,10 +47,11 @@ def _edge(source: str, target: str, port: int, *, connections: int = 0, bytes_se
           observed_by: tuple[str, ...] = ("client", "server"),
           backends: tuple[Backend, ...] = ()) -> MapEdge:
     failed = failures or Failures()
-    attempts = connections + failed.total
+    attempts = connections + failed.refused + failed.timeout  # a reset was established
     return MapEdge(
         id=f"{source}->{target}:{port}/tcp", source=source, target=target, port=port,
         connections=connections, connections_per_second=connections / WINDOW,
+        attempts=attempts, attempts_per_second=attempts / WINDOW,
         failures=failed, failures_per_second=failed.total / WINDOW,
         error_rate=failed.total / attempts if attempts else 0.0,
         bytes_sent=bytes_sent, bytes_received=bytes_received,

@@ -25,7 +25,7 @@
   const fmtUs = (us) => (us == null ? "–" : us >= 1000 ? `${(us / 1000).toFixed(2)} ms`
     : `${Math.round(us)} µs`);
   const fmtPct = (r) => `${(100 * r).toFixed(r > 0 && r < 0.01 ? 2 : 1)} %`;
-  const attempts = (e) => e.connectionsPerSecond + e.failuresPerSecond;
+  const attempts = (e) => e.attemptsPerSecond;  // established + refused + timed out
   // Same scales as traceprobe_map.views.edge_colour / edge_thickness.
   const edgeColour = (r) => (r <= 0 ? "#2e9e5b" : r < 0.05 ? "#e0a020" : "#d64040");
   const edgeWidth = (rate) => Math.min(10, 1 + 2 * Math.log10(1 + 10 * rate));
