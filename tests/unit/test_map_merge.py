@@ -208,7 +208,7 @@ def test_a_client_whose_pod_the_map_learnt_late_is_named_when_the_bucket_closes(
                  k8s_namespace="shop", k8s_workload_kind="StatefulSet", k8s_workload="db",
                  opened=2)
     part = fold([server], r)
-    assert list(finish(part, r).edges)[0].src == Peer("external", "10.0.0.9")
+    assert next(iter(finish(part, r).edges)).src == Peer("external", "10.0.0.9")
     r.pods.claim_past("10.0.0.9", ETL, since=9, until=11)
     (key,) = finish(part, r).edges
     assert key == EdgeKey(ETL, DB, 5432, "tcp")
