@@ -113,7 +113,8 @@ def build_status(probes: list[dict[str, Any]], cluster_probes: list[dict[str, An
     return status
 
 
-def status_text(status: Status, errors: list[str] | None = None) -> str:
+def status_text(status: Status) -> str:
+    """The tables and the reasons; only for lists that were read (empty means none)."""
     parts = []
     if status.probes:
         parts.append(table(["PROBE", "KIND", "READY", "NODES"],
@@ -127,8 +128,6 @@ def status_text(status: Status, errors: list[str] | None = None) -> str:
                             for n in status.nodes]))
     else:
         parts.append("No NodeReports: no agent has reported yet.\n")
-    if errors:
-        parts.append("Could not read:\n" + "".join(f"  {line}\n" for line in errors))
     if status.not_ready:
         parts.append("Not ready:\n" + "".join(f"  {line}\n" for line in status.not_ready))
     return "\n".join(parts)

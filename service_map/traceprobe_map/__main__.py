@@ -1,31 +1,35 @@
 """`python -m traceprobe_map`: the service map component.
 
-Agents send edge reports to --ingest-port (OTLP/gRPC logs); the map names both
+Agents send edge reports to --ingest-address (OTLP/gRPC logs); the map names both
 ends from a cluster-wide watch, merges client and server sides into edges over
 a sliding window, serves the read-only map view and /api/map on --http-port,
 and, when OTEL_EXPORTER_OTLP_ENDPOINT (or OTEL_EXPORTER_OTLP_METRICS_ENDPOINT)
 is set, exports edge metrics there (protocol from OTEL_EXPORTER_OTLP_PROTOCOL,
-headers, TLS and timeouts from the other standard OTEL_* variables).
+headers, TLS and timeouts from the other standard OTEL_* variables). Every flag
+and variable is checked before anything starts (settings.py, otlp_settings.py): bad
+input, an unusable kubeconfig or a port that cannot be had exits 2 with one line.
 """
 
 from __future__ import annotations
 
-import argparse
 import gc
 import logging
 import os
 import signal
+import socket
 import sys
 import threading
 import time
+from typing import TYPE_CHECKING, Any
 
-from traceprobe_map.export import CountingExporter, EdgeExporter, make_exporter
-from traceprobe_map.health import metrics_page
-from traceprobe_map.metadata import MetadataCache
-from traceprobe_map.peers import Resolver
-from traceprobe_map.receiver import serve as serve_ingest
-from traceprobe_map.snapshot import MapSnapshot
-from traceprobe_map.window import MapWindow
+from traceprobe_map.addresses import host_port, redact
+from traceprobe_map.settings import PROG, MapSettings, UsageError, load
+
+if TYPE_CHECKING:  # the rest loads once the settings are good: bad input answers fast
+    from traceprobe_map.export import EdgeExporter
+    from traceprobe_map.metadata import MetadataCache
+    from traceprobe_map.snapshot import MapSnapshot
+    from traceprobe_map.window import MapWindow
 
 log = logging.getLogger("traceprobe.map")
 
@@ -44,82 +48,125 @@ class WindowSource:
         return self.cache.probe_refs()
 
 
-def _args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="traceprobe-service-map", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--cluster-name", default=os.environ.get("TRACEPROBE_CLUSTER_NAME", "cluster"))
-    p.add_argument("--ingest-address", default="0.0.0.0:4317",
-                   help="host:port of the OTLP/gRPC ingest for agents")
-    p.add_argument("--ingest-tls-cert", help="PEM certificate chain: serve the ingest over TLS")
-    p.add_argument("--ingest-tls-key", help="PEM private key for --ingest-tls-cert")
-    p.add_argument("--http-host", default="0.0.0.0")
-    p.add_argument("--http-port", type=int, default=8080, help="map view and /api (read-only)")
-    p.add_argument("--bucket-seconds", type=float, default=10.0)
-    p.add_argument("--window-seconds", type=float, default=300.0)
-    p.add_argument("--lateness-seconds", type=float, default=15.0,
-                   help="how long to wait for a bucket's records from slower agents")
-    p.add_argument("--export-interval", type=float, default=10.0, help="seconds between exports")
-    p.add_argument("--service-graph", action="store_true",
-                   help="also export Grafana's traces_service_graph_* metrics")
-    p.add_argument("--max-edges", type=int, default=50_000)
-    p.add_argument("--max-external", type=int, default=1000,
-                   help="distinct external addresses named per window before the overflow "
-                        "bucket (addresses unseen for a window free their place)")
-    p.add_argument("--no-kubernetes", action="store_true",
-                   help="do not watch a cluster (remote ends stay unresolved)")
-    p.add_argument("--verbose", action="store_true")
-    return p.parse_args(argv)
+def _exporter(settings: MapSettings) -> EdgeExporter | None:
+    from traceprobe_map.export import CountingExporter, EdgeExporter, make_exporter
 
-
-def _exporter(args: argparse.Namespace) -> EdgeExporter | None:
-    if not (os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT")
-            or os.environ.get("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT")):
-        log.info("OTLP export off: set OTEL_EXPORTER_OTLP_ENDPOINT to export edge metrics")
+    otlp = settings.otlp
+    if otlp is None or not otlp.enabled:
+        why = ("OTEL_SDK_DISABLED is true" if otlp else
+               "set OTEL_EXPORTER_OTLP_ENDPOINT to export edge metrics")
+        log.info("OTLP export off: %s", why)
         return None
-    protocol = (os.environ.get("OTEL_EXPORTER_OTLP_METRICS_PROTOCOL")
-                or os.environ.get("OTEL_EXPORTER_OTLP_PROTOCOL") or "grpc")
+    log.info("exporting edge metrics over OTLP/%s to %s every %gs", otlp.protocol,
+             redact(otlp.target[1]), settings.export_interval)
     # Per metric: failures x3 kinds, bytes x2 directions, backends: 4 series per edge.
-    return EdgeExporter(CountingExporter(make_exporter(protocol)), args.cluster_name,
-                        args.export_interval, args.service_graph,
-                        max_series=4 * args.max_edges)
+    return EdgeExporter(CountingExporter(make_exporter(otlp.protocol)), settings.cluster_name,
+                        settings.export_interval, settings.service_graph,
+                        max_series=4 * settings.max_edges)
+
+
+def _fail(message: str) -> int:
+    print(f"{PROG}: {message}", file=sys.stderr)
+    return 2
+
+
+def _listen_problem(settings: MapSettings) -> str | None:
+    """Whether both servers can listen, asked before anything is logged: their own
+    failures would come after other output (gRPC's core even prints a line itself)."""
+    ingest_host, ingest_port = host_port(settings.ingest_address)
+    for what, host, port, family, reuse_port in (
+            (f"--ingest-address={settings.ingest_address!r}", ingest_host, ingest_port, 0,
+             True),
+            (f"--http-host={settings.http_host!r} --http-port={settings.http_port}",
+             settings.http_host, settings.http_port, socket.AF_INET, False)):
+        try:
+            addresses = socket.getaddrinfo(host, port, family, socket.SOCK_STREAM)
+        except OSError as exc:
+            return f"{what}: cannot listen there ({exc.strerror or exc})"
+        errors: list[OSError] = []
+        for af, kind, proto, _, address in addresses:
+            with socket.socket(af, kind, proto) as probe:  # as the servers set it up
+                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                if reuse_port:
+                    probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+                try:
+                    probe.bind(address)
+                except OSError as exc:
+                    errors.append(exc)
+        if len(errors) == len(addresses):  # gRPC listens if any address binds
+            return f"{what}: cannot listen there ({errors[0].strerror or errors[0]})"
+    return None
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    if bool(args.ingest_tls_cert) != bool(args.ingest_tls_key):
-        print("traceprobe-service-map: --ingest-tls-cert and --ingest-tls-key go together",
-              file=sys.stderr)
-        return 2
     try:
-        exporter = _exporter(args)
-    except ValueError as exc:
-        print(f"traceprobe-service-map: {exc}", file=sys.stderr)
-        return 2
-    resolver = Resolver(max_external=args.max_external, external_seconds=args.window_seconds)
-    window = MapWindow(resolver, args.cluster_name, args.bucket_seconds, args.window_seconds,
-                       args.lateness_seconds, args.max_edges,
+        settings = load(argv, os.environ)
+    except UsageError as exc:
+        return _fail(str(exc))
+    api = None
+    if not settings.no_kubernetes:
+        from traceprobe_api.kubeconfig import KubeconfigError, load_api_client
+
+        try:  # reads files only: an API server that does not answer is retried later
+            api = load_api_client()
+        except KubeconfigError as exc:
+            return _fail(str(exc))
+    if problem := _listen_problem(settings):
+        return _fail(problem)
+    return _serve(settings, api)
+
+
+def _serve(settings: MapSettings, api: Any) -> int:
+    from traceprobe_map.health import metrics_page
+    from traceprobe_map.metadata import MetadataCache
+    from traceprobe_map.peers import Resolver
+    from traceprobe_map.receiver import serve as serve_ingest
+    from traceprobe_map.window import MapWindow
+
+    logging.basicConfig(level=logging.DEBUG if settings.verbose else logging.INFO,
+                        stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if not settings.verbose:  # one line per failed request is ours (kube.py), not three
+        logging.getLogger("urllib3.connectionpool").setLevel(logging.ERROR)
+    try:
+        exporter = _exporter(settings)
+    except (ValueError, RuntimeError, OSError) as exc:  # the SDK's own word on OTEL_*
+        return _fail(f"OTLP exporter: {exc}")
+    resolver = Resolver(max_external=settings.max_external,
+                        external_seconds=settings.window_seconds)
+    window = MapWindow(resolver, settings.cluster_name, settings.bucket_seconds,
+                       settings.window_seconds, settings.lateness_seconds, settings.max_edges,
                        on_bucket=exporter.record if exporter else None)
     cache = MetadataCache(resolver, lock=window.lock)
     window.probes_of = cache.probes_of
     stop = threading.Event()
-    if not args.no_kubernetes:
-        from traceprobe_api.kubeconfig import load_api_client
-        from traceprobe_map.kube import watch_cluster
-
-        watch_cluster(load_api_client(), cache, stop)
     tls = None
-    if args.ingest_tls_cert:
-        with open(args.ingest_tls_cert, "rb") as c, open(args.ingest_tls_key, "rb") as k:
-            tls = (c.read(), k.read())
-    ingest, ingest_port, ingest_stats = serve_ingest(
-        lambda records: window.add(records, time.time()), args.ingest_address, tls=tls)
+    if settings.ingest_tls_cert and settings.ingest_tls_key:
+        tls = (settings.ingest_tls_cert.read_bytes(), settings.ingest_tls_key.read_bytes())
+    try:
+        ingest, ingest_port, ingest_stats = serve_ingest(
+            lambda records: window.add(records, time.time()), settings.ingest_address, tls=tls)
+    except RuntimeError as exc:  # grpc: "Failed to bind to address ..."
+        if exporter is not None:
+            exporter.shutdown()
+        return _fail(f"--ingest-address={settings.ingest_address!r}: cannot listen there "
+                     f"({exc})")
     from traceprobe_map.http_api import serve as serve_http
 
-    http = serve_http(WindowSource(window, cache), args.http_host, args.http_port,
-                      metrics=metrics_page(window, cache, ingest_stats,
-                                           exporter.exporter if exporter else None))
+    try:
+        http = serve_http(WindowSource(window, cache), settings.http_host, settings.http_port,
+                          metrics=metrics_page(window, cache, ingest_stats,
+                                               exporter.exporter if exporter else None))
+    except OSError as exc:
+        ingest.stop(grace=0)
+        if exporter is not None:
+            exporter.shutdown()
+        return _fail(f"--http-host={settings.http_host!r} --http-port={settings.http_port}: "
+                     f"cannot listen there ({exc.strerror or exc})")
+    if api is not None:
+        from traceprobe_map.kube import watch_cluster
+
+        watch_cluster(api, cache, stop)
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     # The window holds ~100k long-lived objects per bucket: a full collection every

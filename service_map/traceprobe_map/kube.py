@@ -4,13 +4,16 @@ Cluster-wide, read-only: pods, services, endpointslices, nodes, namespaces,
 replicasets and jobs (owner chains), and the probes. Lists and watch events
 are read as plain JSON (no client model objects): at thousands of pods the
 typed models cost more CPU and memory than everything else here together.
-While the API server is away the last view stays in use and the loop retries.
+While the API server is away the last view stays in use (at start: none, so remote
+ends stay unnamed while the map still takes reports and serves) and each watch
+retries with backoff; one line says the server is away, one that it is back.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import random
 import threading
 import time
 from collections.abc import Callable
@@ -79,17 +82,75 @@ class _RawWatch(watch.Watch):  # type: ignore[misc]
         return None
 
 
+# Backoff after a failed list or watch: doubling from the first to the last, with
+# jitter so a dozen watches that failed together do not retry together.
+FIRST_RETRY_SECONDS, LAST_RETRY_SECONDS = 1.0, 30.0
+# Connect fails fast on a blackholed address; a list of thousands of pods may take a
+# while to read; a watch sends nothing while nothing changes (it ends itself at 300s).
+LIST_TIMEOUT, WATCH_TIMEOUT = (10, 60), (10, 330)
+
+
+def retry_delay(failures: int, rand: Callable[[], float] = random.random) -> float:
+    """Seconds to wait after `failures` failures in a row (1, 2, 4, ... at most 30)."""
+    doubled = FIRST_RETRY_SECONDS * 2.0 ** min(failures - 1, 16)
+    return min(LAST_RETRY_SECONDS, doubled) * (0.75 + rand() / 2)
+
+
+def reason(exc: BaseException) -> str:
+    """The short cause of a failed request, for a log line."""
+    if isinstance(exc, ApiException):
+        return f"HTTP {exc.status} {exc.reason}".strip()
+    cause = getattr(exc, "reason", None)  # urllib3's MaxRetryError wraps the real one
+    text = str(cause if isinstance(cause, BaseException) else exc)
+    return text.rpartition(": ")[2] if "Failed to establish" in text else text
+
+
+class _Reachability:
+    """One log line when the API server becomes unreachable and one when it is back,
+    however many watches notice."""
+
+    def __init__(self, server: str) -> None:
+        self.server = server
+        self.away = False
+        self.lock = threading.Lock()
+
+    def failed(self, what: str, exc: BaseException, delay: float) -> None:
+        unreachable = not isinstance(exc, ApiException | ValueError | KeyError)
+        with self.lock:
+            first, self.away = not self.away and unreachable, self.away or unreachable
+        if first:
+            log.warning("cannot reach the API server %s (%s): serving the map with what is "
+                        "known so far (remote ends unnamed until then), retrying with "
+                        "backoff up to %.0fs", self.server, reason(exc), LAST_RETRY_SECONDS)
+        elif unreachable:
+            log.debug("listing %s: API server still unreachable (%s), retrying in %.1fs",
+                      what, reason(exc), delay)
+        else:  # reachable but refusing (RBAC, 410 Gone...): this kind's own problem
+            log.warning("watching %s failed (%s); keeping the last view, retrying in %.1fs",
+                        what, reason(exc), delay)
+
+    def listed(self, what: str) -> None:
+        with self.lock:
+            back, self.away = self.away, False
+        if back:
+            log.info("API server %s reachable again (listed %s)", self.server, what)
+
+
 def _list_then_watch(source: _Source, stop: threading.Event, synced: threading.Event,
-                     cache: MetadataCache) -> None:
+                     cache: MetadataCache, health: _Reachability) -> None:
+    failures = 0
     while not stop.is_set():
         try:
-            response = source.list_fn(*source.args, _preload_content=False)
+            response = source.list_fn(*source.args, _preload_content=False,
+                                      _request_timeout=LIST_TIMEOUT)
             listing = json.loads(response.data)
             assert source.on_list is not None
             source.on_list(listing.get("items") or [])
             synced.set()
+            health.listed(source.what)
+            failures = 0
             stream = _RawWatch().stream(
-                source.list_fn, *source.args,
+                source.list_fn, *source.args, _request_timeout=WATCH_TIMEOUT,
                 resource_version=listing["metadata"]["resourceVersion"], timeout_seconds=300)
             for event in stream:
                 if event["type"] == "ERROR":  # e.g. 410 Gone: relist
@@ -101,18 +162,20 @@ def _list_then_watch(source: _Source, stop: threading.Event, synced: threading.E
                     return
         except (ApiException, OSError, HTTPError, ValueError, KeyError) as exc:
             # Expired resource versions (410) land here too: relisting is the cure.
-            log.warning("watching %s failed (%s); keeping the last view, retrying in 5s",
-                        source.what, exc)
-            stop.wait(5)
+            failures += 1
+            delay = retry_delay(failures)
+            health.failed(source.what, exc, delay)
+            stop.wait(delay)
 
 
 def watch_cluster(api: client.ApiClient, cache: MetadataCache,
                   stop: threading.Event) -> dict[str, threading.Event]:
     """Start one watch thread per kind; returns an event per kind, set once listed."""
     synced: dict[str, threading.Event] = {}
+    health = _Reachability(str(api.configuration.host))
     for source in _sources(api, cache):
         synced[source.what] = threading.Event()
         threading.Thread(target=_list_then_watch,
-                         args=(source, stop, synced[source.what], cache),
+                         args=(source, stop, synced[source.what], cache, health),
                          daemon=True, name=f"watch-{source.what}").start()
     return synced

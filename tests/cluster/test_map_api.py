@@ -194,7 +194,7 @@ def test_cli_filters_and_outputs(published: ProxiedMap) -> None:
 
 def test_cli_watch_redraws(published: ProxiedMap) -> None:
     kc = published.control_plane.admin_kubeconfig
-    proc = subprocess.Popen([*CLI, f"--kubeconfig={kc}", "map", "--watch", "--interval", "0.3"],
+    proc = subprocess.Popen([*CLI, f"--kubeconfig={kc}", "map", "--watch", "--interval", "1"],
                             stdout=subprocess.PIPE, text=True, cwd=REPO)
     frames: list[str] = []
     try:
@@ -202,7 +202,7 @@ def test_cli_watch_redraws(published: ProxiedMap) -> None:
         deadline = time.monotonic() + 30
         while len(frames) < 2 and time.monotonic() < deadline:
             line = proc.stdout.readline()
-            if line.startswith("Every 0.3s: traceprobe map"):
+            if line.startswith("Every 1s: traceprobe map"):
                 frames.append(line)
     finally:
         proc.terminate()
