@@ -4,128 +4,184 @@
 JSON connection record per line every interval, naming local processes by pid,
 comm and cgroup path. Without it, the agent follows the TraceProbes that apply
 to --node-name and reports to the cluster.
+
+Every flag and variable is checked before anything loads: bad input is one line
+naming it, its value and what is allowed, and exit status 2.
 """
 
 from __future__ import annotations
 
 import argparse
-import ipaddress
 import json
 import logging
 import os
 import signal
 import sys
 import threading
+from collections.abc import Mapping, Sequence
+from typing import NoReturn
 
 from traceprobe_agent.agent import Agent, AgentConfig, print_records
 from traceprobe_agent.bcc_runtime import BpfUnavailable
-from traceprobe_agent.features import probe_kernel
-from traceprobe_agent.metrics_auth import is_loopback
-from traceprobe_api.probe import ALL_KINDS, DEFAULT_KINDS
+from traceprobe_agent.features import TRACEPOINTS, probe_kernel
+from traceprobe_agent.health import STALL_SECONDS, Health, serve, serve_health, url
+from traceprobe_agent.kernel_headers import KERNEL_SOURCE_ENV
+from traceprobe_agent.program import BPF_DIR_ENV
+from traceprobe_agent.settings import (
+    MAP_ENDPOINT_ENV,
+    NODE_NAME_ENV,
+    PROG,
+    AgentSettings,
+    UsageError,
+    from_inputs,
+    listen_problem,
+)
+from traceprobe_api.probe import (
+    ALL_KINDS,
+    DEFAULT_KINDS,
+    MAX_INTERVAL_SECONDS,
+    MIN_INTERVAL_SECONDS,
+)
 
 log = logging.getLogger("traceprobe.agent")
 
 
-def _ip(text: str) -> str:
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:  # one line, not usage and a second line
+        raise UsageError(f"{message} (see --help)")
+
+
+def _parser() -> argparse.ArgumentParser:
+    """The flags, each kept as typed (None when not given): AgentSettings checks them."""
+    p = _Parser(prog=PROG, description=__doc__,
+                formatter_class=argparse.RawDescriptionHelpFormatter,
+                epilog=f"environment: {NODE_NAME_ENV}, {MAP_ENDPOINT_ENV}, {BPF_DIR_ENV} (the "
+                       f"BPF sources), {KERNEL_SOURCE_ENV} (a kernel header tree), KUBECONFIG")
+    flag = p.add_argument
+    flag("--standalone", action="store_true", default=None, help="run without Kubernetes")
+    flag("--node-name", help=f"this node (default: ${NODE_NAME_ENV}, else the host name)")
+    flag("--interval", dest="interval_seconds",
+         help=f"seconds between reports, {MIN_INTERVAL_SECONDS}-{MAX_INTERVAL_SECONDS} "
+              "(default 10; in a cluster until a probe sets its own)")
+    flag("--probes", help=f"comma-separated, of {','.join(ALL_KINDS)} (standalone; default "
+                          f"{','.join(DEFAULT_KINDS)})")
+    flag("--max-connections", help="connections tracked at once, 1024-10000000 (standalone; "
+                                    "default 65536)")
+    flag("--metrics-port", help="/metrics, /livez and /readyz (= /healthz) on "
+                                "--metrics-address (default 9464; 0: pick one, -1: off)")
+    flag("--metrics-address",
+         help="IP address /metrics listens on (default 127.0.0.1): loopback (127.0.0.1, ::1) "
+              "serves plain HTTP to anyone on the node; any other (the node's IP, 0.0.0.0) "
+              "serves HTTPS with a self-signed certificate and only to a bearer token the "
+              "API server accepts (TokenReview) and allows `get` on /metrics "
+              "(SubjectAccessReview); cluster mode only")
+    flag("--health-port", help="also /livez and /readyz alone, plain HTTP on 127.0.0.1, for "
+                               "the kubelet's exec probes (default -1: off; 0: pick one)")
+    flag("--disable-tracepoint", dest="disabled_tracepoints", action="append",
+         help=f"treat this tracepoint as missing (repeatable; of {', '.join(TRACEPOINTS)})")
+    flag("--cgroup-root", help="only report processes under this cgroup v2 path (one node's "
+                               "subtree when several simulated nodes share a kernel)")
+    flag("--map-endpoint", help=f"host:port of the service map's OTLP/gRPC ingest (cluster "
+                                f"mode; default ${MAP_ENDPOINT_ENV})")
+    flag("--map-ca-file", help="PEM CA bundle for TLS to the service map (default: plaintext "
+                               "gRPC)")
+    flag("--print-records", action="store_true", default=None,
+         help="also print records as JSON lines (always, without --map-endpoint)")
+    flag("--verbose", action="store_true", default=None)
+    return p
+
+
+def parse(argv: Sequence[str] | None = None,
+          environ: Mapping[str, str] | None = None) -> AgentSettings:
+    """Settings from the command line and the environment, or UsageError."""
+    return from_inputs(vars(_parser().parse_args(argv)), environ)
+
+
+def _kubeconfig_problem(exc: Exception) -> str:
+    """The loader's line (it names the file), with the variable that chose the file."""
+    text, where = " ".join(str(exc).split()), os.environ.get("KUBECONFIG")
+    named = "" if not where else "KUBECONFIG: " if where in text else f"KUBECONFIG {where!r}: "
+    return f"{named}{text} (--standalone runs without Kubernetes)"
+
+
+def _in_cluster(settings: AgentSettings) -> int:
+    from traceprobe_agent.cluster_loop import run_in_cluster
+    from traceprobe_agent.kube import KubeconfigError, NodeApi
+
+    try:  # credentials first: a bad kubeconfig stops the agent before anything loads
+        kube = NodeApi(settings.node_name)
+    except KubeconfigError as exc:
+        raise UsageError(_kubeconfig_problem(exc)) from None
+    features = probe_kernel(forced_missing=settings.disabled_tracepoints)
+    return run_in_cluster(settings, features, kube)
+
+
+def _listen(settings: AgentSettings, agent: Agent, health: Health) -> None:
+    """/metrics and the probe listener, before any program loads: a port in use is
+    the flag's fault, said in one line."""
+    address, port = settings.metrics_address, settings.metrics_port
+    if port >= 0:
+        try:
+            server = serve(agent, port, address, health=health)
+        except OSError as exc:
+            raise listen_problem("--metrics-port", address, port, exc) from None
+        log.info("health and metrics on %s", url("http", address, server.server_port,
+                                                  "/metrics"))
+    if settings.health_port >= 0:
+        try:
+            probes = serve_health(health, settings.health_port)
+        except OSError as exc:
+            raise listen_problem("--health-port", "127.0.0.1", settings.health_port,
+                                 exc) from None
+        log.info("probes on %s", url("http", "127.0.0.1", probes.server_port, "/livez"))
+
+
+def _standalone(settings: AgentSettings) -> int:
+    features = probe_kernel(forced_missing=settings.disabled_tracepoints)
+    agent = Agent(settings.node_name, print_records, features, settings.cgroup_root)
+    # Ready once the programs load; live while the loop goes round (a compile holds it).
+    health = Health(agent, stall_seconds=STALL_SECONDS + 3 * settings.interval_seconds)
+    _listen(settings, agent, health)
     try:
-        return str(ipaddress.ip_address(text))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an IP address: {text!r}") from None
-
-
-def _args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="traceprobe-agent", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--standalone", action="store_true", help="run without Kubernetes")
-    p.add_argument("--node-name", default=os.environ.get("NODE_NAME") or os.uname().nodename)
-    p.add_argument("--interval", type=float, default=10.0, help="seconds between reports")
-    p.add_argument("--probes", default=",".join(DEFAULT_KINDS),
-                   help=f"comma-separated, of {','.join(ALL_KINDS)} (standalone)")
-    p.add_argument("--max-connections", type=int, default=65536)
-    p.add_argument("--metrics-port", type=int, default=9464,
-                   help="/metrics, /livez and /readyz (= /healthz) on --metrics-address "
-                        "(0: pick one, -1: off)")
-    p.add_argument("--metrics-address", type=_ip, default="127.0.0.1",
-                   help="IP address /metrics listens on: loopback (127.0.0.1, ::1) serves "
-                        "plain HTTP to anyone on the node; any other (the node's IP, "
-                        "0.0.0.0) serves HTTPS with a self-signed certificate and only to "
-                        "a bearer token the API server accepts (TokenReview) and allows "
-                        "`get` on /metrics (SubjectAccessReview); cluster mode only")
-    p.add_argument("--health-port", type=int, default=-1,
-                   help="also /livez and /readyz alone, plain HTTP on 127.0.0.1, for the "
-                        "kubelet's exec probes (0: pick one, -1: off)")
-    p.add_argument("--disable-tracepoint", action="append", default=[],
-                   help="treat this tracepoint as missing (category:event)")
-    p.add_argument("--cgroup-root", default=None,
-                   help="only report processes under this cgroup v2 path (one node's "
-                        "subtree when several simulated nodes share a kernel)")
-    p.add_argument("--map-endpoint", default=os.environ.get("TRACEPROBE_MAP_ENDPOINT"),
-                   help="host:port of the service map's OTLP/gRPC ingest (cluster mode)")
-    p.add_argument("--map-ca-file", default=None,
-                   help="CA bundle for TLS to the service map (default: plaintext gRPC)")
-    p.add_argument("--print-records", action="store_true",
-                   help="also print records as JSON lines (always, without --map-endpoint)")
-    p.add_argument("--verbose", action="store_true")
-    return p.parse_args(argv)
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = _args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    kinds = frozenset(k.strip() for k in args.probes.split(",") if k.strip())
-    unknown = kinds - set(ALL_KINDS)
-    if unknown:
-        print(f"traceprobe-agent: unknown probe kind(s) {sorted(unknown)}; "
-              f"use some of {','.join(ALL_KINDS)}", file=sys.stderr)
-        return 2
-    if args.interval <= 0:
-        print("traceprobe-agent: --interval must be > 0 seconds", file=sys.stderr)
-        return 2
-    if args.standalone and not is_loopback(args.metrics_address):
-        print("traceprobe-agent: --metrics-address beyond loopback needs the API server to "
-              "check scrapers' tokens; --standalone serves loopback only", file=sys.stderr)
-        return 2
-    features = probe_kernel(forced_missing=frozenset(args.disable_tracepoint))
-    if not args.standalone:
-        from traceprobe_agent.cluster_loop import Listeners, run_in_cluster
-
-        return run_in_cluster(args.node_name, features, args.interval,
-                              Listeners(args.metrics_address, args.metrics_port,
-                                        args.health_port),
-                              args.cgroup_root, args.map_endpoint, args.map_ca_file,
-                              args.print_records)
-    agent = Agent(args.node_name, print_records, features, args.cgroup_root)
-    try:
-        plan = agent.apply(AgentConfig(kinds, args.max_connections, args.interval))
+        plan = agent.apply(AgentConfig(settings.probes, settings.max_connections,
+                                       settings.interval_seconds))
     except BpfUnavailable as exc:
-        print(f"traceprobe-agent: {exc}", file=sys.stderr)
+        print(f"{PROG}: {exc}", file=sys.stderr)
+        return 1
+    except Exception as exc:  # BCC's compile error is a bare Exception; its log is above
+        print(f"{PROG}: could not load programs: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1
     if not plan.runnable:
-        print(f"traceprobe-agent: nothing can run: {plan.problem()}", file=sys.stderr)
+        print(f"{PROG}: nothing can run: {plan.problem()}", file=sys.stderr)
         return 1
     if plan.problem():
         log.warning("degraded: %s", plan.problem())
-    from traceprobe_agent.health import STALL_SECONDS, Health, serve, serve_health, url
-
-    health = Health(agent, stall_seconds=STALL_SECONDS + 3 * args.interval)
-    if args.metrics_port >= 0:
-        server = serve(agent, args.metrics_port, args.metrics_address, health=health)
-        log.info("health and metrics on %s",
-                 url("http", args.metrics_address, server.server_port, "/metrics"))
-    if args.health_port >= 0:
-        probes = serve_health(health, args.health_port)
-        log.info("probes on %s", url("http", "127.0.0.1", probes.server_port, "/livez"))
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     print(json.dumps({"ready": True, "programs": agent.program_ids()}), file=sys.stderr,
           flush=True)
-    while not stop.wait(args.interval):
+    while not stop.wait(settings.interval_seconds):
         agent.tick()
         health.beat()
     agent.close()  # last interval's counts are flushed, programs detached
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        settings = parse(argv)
+        logging.basicConfig(level=logging.DEBUG if settings.verbose else logging.INFO,
+                            stream=sys.stderr,
+                            format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        # urllib3 logs each of its retries; the agent says once what failed and when
+        # it tries again.
+        logging.getLogger("urllib3").setLevel(logging.DEBUG if settings.verbose
+                                              else logging.ERROR)
+        return _standalone(settings) if settings.standalone else _in_cluster(settings)
+    except UsageError as exc:
+        print(f"{PROG}: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import UTC, datetime
 from functools import partial
 from typing import Any
@@ -26,14 +26,18 @@ from traceprobe_agent.kube import API_ERRORS, NodeApi
 from traceprobe_agent.metrics_auth import MetricsAuth, is_loopback, self_signed_context
 from traceprobe_agent.nat_events import NatTable, NatWatcher
 from traceprobe_agent.node_config import ProbeView, applies, probe_view, union_config
-from traceprobe_agent.pod_index import PodIndex, pod_info
+from traceprobe_agent.pod_index import AwaitPods, PodIndex, pod_info
 from traceprobe_agent.probe_reports import DropWatch, node_status, probe_entry
 from traceprobe_agent.report_sender import ReportSender
+from traceprobe_agent.settings import AgentSettings, UsageError, listen_problem
 from traceprobe_api.node_report import NodeReportStatus
 from traceprobe_api.records import ConnectionRecord
 from traceprobe_api.resources import PROBE_PLURALS
 
 log = logging.getLogger("traceprobe.agent")
+# An API server away at start is retried at 1, 2, 4 ... then every 30 seconds: soon
+# after a blip, without hammering one that is down for long.
+API_RETRY_FIRST_SECONDS, API_RETRY_MAX_SECONDS = 1.0, 30.0
 ProbeKey = tuple[str, str | None, str]
 
 
@@ -138,63 +142,82 @@ def _fan_out(sinks: list[Sink]) -> Sink:
     return sink
 
 
-@dataclass(frozen=True)
-class Listeners:
-    """Where the agent serves /metrics and its probes (ports: 0 picks one, -1 is off)."""
-
-    metrics_address: str = "127.0.0.1"
-    metrics_port: int = 9464
-    health_port: int = -1
-
-
-def _serve(listeners: Listeners, agent: Agent, health: Health, kube: NodeApi) -> None:
-    """/metrics (plain on loopback; else HTTPS and token reviews) and the probe listener."""
-    address = listeners.metrics_address
-    if listeners.metrics_port >= 0:
-        if is_loopback(address):
-            server = serve(agent, listeners.metrics_port, address, health=health)
-            scheme = "http"
-        else:
+def _serve(settings: AgentSettings, agent: Agent, health: Health, kube: NodeApi) -> None:
+    """/metrics (plain on loopback; else HTTPS and token reviews) and the probe listener;
+    one that cannot listen is a UsageError naming its flag."""
+    address, port = settings.metrics_address, settings.metrics_port
+    if port >= 0:
+        tls, auth, scheme = None, None, "http"
+        if not is_loopback(address):
             tls, fingerprint = self_signed_context(address, agent.node)
-            server = serve(agent, listeners.metrics_port, address, health=health,
-                           auth=MetricsAuth(kube), tls=tls)
-            scheme = "https"
+            auth, scheme = MetricsAuth(kube), "https"
             log.info("metrics certificate (self-signed) SHA-256 %s", fingerprint)
+        try:
+            server = serve(agent, port, address, health=health, auth=auth, tls=tls)
+        except OSError as exc:
+            raise listen_problem("--metrics-port", address, port, exc) from None
         log.info("health and metrics on %s",
                  url(scheme, address, server.server_port, "/metrics"))
-    if listeners.health_port >= 0:
-        probes = serve_health(health, listeners.health_port)
+    if settings.health_port >= 0:
+        try:
+            probes = serve_health(health, settings.health_port)
+        except OSError as exc:
+            raise listen_problem("--health-port", "127.0.0.1", settings.health_port,
+                                 exc) from None
         log.info("probes on %s", url("http", "127.0.0.1", probes.server_port, "/livez"))
 
 
-def run_in_cluster(node: str, features: KernelFeatures, interval: float,
-                   listeners: Listeners, cgroup_root: str | None = None,
-                   map_endpoint: str | None = None, map_ca_file: str | None = None,
-                   print_too: bool = False) -> int:
+def _await_api_server(kube: NodeApi, health: Health, stop: threading.Event) -> bool:
+    """Nothing can run before the probes are read: at start, wait for the API server,
+    backing off, one clear line per try, staying live for the kubelet meanwhile.
+    False when stopped first."""
+    delay, waited = API_RETRY_FIRST_SECONDS, False
+    while not stop.is_set() and (problem := kube.unreachable()):
+        log.warning("API server %s unreachable (%s); retrying in %.0fs", kube.server, problem,
+                    delay)
+        waited = True
+        health.beat()
+        stop.wait(delay)
+        delay = min(2 * delay, API_RETRY_MAX_SECONDS)
+    if waited and not stop.is_set():
+        log.info("API server %s answers; watching probes", kube.server)
+    return not stop.is_set()
+
+
+def run_in_cluster(settings: AgentSettings, features: KernelFeatures, kube: NodeApi) -> int:
+    """Run until SIGTERM; `kube`'s credentials are loaded already, so bad ones stopped
+    the agent before anything started. A listener that cannot bind is a UsageError."""
+    node, interval = settings.node_name, settings.interval_seconds
     pods = PodIndex()
     sinks: list[Sink] = []
     sender = None
-    if map_endpoint:
-        sender = ReportSender(map_endpoint, node, ca_file=map_ca_file)
+    if settings.map_endpoint:
+        sender = ReportSender(settings.map_endpoint, node, ca_file=settings.map_ca_file)
         sinks.append(sender)
-    if print_too or not map_endpoint:
+    if settings.print_records or not settings.map_endpoint:
         sinks.append(print_records)
     nat = NatTable()
-    nat_watcher = NatWatcher(nat)
-    if nat_watcher.problem:
-        log.warning("%s", nat_watcher.problem)
-    agent = Agent(node, _fan_out(sinks), features, cgroup_root, enrich=pods.enrich, nat=nat,
-                  node_addresses=NodeAddresses())
+    agent = Agent(node, _fan_out(sinks), features, settings.cgroup_root, enrich=pods.enrich,
+                  nat=nat, node_addresses=NodeAddresses(), await_pods=AwaitPods(pods))
     agent.stats.report = sender.stats if sender else None
-    kube = NodeApi(node)
     state = NodeProbes(agent)
     # The loop below goes round at least every second, but a compile holds it.
     health = Health(agent, stall_seconds=STALL_SECONDS, load_error=lambda: state.load_error)
-    _serve(listeners, agent, health, kube)
+    try:
+        _serve(settings, agent, health, kube)
+    except UsageError:
+        if sender is not None:
+            sender.close()
+        raise
+    nat_watcher = NatWatcher(nat)  # after the listeners: conntrack is a child to end
+    if nat_watcher.problem:
+        log.warning("%s", nat_watcher.problem)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
-    _start_watches(kube, state, pods, stop)
+    reached = _await_api_server(kube, health, stop)
+    if reached:
+        _start_watches(kube, state, pods, stop)
     labels: dict[str, str] = {}
     probes: list[ProbeView] = []
     next_tick = time.monotonic() + interval
@@ -224,7 +247,9 @@ def run_in_cluster(node: str, features: KernelFeatures, interval: float,
     nat_watcher.close()
     if sender is not None:
         sender.close()
-    # Leave a last word: every probe detached here.
+    # Leave a last word: every probe detached here (unless no server ever answered).
     with contextlib.suppress(*API_ERRORS, ValidationError):
-        kube.write_report(state.status([replace(p, deleting=True) for p in probes], features))
+        if reached:
+            kube.write_report(state.status([replace(p, deleting=True) for p in probes],
+                                           features))
     return 0

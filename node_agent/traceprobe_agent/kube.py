@@ -19,6 +19,7 @@ from urllib3.exceptions import HTTPError
 
 from traceprobe_api import API_GROUP, API_VERSION
 from traceprobe_api.base import ObjectMeta
+from traceprobe_api.kubeconfig import KubeconfigError as KubeconfigError  # for the agent
 from traceprobe_api.kubeconfig import load_api_client
 from traceprobe_api.node_report import NodeReport, NodeReportSpec, NodeReportStatus
 from traceprobe_api.resources import NODE_REPORTS, PROBE_PLURALS
@@ -31,12 +32,22 @@ OnList = Callable[[list[dict[str, Any]]], None]
 OnEvent = Callable[[str, dict[str, Any]], None]
 
 
+def _short(exc: BaseException) -> str:
+    """urllib3 wraps the cause in its connection's repr; the cause's words say it."""
+    text = " ".join(str(getattr(exc, "reason", None) or exc).split())
+    if text.startswith(("HTTPConnection(", "HTTPSConnection(")) and "): " in text:
+        return text.split("): ", 1)[1]
+    return text or type(exc).__name__
+
+
 class NodeApi:
     """The API calls of one node's agent."""
 
     def __init__(self, node: str, api: client.ApiClient | None = None) -> None:
         self.node = node
         api = api or load_api_client()
+        self.server = str(api.configuration.host)
+        self._version = client.VersionApi(api)
         self._core = client.CoreV1Api(api)
         self._custom = client.CustomObjectsApi(api)
         self._authn = client.AuthenticationV1Api(api)
@@ -75,6 +86,18 @@ class NodeApi:
         self._list_then_watch(
             f"pods of {self.node}", self._core.list_pod_for_all_namespaces, (),
             {"field_selector": f"spec.nodeName={self.node}"}, on_list, on_event, stop)
+
+    def unreachable(self) -> str | None:
+        """Why the API server cannot serve the agent now, in a few words (no answer,
+        a server error, credentials refused), or None when it answers."""
+        try:
+            self._version.get_code(_request_timeout=10)
+        except ApiException as exc:  # 403 (no /version for this user) still answers
+            if not exc.status or exc.status == 401 or exc.status >= 500:
+                return f"HTTP {exc.status} {exc.reason}" if exc.status else str(exc.reason)
+        except (OSError, HTTPError) as exc:
+            return _short(exc)
+        return None
 
     def node_labels(self) -> dict[str, str]:
         return dict(self._core.read_node(self.node).metadata.labels or {})
