@@ -32,6 +32,7 @@ from traceprobe_agent.features import TRACEPOINTS
 from traceprobe_agent.kernel_headers import KERNEL_SOURCE_ENV
 from traceprobe_agent.metrics_auth import is_loopback
 from traceprobe_agent.program import BPF_DIR_ENV, BYTES_KPROBE_SOURCE, DNS_SOURCE, SOURCE
+from traceprobe_api.addresses import host_port
 from traceprobe_api.probe import (
     ALL_KINDS,
     DEFAULT_KINDS,
@@ -133,20 +134,11 @@ def _cgroup_path(value: str) -> str:
 
 
 def _endpoint(value: str) -> str:
-    host, _, port = value.rpartition(":")
-    if host.startswith("[") and host.endswith("]"):
-        try:
-            good_host = isinstance(ipaddress.ip_address(host[1:-1]), ipaddress.IPv6Address)
-        except ValueError:
-            good_host = False
-    elif re.fullmatch(r"[0-9.]+", host):
-        try:
-            good_host = bool(ipaddress.IPv4Address(host))
-        except ValueError:
-            good_host = False
-    else:
-        good_host = len(host) <= 253 and _HOSTNAME.fullmatch(host) is not None
-    if not (good_host and _PORT.fullmatch(port) and 1 <= int(port) <= 65535):
+    try:
+        _, port = host_port(value)
+    except ValueError:
+        port = 0
+    if not 1 <= port <= 65535:
         raise _Invalid(f"{_shown(value)} is not host:port (a DNS name, an IPv4 address or an "
                        "[IPv6 address], and a port 1-65535)")
     return value

@@ -17,6 +17,14 @@ def now_rfc3339() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def find_condition(conditions: Any, type_: str) -> Condition | None:
+    """The condition of type `type_` in a status's list (of any shape), if there is one."""
+    for found in conditions if isinstance(conditions, list) else ():
+        if isinstance(found, dict) and found.get("type") == type_:
+            return found
+    return None
+
+
 def set_condition(conditions: list[Condition], type_: str, status: bool | None, reason: str,
                   message: str, generation: int, now: str | None = None) -> list[Condition]:
     """Return a new list with condition `type_` set; status None means Unknown."""

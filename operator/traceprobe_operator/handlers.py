@@ -20,9 +20,19 @@ import kopf
 from traceprobe_api import API_GROUP, API_VERSION
 from traceprobe_api.kubeconfig import KubeconfigError
 from traceprobe_api.resources import NODE_REPORTS, PROBE_PLURALS
-from traceprobe_operator.agent_workload import ActiveProbe, render_daemonset
-from traceprobe_operator.conditions import set_condition
+from traceprobe_operator import objects
+from traceprobe_operator.accepting import (
+    accept,
+    accept_due,
+    accept_lock,
+    add_finalizer,
+    probe_state,
+    recheck,
+)
+from traceprobe_operator.conditions import find_condition, set_condition
 from traceprobe_operator.context import MEMO_KEY, OperatorContext, operator_context
+from traceprobe_operator.daemonset import reconcile_daemonset
+from traceprobe_operator.deleting import release_when_allowed, wait_for_detach, waited_seconds
 from traceprobe_operator.indexes import (
     NODE_LABELS,
     PROBE_REPORTS,
@@ -31,7 +41,7 @@ from traceprobe_operator.indexes import (
     nodes_of,
     reports_on,
 )
-from traceprobe_operator.kube import Kube
+from traceprobe_operator.kube import Kube, describe
 from traceprobe_operator.node_reports import (
     ProbeKey,
     probe_states,
@@ -39,13 +49,22 @@ from traceprobe_operator.node_reports import (
     selected_nodes,
 )
 from traceprobe_operator.probe_status import summarise
+from traceprobe_operator.retries import ApiBackoffs, ProbeState
 from traceprobe_operator.settings import OperatorSettings
-from traceprobe_operator.validation import spec_problem
+from traceprobe_operator.storage import (
+    GenerationDiffBase,
+    MemoryProgressStorage,
+    legacy_annotations,
+)
 
-FINALIZER = "traceprobe.io/agents-detached"
+FINALIZER = objects.FINALIZER
 STATUS_REFRESH_SECONDS = 5.0
 # In a NodeReport's own memo: the state of each probe it reported last time.
 SEEN_STATES = "traceprobe.seen-states"
+# kopf's state for probes, in this process (see traceprobe_operator.storage).
+DIFF_BASE = GenerationDiffBase()
+PROGRESS = MemoryProgressStorage()
+log = logging.getLogger("traceprobe.operator")
 
 
 def seniority_priority() -> int:
@@ -66,9 +85,9 @@ def seniority_priority() -> int:
 @kopf.on.startup()
 async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     settings.persistence.finalizer = FINALIZER
-    # Handler progress in annotations keeps `status` ours alone.
-    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="traceprobe.io")
-    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix="traceprobe.io")
+    # Nothing in annotations: a probe near the API server's size limits must still fit.
+    settings.persistence.progress_storage = PROGRESS
+    settings.persistence.diffbase_storage = DIFF_BASE
     settings.peering.name = "traceprobe"
     settings.peering.mandatory = True
     # Equal priorities freeze every replica; distinct ones make exactly one active
@@ -78,23 +97,16 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     # its entry expires: 20 s instead of kopf's 60 s bounds that takeover.
     settings.peering.lifetime = 20
     settings.posting.level = logging.INFO
+    settings.networking.error_backoffs = ApiBackoffs()
+    if MEMO_KEY in memo:  # __main__ checked the settings and kubeconfig and built it
+        return
     try:
         memo[MEMO_KEY] = OperatorContext(OperatorSettings.from_env(), Kube())
     except (ValueError, KubeconfigError) as exc:  # no retry can mend either
         raise kopf.PermanentError(str(exc)) from exc
 
 
-def _kind(body: Any) -> str:
-    return str(body.get("kind") or "TraceProbe")
-
-
-def _key(body: Any) -> ProbeKey:
-    meta = body.get("metadata") or {}
-    return _kind(body), meta.get("namespace"), str(meta["name"])
-
-
-def _generation(body: Any) -> int:
-    return int((body.get("metadata") or {}).get("generation") or 1)
+_key = objects.key
 
 
 def _indexes(kwargs: Mapping[str, Any]) -> tuple[NodeLabels, ProbeReports]:
@@ -104,60 +116,44 @@ def _indexes(kwargs: Mapping[str, Any]) -> tuple[NodeLabels, ProbeReports]:
     return kwargs[NODE_LABELS], kwargs[PROBE_REPORTS]
 
 
-def _reconcile_daemonset(ctx: OperatorContext, logger: kopf.Logger) -> None:
-    with ctx.daemonset_lock:
-        active = [ActiveProbe(_kind(p), p["metadata"].get("namespace"), p["metadata"]["name"],
-                              dict(p.get("spec", {}).get("nodeSelector") or {}))
-                  for p in ctx.kube.list_probes()
-                  if not p["metadata"].get("deletionTimestamp")
-                  and spec_problem(_kind(p), p) is None]
-        settings = ctx.settings
-        if not active:
-            if ctx.kube.delete_daemonset(settings.agent_daemonset, settings.namespace):
-                logger.info("no probe needs agents: agent DaemonSet removed")
-            return
-        outcome = ctx.kube.apply_daemonset(render_daemonset(settings, active))
-        if outcome != "unchanged":
-            logger.info(f"agent DaemonSet {outcome} for {len(active)} probe(s)")
-
-
-async def reconcile_daemonset(ctx: OperatorContext, logger: kopf.Logger) -> None:
-    """Make the agent DaemonSet match the set of live probes (or remove it)."""
-    await asyncio.to_thread(_reconcile_daemonset, ctx, logger)
+async def _drop_legacy_annotations(ctx: OperatorContext, body: kopf.Body,
+                                   logger: kopf.Logger, state: ProbeState) -> None:
+    """Once per process and probe: remove what earlier versions' kopf storages left."""
+    if state.legacy_checked:
+        return
+    state.legacy_checked = True
+    keys = legacy_annotations(body)
+    if not keys:
+        return
+    try:
+        await asyncio.to_thread(ctx.kube.remove_annotations, *objects.key(body), keys)
+    except Exception as exc:  # harmless leftovers: said, not retried
+        logger.info(f"could not drop the annotations earlier versions left "
+                    f"({', '.join(keys)}): {describe(exc)}")
+        return
+    logger.info(f"dropped the annotations earlier versions left: {', '.join(keys)}")
 
 
 async def _on_spec(body: kopf.Body, logger: kopf.Logger, memo: kopf.Memo, **_: Any) -> None:
-    ctx = operator_context(memo)
-    kind, namespace, name = _key(body)
-    generation = _generation(body)
-    problem = spec_problem(kind, body)
-
-    def accept(status: dict[str, Any]) -> dict[str, Any]:
-        conditions = list(status.get("conditions") or [])
-        if problem:
-            conditions = set_condition(conditions, "Accepted", False, "InvalidSpec", problem,
-                                       generation)
-            conditions = set_condition(conditions, "Ready", False, "InvalidSpec",
-                                       "not deployed: the spec is invalid", generation)
-        else:
-            conditions = set_condition(conditions, "Accepted", True, "Valid",
-                                       "spec accepted", generation)
-        return {**status, "observedGeneration": generation, "conditions": conditions}
-
-    await asyncio.to_thread(ctx.kube.update_probe_status, kind, namespace, name, accept)
-    if problem:
-        kopf.warn(body, reason="InvalidSpec", message=problem)
-    else:
-        kopf.info(body, reason="Accepted", message=f"generation {generation} accepted")
-    await reconcile_daemonset(ctx, logger)
+    ctx, state = operator_context(memo), probe_state(memo)
+    async with accept_lock(memo):
+        now = time.monotonic()
+        try:
+            await accept(ctx, body, logger, state, now)
+        except Exception as exc:  # said once here; the timer retries
+            delay = state.backoff.failed(now)
+            state.said.new("accept", describe(exc))
+            raise kopf.PermanentError(f"{describe(exc)}; the status timer tries again in "
+                                      f"{delay:.0f}s, less often after") from None
+    await _drop_legacy_annotations(ctx, body, logger, state)
 
 
 async def _refresh_status(ctx: OperatorContext, body: kopf.Body,
                           indexes: tuple[NodeLabels, ProbeReports]) -> None:
-    key = kind, namespace, name = _key(body)
-    if spec_problem(kind, body):
+    key = kind, namespace, name = objects.key(body)
+    if (objects.condition(body, "Accepted") or {}).get("status") == "False":
         return
-    generation = _generation(body)
+    generation = objects.generation(body)
     # Both indexes are read here, before the first await: one consistent view.
     nodes_index, reports_index = indexes
     nodes = selected_nodes(nodes_of(nodes_index), (body.get("spec") or {}).get("nodeSelector"))
@@ -166,6 +162,9 @@ async def _refresh_status(ctx: OperatorContext, body: kopf.Body,
     flipped: list[dict[str, Any]] = []
 
     def refresh(status: dict[str, Any]) -> dict[str, Any]:
+        accepted = find_condition(status.get("conditions"), "Accepted") or {}
+        if accepted.get("status") == "False":  # its Ready says why it is not deployed
+            return status
         old = list(status.get("conditions") or [])
         new = summarise(generation, nodes, states, old, stale_after)
         before: dict[str, Any] = next((c for c in old if c["type"] == "Ready"), {})
@@ -179,26 +178,51 @@ async def _refresh_status(ctx: OperatorContext, body: kopf.Body,
         emit(body, reason=ready["reason"], message=ready["message"])
 
 
-async def _on_timer(body: kopf.Body, memo: kopf.Memo, **kwargs: Any) -> None:
-    await _refresh_status(operator_context(memo), body, _indexes(kwargs))
+async def _on_timer(body: kopf.Body, logger: kopf.Logger, memo: kopf.Memo,
+                   **kwargs: Any) -> None:
+    """Every few seconds: what kopf's handlers could not finish (the finalizer, an
+    acceptance, a Secret to look up again), then the status from the indexes."""
+    ctx, state = operator_context(memo), probe_state(memo)
+    now = time.monotonic()
+    if objects.deleting(body):  # the delete handler has it (kopf stops timers soon)
+        return
+    try:
+        if FINALIZER not in objects.finalizers(body):
+            if state.backoff.due(now):
+                await add_finalizer(ctx, body, logger, state, now)
+            return
+        if accept_due(body, state, now):
+            async with accept_lock(memo):
+                fresh = await asyncio.to_thread(ctx.kube.get_probe, *objects.key(body))
+                if fresh and not objects.deleting(fresh) and accept_due(fresh, state, now):
+                    await recheck(ctx, fresh, logger, state, now)
+                    if state.said.clear("accept"):
+                        logger.info("accepting works again")
+        await _refresh_status(ctx, body, _indexes(kwargs))
+        if state.said.clear("timer"):
+            logger.info("the API calls that failed before work again")
+    except Exception as exc:  # said once, retried with backoff
+        delay = state.backoff.failed(now)
+        text = describe(exc)
+        if state.said.new("timer", text):
+            logger.warning(f"{text}; trying again in {delay:.0f}s, less often after")
+            kopf.warn(body, reason="ReconcileFailed", message=text)
 
 
 async def _on_delete(body: kopf.Body, logger: kopf.Logger, memo: kopf.Memo,
                      **kwargs: Any) -> None:
     """Hold the finalizer until agents report the probe detached, or time out."""
     ctx = operator_context(memo)
-    key = kind, namespace, name = _key(body)
+    key = kind, namespace, name = objects.key(body)
     now = datetime.now(UTC)
     _, reports_index = _indexes(kwargs)
     states = probe_states(reports_on(reports_index, key), now)
     attached = sorted(n for n, s in states.items() if s.state != "Detached"
                       and s.heartbeat_age_seconds <= ctx.settings.report_stale_seconds)
-    deleted_at = (body.get("metadata") or {}).get("deletionTimestamp")
-    waited = (now - datetime.fromisoformat(str(deleted_at).replace("Z", "+00:00"))
-              ).total_seconds() if deleted_at else 0.0
+    waited = waited_seconds(body, now)
     timeout = ctx.settings.detach_timeout_seconds
     if attached and waited < timeout:
-        generation = _generation(body)
+        generation = objects.generation(body)
         message = f"waiting for {len(attached)} agent(s) to detach: {', '.join(attached[:5])}"
 
         def detaching(status: dict[str, Any]) -> dict[str, Any]:
@@ -214,6 +238,17 @@ async def _on_delete(body: kopf.Body, logger: kopf.Logger, memo: kopf.Memo,
                   message=f"agents on {', '.join(attached[:5])} did not report detaching "
                           f"within {timeout:.0f}s; deleting anyway")
     await reconcile_daemonset(ctx, logger)
+
+
+async def _on_deleting(body: kopf.Body, logger: kopf.Logger, memo: kopf.Memo,
+                       **kwargs: Any) -> None:
+    """kopf's on.delete: wait (inside, so kopf never needs a wake-up write) for the
+    agents, then until the API server would let the finalizer go."""
+    ctx = operator_context(memo)
+    await wait_for_detach(ctx, body, logger, lambda: _on_delete(
+        body=body, logger=logger, memo=memo, **kwargs))
+    await release_when_allowed(ctx, body, logger)
+    DIFF_BASE.forget(body)
 
 
 @kopf.on.event(API_GROUP, API_VERSION, NODE_REPORTS)
@@ -235,20 +270,25 @@ async def _on_report(body: kopf.Body, type: str | None, memo: kopf.Memo,
         return
     ctx = operator_context(memo)
     for kind, namespace, name in changed:
-        obj = await asyncio.to_thread(ctx.kube.get_probe, kind, namespace, name)
-        if obj and not (obj.get("metadata") or {}).get("deletionTimestamp"):
-            await _refresh_status(ctx, kopf.Body(cast(kopf.RawBody, obj)), _indexes(kwargs))
+        try:
+            obj = await asyncio.to_thread(ctx.kube.get_probe, kind, namespace, name)
+            if obj and not objects.deleting(obj):
+                await _refresh_status(ctx, kopf.Body(cast(kopf.RawBody, obj)),
+                                      _indexes(kwargs))
+        except Exception as exc:  # the probe's timer refreshes it anyway
+            log.warning(f"could not refresh {objects.describe_key((kind, namespace, name))} "
+                        f"after a node report: {describe(exc)}")
 
 
 def _register_probe_handlers() -> None:
-    # Explicit ids: kopf keeps handler progress in annotations named after them.
+    # Explicit ids: the logs name them, and earlier versions keyed annotations by them.
     for plural in PROBE_PLURALS.values():
         kopf.on.create(API_GROUP, API_VERSION, plural, id="accept")(_on_spec)
         kopf.on.update(API_GROUP, API_VERSION, plural, field="spec", id="accept")(_on_spec)
         kopf.on.resume(API_GROUP, API_VERSION, plural, id="accept")(_on_spec)
         kopf.timer(API_GROUP, API_VERSION, plural, interval=STATUS_REFRESH_SECONDS,
                    initial_delay=1.0, id="status")(_on_timer)
-        kopf.on.delete(API_GROUP, API_VERSION, plural, id="detach")(_on_delete)
+        kopf.on.delete(API_GROUP, API_VERSION, plural, id="detach")(_on_deleting)
 
 
 _register_probe_handlers()

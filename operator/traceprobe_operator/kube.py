@@ -1,12 +1,15 @@
 """The operator's one door to the Kubernetes API (besides kopf's own watching).
 
-Thin I/O: read probes; write the agent DaemonSet and probe status. Nodes and
-node reports come from kopf's indexes (traceprobe_operator.indexes). Decisions
-live in the pure modules.
+Thin I/O: read probes and the key names of the Secrets they reference; write the
+agent DaemonSet, probe status and the operator's finalizer. Nodes and node reports
+come from kopf's indexes (traceprobe_operator.indexes). Decisions live in the pure
+modules.
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
 from collections.abc import Callable
 from typing import Any
 
@@ -17,12 +20,36 @@ from traceprobe_api import API_GROUP, API_VERSION
 from traceprobe_api.kubeconfig import load_api_client
 from traceprobe_api.resources import PROBE_PLURALS
 from traceprobe_operator.agent_workload import CONFIG_HASH_ANNOTATION
+from traceprobe_operator.references import SecretUnreadable
+
+#: Longest API error text carried into a condition, an Event or a log line.
+MAX_ERROR_TEXT = 600
+
+
+def describe(exc: BaseException) -> str:
+    """One line for a failed request: the API server's own message when it gave one."""
+    if isinstance(exc, ApiException):
+        message = ""
+        with contextlib.suppress(ValueError, AttributeError, TypeError):
+            message = str(json.loads(exc.body or "{}").get("message") or "")
+        text = f"{exc.status} {exc.reason}: {message or exc.body or ''}".strip()
+    else:
+        text = f"{type(exc).__name__}: {exc}"
+    text = " ".join(text.split())
+    return text if len(text) <= MAX_ERROR_TEXT else text[:MAX_ERROR_TEXT] + "..."
+
+
+def refused(exc: BaseException) -> bool:
+    """The API server answered and refused (validation, admission, RBAC): asking again
+    unchanged gets the same answer, so it is reported rather than retried hot."""
+    return isinstance(exc, ApiException) and exc.status in (400, 403, 422)
 
 
 class Kube:
     def __init__(self, api_client: Any | None = None) -> None:
         api_client = load_api_client() if api_client is None else api_client
         self.apps = client.AppsV1Api(api_client)
+        self.core = client.CoreV1Api(api_client)
         self.custom = client.CustomObjectsApi(api_client)
 
     # --- reads -----------------------------------------------------------
@@ -35,7 +62,45 @@ class Kube:
                 probes.append(item)
         return probes
 
+    def secret_keys(self, namespace: str, name: str) -> frozenset[str] | None:
+        """The Secret's key names (never its values), None when it does not exist."""
+        try:
+            secret = self.core.read_namespaced_secret(name, namespace)
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            hint = (f" (the operator needs get on secrets in {namespace})"
+                    if exc.status == 403 else "")
+            raise SecretUnreadable(describe(exc) + hint) from None
+        except Exception as exc:  # unreachable, timeouts: said, not raised
+            raise SecretUnreadable(describe(exc)) from None
+        return frozenset(secret.data or {})
+
     # --- writes ----------------------------------------------------------
+    def _patch_probe(self, kind: str, namespace: str | None, name: str, body: Any,
+                     dry_run: bool = False) -> None:
+        plural = PROBE_PLURALS[kind]
+        extra = {"dry_run": "All"} if dry_run else {}
+        if namespace:
+            self.custom.patch_namespaced_custom_object(API_GROUP, API_VERSION, namespace,
+                                                       plural, name, body, **extra)
+        else:
+            self.custom.patch_cluster_custom_object(API_GROUP, API_VERSION, plural, name, body,
+                                                    **extra)
+
+    def set_finalizers(self, kind: str, namespace: str | None, name: str,
+                       resource_version: str, finalizers: list[str],
+                       dry_run: bool = False) -> None:
+        """Replace the probe's finalizers, only if it is still at `resource_version`
+        (409 otherwise); `dry_run` asks the API server whether it would allow it."""
+        self._patch_probe(kind, namespace, name, {"metadata": {
+            "resourceVersion": resource_version, "finalizers": finalizers}}, dry_run)
+
+    def remove_annotations(self, kind: str, namespace: str | None, name: str,
+                           keys: list[str]) -> None:
+        self._patch_probe(kind, namespace, name,
+                          {"metadata": {"annotations": dict.fromkeys(keys)}})
+
     def apply_daemonset(self, manifest: dict[str, Any]) -> str:
         """Create or replace the agent DaemonSet; return created/updated/unchanged."""
         meta = manifest["metadata"]

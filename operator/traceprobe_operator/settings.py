@@ -1,14 +1,18 @@
-"""Operator settings: typed, documented, read once at start from the environment."""
+"""Operator settings: typed, documented, read once at start from the environment.
+
+Every variable is checked before the operator starts; a bad one is a SettingsError
+whose text is the one line to print (exit status 2)."""
 
 from __future__ import annotations
 
 import json
 import os
 import re
-from dataclasses import dataclass, field
+from collections.abc import Mapping
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -19,6 +23,8 @@ from pydantic import (
     model_validator,
 )
 from pydantic.alias_generators import to_camel
+
+from traceprobe_api.addresses import host_port
 
 #: Namespace the agent DaemonSet lives in (normally the operator's own).
 NAMESPACE_ENV = "TRACEPROBE_NAMESPACE"
@@ -148,46 +154,108 @@ class AgentPodSettings(_Setting):
     def from_json(cls, text: str, source: str = AGENT_POD_ENV) -> AgentPodSettings:
         """Parse `text`; a bad value fails naming `source` and the field."""
         try:
-            return cls.model_validate(json.loads(text))
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"{source} is not JSON: {exc}") from None
+            document = json.loads(text)
+        except (ValueError, RecursionError) as exc:  # ValueError: also digits beyond the limit
+            raise ValueError(f"{source} is not JSON ({exc}); expected a JSON object of agent "
+                             "pod settings, as the chart writes it from agent.*") from None
+        try:
+            return cls.model_validate(document)
         except ValidationError as exc:
             problems = "; ".join(
                 f"at '{'.'.join(str(p) for p in e['loc']) or '(top)'}': "
                 f"{e['msg'].removeprefix('Value error, ')}" for e in exc.errors())
-            raise ValueError(f"{source} is not valid: {problems}") from None
+            raise ValueError(f"{source} is not valid: {problems}; expected agent pod "
+                             "settings as the chart writes them from agent.*") from None
 
 
-@dataclass(frozen=True)
-class OperatorSettings:
-    namespace: str = "traceprobe-system"
-    agent_image: str = "ghcr.io/traceprobe/agent:0.1.0"
-    agent_service_account: str = "traceprobe-agent"
-    agent_daemonset: str = "traceprobe-agent"
-    map_endpoint: str = "traceprobe-service-map.traceprobe-system.svc:4317"
-    detach_timeout_seconds: float = 60.0
-    report_stale_seconds: float = 90.0
-    agent_pod: AgentPodSettings = field(default_factory=AgentPodSettings)
+class SettingsError(ValueError):
+    """A bad setting: one line naming the variable, its value and what is allowed."""
+
+
+# Object names as the API server checks them.
+_LABEL = r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?"
+_SUBDOMAIN = rf"{_LABEL}(\.{_LABEL})*"
+# An image reference as container runtimes parse it: [registry[:port]/]path[:tag][@digest].
+_PATH_PART = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
+_REGISTRY_PART = r"[a-zA-Z0-9](?:[-a-zA-Z0-9]*[a-zA-Z0-9])?"
+_REGISTRY = rf"(?:{_REGISTRY_PART}(?:\.{_REGISTRY_PART})*(?::[0-9]{{1,5}})?/)"
+_IMAGE = re.compile(rf"^{_REGISTRY}?{_PATH_PART}(?:/{_PATH_PART})*"
+                    r"(?::[\w][\w.-]{0,127})?(?:@[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*"
+                    r":[0-9a-fA-F]{32,})?$")
+
+
+def _image(text: str) -> str:
+    if len(text) > 4096 or not _IMAGE.fullmatch(text):
+        raise ValueError("not an image reference")
+    return text
+
+
+def _host_port(text: str) -> str:
+    _, port = host_port(text)  # ValueError says what is wrong
+    if port == 0:
+        raise ValueError("port 0 is not a port to send to")
+    return text
+
+
+#: Each setting's variable and what it takes, for the one-line errors.
+ALLOWED = {
+    "namespace": (NAMESPACE_ENV, "a namespace name (lowercase letters, digits and '-', "
+                                 "at most 63 characters)"),
+    "agent_image": (AGENT_IMAGE_ENV, "a container image reference such as "
+                                     "ghcr.io/traceprobe/agent:0.1.0"),
+    "agent_service_account": (AGENT_SERVICE_ACCOUNT_ENV,
+                              "a ServiceAccount name (a DNS-1123 subdomain, at most 253 "
+                              "characters)"),
+    "map_endpoint": (MAP_ENDPOINT_ENV, "host:port with a port from 1 to 65535, e.g. "
+                                       "traceprobe-service-map.traceprobe-system.svc:4317"),
+    "detach_timeout_seconds": (DETACH_TIMEOUT_ENV, "a number of seconds above 0 and at "
+                                                   "most 3600"),
+    "report_stale_seconds": (REPORT_STALE_ENV, "a number of seconds from 10 to 3600"),
+}
+_SETTING_OF = {env: name for name, (env, _) in ALLOWED.items()}
+
+
+class OperatorSettings(BaseModel):
+    """Everything the operator is told at start; checked before anything runs."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+    namespace: Annotated[str, StringConstraints(pattern=rf"^{_LABEL}$")] = "traceprobe-system"
+    """Where the agent DaemonSet lives, and ClusterTraceProbes' export Secrets."""
+    agent_image: Annotated[str, AfterValidator(_image)] = (
+        "ghcr.io/traceprobe/agent:0.1.0")
+    agent_service_account: Annotated[str, StringConstraints(
+        pattern=rf"^{_SUBDOMAIN}$", max_length=253)] = "traceprobe-agent"
+    agent_daemonset: Annotated[str, StringConstraints(pattern=rf"^{_SUBDOMAIN}$")] = (
+        "traceprobe-agent")
+    map_endpoint: Annotated[str, AfterValidator(_host_port)] = (
+        "traceprobe-service-map.traceprobe-system.svc:4317")
+    # The chart's values schema allows the same ranges.
+    detach_timeout_seconds: Annotated[float, Field(gt=0, le=3600)] = 60.0
+    report_stale_seconds: Annotated[float, Field(ge=10, le=3600)] = 90.0
+    agent_pod: AgentPodSettings = Field(default_factory=AgentPodSettings)
 
     @classmethod
-    def from_env(cls, environ: dict[str, str] | None = None) -> OperatorSettings:
-        env = dict(os.environ if environ is None else environ)
-        default = cls()
-        agent_pod = (AgentPodSettings.from_json(env[AGENT_POD_ENV]) if env.get(AGENT_POD_ENV)
-                     else default.agent_pod)
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> OperatorSettings:
+        """The settings the environment gives (defaults for unset variables); a bad
+        value raises SettingsError naming the first bad variable."""
+        env = os.environ if environ is None else environ
+        given: dict[str, Any] = {name: env[var] for var, name in _SETTING_OF.items()
+                                 if var in env}
+        if AGENT_POD_ENV in env:
+            try:
+                given["agent_pod"] = AgentPodSettings.from_json(env[AGENT_POD_ENV])
+            except ValueError as exc:
+                raise SettingsError(str(exc)) from None
         try:
-            return cls(
-                namespace=env.get(NAMESPACE_ENV, default.namespace),
-                agent_image=env.get(AGENT_IMAGE_ENV, default.agent_image),
-                agent_service_account=env.get(AGENT_SERVICE_ACCOUNT_ENV,
-                                              default.agent_service_account),
-                map_endpoint=env.get(MAP_ENDPOINT_ENV, default.map_endpoint),
-                detach_timeout_seconds=float(env.get(DETACH_TIMEOUT_ENV,
-                                                     default.detach_timeout_seconds)),
-                report_stale_seconds=float(env.get(REPORT_STALE_ENV,
-                                                   default.report_stale_seconds)),
-                agent_pod=agent_pod,
-            )
-        except ValueError as exc:
-            raise ValueError(f"{DETACH_TIMEOUT_ENV} and {REPORT_STALE_ENV} must be numbers "
-                             f"of seconds: {exc}") from None
+            return cls.model_validate(given)
+        except ValidationError as exc:
+            name = str(exc.errors()[0]["loc"][0])
+            var, allowed = ALLOWED[name]
+            raise SettingsError(f"{var}={one_line(given[name])}: expected {allowed}") from None
+
+
+def one_line(value: object, limit: int = 200) -> str:
+    """`value` quoted on one line, cut at `limit` characters."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}...'"

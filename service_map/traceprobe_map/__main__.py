@@ -22,7 +22,7 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any
 
-from traceprobe_map.addresses import host_port, redact
+from traceprobe_api.addresses import host_port, redact
 from traceprobe_map.settings import PROG, MapSettings, UsageError, load
 
 if TYPE_CHECKING:  # the rest loads once the settings are good: bad input answers fast

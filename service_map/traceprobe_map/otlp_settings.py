@@ -22,7 +22,7 @@ from opentelemetry.sdk import environment_variables as ev
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
 from pydantic import model_validator as after_all
 
-from traceprobe_map.addresses import endpoint_problem, redact
+from traceprobe_api.addresses import endpoint_problem, redact
 
 _PY = "OTEL_PYTHON_EXPORTER_OTLP_"
 #: Both levels of each per-signal variable: (metrics, generic), as the SDK names them.

@@ -25,7 +25,7 @@ from pydantic import (
 )
 from pydantic.fields import FieldInfo
 
-from traceprobe_map.addresses import host_port, host_problem
+from traceprobe_api.addresses import host_port, host_problem
 from traceprobe_map.otlp_settings import ENDPOINTS, SECRET, OtlpSettings
 
 PROG = "traceprobe-service-map"
