@@ -29,6 +29,11 @@ def micros(value: float | None) -> str:
     return f"{value / 1000:.2f}ms" if value >= 1000 else f"{value:.0f}µs"
 
 
+def per_side(client: object, server: object) -> str:
+    """`client/server`, `-` for a side no agent observed (not measured, not zero)."""
+    return "/".join("-" if value is None else str(value) for value in (client, server))
+
+
 def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     """kubectl-style columns: left-aligned, three spaces apart, no borders."""
     widths = [max(len(str(cell)) for cell in column)
@@ -48,13 +53,20 @@ def _row(edge: MapEdge, labels: dict[str, str], wide: bool) -> list[str]:
            micros(edge.rtt.p99_us)]
     if wide:
         f = edge.failures
-        row += [f"{f.refused}/{f.timeout}/{f.reset}", str(edge.retransmits),
+        by_client, by_server = edge.rtt_by_client, edge.rtt_by_server
+        row += [f"{f.refused}/{f.timeout}/{f.reset}",
+                per_side(edge.retransmits_client_to_server, edge.retransmits_server_to_client),
+                per_side(micros(by_client.p50_us) if by_client else None,
+                         micros(by_server.p50_us) if by_server else None),
                 ",".join(edge.observed_by) or "-", ",".join(edge.probes) or "-"]
     return row
 
 
 def edge_table(snapshot: MapSnapshot, wide: bool = False) -> str:
-    """Edges by traffic (connection attempts/s, then bytes/s)."""
+    """Edges by traffic (connection attempts/s, then bytes/s). RTT P50/P99 take every
+    sample, either side's; wide adds each side's own: RETRANS CLIENT/SERVER are the
+    packets the client resent (client → server) / the server resent (server → client),
+    RTT P50 CLIENT/SERVER as each side measured it, `-` for a side without an agent."""
     if not snapshot.edges:
         return f"No edges in the last {snapshot.window_seconds:g}s match.\n"
     nodes = {node.id: node for node in snapshot.nodes}
@@ -62,7 +74,8 @@ def edge_table(snapshot: MapSnapshot, wide: bool = False) -> str:
     headers = ["SOURCE", "TARGET", "PORT", "CONN/S", "FAIL/S", "ERRORS", "TX/S", "RX/S",
                "RTT P50", "RTT P99"]
     if wide:
-        headers += ["REFUSED/TIMEOUT/RESET", "RETRANS", "OBSERVED BY", "PROBES"]
+        headers += ["REFUSED/TIMEOUT/RESET", "RETRANS CLIENT/SERVER", "RTT P50 CLIENT/SERVER",
+                    "OBSERVED BY", "PROBES"]
     return table(headers, [_row(edge, labels, wide) for edge in views.by_traffic(snapshot.edges)])
 
 

@@ -1,5 +1,6 @@
 """What the map knows about one edge: counts from the client's point of view,
-a small RTT histogram, where NATed connections went, and who saw it (pure)."""
+each direction's retransmits and each side's RTT, where NATed connections went,
+and who saw it (pure)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,10 @@ from dataclasses import dataclass, field
 from traceprobe_map.peers import Peer
 
 COUNTERS = ("connections", "refused", "timeouts", "resets", "bytes_sent", "bytes_received",
-            "retransmits", "rtt_sum_us", "rtt_samples", "duration_sum_ns")
+            "retransmits", "rtt_sum_us", "rtt_samples", "server_retransmits",
+            "server_rtt_sum_us", "server_rtt_samples", "duration_sum_ns")
+MAXIMA = ("rtt_max_us", "server_rtt_max_us")
+"""Fields that are maxima, not sums: they cannot be subtracted (window.py)."""
 RTT_STEPS = 4  # RTT buckets ~19% wide: percentiles good to about that
 # A mean srtt of `us` goes to bucket int(log2(max(us, 1)) * RTT_STEPS) (merge.fold).
 
@@ -18,6 +22,40 @@ RTT_STEPS = 4  # RTT buckets ~19% wide: percentiles good to about that
 def bucket_value(bucket: int) -> float:
     """Geometric middle of a bucket."""
     return float(2 ** ((bucket + 0.5) / RTT_STEPS))
+
+
+def server_bucket(bucket: int) -> int:
+    """Where EdgeStats.rtt_histogram keeps the server's samples of `bucket`."""
+    return -1 - bucket
+
+
+def split_buckets(histogram: Counter[int]) -> tuple[Counter[int], Counter[int]]:
+    """EdgeStats.rtt_histogram as the client's and the server's plain bucket -> samples."""
+    client: Counter[int] = Counter()
+    server: Counter[int] = Counter()
+    for key, samples in histogram.items():
+        if key >= 0:
+            client[key] = samples
+        else:
+            server[server_bucket(key)] = samples  # the encoding is its own inverse
+    return client, server
+
+
+def percentiles(histogram: Counter[int], *qs: float) -> list[float | None]:
+    """The q-quantiles (ascending qs) of an RTT histogram (bucket -> samples), in one
+    pass over its sorted buckets; None when it is empty."""
+    total = sum(histogram.values())
+    if not total:
+        return [None] * len(qs)
+    out: list[float | None] = []
+    seen = 0
+    for bucket in sorted(histogram):
+        seen += histogram[bucket]
+        while len(out) < len(qs) and seen >= qs[len(out)] * total:
+            out.append(bucket_value(bucket))
+        if len(out) == len(qs):
+            return out
+    return out + [bucket_value(max(histogram))] * (len(qs) - len(out))
 
 
 Names = frozenset[str]
@@ -69,7 +107,16 @@ SERVER_SIDE = _shared(frozenset({"server"}))
 
 @dataclass(slots=True)  # no per-edge __dict__: a window holds ~200k of these
 class EdgeStats:
-    """Counts from the client's point of view: bytes_sent is src → dst."""
+    """Counts from the client's point of view: bytes_sent is src → dst.
+
+    Retransmits and RTT are the only figures each side measures for itself, so both
+    are kept per side: `retransmits` and `rtt_*` come from the client's records
+    (packets the client resent towards the server; the client's smoothed RTT),
+    `server_retransmits` and `server_rtt_*` from the server's (packets the server
+    resent towards the client; the server's smoothed RTT); `rtt_histogram` holds both
+    sides' buckets apart. A side no agent observed (`observed_by`) leaves its figures
+    at zero: readers tell that from a measured zero by `observed_by`, as
+    snapshot.build_snapshot does."""
 
     connections: int = 0
     refused: int = 0
@@ -78,12 +125,21 @@ class EdgeStats:
     bytes_sent: int = 0
     bytes_received: int = 0
     retransmits: int = 0
+    """Sent by the client (client → server), as the client's agent counted them."""
     rtt_sum_us: int = 0
     rtt_samples: int = 0
+    server_retransmits: int = 0
+    """Sent by the server (server → client), as the server's agent counted them."""
+    server_rtt_sum_us: int = 0
+    server_rtt_samples: int = 0
     duration_sum_ns: int = 0
     rtt_max_us: int = 0
+    server_rtt_max_us: int = 0
     rtt_histogram: Counter[int] = field(default_factory=Counter)
-    """Per-record mean srtt bucket -> samples."""
+    """Per-record mean srtt bucket -> samples, both sides in one Counter (a second,
+    even empty, would add 88 bytes to each of the window's ~200k stats): the client's
+    at the bucket, the server's at server_bucket(bucket), below 0. split_buckets()
+    reads them back."""
     backends: Counter[Peer] = field(default_factory=Counter)
     """Service edges: connections per real destination workload."""
     # Shared immutable sets (names_with/names_union): one set object serves every
@@ -108,11 +164,28 @@ class EdgeStats:
         return self.connections + self.refused + self.timeouts
 
     def absorb(self, other: EdgeStats) -> None:
-        """Sum another window's (or another side's) stats into this one."""
+        """Sum another window's (or another copy of the same side's) stats into this one."""
         self.add_counts(other)
+        self.add_maxima(other)
+        self.merge_sides(other)
+
+    def add_maxima(self, other: EdgeStats) -> None:
         if other.rtt_max_us > self.rtt_max_us:
             self.rtt_max_us = other.rtt_max_us
-        self.merge_sides(other)
+        if other.server_rtt_max_us > self.server_rtt_max_us:
+            self.server_rtt_max_us = other.server_rtt_max_us
+
+    def add_server_side(self, server: EdgeStats) -> None:
+        """What only the server side measures (its retransmits and RTT), from a
+        server-side observation whose counts a client side already holds."""
+        self.server_retransmits += server.server_retransmits
+        self.server_rtt_sum_us += server.server_rtt_sum_us
+        self.server_rtt_samples += server.server_rtt_samples
+        if server.rtt_histogram:
+            self.rtt_histogram.update({key: samples for key, samples
+                                       in server.rtt_histogram.items() if key < 0})
+        if server.server_rtt_max_us > self.server_rtt_max_us:
+            self.server_rtt_max_us = server.server_rtt_max_us
 
     def add_counts(self, other: EdgeStats) -> None:
         for name in COUNTERS:
@@ -149,14 +222,3 @@ class EdgeStats:
     def merge_sides_of(self, names: NameSets) -> None:
         self.set_names(tuple(names_union(mine, theirs)  # type: ignore[arg-type]
                              for mine, theirs in zip(self.names(), names, strict=True)))
-
-    def rtt_percentile(self, q: float) -> float | None:
-        total = sum(self.rtt_histogram.values())
-        if not total:
-            return None
-        seen = 0
-        for bucket in sorted(self.rtt_histogram):
-            seen += self.rtt_histogram[bucket]
-            if seen >= q * total:
-                return bucket_value(bucket)
-        return bucket_value(max(self.rtt_histogram))

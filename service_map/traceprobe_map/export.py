@@ -3,6 +3,15 @@
 Attribute names follow OTel semantic conventions and the `k8s.src.*` /
 `k8s.dst.*` family of Beyla/OBI flow metrics; an optional Grafana service-graph
 set (`traces_service_graph_request_*`) lets the map show up in Grafana as is.
+
+Directions are the client's, as for bytes: `traceprobe.edge.bytes` and
+`traceprobe.edge.retransmits` carry `network.io.direction` = `transmit` for
+client → server (bytes the client sent, packets the client retransmitted) and
+`receive` for server → client (packets the server retransmitted). RTT is
+measured by each side for itself: `traceprobe.edge.rtt.sum` / `.rtt.count` carry
+`traceprobe.rtt.observer` = `client` or `server`, the side whose kernel took the
+samples. A side no agent observed exports nothing for it (never a zero): an edge
+from outside the cluster has only `receive` retransmits and `server` RTT.
 Endpoint, protocol, headers and TLS come from the standard `OTEL_EXPORTER_OTLP_*`
 variables unless given: argument > signal-specific env > generic env > default,
 which is the SDK's own order.
@@ -26,6 +35,9 @@ from opentelemetry.sdk.resources import Resource
 from traceprobe_map.buckets import EdgeKey
 from traceprobe_map.edge_stats import EdgeStats
 from traceprobe_map.peers import Peer
+
+RTT_OBSERVER = "traceprobe.rtt.observer"
+"""Which side's kernel measured an RTT point: client or server."""
 
 
 def _session_keeping_its_ca() -> Any:
@@ -146,11 +158,15 @@ class EdgeExporter:
         self._bytes = meter.create_counter(
             "traceprobe.edge.bytes", "By", "Bytes, by network.io.direction from the client")
         self._retransmits = meter.create_counter(
-            "traceprobe.edge.retransmits", "{packet}", "Retransmitted packets")
+            "traceprobe.edge.retransmits", "{packet}",
+            "Retransmitted packets, by network.io.direction from the client")
         self._rtt_sum = meter.create_counter(
-            "traceprobe.edge.rtt.sum", "us", "Sum of smoothed-RTT samples")
+            "traceprobe.edge.rtt.sum", "us",
+            "Sum of smoothed-RTT samples, by the side that measured them"
+            " (traceprobe.rtt.observer)")
         self._rtt_count = meter.create_counter(
-            "traceprobe.edge.rtt.count", "{sample}", "Smoothed-RTT samples")
+            "traceprobe.edge.rtt.count", "{sample}",
+            "Smoothed-RTT samples, by traceprobe.rtt.observer")
         self._backend_connections = meter.create_counter(
             "traceprobe.edge.backend.connections", "{connection}",
             "Connections to a Service, by the backend they reached (k8s.dst.backend.*)")
@@ -167,13 +183,19 @@ class EdgeExporter:
                 _add(self._failures, n, {**attrs, "failure.kind": kind})
             _add(self._bytes, s.bytes_sent, {**attrs, "network.io.direction": "transmit"})
             _add(self._bytes, s.bytes_received, {**attrs, "network.io.direction": "receive"})
-            _add(self._retransmits, s.retransmits, attrs)
+            _add(self._retransmits, s.retransmits, {**attrs, "network.io.direction": "transmit"})
+            _add(self._retransmits, s.server_retransmits,
+                 {**attrs, "network.io.direction": "receive"})
             for backend, n in s.backends.items():
                 _add(self._backend_connections, n,
                      {**attrs, **_side("k8s.dst.backend", backend)})
-            if s.rtt_samples:
-                self._rtt_sum.add(s.rtt_sum_us, attrs)
-                self._rtt_count.add(s.rtt_samples, attrs)
+            for observer, samples, sum_us in (
+                    ("client", s.rtt_samples, s.rtt_sum_us),
+                    ("server", s.server_rtt_samples, s.server_rtt_sum_us)):
+                if samples:
+                    measured = {**attrs, RTT_OBSERVER: observer}
+                    self._rtt_sum.add(sum_us, measured)
+                    self._rtt_count.add(samples, measured)
             if self.service_graph:
                 sg = {"client": key.src.name, "server": key.dst.name,
                       "client_service_namespace": key.src.namespace or "",

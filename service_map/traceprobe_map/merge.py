@@ -3,8 +3,9 @@
 Two steps, so a bucket's records never have to be kept: `fold` adds records to
 a bucket's client- and server-side stats as they arrive; `finish` then decides
 which server-side observations are new. Client-side counts are authoritative;
-a server-side observation is kept only when no client side accounts for it
-(the rules: server_sides.py):
+a server-side observation is kept only when no client side accounts for it, and
+otherwise adds to that client's edge only what the server alone measures: its
+retransmits (server → client) and its RTT (the rules: server_sides.py):
 - the same edge was reported by the client (in this bucket or a neighbouring one,
   before or after: agents' intervals are not aligned);
 - the client connected to a Service and conntrack (in the client's record) or
@@ -115,6 +116,20 @@ def fold(records: Iterable[ConnectionRecord], resolver: Resolver,
                     backend = _backend_peer(resolver, address, at)
                     stats.backends[backend] += n
                     part.via_service[(me, backend)] = edge
+            # Retransmits and RTT are each side's own: the client's go to its fields.
+            retransmits = f["retransmits"]
+            if retransmits:  # usually 0
+                stats.retransmits += retransmits
+            rtt_sum = f["rtt_sum_us"]
+            stats.rtt_sum_us += rtt_sum
+            if f["rtt_max_us"] > stats.rtt_max_us:
+                stats.rtt_max_us = f["rtt_max_us"]
+            samples = f["rtt_samples"]
+            if samples:
+                stats.rtt_samples += samples
+                mean = rtt_sum / samples
+                stats.rtt_histogram[int(log2(mean if mean > 1.0 else 1.0) * RTT_STEPS)] += \
+                    samples
         else:
             key = (other, me, f["local_port"], f["transport"])
             stats = server.get(key)  # type: ignore[call-overload]
@@ -129,22 +144,26 @@ def fold(records: Iterable[ConnectionRecord], resolver: Resolver,
             if pod and pod not in stats.dst_pods:
                 stats.dst_pods = names_with(stats.dst_pods, pod)
             server_at[key] = at  # type: ignore[index]
+            retransmits = f["retransmits"]
+            if retransmits:
+                stats.server_retransmits += retransmits
+            rtt_sum = f["rtt_sum_us"]
+            stats.server_rtt_sum_us += rtt_sum
+            if f["rtt_max_us"] > stats.server_rtt_max_us:
+                stats.server_rtt_max_us = f["rtt_max_us"]
+            samples = f["rtt_samples"]
+            if samples:
+                stats.server_rtt_samples += samples
+                mean = rtt_sum / samples
+                # edge_stats.server_bucket, inline: the server's side of the histogram.
+                stats.rtt_histogram[
+                    -1 - int(log2(mean if mean > 1.0 else 1.0) * RTT_STEPS)] += samples
         stats.connections += f["opened"]
-        if f["refused"] or f["timeouts"] or f["resets"] or f["retransmits"]:  # usually 0
+        if f["refused"] or f["timeouts"] or f["resets"]:  # usually 0
             stats.refused += f["refused"]
             stats.timeouts += f["timeouts"]
             stats.resets += f["resets"]
-            stats.retransmits += f["retransmits"]
         stats.duration_sum_ns += f["duration_sum_ns"]
-        rtt_sum = f["rtt_sum_us"]
-        stats.rtt_sum_us += rtt_sum
-        if f["rtt_max_us"] > stats.rtt_max_us:
-            stats.rtt_max_us = f["rtt_max_us"]
-        samples = f["rtt_samples"]
-        if samples:
-            stats.rtt_samples += samples
-            mean = rtt_sum / samples
-            stats.rtt_histogram[int(log2(mean if mean > 1.0 else 1.0) * RTT_STEPS)] += samples
         if probes and probes is not stats.probes:
             stats.probes = names_union(stats.probes, probes)
     part.records += seen
@@ -189,6 +208,8 @@ def finish(part: Partial, resolver: Resolver, recent: Recent | None = None,
             # EndpointSlice fallback (no conntrack): the server side tells the split.
             mine.backends[key.dst] += stats.connections
         mine.merge_sides(stats)
+        # The client counted the connections; what the server alone measures joins.
+        mine.add_server_side(stats)
     if len(edges) > max_edges:
         result.overflowed_edges = _cap(edges, max_edges)
     return result

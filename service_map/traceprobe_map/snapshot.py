@@ -3,21 +3,37 @@
 Nodes are workloads, Services, nodes and external peers; edges are client →
 server with counts over the window and rates per second. Field names are
 camelCase on the wire (pydantic aliases), snake_case in Python.
+
+Retransmits and RTT are measured by each side for itself, so an edge carries
+both: `retransmitsClientToServer` (sent by the client, counted by its agent) and
+`retransmitsServerToClient` (sent by the server), `rttByClient` and `rttByServer`.
+A side no agent observed (see `observedBy`) has null there, never a zero that
+looks measured: an edge from outside the cluster has server figures only. The
+older `retransmits` and `rtt` stay, as both sides together: every retransmit in
+either direction, every RTT sample whichever side took it.
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Set as AbstractSet
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Any
 
 from pydantic import Field
 
 from traceprobe_api.base import ObservedModel
 from traceprobe_map.buckets import EdgeKey
-from traceprobe_map.edge_stats import EdgeStats
+from traceprobe_map.edge_stats import (
+    CLIENT_SIDE,
+    SERVER_SIDE,
+    EdgeStats,
+    percentiles,
+    split_buckets,
+)
 from traceprobe_map.peers import Peer
 
+NO_BUCKETS: Counter[int] = Counter()  # read only
 _Count = Annotated[int, Field(ge=0)]
 _Rate = Annotated[float, Field(ge=0)]
 
@@ -91,7 +107,21 @@ class MapEdge(ObservedModel):
     bytes_sent_per_second: _Rate = 0.0
     bytes_received_per_second: _Rate = 0.0
     retransmits: _Count = 0
+    """Both directions together: retransmits_client_to_server plus
+    retransmits_server_to_client, of the sides observed."""
+    retransmits_client_to_server: _Count | None = None
+    """Packets the client retransmitted towards the server, as the client's agent counted
+    them; None when no client-side agent observed the edge (not measured, not zero)."""
+    retransmits_server_to_client: _Count | None = None
+    """Packets the server retransmitted towards the client, as the server's agent counted
+    them; None when no server-side agent observed the edge."""
     rtt: Rtt = Field(default_factory=Rtt)
+    """Every RTT sample of the edge, whichever side measured it (both estimate the
+    same round trip)."""
+    rtt_by_client: Rtt | None = None
+    """The client's smoothed RTT; None when no client-side agent observed the edge."""
+    rtt_by_server: Rtt | None = None
+    """The server's smoothed RTT; None when no server-side agent observed the edge."""
     backends: list[Backend] = Field(default_factory=list)
     observed_by: list[str] = Field(default_factory=list)
     """client, server or both: which sides' agents saw it."""
@@ -119,12 +149,34 @@ def node_id(peer: Peer) -> str:
     return f"{peer.kind}:{peer.label}"
 
 
-def _rtt(stats: EdgeStats) -> Rtt:
-    if not stats.rtt_samples:
-        return Rtt()
-    return Rtt(samples=stats.rtt_samples, mean_us=stats.rtt_sum_us / stats.rtt_samples,
-               p50_us=stats.rtt_percentile(0.5), p99_us=stats.rtt_percentile(0.99),
-               max_us=stats.rtt_max_us)
+def _rtt(samples: int, sum_us: int, max_us: int, histogram: Counter[int]) -> Rtt:
+    # Unvalidated: every value is a count or a quotient of counts (never negative), and an
+    # edge carries three of these, whose validation would cost a third of a snapshot.
+    if not samples:
+        return Rtt.model_construct()
+    p50, p99 = percentiles(histogram, 0.5, 0.99)
+    return Rtt.model_construct(samples=samples, mean_us=sum_us / samples, p50_us=p50,
+                               p99_us=p99, max_us=max_us)
+
+
+def _directions(s: EdgeStats) -> dict[str, Any]:
+    """The edge's retransmits and RTT: each side's where observed, and both together."""
+    n_client, n_server = s.rtt_samples, s.server_rtt_samples
+    # A side without samples has no buckets in the histogram: most edges need no split.
+    client, server = (s.rtt_histogram, NO_BUCKETS) if not n_server else \
+        split_buckets(s.rtt_histogram)
+    by_client = _rtt(n_client, s.rtt_sum_us, s.rtt_max_us, client)
+    by_server = _rtt(n_server, s.server_rtt_sum_us, s.server_rtt_max_us, server)
+    both = by_client if not n_server else by_server if not n_client else _rtt(
+        n_client + n_server, s.rtt_sum_us + s.server_rtt_sum_us,
+        max(s.rtt_max_us, s.server_rtt_max_us), client + server)
+    seen_client, seen_server = bool(s.observed_by & CLIENT_SIDE), bool(s.observed_by & SERVER_SIDE)
+    return {
+        "retransmits": s.retransmits + s.server_retransmits,
+        "retransmits_client_to_server": s.retransmits if seen_client else None,
+        "retransmits_server_to_client": s.server_retransmits if seen_server else None,
+        "rtt": both, "rtt_by_client": by_client if seen_client else None,
+        "rtt_by_server": by_server if seen_server else None}
 
 
 def build_snapshot(edges: dict[EdgeKey, EdgeStats], cluster: str, window_seconds: float,
@@ -163,7 +215,7 @@ def build_snapshot(edges: dict[EdgeKey, EdgeStats], cluster: str, window_seconds
             bytes_sent=s.bytes_sent, bytes_received=s.bytes_received,
             bytes_sent_per_second=s.bytes_sent * per_second,
             bytes_received_per_second=s.bytes_received * per_second,
-            retransmits=s.retransmits, rtt=_rtt(s),
+            **_directions(s),
             backends=[Backend(id=node_id(p), connections=n)
                       for p, n in sorted(s.backends.items(), key=lambda kv: -kv[1])],
             observed_by=sorted(s.observed_by), probes=sorted(s.probes)))

@@ -175,9 +175,13 @@ _EDGE_FIELDS = _fields(
     ("detail__failures", "string", "Failures"),
     ("detail__bytes_sent_per_second", "number", "Bytes/s client → server"),
     ("detail__bytes_received_per_second", "number", "Bytes/s server → client"),
-    ("detail__retransmits", "number", "Retransmits"),
+    ("detail__retransmits", "number", "Retransmits, both ways"),
+    ("detail__retransmits_client_to_server", "number", "Retransmits by the client"),
+    ("detail__retransmits_server_to_client", "number", "Retransmits by the server"),
     ("detail__rtt_p50_us", "number", "RTT p50 (µs)"),
-    ("detail__rtt_p99_us", "number", "RTT p99 (µs)"))
+    ("detail__rtt_p99_us", "number", "RTT p99 (µs)"),
+    ("detail__rtt_by_client_p50_us", "number", "RTT p50 by the client (µs)"),
+    ("detail__rtt_by_server_p50_us", "number", "RTT p50 by the server (µs)"))
 
 
 def node_graph_fields() -> dict[str, list[dict[str, str]]]:
@@ -234,6 +238,11 @@ def node_graph_data(snapshot: MapSnapshot) -> dict[str, list[dict[str, Any]]]:
         "detail__bytes_sent_per_second": round(e.bytes_sent_per_second, 3),
         "detail__bytes_received_per_second": round(e.bytes_received_per_second, 3),
         "detail__retransmits": e.retransmits,
+        # None where that side had no agent: Grafana shows nothing, not a measured 0.
+        "detail__retransmits_client_to_server": e.retransmits_client_to_server,
+        "detail__retransmits_server_to_client": e.retransmits_server_to_client,
         "detail__rtt_p50_us": e.rtt.p50_us, "detail__rtt_p99_us": e.rtt.p99_us,
+        "detail__rtt_by_client_p50_us": e.rtt_by_client.p50_us if e.rtt_by_client else None,
+        "detail__rtt_by_server_p50_us": e.rtt_by_server.p50_us if e.rtt_by_server else None,
     } for e in snapshot.edges]
     return {"nodes": nodes, "edges": edges}

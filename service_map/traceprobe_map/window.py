@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 
 from traceprobe_api.records import ConnectionRecord
 from traceprobe_map.buckets import EdgeKey, MergeResult, Partial, Recent
-from traceprobe_map.edge_stats import NO_NAME_SETS, EdgeStats, NameSets
+from traceprobe_map.edge_stats import MAXIMA, NO_NAME_SETS, EdgeStats, NameSets
 from traceprobe_map.merge import ProbeMatcher, finish, fold
 from traceprobe_map.peers import Resolver
 from traceprobe_map.snapshot import MapSnapshot, Overflow, build_snapshot
@@ -44,12 +44,13 @@ class WindowStats:
 @dataclass(slots=True)
 class _Total:
     """An edge over the whole window: summed counts, and what cannot be subtracted
-    when a bucket leaves (names, the RTT maximum) kept as counts of the buckets
+    when a bucket leaves (names, the RTT maxima) kept as counts of the buckets
     carrying each value, so a leaving bucket costs its edges, not the window."""
 
     stats: EdgeStats
     names: Counter[NameSets]
-    maxima: Counter[int]
+    maxima: tuple[Counter[int], ...]
+    """One per edge_stats.MAXIMA field, in that order."""
 
 
 @dataclass
@@ -239,16 +240,17 @@ def _enter(totals: dict[EdgeKey, _Total], edges: dict[EdgeKey, EdgeStats]) -> No
     for key, stats in edges.items():
         total = totals.get(key)
         if total is None:
-            total = totals[key] = _Total(EdgeStats(), Counter(), Counter())
+            total = totals[key] = _Total(EdgeStats(), Counter(),
+                                         tuple(Counter() for _ in MAXIMA))
         mine = total.stats
         mine.add_counts(stats)
         names = stats.names()
         if names not in total.names:
             mine.merge_sides(stats)
         total.names[names] += 1
-        total.maxima[stats.rtt_max_us] += 1
-        if stats.rtt_max_us > mine.rtt_max_us:
-            mine.rtt_max_us = stats.rtt_max_us
+        for name, maxima in zip(MAXIMA, total.maxima, strict=True):
+            maxima[getattr(stats, name)] += 1
+        mine.add_maxima(stats)
 
 
 def _leave(totals: dict[EdgeKey, _Total], edges: dict[EdgeKey, EdgeStats]) -> None:
@@ -269,9 +271,10 @@ def _leave(totals: dict[EdgeKey, _Total], edges: dict[EdgeKey, EdgeStats]) -> No
                 mine.merge_sides_of(kept)
         mine = total.stats
         mine.subtract_counts(stats)
-        peak = stats.rtt_max_us
-        total.maxima[peak] -= 1
-        if not total.maxima[peak]:
-            del total.maxima[peak]
-            if peak == mine.rtt_max_us:
-                mine.rtt_max_us = max(total.maxima, default=0)
+        for name, maxima in zip(MAXIMA, total.maxima, strict=True):
+            peak = getattr(stats, name)
+            maxima[peak] -= 1
+            if not maxima[peak]:
+                del maxima[peak]
+                if peak == getattr(mine, name):
+                    setattr(mine, name, max(maxima, default=0))

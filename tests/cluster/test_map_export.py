@@ -23,7 +23,8 @@ def test_edges_exported_with_semconv_and_service_graph(collector: Any, protocol:
     key = EdgeKey(Peer("workload", "web", "shop", "Deployment"),
                   Peer("workload", "db", "shop", "StatefulSet"), 5432, "tcp")
     stats = EdgeStats(connections=7, refused=2, bytes_sent=700, bytes_received=2100,
-                      rtt_sum_us=350, rtt_samples=7)
+                      rtt_sum_us=350, rtt_samples=7, retransmits=4, server_retransmits=2,
+                      server_rtt_sum_us=900, server_rtt_samples=3)
     exporter.record({key: stats})
     assert exporter.flush()
     exporter.shutdown()
@@ -40,6 +41,16 @@ def test_edges_exported_with_semconv_and_service_graph(collector: Any, protocol:
     sent = collector.find("traceprobe.edge.bytes", **{"k8s.cluster.name": cluster,
                                                       "network.io.direction": "transmit"})
     assert sent and {p.value for p in sent} == {700.0}
+    # Retransmits by the direction they travelled, as bytes: transmit is client → server.
+    resent = collector.find("traceprobe.edge.retransmits", **{"k8s.cluster.name": cluster})
+    assert {(p.attributes["network.io.direction"], p.value) for p in resent} == {
+        ("transmit", 4.0), ("receive", 2.0)}
+    # RTT by the side whose kernel measured it.
+    for name, client, server in (("traceprobe.edge.rtt.sum", 350.0, 900.0),
+                                 ("traceprobe.edge.rtt.count", 7.0, 3.0)):
+        rtt = collector.find(name, **{"k8s.cluster.name": cluster})
+        assert {(p.attributes["traceprobe.rtt.observer"], p.value) for p in rtt} == {
+            ("client", client), ("server", server)}, name
     failed = collector.find("traceprobe.edge.failures", **{"k8s.cluster.name": cluster})
     assert {(p.attributes["failure.kind"], p.value) for p in failed} == {("refused", 2.0)}
     graph = [p for p in collector.find("traces_service_graph_request_total", client="web")

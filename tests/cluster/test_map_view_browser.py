@@ -93,17 +93,29 @@ def _refreshed(page: Any, action: Any) -> None:
 
 def _click_edge(page: Any, edge_id: str) -> None:
     """A real mouse click on an edge as drawn, at a point of it no node or label covers
-    (the layout is random: the middle may lie under some other node)."""
+    (the layout is random: the middle may lie under some other node) and inside the
+    graph's box: an open panel narrows it, and an edge beyond its edge is first brought
+    into view as a person would, by fitting the graph to the box."""
     x, y = page.evaluate("""(id) => {
         const cy = window.traceprobeMap.cy;
         const edge = cy.getElementById(id);
-        const a = edge.renderedSourceEndpoint(), b = edge.renderedTargetEndpoint();
-        const boxes = cy.nodes().filter((n) => !n.isParent()).map((n) => n.renderedBoundingBox());
-        const free = (p) => boxes.every((bb) => p.x < bb.x1 - 4 || p.x > bb.x2 + 4
-                                               || p.y < bb.y1 - 4 || p.y > bb.y2 + 4);
-        const points = [0.5, 0.4, 0.6, 0.3, 0.7, 0.2, 0.8].map(
-            (t) => ({ x: a.x + t * (b.x - a.x), y: a.y + t * (b.y - a.y) }));
-        const p = points.find(free) || points[0];
+        const pick = () => {
+            const a = edge.renderedSourceEndpoint(), b = edge.renderedTargetEndpoint();
+            const boxes = cy.nodes().filter((n) => !n.isParent())
+                .map((n) => n.renderedBoundingBox());
+            const free = (p) => boxes.every((bb) => p.x < bb.x1 - 4 || p.x > bb.x2 + 4
+                                                   || p.y < bb.y1 - 4 || p.y > bb.y2 + 4);
+            const view = cy.container().getBoundingClientRect();
+            const inside = (p) => p.x > 4 && p.x < view.width - 4 && p.y > 4
+                && p.y < view.height - 4;
+            const points = [0.5, 0.4, 0.6, 0.3, 0.7, 0.2, 0.8].map(
+                (t) => ({ x: a.x + t * (b.x - a.x), y: a.y + t * (b.y - a.y) }))
+                .filter(inside);
+            return [points.find(free), points[0]];
+        };
+        let [p, any] = pick();
+        if (!p) { cy.fit(undefined, 30); [p, any] = pick(); }
+        p = p || any;
         const box = cy.container().getBoundingClientRect();
         return [box.left + p.x, box.top + p.y];
     }""", edge_id)
@@ -160,8 +172,12 @@ def test_edge_panel_shows_the_numbers(page: Any) -> None:
         "port": "443/tcp", "connectionsPerSecond": "5.00/s", "connections": "300",
         "failuresPerSecond": "0.05/s", "failures.refused": "0", "failures.timeout": "3",
         "failures.reset": "0", "errorRate": "0.99 %", "bytesSentPerSecond": "10.0 kB/s",
-        "bytesReceivedPerSecond": "30.0 kB/s", "retransmits": "12", "rtt.p50Us": "450 µs",
+        "bytesReceivedPerSecond": "30.0 kB/s", "retransmitsClientToServer": "8",
+        "retransmitsServerToClient": "4", "retransmits": "12", "rtt.p50Us": "450 µs",
         "rtt.p99Us": "2.10 ms", "rtt.maxUs": "3.30 ms", "rtt.samples": "300",
+        "rttByClient.p50Us": "440 µs", "rttByClient.p99Us": "2.00 ms",
+        "rttByClient.samples": "200", "rttByServer.p50Us": "470 µs",
+        "rttByServer.p99Us": "2.10 ms", "rttByServer.samples": "100",
         "backends": "pay/payments-v1 (200), pay/payments-v2 (100)",
         "observedBy": "client, server", "probes": "platform, shop/shop"}
     _click_edge(page, f"{shop.CART}->{shop.INVENTORY}:8081/tcp")
@@ -170,6 +186,26 @@ def test_edge_panel_shows_the_numbers(page: Any) -> None:
     numbers = _panel(page)
     assert (numbers["failures.refused"], numbers["errorRate"], numbers["rtt.p50Us"]) == (
         "45", "100.0 %", "\N{EN DASH}")
+
+
+def test_edge_panel_says_which_side_measured_what(page: Any) -> None:
+    """A client-only edge (no agent at the external server): the server's figures read
+    "not observed", not a zero that looks measured; the client's are its own."""
+    _click_edge(page, f"{shop.FRONTEND}->{shop.EXTERNAL}:443/tcp")
+    page.wait_for_function("() => !document.querySelector('#panel').hidden && document"
+                           ".querySelector('#panel').dataset.id.includes('203.0.113.10')")
+    numbers = _panel(page)
+    labels = page.evaluate("() => [...document.querySelectorAll('#panel dt')].map("
+                           "(dt) => dt.textContent)")
+    assert {k: numbers[k] for k in (
+        "retransmitsClientToServer", "retransmitsServerToClient", "retransmits",
+        "rttByClient.p50Us", "rttByClient.samples", "rttByServer", "rtt.samples")} == {
+        "retransmitsClientToServer": "0", "retransmitsServerToClient": "not observed",
+        "retransmits": "0", "rttByClient.p50Us": "12.00 ms", "rttByClient.samples": "30",
+        "rttByServer": "not observed", "rtt.samples": "30"}
+    assert "rttByServer.samples" not in numbers
+    assert {"by the client → server", "by the server → client",
+            "measured by the server"} <= set(labels)
 
 
 def test_node_panel_lists_pods_nodes_and_ports(page: Any) -> None:

@@ -5,6 +5,7 @@ The shop, over a 60 s window (rates are the counts / 60):
 
     shop/frontend (Deployment) ──7070──► shop/cart (Deployment) ──5432──► shop/store (StatefulSet)
     shop/frontend ──443──► Service pay/payments ⇢ pay/payments-v1 (200), pay/payments-v2 (100)
+                           (retransmits: 8 by the client, 4 by the server; RTT by each side)
     shop/frontend ──443──► external 203.0.113.10
     shop/frontend ──9100──► node node-1
     shop/cart ──8081──► Service shop/inventory: 45 refused, nothing accepted
@@ -42,12 +43,20 @@ NODE1 = "node:node-1"
 
 
 def _edge(source: str, target: str, port: int, *, connections: int = 0, bytes_sent: int = 0,
-          bytes_received: int = 0, retransmits: int = 0, failures: Failures | None = None,
-          rtt: Rtt | None = None, probes: tuple[str, ...] = ("shop/shop",),
+          bytes_received: int = 0, retransmits: tuple[int, int] = (0, 0),
+          failures: Failures | None = None, rtt: Rtt | None = None,
+          rtt_by: tuple[Rtt, Rtt] | None = None, probes: tuple[str, ...] = ("shop/shop",),
           observed_by: tuple[str, ...] = ("client", "server"),
           backends: tuple[Backend, ...] = ()) -> MapEdge:
+    """`retransmits` are (by the client, by the server) and `rtt_by` (measured by the
+    client, by the server; default: all of `rtt` the client's): a side not in
+    `observed_by` gets None, as the map gives it."""
     failed = failures or Failures()
     attempts = connections + failed.refused + failed.timeout  # a reset was established
+    seen = ("client" in observed_by, "server" in observed_by)
+    c2s, s2c = (n if side else None for n, side in zip(retransmits, seen, strict=True))
+    by_client, by_server = (r if side else None for r, side in zip(
+        rtt_by or (rtt or Rtt(), Rtt()), seen, strict=True))
     return MapEdge(
         id=f"{source}->{target}:{port}/tcp", source=source, target=target, port=port,
         connections=connections, connections_per_second=connections / WINDOW,
@@ -57,7 +66,9 @@ def _edge(source: str, target: str, port: int, *, connections: int = 0, bytes_se
         bytes_sent=bytes_sent, bytes_received=bytes_received,
         bytes_sent_per_second=bytes_sent / WINDOW,
         bytes_received_per_second=bytes_received / WINDOW,
-        retransmits=retransmits, rtt=rtt or Rtt(), backends=list(backends),
+        retransmits=(c2s or 0) + (s2c or 0), retransmits_client_to_server=c2s,
+        retransmits_server_to_client=s2c, rtt=rtt or Rtt(), rtt_by_client=by_client,
+        rtt_by_server=by_server, backends=list(backends),
         observed_by=list(observed_by), probes=list(probes))
 
 
@@ -89,13 +100,15 @@ def shop_nodes() -> list[MapNode]:
 def shop_edges() -> list[MapEdge]:
     return [
         _edge(FRONTEND, CART, 7070, connections=600, bytes_sent=1_200_000,
-              bytes_received=3_000_000, retransmits=3,
+              bytes_received=3_000_000, retransmits=(3, 0),
               rtt=Rtt(samples=600, mean_us=210, p50_us=180, p99_us=950, max_us=1400)),
         _edge(CART, STORE, 5432, connections=120, bytes_sent=240_000, bytes_received=960_000,
               rtt=Rtt(samples=120, mean_us=95, p50_us=90, p99_us=400, max_us=510)),
         _edge(FRONTEND, PAYMENTS, 443, connections=300, bytes_sent=600_000,
-              bytes_received=1_800_000, retransmits=12, failures=Failures(timeout=3),
+              bytes_received=1_800_000, retransmits=(8, 4), failures=Failures(timeout=3),
               rtt=Rtt(samples=300, mean_us=520, p50_us=450, p99_us=2100, max_us=3300),
+              rtt_by=(Rtt(samples=200, mean_us=500, p50_us=440, p99_us=2000, max_us=3300),
+                      Rtt(samples=100, mean_us=560, p50_us=470, p99_us=2100, max_us=2900)),
               probes=("platform", "shop/shop"),
               backends=(Backend(id=PAYMENTS_V1, connections=200),
                         Backend(id=PAYMENTS_V2, connections=100))),
@@ -163,7 +176,8 @@ def large_snapshot(namespaces: int = 25, workloads_per_namespace: int = 20,
         refused = rng.randrange(0, 200) if rng.random() < 0.1 else 0
         result.append(_edge(source, target, 8080, connections=connections,
                             bytes_sent=connections * 900, bytes_received=connections * 4000,
-                            retransmits=rng.randrange(0, 20), failures=Failures(refused=refused),
+                            retransmits=(rng.randrange(0, 20), rng.randrange(0, 5)),
+                            failures=Failures(refused=refused),
                             probes=("platform",)))
     return MapSnapshot(cluster="large", generated_at=GENERATED_AT, window_seconds=WINDOW,
                        nodes=nodes, edges=result)

@@ -25,6 +25,9 @@
   const fmtUs = (us) => (us == null ? "–" : us >= 1000 ? `${(us / 1000).toFixed(2)} ms`
     : `${Math.round(us)} µs`);
   const fmtPct = (r) => `${(100 * r).toFixed(r > 0 && r < 0.01 ? 2 : 1)} %`;
+  // A side no agent observed has no figures (absent in api/map), never a measured 0.
+  const UNSEEN = "not observed";
+  const fmtCount = (n) => (n == null ? UNSEEN : String(n));
   const attempts = (e) => e.attemptsPerSecond;  // established + refused + timed out
   // Same scales as traceprobe_map.views.edge_colour / edge_thickness.
   const edgeColour = (r) => (r <= 0 ? "#2e9e5b" : r < 0.05 ? "#e0a020" : "#d64040");
@@ -266,6 +269,13 @@
       body.append(dt, dd);
     }
     $("panel").hidden = false;
+    if (state.cy) state.cy.resize(); // the panel narrows the graph: fit and clicks use that
+  }
+  function rttRows(side, field, r) { // one side's own RTT: p50/p99/samples, or not observed
+    if (r == null) return [[`measured by the ${side}`, UNSEEN, field, ""]];
+    return [[`by the ${side}: p50`, fmtUs(r.p50Us), `${field}.p50Us`, r.p50Us],
+      [`by the ${side}: p99`, fmtUs(r.p99Us), `${field}.p99Us`, r.p99Us],
+      [`by the ${side}: samples`, String(r.samples || 0), `${field}.samples`, r.samples || 0]];
   }
   function showEdge(id) {
     const e = state.edges.get(id);
@@ -293,12 +303,19 @@
         e.bytesSentPerSecond],
       ["server → client", fmtBytesRate(e.bytesReceivedPerSecond), "bytesReceivedPerSecond",
         e.bytesReceivedPerSecond],
-      ["retransmits", String(e.retransmits), "retransmits", e.retransmits],
-      ["Round-trip time", null],
+      ["Retransmits", null],
+      ["by the client → server", fmtCount(e.retransmitsClientToServer),
+        "retransmitsClientToServer", e.retransmitsClientToServer],
+      ["by the server → client", fmtCount(e.retransmitsServerToClient),
+        "retransmitsServerToClient", e.retransmitsServerToClient],
+      ["both ways", String(e.retransmits), "retransmits", e.retransmits],
+      ["Round-trip time, both sides", null],
       ["p50", fmtUs(rtt.p50Us), "rtt.p50Us", rtt.p50Us],
       ["p99", fmtUs(rtt.p99Us), "rtt.p99Us", rtt.p99Us],
       ["max", fmtUs(rtt.maxUs), "rtt.maxUs", rtt.maxUs],
       ["samples", String(rtt.samples || 0), "rtt.samples", rtt.samples || 0],
+      ...rttRows("client", "rttByClient", e.rttByClient),
+      ...rttRows("server", "rttByServer", e.rttByServer),
       ["Seen", null],
       ["backends", (e.backends || []).map((b) => `${labelOf(b.id)} (${b.connections})`)
         .join(", ") || "–", "backends", (e.backends || []).length],
@@ -339,7 +356,7 @@
   function closePanel() {
     state.selected = null;
     $("panel").hidden = true;
-    if (state.cy) highlight(state.cy.collection());
+    if (state.cy) { state.cy.resize(); highlight(state.cy.collection()); }
   }
   function refreshPanel() { // after a refresh: same selection, new numbers
     const sel = state.selected;
