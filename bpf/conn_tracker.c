@@ -103,6 +103,11 @@ struct edge_val {
     u64 rtt_samples;
     u64 rtt_max_us;
     u64 duration_sum_ns;
+    /* Opening times (ktime ns) of the earliest and latest connection counted here:
+     * the map names a remote address by its owner when the connection opened, so a
+     * pod IP reused inside one interval does not hand the old pod's counts over. */
+    u64 first_open_ns;
+    u64 last_open_ns;
     char comm[16];
 };
 
@@ -203,6 +208,16 @@ static __always_inline void init_conn(struct conn *c, u8 role, u16 family, u16 p
     c->rtt_sample_ns = c->start_ns;
 }
 
+/* This connection counts on edge `e`: widen the edge's span of opening times.
+ * Two compares on a value the caller just touched: cheap enough for every send. */
+static __always_inline void note_open(struct edge_val *e, const struct conn *c)
+{
+    if (!e->first_open_ns || c->start_ns < e->first_open_ns)
+        e->first_open_ns = c->start_ns;
+    if (c->start_ns > e->last_open_ns)
+        e->last_open_ns = c->start_ns;
+}
+
 static __always_inline void add_rtt(struct edge_val *e, u32 srtt_us)
 {
     e->rtt_sum_us += srtt_us;
@@ -217,6 +232,7 @@ static __always_inline void fold_close(struct edge_val *e, struct conn *c)
     c->flags |= F_FOLDED;
     if (!e)
         return;
+    note_open(e, c);
     if (c->close_old == ST_SYN_SENT) {
         if (c->flags & F_RST)
             e->refused += 1;
@@ -240,6 +256,7 @@ static __always_inline void fold_pending(struct edge_val *e, struct conn *c)
 {
     if (!e)
         return;
+    note_open(e, c);
     if (c->flags & F_ESTABLISHED)
         e->opened += 1;
     e->retransmits += c->retransmits;
@@ -299,8 +316,10 @@ TRACEPOINT_PROBE(sock, inet_sock_set_state)
         c->flags |= F_ESTABLISHED;
         c->start_ns = bpf_ktime_get_ns();
         struct edge_val *e = edge_get(&c->key, 0);
-        if (e)
+        if (e) {
             e->opened += 1;
+            note_open(e, c);
+        }
         return 0;
     }
     if (new == ST_ESTABLISHED && old == ST_SYN_RECV) {
@@ -364,8 +383,9 @@ static __always_inline int on_io(u64 sk, u16 family, u16 protocol, int ret, int 
     if (ret <= 0 || (!sent && (flags & MSG_PEEK_)))
         return 0;
     struct edge_val *e = 0;
+    struct conn *c = 0;
     if (protocol == IPPROTO_TCP_) {
-        struct conn *c = conns.lookup(&sk);
+        c = conns.lookup(&sk);
         if (!c) {
             count(C_UNTRACKED_IO);
             return 0;
@@ -392,6 +412,8 @@ static __always_inline int on_io(u64 sk, u16 family, u16 protocol, int ret, int 
 #endif
     if (!e)
         return 0;
+    if (c)
+        note_open(e, c);
     if (sent)
         e->bytes_sent += ret;
     else
@@ -449,8 +471,10 @@ TRACEPOINT_PROBE(tcp, tcp_retransmit_skb)
         return 0;
     if (c->flags & F_ATTRIBUTED) {
         struct edge_val *e = edge_get(&c->key, 0);
-        if (e)
+        if (e) {
             e->retransmits += 1;
+            note_open(e, c);
+        }
     } else {
         c->retransmits++;
     }
@@ -476,8 +500,10 @@ TRACEPOINT_PROBE(tcp, tcp_probe)
         return 0;
     c->rtt_sample_ns = now;
     struct edge_val *e = edge_get(&c->key, 0);
-    if (e)
+    if (e) {
         add_rtt(e, c->srtt_us);
+        note_open(e, c);
+    }
     return 0;
 }
 #endif

@@ -65,6 +65,12 @@ class ConnectionRecord(ObservedModel):
     k8s_host_network: bool | None = Field(default=None, alias="k8sHostNetwork")
     interval_start: datetime
     interval_end: datetime
+    active_from: datetime | None = None
+    active_until: datetime | None = None
+    """TCP: when the earliest and the latest connection counted here opened, clamped to
+    the interval (one open before it counts from its start). The map names the remote
+    address by who held it then: a pod IP reused inside the interval does not take over
+    the old pod's connections. None: no span known (UDP, older agents): the interval's end."""
     opened: _Count = 0
     """Connections established (UDP: datagrams sent)."""
     closed: _Count = 0

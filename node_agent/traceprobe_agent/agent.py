@@ -178,9 +178,9 @@ class Agent:
             return held
         started = time.monotonic()
         raw = self._tracker.drain()
-        end = datetime.now(UTC)
-        records = [to_record(k, v, self.node, self._interval_start, end, self._cgroups.path)
-                   for k, v in raw]
+        end, end_monotonic_ns = datetime.now(UTC), time.monotonic_ns()
+        records = [to_record(k, v, self.node, self._interval_start, end, self._cgroups.path,
+                             end_monotonic_ns) for k, v in raw]
         if self.cgroup_root is not None:
             mine = [r for r in records if under(r.cgroup_path, self.cgroup_root)]
             self.stats.foreign_records += len(records) - len(mine)

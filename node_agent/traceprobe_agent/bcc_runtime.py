@@ -183,10 +183,14 @@ class ConnTracker:
 
     @staticmethod
     def _val(per_cpu: Any) -> dict[str, Any]:
-        """One edge's per-CPU values, summed (the max of maxima)."""
+        """One edge's per-CPU values, summed (the max of maxima, the widest span of
+        opening times: `*_open_ns` are CLOCK_MONOTONIC, 0 when no connection counted)."""
         out: dict[str, Any] = {name: sum(int(getattr(v, name)) for v in per_cpu)
                                for name in EDGE_FIELDS}
         out["rtt_max_us"] = max(int(v.rtt_max_us) for v in per_cpu)
+        opened = [int(v.first_open_ns) for v in per_cpu if v.first_open_ns]
+        out["first_open_ns"] = min(opened, default=0)
+        out["last_open_ns"] = max(int(v.last_open_ns) for v in per_cpu)
         comms = (bytes(v.comm).split(b"\0", 1)[0] for v in per_cpu)
         out["comm"] = next((c for c in comms if c), b"").decode(errors="replace")
         return out

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from traceprobe_api.records import ConnectionRecord, Role
@@ -23,9 +23,28 @@ def format_ip(family: int, raw: bytes) -> str | None:
     return None if addr.is_unspecified else str(addr)
 
 
+_SPAN = ("first_open_ns", "last_open_ns")
+
+
+def _when(monotonic_ns: int, end: datetime, end_monotonic_ns: int,
+          start: datetime) -> datetime | None:
+    """A kernel (CLOCK_MONOTONIC) time as wall-clock time, clamped to [start, end]."""
+    if not monotonic_ns:
+        return None
+    at = end - timedelta(microseconds=max(0, end_monotonic_ns - monotonic_ns) // 1000)
+    return at if at > start else start
+
+
 def to_record(key: dict[str, Any], val: dict[str, Any], node: str, start: datetime,
-              end: datetime, cgroup_path: Callable[[int], str | None]) -> ConnectionRecord:
+              end: datetime, cgroup_path: Callable[[int], str | None],
+              end_monotonic_ns: int = 0) -> ConnectionRecord:
+    """`end_monotonic_ns`: CLOCK_MONOTONIC at `end`, to place the kernel's opening
+    times (0: leave the span out)."""
     role = _ROLES[key["role"]]
+    first = last = None
+    if end_monotonic_ns and role is not Role.UDP:
+        first = _when(val.get("first_open_ns", 0), end, end_monotonic_ns, start)
+        last = _when(val.get("last_open_ns", 0), end, end_monotonic_ns, start)
     family = key["family"]
     local = remote = None
     if role is not Role.UDP:
@@ -39,8 +58,8 @@ def to_record(key: dict[str, Any], val: dict[str, Any], node: str, start: dateti
         remote_port=key["port"] if role is Role.CLIENT else None,
         pid=key["tgid"] or None, comm=val.get("comm", ""), cgroup_id=key["cgroup"],
         cgroup_path=cgroup_path(key["cgroup"]) if key["cgroup"] else None,
-        interval_start=start, interval_end=end,
-        **{k: v for k, v in val.items() if k != "comm"},
+        interval_start=start, interval_end=end, active_from=first, active_until=last,
+        **{k: v for k, v in val.items() if k != "comm" and k not in _SPAN},
     )
 
 

@@ -72,6 +72,10 @@ class AgentCollector(Collector):
         if self._agent.nat is not None:
             yield CounterMetricFamily("traceprobe_agent_nat_lost_events_total",
                                       "Conntrack events lost", value=self._agent.nat.lost_events)
+            yield CounterMetricFamily(
+                "traceprobe_agent_nat_unclaimed_flows_total",
+                "DNAT flows no record counted as an attempt (dropped after two drains)",
+                value=self._agent.nat.unclaimed_flows)
         if s.report is not None:
             r = s.report
             records = CounterMetricFamily("traceprobe_agent_report_records_total",

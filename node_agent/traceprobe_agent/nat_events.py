@@ -3,9 +3,9 @@
 kube-proxy rewrites a ClusterIP destination to a backend pod in netfilter; the
 client's socket (and so our tracepoints) only ever sees the ClusterIP. The
 kernel announces each new NATed flow on a netlink group; `conntrack -E`
-relays it. We count new flows per (client ip, ClusterIP, port) → backend, and
-the drain attaches those counts to the matching client records, so the map
-can show both the Service and the real backend on one edge.
+relays it. We queue new flows per (client ip, ClusterIP, port), and the drain
+hands each client record as many of them as it counted attempts, so the map can
+show both the Service and the real backend on one edge, the parts summing to it.
 
 Parsing and the table are pure; `NatWatcher` is the I/O (one subprocess).
 """
@@ -17,7 +17,7 @@ import re
 import shutil
 import subprocess
 import threading
-from collections import Counter
+from collections import Counter, deque
 from dataclasses import dataclass, field
 
 from traceprobe_api.records import ConnectionRecord, Role
@@ -52,37 +52,75 @@ def parse_event(line: str) -> NatFlow | None:
 
 @dataclass
 class NatTable:
+    """DNAT flows waiting for the client records that count them.
+
+    Each record takes, oldest first, as many flows of its (client ip, ClusterIP,
+    port) as it counted attempts (established, refused or timed out: each passed
+    conntrack as one NEW flow), so a record's backends never sum above its attempts
+    and a flow is never counted twice; the map shows any attempt left without a flow
+    (an event lost or still unread) as of unknown backend. A flow's event may come a
+    little after the kernel counted its connection: `annotate` waits a moment for
+    those, and flows that no record claims within `keep_drains` drains (a connection
+    still opening, a process outside this agent's cgroups) are dropped and counted."""
+
     max_keys: int = 100_000
     keep_drains: int = 2  # a flow's record may land one drain after its event
+    settle_seconds: float = 0.25  # the longest a drain waits for events still unread
     lost_events: int = 0  # netlink overflow (ENOBUFS) or table cap
-    _counts: dict[FlowKey, Counter[str]] = field(default_factory=dict)
+    unclaimed_flows: int = 0  # aged out with no record counting them
+    _flows: dict[FlowKey, deque[str]] = field(default_factory=dict)
     _age: dict[FlowKey, int] = field(default_factory=dict)
-    _lock: threading.Lock = field(default_factory=threading.Lock)
+    _natted: set[tuple[str, int]] = field(default_factory=set)
+    """(ClusterIP, port) pairs seen rewritten: their records are worth waiting for."""
+    _arrived: threading.Condition = field(default_factory=threading.Condition)
 
     def add(self, flow: NatFlow) -> None:
-        with self._lock:
-            if flow.key not in self._counts and len(self._counts) >= self.max_keys:
+        with self._arrived:
+            if flow.key not in self._flows and len(self._flows) >= self.max_keys:
                 self.lost_events += 1
                 return
-            self._counts.setdefault(flow.key, Counter())[flow.backend] += 1
+            self._flows.setdefault(flow.key, deque()).append(flow.backend)
             self._age[flow.key] = 0
+            if len(self._natted) < self.max_keys:
+                self._natted.add(flow.key[1:])
+            self._arrived.notify_all()
+
+    @staticmethod
+    def _wants(records: list[ConnectionRecord]) -> Counter[FlowKey]:
+        wanted: Counter[FlowKey] = Counter()
+        for r in records:
+            if r.role is Role.CLIENT:
+                wanted[(r.local_ip or "", r.remote_ip or "", r.remote_port or 0)] += \
+                    r.opened + r.refused + r.timeouts
+        return wanted
+
+    def _short(self, wanted: Counter[FlowKey]) -> bool:
+        return any(n > len(self._flows.get(key, ())) for key, n in wanted.items()
+                   if key[1:] in self._natted)
 
     def annotate(self, records: list[ConnectionRecord]) -> list[ConnectionRecord]:
         """Attach (and consume) backend counts to client records; age the rest."""
+        wanted = self._wants(records)
         out = []
-        with self._lock:
+        with self._arrived:
+            self._arrived.wait_for(lambda: not self._short(wanted), self.settle_seconds)
             for r in records:
                 key = (r.local_ip or "", r.remote_ip or "", r.remote_port or 0)
-                counts = self._counts.pop(key, None) if r.role is Role.CLIENT else None
-                if counts:
-                    self._age.pop(key, None)
-                    r = r.replaced(backends=dict(counts))
+                flows = self._flows.get(key) if r.role is Role.CLIENT else None
+                if flows:
+                    taken = Counter(flows.popleft() for _ in
+                                    range(min(len(flows), r.opened + r.refused + r.timeouts)))
+                    if not flows:
+                        del self._flows[key]
+                        self._age.pop(key, None)
+                    if taken:
+                        r = r.replaced(backends=dict(taken))
                 out.append(r)
             for key in list(self._age):
                 self._age[key] += 1
                 if self._age[key] > self.keep_drains:
                     del self._age[key]
-                    self._counts.pop(key, None)
+                    self.unclaimed_flows += len(self._flows.pop(key, ()))
         return out
 
 

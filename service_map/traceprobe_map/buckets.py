@@ -32,6 +32,7 @@ class MergeResult:
     udp_records: int = 0  # no peer visible to tracepoints: not drawn
     loopback_records: int = 0  # a process talking to its own host or pod: not drawn
     overflowed_edges: int = 0  # folded into the overflow edge by the cap
+    reused_address_records: int = 0  # the remote address changed owner inside the span
 
 
 @dataclass
@@ -69,9 +70,12 @@ class Partial:
     client: dict[EdgeKey, EdgeStats] = field(default_factory=dict)
     server: dict[EdgeKey, EdgeStats] = field(default_factory=dict)
     server_at: dict[EdgeKey, float] = field(default_factory=dict)
+    # Server sides whose client address had other owners inside a record's span.
+    earlier_owners: dict[EdgeKey, list[Peer]] = field(default_factory=dict)
     # (client peer, backend peer) -> the Service edge conntrack says it went through
     via_service: dict[tuple[Peer, Peer], EdgeKey] = field(default_factory=dict)
     conntracked: set[EdgeKey] = field(default_factory=set)
     records: int = 0
     udp_records: int = 0
     loopback_records: int = 0
+    reused_address_records: int = 0

@@ -12,7 +12,7 @@ from traceprobe_map.peers import Peer
 
 COUNTERS = ("connections", "refused", "timeouts", "resets", "bytes_sent", "bytes_received",
             "retransmits", "rtt_sum_us", "rtt_samples", "server_retransmits",
-            "server_rtt_sum_us", "server_rtt_samples", "duration_sum_ns")
+            "server_rtt_sum_us", "server_rtt_samples", "duration_sum_ns", "conntracked")
 MAXIMA = ("rtt_max_us", "server_rtt_max_us")
 """Fields that are maxima, not sums: they cannot be subtracted (window.py)."""
 RTT_STEPS = 4  # RTT buckets ~19% wide: percentiles good to about that
@@ -141,7 +141,10 @@ class EdgeStats:
     at the bucket, the server's at server_bucket(bucket), below 0. split_buckets()
     reads them back."""
     backends: Counter[Peer] = field(default_factory=Counter)
-    """Service edges: connections per real destination workload."""
+    """Service edges: attempts per real destination workload, from the clients' conntrack
+    (`conntracked` > 0); else connections each backend's own agent accepted."""
+    conntracked: int = 0
+    """Client records that carried conntrack backends (each: parts <= its attempts)."""
     # Shared immutable sets (names_with/names_union): one set object serves every
     # bucket and edge with the same names, instead of six sets per edge per bucket.
     observed_by: Names = NO_NAMES

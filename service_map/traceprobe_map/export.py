@@ -167,9 +167,9 @@ class EdgeExporter:
         self._rtt_count = meter.create_counter(
             "traceprobe.edge.rtt.count", "{sample}",
             "Smoothed-RTT samples, by traceprobe.rtt.observer")
-        self._backend_connections = meter.create_counter(
-            "traceprobe.edge.backend.connections", "{connection}",
-            "Connections to a Service, by the backend they reached (k8s.dst.backend.*)")
+        self._backend_attempts = meter.create_counter(
+            "traceprobe.edge.backend.attempts", "{attempt}",
+            "Attempts to a Service, by the backend kube-proxy sent them to (k8s.dst.backend.*)")
         self._sg_total = meter.create_counter("traces_service_graph_request_total")
         self._sg_failed = meter.create_counter("traces_service_graph_request_failed_total")
 
@@ -187,7 +187,7 @@ class EdgeExporter:
             _add(self._retransmits, s.server_retransmits,
                  {**attrs, "network.io.direction": "receive"})
             for backend, n in s.backends.items():
-                _add(self._backend_connections, n,
+                _add(self._backend_attempts, n,
                      {**attrs, **_side("k8s.dst.backend", backend)})
             for observer, samples, sum_us in (
                     ("client", s.rtt_samples, s.rtt_sum_us),

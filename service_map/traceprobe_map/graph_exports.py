@@ -58,7 +58,7 @@ def to_dot(snapshot: MapSnapshot) -> str:
                      f" color={_dot_quote(edge_colour(edge.error_rate))}];")
         for backend in edge.backends:
             lines.append(f"  {_dot_quote(edge.target)} -> {_dot_quote(backend.id)}"
-                         f" [style=dashed, label={_dot_quote(str(backend.connections))}];")
+                         f" [style=dashed, label={_dot_quote(str(backend.attempts))}];")
     return "\n".join([*lines, "}"]) + "\n"
 
 
@@ -91,7 +91,7 @@ def to_mermaid(snapshot: MapSnapshot) -> str:
         lines.append(f'  {source} -->|"{_mermaid_text(port + _rate_label(edge))}"| {target}')
         links.append((edge_colour(edge.error_rate), edge.error_rate > 0))
         for backend in edge.backends:
-            lines.append(f'  {target} -.->|"{backend.connections}"| '
+            lines.append(f'  {target} -.->|"{backend.attempts}"| '
                          f"{short.setdefault(backend.id, f'n{len(short)}')}")
             links.append(("", False))
     lines += [f"  linkStyle {i} stroke:{colour}" for i, (colour, failing) in enumerate(links)

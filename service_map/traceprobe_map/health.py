@@ -37,6 +37,10 @@ class MapCollector(Collector):
             "accepted": w.records, "late": w.late_records, "dropped": w.dropped_records,
             "rejected": ingest.rejected_records, "udp_not_drawn": w.udp_records,
             "loopback_not_drawn": w.loopback_records})
+        yield CounterMetricFamily(
+            "traceprobe_map_reused_address_records",
+            "Records whose remote address changed owner while their connections opened",
+            value=w.reused_address_records)
         yield CounterMetricFamily("traceprobe_map_ingest_requests",
                                   "OTLP export requests received", value=ingest.requests)
         yield _family(CounterMetricFamily(

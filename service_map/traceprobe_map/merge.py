@@ -91,8 +91,21 @@ def fold(records: Iterable[ConnectionRecord], resolver: Resolver,
             continue
         # The agent knows its node's own addresses (a CNI gateway, say), which the
         # Node object need not list: such a peer is that node.
-        other = resolver.local(None, None, None, f["node"]) if f["remote_on_node"] \
-            else remote(remote_ip, at)
+        earlier = None
+        if f["remote_on_node"]:
+            other = resolver.local(None, None, None, f["node"])
+        else:
+            # Named by who held the address when the connections opened (the span the
+            # agent measured), not at the interval's end: pod IPs are reused.
+            until, since = f["active_until"], f["active_from"]
+            if until is not None:
+                at = min(until.timestamp(), at)
+            other = remote(remote_ip, at)
+            if since is not None and since != until:
+                first = remote(remote_ip, min(since.timestamp(), at))
+                if first != other:  # the address changed owner inside the span
+                    earlier = first
+                    part.reused_address_records += 1
         dns_name = f["remote_dns_name"]
         if dns_name and other.kind == "external":
             other = resolver.external_named(dns_name)
@@ -112,6 +125,7 @@ def fold(records: Iterable[ConnectionRecord], resolver: Resolver,
             if f["backends"]:
                 edge = EdgeKey(*key)
                 part.conntracked.add(edge)
+                stats.conntracked += 1
                 for address, n in f["backends"].items():
                     backend = _backend_peer(resolver, address, at)
                     stats.backends[backend] += n
@@ -144,6 +158,11 @@ def fold(records: Iterable[ConnectionRecord], resolver: Resolver,
             if pod and pod not in stats.dst_pods:
                 stats.dst_pods = names_with(stats.dst_pods, pod)
             server_at[key] = at  # type: ignore[index]
+            if earlier is not None:
+                # Which of the owners connected is for the client sides to tell (finish).
+                owners = part.earlier_owners.setdefault(key, [])  # type: ignore[arg-type]
+                if earlier not in owners:
+                    owners.append(earlier)
             retransmits = f["retransmits"]
             if retransmits:
                 stats.server_retransmits += retransmits
@@ -174,7 +193,8 @@ def finish(part: Partial, resolver: Resolver, recent: Recent | None = None,
            max_edges: int = 50_000) -> MergeResult:
     """The bucket's edges. `part` is left as it was (an open bucket can be shown
     now and folded into later): stats that change are copies."""
-    result = MergeResult(udp_records=part.udp_records, loopback_records=part.loopback_records)
+    result = MergeResult(udp_records=part.udp_records, loopback_records=part.loopback_records,
+                         reused_address_records=part.reused_address_records)
     edges = result.edges
     edges.update(part.client)
     owned: set[EdgeKey] = set()
@@ -188,26 +208,39 @@ def finish(part: Partial, resolver: Resolver, recent: Recent | None = None,
             owned.add(key)
         return edges[key]
 
-    lookups = Lookups(part, resolver)
-    for key, stats, at in _server_sides(part, resolver):
-        target = counted_by(key, at, part, lookups, recent)
-        if target is None:
-            if key in edges:  # two addresses of one peer, one of them named late
-                own(key).absorb(stats)
-            else:
-                edges[key] = stats
-            continue
+    def counted_on(target: EdgeKey) -> EdgeStats:
         if target not in edges:
             # Counted in a neighbouring window: here only who saw it, and where, joins.
             edges[target] = EdgeStats()
             owned.add(target)
             carried.add(target)
         mine = own(target)
+        mine.merge_sides(stats)
+        return mine
+
+    lookups = Lookups(part, resolver)
+    for key, stats, at, earlier in _server_sides(part, resolver):
+        targets = [counted_by(key, at, part, lookups, recent)]
+        # The client's address changed owner inside the record's span: every owner
+        # whose client side counted these connections saw this server; the server's
+        # own figures go to the latest of them (they cannot be split by owner).
+        for owner in earlier:
+            targets.append(counted_by(key._replace(src=owner), at, part, lookups, recent))
+        found = list(dict.fromkeys(t for t in targets if t is not None))
+        if not found:
+            if key in edges:  # two addresses of one peer, one of them named late
+                own(key).absorb(stats)
+            else:
+                edges[key] = stats
+            continue
+        for target in found[1:]:
+            counted_on(target)
+        target = found[0]
+        mine = counted_on(target)
         if target.dst.kind == "service" and target not in part.conntracked and \
                 target not in carried:
             # EndpointSlice fallback (no conntrack): the server side tells the split.
             mine.backends[key.dst] += stats.connections
-        mine.merge_sides(stats)
         # The client counted the connections; what the server alone measures joins.
         mine.add_server_side(stats)
     if len(edges) > max_edges:
@@ -215,19 +248,22 @@ def finish(part: Partial, resolver: Resolver, recent: Recent | None = None,
     return result
 
 
-def _server_sides(part: Partial, resolver: Resolver) -> Iterator[tuple[EdgeKey, EdgeStats, float]]:
-    """The bucket's server sides, each with its time. A client the map could not name
-    when the record came in is named again now, at the record's time: the watch event
-    of a pod can come seconds after its first connections (a Job's pod that ran for
-    one second, the API server under load)."""
+def _server_sides(part: Partial, resolver: Resolver
+                  ) -> Iterator[tuple[EdgeKey, EdgeStats, float, list[Peer]]]:
+    """The bucket's server sides, each with its time and the client address's earlier
+    owners inside the records' spans. A client the map could not name when the record
+    came in is named again now, at the record's time: the watch event of a pod can come
+    seconds after its first connections (a Job's pod that ran for one second, the API
+    server under load)."""
     for key, stats in part.server.items():
         at = part.server_at[key]
+        earlier = part.earlier_owners.get(key, [])
         src = key.src
         if src.kind == "external" and _is_address(src.name):
             named = resolver.remote(src.name, at)
             if named.kind != "external":
                 key = EdgeKey(named, key.dst, key.port, key.transport)
-        yield key, stats, at
+        yield key, stats, at, earlier
 
 
 def _is_address(name: str) -> bool:

@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Set as AbstractSet
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import Field
 
@@ -76,11 +76,13 @@ class Rtt(ObservedModel):
 
 
 class Backend(ObservedModel):
-    """Where a Service edge's connections really went (kube-proxy DNAT, via conntrack)."""
+    """Where a Service edge's attempts really went (kube-proxy DNAT)."""
 
     id: str
     """A MapNode id (the backend workload)."""
-    connections: _Count
+    attempts: _Count
+    """backendsFrom conntrack: the edge's attempts kube-proxy sent there (established,
+    refused or timed out). From endpoints: the connections that backend's agent accepted."""
 
 
 class MapEdge(ObservedModel):
@@ -123,6 +125,15 @@ class MapEdge(ObservedModel):
     rtt_by_server: Rtt | None = None
     """The server's smoothed RTT; None when no server-side agent observed the edge."""
     backends: list[Backend] = Field(default_factory=list)
+    backends_from: Literal["conntrack", "endpoints"] | None = None
+    """conntrack: the clients' agents matched each attempt to its DNAT flow, so
+    `backends` plus `backendsUnknown` sum to `attempts` in any window, live or closed.
+    endpoints (no conntrack on the clients' nodes): each backend's own agent counted what
+    it accepted; those reports can fall into a neighbouring bucket, so the parts can
+    differ from the edge, most in a live window, by the connections in flight."""
+    backends_unknown: _Count | None = None
+    """backendsFrom conntrack: attempts whose DNAT flow the agent never saw (an event
+    lost, conntrack started late); 0 normally."""
     observed_by: list[str] = Field(default_factory=list)
     """client, server or both: which sides' agents saw it."""
     probes: list[str] = Field(default_factory=list)
@@ -179,6 +190,12 @@ def _directions(s: EdgeStats) -> dict[str, Any]:
         "rtt_by_server": by_server if seen_server else None}
 
 
+def _backends_from(s: EdgeStats) -> Literal["conntrack", "endpoints"] | None:
+    if s.conntracked:
+        return "conntrack"
+    return "endpoints" if s.backends else None
+
+
 def build_snapshot(edges: dict[EdgeKey, EdgeStats], cluster: str, window_seconds: float,
                    generated_at: datetime, overflow: Overflow | None = None) -> MapSnapshot:
     """The served form of merged edges; rates are per second over the window."""
@@ -216,8 +233,11 @@ def build_snapshot(edges: dict[EdgeKey, EdgeStats], cluster: str, window_seconds
             bytes_sent_per_second=s.bytes_sent * per_second,
             bytes_received_per_second=s.bytes_received * per_second,
             **_directions(s),
-            backends=[Backend(id=node_id(p), connections=n)
+            backends=[Backend(id=node_id(p), attempts=n)
                       for p, n in sorted(s.backends.items(), key=lambda kv: -kv[1])],
+            backends_from=_backends_from(s),
+            backends_unknown=max(0, attempts - sum(s.backends.values())) if s.conntracked
+            else None,
             observed_by=sorted(s.observed_by), probes=sorted(s.probes)))
     out.sort(key=lambda e: (-e.attempts, e.id))
     return MapSnapshot(cluster=cluster, generated_at=generated_at, window_seconds=window_seconds,

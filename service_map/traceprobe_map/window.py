@@ -36,6 +36,7 @@ class WindowStats:
     dropped_records: int = 0  # over max_pending_records
     udp_records: int = 0
     loopback_records: int = 0
+    reused_address_records: int = 0
     overflowed_edges: int = 0
     buckets_merged: int = 0
     last_merge_seconds: float = 0.0
@@ -173,6 +174,7 @@ class MapWindow:
         self._recently.append((now, Recent.of(part)))
         self.stats.udp_records += result.udp_records
         self.stats.loopback_records += result.loopback_records
+        self.stats.reused_address_records += result.reused_address_records
         self.stats.overflowed_edges += result.overflowed_edges
         self.stats.buckets_merged += 1
         self.stats.last_merge_seconds = time.monotonic() - started

@@ -11,6 +11,7 @@ import re
 import subprocess
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -196,6 +197,43 @@ def test_long_lived_bytes_and_retransmits_match_the_kernel(
     # may carry several), so ours is bounded by, and non-zero like, the kernel's.
     assert kernel_client["retrans_total"] > 0, "the test induced no loss"
     assert 0 < total["retransmits"] <= kernel_client["retrans_total"]
+
+
+def test_records_say_when_their_connections_opened(recorder: Recorder,
+                                                  pods: tuple[Any, Any]) -> None:
+    """activeFrom/activeUntil: the first and the last connection's opening, on both
+    sides (what the map names a reused address by); a connection open before the
+    interval counts from its start."""
+    a, b = pods
+    servers = [serve(b, 8086, 100), serve(b, 8087, 100)]  # the held one on its own
+    try:
+        recorder.flush()
+        mark = len(recorder.records)
+        started = datetime.now(UTC)
+        truth = dial(a, b.ip, 8086, 10, "--count", "2", "--every", "1.5")
+        ended = datetime.now(UTC)
+        held = a.popen([PY, TRAFFIC, "dial", b.ip, "8087", "10", "--hold", "3"],
+                       stdout=subprocess.PIPE, text=True)
+        time.sleep(1.5)
+        recorder.flush()  # the held connection is open across this drain
+        later = len(recorder.records)
+        out, _ = held.communicate(timeout=30)
+    finally:
+        stop(*servers)
+    assert truth["completed"] == 2 and json.loads(out)["completed"] == 1
+    recorder.flush()
+
+    def of(role: str, port: int, records: list[ConnectionRecord]) -> list[ConnectionRecord]:
+        return [r for r in records if r.role == role and port in (r.local_port, r.remote_port)]
+
+    for role in ("client", "server"):
+        (first,) = of(role, 8086, recorder.records[mark:later])
+        since, until = first.active_from, first.active_until
+        assert first.opened == 2 and since is not None and until is not None
+        assert started <= since < until <= ended, (role, started, since, until, ended)
+        assert 1.0 <= (until - since).total_seconds() <= 3.0  # --every 1.5 apart
+        rest = of(role, 8087, recorder.records[later:])
+        assert rest and all(r.opened == 0 and r.active_from == r.interval_start for r in rest)
 
 
 def test_concurrent_connections_are_all_counted(recorder: Recorder,

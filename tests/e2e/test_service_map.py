@@ -175,3 +175,9 @@ def test_service_map_end_to_end(world: tuple[MapWorld, PodFactory, PodFactory, S
     assert not [e for e in snapshot["edges"] if e["source"].startswith("node:")
                 and e["target"] == "workload:shop/store"]
     assert not [e for e in snapshot["edges"] if e["target"].startswith("workload:pay/payments-")]
+    # The Service edge's parts are its attempts, as kube-proxy's iptables counters split them.
+    pay_edge = edges[("workload:shop/frontend", "service:pay/payments", 80)]
+    assert (pay_edge["attempts"], pay_edge["backendsFrom"], pay_edge["backendsUnknown"]) == (
+        6, "conntrack", 0), pay_edge
+    assert {b["id"]: b["attempts"] for b in pay_edge["backends"]} == {
+        f"workload:pay/payments-v{i + 1}": n for i, n in enumerate(split) if n}, pay_edge

@@ -42,12 +42,14 @@ class MapWorld:
         wait_for_port(self.http_port, 30, self.map.popen)
         return self.map
 
-    def start_agent(self, node: str) -> ManagedProcess:
+    def start_agent(self, node: str, metrics_port: int = -1) -> ManagedProcess:
+        """A cluster-mode agent for `node` (its probes set its interval); `metrics_port`
+        serves its /metrics on loopback (-1: none)."""
         kubeconfig = self.cp.serviceaccount_kubeconfig(NAMESPACE, "traceprobe-agent")
         env = {**os.environ, "KUBECONFIG": str(kubeconfig), "PYTHONUNBUFFERED": "1"}
         agent = ManagedProcess(f"agent-{node}", [
             sys.executable, "-m", "traceprobe_agent", "--node-name", node, "--interval", "1",
-            "--metrics-port", "-1", "--cgroup-root", f"/{CGROUP_TREE}/{node}",
+            "--metrics-port", str(metrics_port), "--cgroup-root", f"/{CGROUP_TREE}/{node}",
             "--map-endpoint", f"127.0.0.1:{self.ingest_port}"],
             self.tmp / f"agent-{node}.log", env=env, cwd=REPO)
         self.agents.append(agent)

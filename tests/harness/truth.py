@@ -12,7 +12,7 @@ from typing import Any
 
 CONNS = "traceprobe.edge.connections"
 FAILURES = "traceprobe.edge.failures"
-BACKENDS = "traceprobe.edge.backend.connections"
+BACKENDS = "traceprobe.edge.backend.attempts"
 BYTES = "traceprobe.edge.bytes"  # network.io.direction: transmit / receive, from the client
 
 EdgeKey = tuple[str, str, int]

@@ -158,7 +158,7 @@ def test_the_map_draws_real_pods_through_a_service(real_node: RealNode,
     assert found["connections"] > 0 and found["failures"]["refused"] == 0
     # Both web pods are one workload: kube-proxy's DNAT to either is one backend.
     assert [b["id"] for b in found["backends"]] == [f"workload:{SHOP}/web"], found
-    assert sum(b["connections"] for b in found["backends"]) <= found["connections"]
+    assert sum(b["attempts"] for b in found["backends"]) <= found["attempts"]
     # The same edge reached the user's backend through the map's OTLP export.
     points = wait_until(lambda: release.collector.find(
         "traceprobe.edge.connections", **{"k8s.cluster.name": CLUSTER}) or None,

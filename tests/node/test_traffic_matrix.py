@@ -216,10 +216,14 @@ def test_service_edges_break_down_to_the_backends_kube_proxy_chose(matrix: Matri
     drawn: dict[str, int] = {}
     for edge in to_api:
         assert {b["id"] for b in edge["backends"]} <= set(BACKENDS_OF_API), edge
-        assert sum(b["connections"] for b in edge["backends"]) == edge["connections"], edge
+        # Every attempt matched to the DNAT flow conntrack made for it: the parts sum to
+        # the edge (no refused or timed-out ones here, so attempts are connections).
+        assert (edge["backendsFrom"], edge["backendsUnknown"]) == ("conntrack", 0), edge
+        assert sum(b["attempts"] for b in edge["backends"]) == edge["attempts"] == \
+            edge["connections"], edge
         for b in edge["backends"]:
             drawn[BACKENDS_OF_API[b["id"]]] = drawn.get(BACKENDS_OF_API[b["id"]], 0) + b[
-                "connections"]
+                "attempts"]
     # Per backend workload (both api pods, the replaced one too, are one), what its
     # servers accepted.
     assert drawn == {k: v for k, v in matrix.split.items() if v}, (drawn, matrix.split)

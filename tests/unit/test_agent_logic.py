@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -91,6 +91,28 @@ def test_raw_edge_to_record() -> None:
     assert udp.transport == "udp" and udp.local_ip is None and udp.pid is None
 
 
+def test_opening_times_become_wall_clock_inside_the_interval() -> None:
+    """The kernel's CLOCK_MONOTONIC opening times, placed on the wall clock by the
+    drain's own pair of readings and clamped to the interval."""
+    key = {"cgroup": 1, "tgid": 7, "port": 5432, "family": 2, "role": 1,
+           "laddr": bytes(16), "raddr": bytes([10, 0, 0, 2]) + bytes(12)}
+    start = datetime(2026, 1, 1, 0, 0, 0, tzinfo=UTC)
+    end = start + timedelta(seconds=10)
+    mono_end = 5_000_000_000_000
+    val = {"opened": 2, "first_open_ns": mono_end - 7_500_000_000,  # 2.5 s in
+           "last_open_ns": mono_end - 250_000}                       # 0.25 ms before the end
+    rec = to_record(key, val, "n1", start, end, lambda cg: None, mono_end)
+    assert rec.active_from == start + timedelta(seconds=2.5)
+    assert rec.active_until == end - timedelta(microseconds=250)
+    older = to_record(key, {**val, "first_open_ns": mono_end - 60_000_000_000}, "n1", start,
+                      end, lambda cg: None, mono_end)
+    assert older.active_from == start  # opened before the interval: counts from its start
+    none = to_record(key, {"bytes_sent": 5, "first_open_ns": 0, "last_open_ns": 0}, "n1",
+                     start, end, lambda cg: None, mono_end)
+    assert none.active_from is None and none.active_until is None
+    assert "first_open_ns" not in none.model_dump()
+
+
 def _probe(name: str, gen: int = 1, deleting: bool = False, **spec: object) -> object:
     meta = {"name": name, "namespace": "shop", "generation": gen}
     if deleting:
@@ -172,8 +194,45 @@ def test_conntrack_dnat_events_become_backends_of_client_records() -> None:
                               interval_start=t, interval_end=t, opened=3)
     (annotated,) = table.annotate([client])
     assert annotated.backends == {"10.0.1.2:8080": 2, "10.0.1.3:8080": 1}
+    table.settle_seconds = 0.0  # from here on, flows are short on purpose
     assert table.annotate([client])[0].backends == {}  # consumed once
     table.add(flow)
     table.annotate([])
     table.annotate([])
     assert table.annotate([client])[0].backends == {}  # aged out unmatched
+    assert table.unclaimed_flows == 1
+
+
+def test_each_record_takes_as_many_flows_as_it_counted_attempts() -> None:
+    """The parts of a Service edge never exceed it: a record claims one flow per
+    attempt (a refused or timed-out one too), oldest first, and the rest wait for the
+    next record; flows still unread at the drain are waited for, briefly."""
+    import threading
+    import time
+    from datetime import UTC, datetime
+
+    from traceprobe_agent.nat_events import NatFlow, NatTable
+    from traceprobe_api.records import ConnectionRecord, Role
+
+    key = ("10.0.0.1", "10.96.0.20", 80)
+    table = NatTable(settle_seconds=5.0)
+    for backend in ["a:1", "b:1", "a:1", "b:1", "a:1"]:
+        table.add(NatFlow(key, backend))
+    t = datetime.now(UTC)
+
+    def client(opened: int, refused: int = 0, timeouts: int = 0) -> ConnectionRecord:
+        return ConnectionRecord(node="n", role=Role.CLIENT, transport="tcp", family="ipv4",
+                                local_ip=key[0], remote_ip=key[1], remote_port=key[2],
+                                interval_start=t, interval_end=t, opened=opened,
+                                refused=refused, timeouts=timeouts)
+
+    first, second = table.annotate([client(1, refused=1), client(1)])
+    assert first.backends == {"a:1": 1, "b:1": 1} and second.backends == {"a:1": 1}
+    threading.Timer(0.3, lambda: table.add(NatFlow(key, "c:1"))).start()
+    started = time.monotonic()
+    (third,) = table.annotate([client(2, timeouts=1)])  # 2 queued, 1 on its way
+    assert third.backends == {"b:1": 1, "a:1": 1, "c:1": 1}
+    assert 0.2 < time.monotonic() - started < 4.0  # waited for it, not for the bound
+    table.settle_seconds = 0.05
+    (short,) = table.annotate([client(2)])  # its events were lost: nothing to take
+    assert short.backends == {} and table.unclaimed_flows == 0

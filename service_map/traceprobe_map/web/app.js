@@ -317,7 +317,7 @@
       ...rttRows("client", "rttByClient", e.rttByClient),
       ...rttRows("server", "rttByServer", e.rttByServer),
       ["Seen", null],
-      ["backends", (e.backends || []).map((b) => `${labelOf(b.id)} (${b.connections})`)
+      ["backends", (e.backends || []).map((b) => `${labelOf(b.id)} (${b.attempts})`)
         .join(", ") || "–", "backends", (e.backends || []).length],
       ["observed by", (e.observedBy || []).join(", ") || "–", "observedBy", ""],
       ["probes", (e.probes || []).join(", ") || "–", "probes", ""],
