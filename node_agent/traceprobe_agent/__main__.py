@@ -24,8 +24,9 @@ from typing import NoReturn
 from traceprobe_agent.agent import Agent, AgentConfig, print_records
 from traceprobe_agent.bcc_runtime import BpfUnavailable
 from traceprobe_agent.features import TRACEPOINTS, probe_kernel
-from traceprobe_agent.health import STALL_SECONDS, Health, serve, serve_health, url
+from traceprobe_agent.health import STALL_SECONDS, Health
 from traceprobe_agent.kernel_headers import KERNEL_SOURCE_ENV
+from traceprobe_agent.listeners import open_listeners
 from traceprobe_agent.program import BPF_DIR_ENV
 from traceprobe_agent.settings import (
     MAP_ENDPOINT_ENV,
@@ -34,7 +35,6 @@ from traceprobe_agent.settings import (
     AgentSettings,
     UsageError,
     from_inputs,
-    listen_problem,
 )
 from traceprobe_api.probe import (
     ALL_KINDS,
@@ -116,32 +116,12 @@ def _in_cluster(settings: AgentSettings) -> int:
     return run_in_cluster(settings, features, kube)
 
 
-def _listen(settings: AgentSettings, agent: Agent, health: Health) -> None:
-    """/metrics and the probe listener, before any program loads: a port in use is
-    the flag's fault, said in one line."""
-    address, port = settings.metrics_address, settings.metrics_port
-    if port >= 0:
-        try:
-            server = serve(agent, port, address, health=health)
-        except OSError as exc:
-            raise listen_problem("--metrics-port", address, port, exc) from None
-        log.info("health and metrics on %s", url("http", address, server.server_port,
-                                                  "/metrics"))
-    if settings.health_port >= 0:
-        try:
-            probes = serve_health(health, settings.health_port)
-        except OSError as exc:
-            raise listen_problem("--health-port", "127.0.0.1", settings.health_port,
-                                 exc) from None
-        log.info("probes on %s", url("http", "127.0.0.1", probes.server_port, "/livez"))
-
-
 def _standalone(settings: AgentSettings) -> int:
     features = probe_kernel(forced_missing=settings.disabled_tracepoints)
     agent = Agent(settings.node_name, print_records, features, settings.cgroup_root)
     # Ready once the programs load; live while the loop goes round (a compile holds it).
     health = Health(agent, stall_seconds=STALL_SECONDS + 3 * settings.interval_seconds)
-    _listen(settings, agent, health)
+    open_listeners(settings, agent, health)
     try:
         plan = agent.apply(AgentConfig(settings.probes, settings.max_connections,
                                        settings.interval_seconds))

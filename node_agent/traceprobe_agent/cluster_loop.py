@@ -19,17 +19,18 @@ from pydantic import ValidationError
 
 from traceprobe_agent.agent import Agent, Sink, print_records
 from traceprobe_agent.features import KernelFeatures
-from traceprobe_agent.health import STALL_SECONDS, Health, serve, serve_health, url
+from traceprobe_agent.health import STALL_SECONDS, Health
 from traceprobe_agent.host_addresses import NodeAddresses
 from traceprobe_agent.kernel_headers import find_kernel_headers
 from traceprobe_agent.kube import API_ERRORS, NodeApi
-from traceprobe_agent.metrics_auth import MetricsAuth, is_loopback, self_signed_context
+from traceprobe_agent.listeners import open_listeners
 from traceprobe_agent.nat_events import NatTable, NatWatcher
 from traceprobe_agent.node_config import ProbeView, applies, probe_view, union_config
 from traceprobe_agent.pod_index import AwaitPods, PodIndex, pod_info
 from traceprobe_agent.probe_reports import DropWatch, node_status, probe_entry
 from traceprobe_agent.report_sender import ReportSender
-from traceprobe_agent.settings import AgentSettings, UsageError, listen_problem
+from traceprobe_agent.settings import AgentSettings, UsageError
+from traceprobe_api.backoff import Backoff
 from traceprobe_api.node_report import NodeReportStatus
 from traceprobe_api.records import ConnectionRecord
 from traceprobe_api.resources import PROBE_PLURALS
@@ -142,43 +143,18 @@ def _fan_out(sinks: list[Sink]) -> Sink:
     return sink
 
 
-def _serve(settings: AgentSettings, agent: Agent, health: Health, kube: NodeApi) -> None:
-    """/metrics (plain on loopback; else HTTPS and token reviews) and the probe listener;
-    one that cannot listen is a UsageError naming its flag."""
-    address, port = settings.metrics_address, settings.metrics_port
-    if port >= 0:
-        tls, auth, scheme = None, None, "http"
-        if not is_loopback(address):
-            tls, fingerprint = self_signed_context(address, agent.node)
-            auth, scheme = MetricsAuth(kube), "https"
-            log.info("metrics certificate (self-signed) SHA-256 %s", fingerprint)
-        try:
-            server = serve(agent, port, address, health=health, auth=auth, tls=tls)
-        except OSError as exc:
-            raise listen_problem("--metrics-port", address, port, exc) from None
-        log.info("health and metrics on %s",
-                 url(scheme, address, server.server_port, "/metrics"))
-    if settings.health_port >= 0:
-        try:
-            probes = serve_health(health, settings.health_port)
-        except OSError as exc:
-            raise listen_problem("--health-port", "127.0.0.1", settings.health_port,
-                                 exc) from None
-        log.info("probes on %s", url("http", "127.0.0.1", probes.server_port, "/livez"))
-
-
 def _await_api_server(kube: NodeApi, health: Health, stop: threading.Event) -> bool:
     """Nothing can run before the probes are read: at start, wait for the API server,
     backing off, one clear line per try, staying live for the kubelet meanwhile.
     False when stopped first."""
-    delay, waited = API_RETRY_FIRST_SECONDS, False
+    backoff, waited = Backoff(API_RETRY_FIRST_SECONDS, API_RETRY_MAX_SECONDS), False
     while not stop.is_set() and (problem := kube.unreachable()):
+        delay = backoff.failed()
         log.warning("API server %s unreachable (%s); retrying in %.0fs", kube.server, problem,
                     delay)
         waited = True
         health.beat()
         stop.wait(delay)
-        delay = min(2 * delay, API_RETRY_MAX_SECONDS)
     if waited and not stop.is_set():
         log.info("API server %s answers; watching probes", kube.server)
     return not stop.is_set()
@@ -204,7 +180,7 @@ def run_in_cluster(settings: AgentSettings, features: KernelFeatures, kube: Node
     # The loop below goes round at least every second, but a compile holds it.
     health = Health(agent, stall_seconds=STALL_SECONDS, load_error=lambda: state.load_error)
     try:
-        _serve(settings, agent, health, kube)
+        open_listeners(settings, agent, health, kube)
     except UsageError:
         if sender is not None:
             sender.close()

@@ -10,25 +10,9 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
+from traceprobe_api.backoff import Backoff
 
-@dataclass
-class Backoff:
-    first: float = 5.0
-    cap: float = 60.0
-    delay: float = 0.0
-    next_at: float = 0.0
-
-    def due(self, now: float) -> bool:
-        return now >= self.next_at
-
-    def failed(self, now: float) -> float:
-        """Schedule the next attempt; return the delay until it."""
-        self.delay = min(self.cap, max(self.first, self.delay * 2))
-        self.next_at = now + self.delay
-        return self.delay
-
-    def succeeded(self) -> None:
-        self.delay = self.next_at = 0.0
+__all__ = ["ApiBackoffs", "Backoff", "ProbeState", "Said"]
 
 
 @dataclass

@@ -25,6 +25,7 @@ from kubernetes.client.exceptions import ApiException
 from urllib3.exceptions import HTTPError
 
 from traceprobe_api import API_GROUP, API_VERSION
+from traceprobe_api.backoff import Backoff
 from traceprobe_api.resources import PROBE_PLURALS
 from traceprobe_map.metadata import MetadataCache
 
@@ -90,10 +91,9 @@ FIRST_RETRY_SECONDS, LAST_RETRY_SECONDS = 1.0, 30.0
 LIST_TIMEOUT, WATCH_TIMEOUT = (10, 60), (10, 330)
 
 
-def retry_delay(failures: int, rand: Callable[[], float] = random.random) -> float:
-    """Seconds to wait after `failures` failures in a row (1, 2, 4, ... at most 30)."""
-    doubled = FIRST_RETRY_SECONDS * 2.0 ** min(failures - 1, 16)
-    return min(LAST_RETRY_SECONDS, doubled) * (0.75 + rand() / 2)
+def retry_backoff(rand: Callable[[], float] = random.random) -> Backoff:
+    """A watch's retry delays: 1, 2, 4, ... at most 30 s, each 75-125 % of that."""
+    return Backoff(FIRST_RETRY_SECONDS, LAST_RETRY_SECONDS, jitter=0.5, rand=rand)
 
 
 def reason(exc: BaseException) -> str:
@@ -138,7 +138,7 @@ class _Reachability:
 
 def _list_then_watch(source: _Source, stop: threading.Event, synced: threading.Event,
                      cache: MetadataCache, health: _Reachability) -> None:
-    failures = 0
+    backoff = retry_backoff()
     while not stop.is_set():
         try:
             response = source.list_fn(*source.args, _preload_content=False,
@@ -148,7 +148,7 @@ def _list_then_watch(source: _Source, stop: threading.Event, synced: threading.E
             source.on_list(listing.get("items") or [])
             synced.set()
             health.listed(source.what)
-            failures = 0
+            backoff.succeeded()
             stream = _RawWatch().stream(
                 source.list_fn, *source.args, _request_timeout=WATCH_TIMEOUT,
                 resource_version=listing["metadata"]["resourceVersion"], timeout_seconds=300)
@@ -162,8 +162,7 @@ def _list_then_watch(source: _Source, stop: threading.Event, synced: threading.E
                     return
         except (ApiException, OSError, HTTPError, ValueError, KeyError) as exc:
             # Expired resource versions (410) land here too: relisting is the cure.
-            failures += 1
-            delay = retry_delay(failures)
+            delay = backoff.failed()
             health.failed(source.what, exc, delay)
             stop.wait(delay)
 
