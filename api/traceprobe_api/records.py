@@ -7,16 +7,39 @@ the service map sums them. No payload bytes ever appear here, only counts.
 
 from __future__ import annotations
 
+import functools
+import ipaddress
 from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Any
 
-from pydantic import Field
+from pydantic import AfterValidator, Field
 
 from traceprobe_api.base import ObservedModel
 
-_Count = Annotated[int, Field(ge=0)]
+MAX_COUNT = 2**53 - 1
+"""The largest counter a record may carry, and where the map's sums stop (saturate):
+exact in a double, so every OTLP backend can hold it. 9 PB per interval is beyond
+any link; a larger value is refused as malformed."""
+MAX_BACKENDS = 1000
+"""Distinct backends in one record (as many as one EndpointSlice holds); an agent that
+saw more in one interval keeps the busiest, the rest show as of unknown backend."""
+
+@functools.lru_cache(maxsize=65536)
+def _address(text: str) -> str:
+    """An IP address in its text form (a cache: a node's records repeat few addresses)."""
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        raise ValueError(f"not an IP address: {text[:64]!r}") from None
+    return text
+
+
+_Count = Annotated[int, Field(ge=0, le=MAX_COUNT)]
 _Port = Annotated[int, Field(ge=0, le=65535)]
+_Address = Annotated[str, Field(max_length=45), AfterValidator(_address)]
+_Name = Annotated[str, Field(max_length=253)]  # a DNS subdomain: node, pod, workload names
+_Namespace = Annotated[str, Field(max_length=63)]
 
 
 _new, _set = object.__new__, object.__setattr__  # pydantic's own fast path, by hand
@@ -31,37 +54,39 @@ class Role(StrEnum):
 class ConnectionRecord(ObservedModel):
     """Counts for one edge over one interval, as seen from one node."""
 
-    node: str
+    node: Annotated[str, Field(min_length=1, max_length=253)]
     """Node (or host, in standalone mode) that observed it."""
     role: Role
     transport: Annotated[str, Field(pattern="^(tcp|udp)$")]
     family: Annotated[str, Field(pattern="^ipv[46]$")]
-    local_ip: str | None = None
+    local_ip: _Address | None = None
     local_port: _Port | None = None
     """Server role only: the port that accepted."""
-    remote_ip: str | None = None
+    remote_ip: _Address | None = None
     remote_port: _Port | None = None
     """Client role only: the port connected to."""
     remote_on_node: bool | None = Field(default=None, alias="remoteOnNode")
     """True when remote_ip is one of the observing node's own addresses (a CNI gateway,
     a second interface): the peer is that node, whichever address it used."""
-    remote_dns_name: str | None = Field(default=None, alias="remoteDnsName")
+    remote_dns_name: _Name | None = Field(default=None, alias="remoteDnsName")
     """Client role: the name a DNS answer gave for remote_ip, when the agent saw one
     (probe kind `dns`); the map names external peers by it."""
-    pid: int | None = None
+    pid: Annotated[int, Field(ge=0, le=2**32 - 1)] | None = None
     """Local process id (None: not attributable, e.g. closed before any syscall)."""
-    comm: str = ""
-    cgroup_id: int = 0
-    cgroup_path: str | None = None
+    comm: Annotated[str, Field(max_length=64)] = ""
+    cgroup_id: Annotated[int, Field(ge=0, le=2**64 - 1)] = 0
+    cgroup_path: Annotated[str, Field(max_length=4096)] | None = None
     """cgroup v2 path of the local process, when resolvable (standalone naming)."""
     # Explicit aliases: the generated camelCase would read "k8SPod".
-    k8s_namespace: str | None = Field(default=None, alias="k8sNamespace")
+    k8s_namespace: _Namespace | None = Field(default=None, alias="k8sNamespace")
     """Local side's pod namespace (cluster mode, resolved by cgroup → pod UID)."""
-    k8s_pod: str | None = Field(default=None, alias="k8sPod")
-    k8s_pod_uid: str | None = Field(default=None, alias="k8sPodUid")
-    k8s_workload_kind: str | None = Field(default=None, alias="k8sWorkloadKind")
+    k8s_pod: _Name | None = Field(default=None, alias="k8sPod")
+    k8s_pod_uid: Annotated[str, Field(max_length=64)] | None = Field(
+        default=None, alias="k8sPodUid")
+    k8s_workload_kind: Annotated[str, Field(max_length=63)] | None = Field(
+        default=None, alias="k8sWorkloadKind")
     """Deployment, StatefulSet, DaemonSet, Job, CronJob, ReplicaSet or Pod."""
-    k8s_workload: str | None = Field(default=None, alias="k8sWorkload")
+    k8s_workload: _Name | None = Field(default=None, alias="k8sWorkload")
     k8s_host_network: bool | None = Field(default=None, alias="k8sHostNetwork")
     interval_start: datetime
     interval_end: datetime
@@ -85,7 +110,8 @@ class ConnectionRecord(ObservedModel):
     rtt_samples: _Count = 0
     rtt_max_us: _Count = 0
     duration_sum_ns: _Count = 0
-    backends: dict[str, _Count] = Field(default_factory=dict)
+    backends: Annotated[dict[Annotated[str, Field(max_length=64)], _Count],
+                        Field(max_length=MAX_BACKENDS)] = Field(default_factory=dict)
     """Client role to a NATed address (a ClusterIP): connections per real
     destination `ip:port`, read from conntrack (kube-proxy DNAT)."""
 

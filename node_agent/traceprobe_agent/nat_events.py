@@ -20,7 +20,7 @@ import threading
 from collections import Counter, deque
 from dataclasses import dataclass, field
 
-from traceprobe_api.records import ConnectionRecord, Role
+from traceprobe_api.records import MAX_BACKENDS, ConnectionRecord, Role
 
 log = logging.getLogger("traceprobe.agent.nat")
 _TUPLE = re.compile(r"src=(\S+) dst=(\S+) sport=(\d+) dport=(\d+)")
@@ -114,7 +114,7 @@ class NatTable:
                         del self._flows[key]
                         self._age.pop(key, None)
                     if taken:
-                        r = r.replaced(backends=dict(taken))
+                        r = r.replaced(backends=dict(taken.most_common(MAX_BACKENDS)))
                 out.append(r)
             for key in list(self._age):
                 self._age[key] += 1

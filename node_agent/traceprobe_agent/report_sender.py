@@ -4,7 +4,8 @@ The agent's drain loop must never block on the network: records go into a
 bounded queue and a sender thread ships them. While the map is unreachable the
 queue holds up to `max_queued_records`; beyond that the oldest batches are
 dropped and counted (newer data is worth more than older for a live map), and
-sending resumes with backoff once the map answers again.
+sending resumes with backoff once the map answers again. A batch larger than the
+map takes in one request (records, encoded bytes) goes out in parts that fit.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import grpc
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2_grpc import LogsServiceStub
 
+from traceprobe_api.ingest_limits import MAX_RECORDS_PER_REQUEST, MAX_REQUEST_BYTES
 from traceprobe_api.record_otlp import encode
 from traceprobe_api.records import ConnectionRecord
 
@@ -67,8 +69,27 @@ class ReportSender:
                 self.stats.dropped_records += len(oldest)
             self._cond.notify()
 
-    def _send(self, batch: list[ConnectionRecord]) -> bool:
+    def _split_front(self, batch: list[ConnectionRecord], at: int) -> list[ConnectionRecord]:
+        """Replace the queue's front `batch` by its two parts; return the first."""
+        first, rest = batch[:at], batch[at:]
+        with self._cond:
+            if self._queue and self._queue[0] is batch:
+                self._queue.popleft()
+                self._queue.extendleft([rest, first])
+        return first
+
+    def _request(self, batch: list[ConnectionRecord]
+                 ) -> tuple[list[ConnectionRecord], ExportLogsServiceRequest]:
+        """The front batch as one request the map accepts: halved until it fits."""
+        if len(batch) > MAX_RECORDS_PER_REQUEST:
+            batch = self._split_front(batch, MAX_RECORDS_PER_REQUEST)
         request: ExportLogsServiceRequest = encode(batch, self.node)
+        while request.ByteSize() > MAX_REQUEST_BYTES and len(batch) > 1:
+            batch = self._split_front(batch, len(batch) // 2)
+            request = encode(batch, self.node)
+        return batch, request
+
+    def _send(self, batch: list[ConnectionRecord], request: ExportLogsServiceRequest) -> bool:
         try:
             response = self._stub.Export(request, timeout=self.timeout_seconds)
         except grpc.RpcError as exc:
@@ -94,7 +115,8 @@ class ReportSender:
                 if not self._queue:
                     return
                 batch = self._queue[0]
-            if self._send(batch):
+            batch, request = self._request(batch)
+            if self._send(batch, request):
                 backoff = 0.5
                 with self._cond:
                     if self._queue and self._queue[0] is batch:

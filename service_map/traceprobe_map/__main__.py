@@ -117,6 +117,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _serve(settings: MapSettings, api: Any) -> int:
+    from traceprobe_map.admission import admit
     from traceprobe_map.health import metrics_page
     from traceprobe_map.metadata import MetadataCache
     from traceprobe_map.peers import Resolver
@@ -145,7 +146,8 @@ def _serve(settings: MapSettings, api: Any) -> int:
         tls = (settings.ingest_tls_cert.read_bytes(), settings.ingest_tls_key.read_bytes())
     try:
         ingest, ingest_port, ingest_stats = serve_ingest(
-            lambda records: window.add(records, time.time()), settings.ingest_address, tls=tls)
+            lambda records: window.add(records, time.time()), settings.ingest_address, tls=tls,
+            admit=lambda records: admit(records, time.time(), settings.window_seconds))
     except RuntimeError as exc:  # grpc: "Failed to bind to address ..."
         if exporter is not None:
             exporter.shutdown()

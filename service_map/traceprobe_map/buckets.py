@@ -79,3 +79,7 @@ class Partial:
     udp_records: int = 0
     loopback_records: int = 0
     reused_address_records: int = 0
+    max_keys: int = 200_000
+    """Client plus server edges an open bucket may hold (memory); records that would add
+    one more are dropped and counted, records of known edges still count."""
+    dropped_records: int = 0

@@ -32,6 +32,7 @@ from opentelemetry.sdk.metrics.export import (
 from opentelemetry.sdk.metrics.view import View
 from opentelemetry.sdk.resources import Resource
 
+from traceprobe_api.records import MAX_COUNT
 from traceprobe_map.buckets import EdgeKey
 from traceprobe_map.edge_stats import EdgeStats
 from traceprobe_map.peers import Peer
@@ -129,8 +130,10 @@ def edge_attributes(key: EdgeKey, cluster: str) -> dict[str, Any]:
 
 
 def _add(counter: Counter, n: int, attrs: dict[str, Any]) -> None:
+    # Saturating: a bucket's sum of valid records can exceed what OTLP's int64 holds,
+    # and one out-of-range point would fail every later export of the whole batch.
     if n:
-        counter.add(n, attrs)
+        counter.add(min(n, MAX_COUNT), attrs)
 
 
 class EdgeExporter:
@@ -194,8 +197,8 @@ class EdgeExporter:
                     ("server", s.server_rtt_samples, s.server_rtt_sum_us)):
                 if samples:
                     measured = {**attrs, RTT_OBSERVER: observer}
-                    self._rtt_sum.add(sum_us, measured)
-                    self._rtt_count.add(samples, measured)
+                    _add(self._rtt_sum, sum_us, measured)
+                    _add(self._rtt_count, samples, measured)
             if self.service_graph:
                 sg = {"client": key.src.name, "server": key.dst.name,
                       "client_service_namespace": key.src.namespace or "",

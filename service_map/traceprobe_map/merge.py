@@ -114,6 +114,9 @@ def fold(records: Iterable[ConnectionRecord], resolver: Resolver,
             key = (me, other, f["remote_port"], f["transport"])
             stats = client.get(key)  # type: ignore[call-overload]  # equal to its EdgeKey
             if stats is None:
+                if len(client) + len(server) >= part.max_keys:
+                    part.dropped_records += 1
+                    continue
                 key = EdgeKey(*key)
                 stats = client[key] = EdgeStats(observed_by=CLIENT_SIDE)
             stats.bytes_sent += f["bytes_sent"]
@@ -148,6 +151,9 @@ def fold(records: Iterable[ConnectionRecord], resolver: Resolver,
             key = (other, me, f["local_port"], f["transport"])
             stats = server.get(key)  # type: ignore[call-overload]
             if stats is None:
+                if len(client) + len(server) >= part.max_keys:
+                    part.dropped_records += 1
+                    continue
                 key = EdgeKey(*key)
                 stats = server[key] = EdgeStats(observed_by=SERVER_SIDE)
             # A server's "sent" is the client's "received".

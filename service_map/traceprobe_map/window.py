@@ -33,7 +33,7 @@ BucketSink = Callable[[dict[EdgeKey, EdgeStats]], None]
 class WindowStats:
     records: int = 0
     late_records: int = 0  # arrived after their bucket was finished: counted in a newer one
-    dropped_records: int = 0  # over max_pending_records
+    dropped_records: int = 0  # over max_pending_records, or new edges over a bucket's cap
     udp_records: int = 0
     loopback_records: int = 0
     reused_address_records: int = 0
@@ -139,8 +139,10 @@ class MapWindow:
                     by_bucket.setdefault(bucket, []).append(record)
                     self.stats.late_records += late
             for bucket, batch in by_bucket.items():
-                self._pending[bucket] = fold(batch, self.resolver, self.probes_of,
-                                             self._pending.get(bucket))
+                part = self._pending.get(bucket) or Partial(max_keys=4 * self.max_edges)
+                before = part.dropped_records
+                self._pending[bucket] = fold(batch, self.resolver, self.probes_of, part)
+                dropped += part.dropped_records - before  # the bucket is at its edge cap
             self.stats.records += len(records) - dropped
             self.stats.dropped_records += dropped
             return dropped

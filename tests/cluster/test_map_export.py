@@ -62,3 +62,26 @@ def test_edges_exported_with_semconv_and_service_graph(collector: Any, protocol:
 def test_unknown_protocol_is_a_clear_error() -> None:
     with pytest.raises(ValueError, match="use grpc or http/protobuf"):
         make_exporter("udp")
+
+
+def test_sums_beyond_int64_saturate_and_later_exports_still_arrive(collector: Any) -> None:
+    """A bucket can sum valid records past what OTLP's int64 holds; the point saturates
+    at the records' own maximum instead of failing this and every later export."""
+    from traceprobe_api.records import MAX_COUNT
+
+    cluster = f"c-{uuid.uuid4().hex[:8]}"
+    exporter = EdgeExporter(make_exporter("grpc", collector.grpc_endpoint, insecure=True),
+                            cluster, interval_seconds=60)
+    web, db = Peer("workload", "web", "shop", "Deployment"), Peer("workload", "db", "shop")
+    exporter.record({EdgeKey(web, db, 5432, "tcp"): EdgeStats(connections=1, bytes_sent=2**70,
+                                                              rtt_sum_us=2**64, rtt_samples=1)})
+    assert exporter.flush()
+    exporter.record({EdgeKey(web, db, 6379, "tcp"): EdgeStats(connections=3)})
+    assert exporter.flush()
+    exporter.shutdown()
+    later = collector.wait_for("traceprobe.edge.connections",
+                               **{"k8s.cluster.name": cluster, "server.port": 6379})
+    assert {p.value for p in later} == {3.0}
+    sent = collector.find("traceprobe.edge.bytes", **{"k8s.cluster.name": cluster,
+                                                      "network.io.direction": "transmit"})
+    assert sent and {p.value for p in sent} == {float(MAX_COUNT)}
