@@ -62,7 +62,7 @@ def _exporter(settings: MapSettings) -> EdgeExporter | None:
     # Per metric: failures x3 kinds, bytes x2 directions, backends: 4 series per edge.
     return EdgeExporter(CountingExporter(make_exporter(otlp.protocol)), settings.cluster_name,
                         settings.export_interval, settings.service_graph,
-                        max_series=4 * settings.max_edges)
+                        max_series=4 * settings.max_edges, keep_seconds=settings.window_seconds)
 
 
 def _fail(message: str) -> int:

@@ -19,23 +19,28 @@ which is the SDK's own order.
 
 from __future__ import annotations
 
+import logging
+import threading
+import time
+import uuid
 from typing import Any
 
-from opentelemetry.metrics import Counter
-from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import (
     MetricExporter,
     MetricExportResult,
     MetricsData,
-    PeriodicExportingMetricReader,
+    ResourceMetrics,
+    ScopeMetrics,
 )
-from opentelemetry.sdk.metrics.view import View
 from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
-from traceprobe_api.records import MAX_COUNT
 from traceprobe_map.buckets import EdgeKey
 from traceprobe_map.edge_stats import EdgeStats
 from traceprobe_map.peers import Peer
+from traceprobe_map.series import Instrument, SeriesStore
+
+log = logging.getLogger("traceprobe.map.export")
 
 RTT_OBSERVER = "traceprobe.rtt.observer"
 """Which side's kernel measured an RTT point: client or server."""
@@ -129,86 +134,117 @@ def edge_attributes(key: EdgeKey, cluster: str) -> dict[str, Any]:
     return attrs
 
 
-def _add(counter: Counter, n: int, attrs: dict[str, Any]) -> None:
-    # Saturating: a bucket's sum of valid records can exceed what OTLP's int64 holds,
-    # and one out-of-range point would fail every later export of the whole batch.
-    if n:
-        counter.add(min(n, MAX_COUNT), attrs)
+_CONNECTIONS = Instrument("traceprobe.edge.connections", "{connection}",
+                          "Connections established")
+_FAILURES = Instrument("traceprobe.edge.failures", "{connection}",
+                       "Failed connections, by failure.kind")
+_BYTES = Instrument("traceprobe.edge.bytes", "By",
+                    "Bytes, by network.io.direction from the client")
+_RETRANSMITS = Instrument("traceprobe.edge.retransmits", "{packet}",
+                          "Retransmitted packets, by network.io.direction from the client")
+_RTT_SUM = Instrument("traceprobe.edge.rtt.sum", "us",
+                      "Sum of smoothed-RTT samples, by the side that measured them"
+                      " (traceprobe.rtt.observer)")
+_RTT_COUNT = Instrument("traceprobe.edge.rtt.count", "{sample}",
+                        "Smoothed-RTT samples, by traceprobe.rtt.observer")
+_BACKEND_ATTEMPTS = Instrument(
+    "traceprobe.edge.backend.attempts", "{attempt}",
+    "Attempts to a Service, by the backend kube-proxy sent them to (k8s.dst.backend.*)")
+_SG_TOTAL = Instrument("traces_service_graph_request_total", "", "")
+_SG_FAILED = Instrument("traces_service_graph_request_failed_total", "", "")
+SCOPE = InstrumentationScope("traceprobe.service_map")
 
 
 class EdgeExporter:
-    """Counts each merged window onto cumulative OTLP sums, exported periodically."""
+    """Counts each merged bucket onto cumulative OTLP sums, exported periodically.
+
+    The sums are the map's own (series.SeriesStore), not SDK counters: a series lives
+    while its edge is counted and is dropped `keep_seconds` (the map's window) after
+    its edge was last seen, so what is exported and held stays bounded by the edges of
+    one window, however long the map runs."""
 
     def __init__(self, exporter: MetricExporter, cluster: str = "cluster",
                  interval_seconds: float = 10.0, service_graph: bool = False,
-                 max_series: int = 200_000) -> None:
+                 max_series: int = 200_000, keep_seconds: float = 300.0,
+                 instance_id: str | None = None) -> None:
         self.exporter = exporter
         self.cluster = cluster
         self.service_graph = service_graph
-        self._reader = PeriodicExportingMetricReader(
-            exporter, export_interval_millis=interval_seconds * 1000)
-        # The SDK folds series beyond 2,000 per metric into one overflow point; the
-        # map caps edges itself (--max-edges), so the SDK's cap must sit above that.
-        self._provider = MeterProvider(
-            metric_readers=[self._reader], resource=Resource.create(
-                {"service.name": "traceprobe-service-map", "k8s.cluster.name": cluster}),
-            views=[View(instrument_name="*", aggregation_cardinality_limit=max_series)])
-        meter = self._provider.get_meter("traceprobe.service_map")
-        self._connections = meter.create_counter(
-            "traceprobe.edge.connections", "{connection}", "Connections established")
-        self._failures = meter.create_counter(
-            "traceprobe.edge.failures", "{connection}", "Failed connections, by failure.kind")
-        self._bytes = meter.create_counter(
-            "traceprobe.edge.bytes", "By", "Bytes, by network.io.direction from the client")
-        self._retransmits = meter.create_counter(
-            "traceprobe.edge.retransmits", "{packet}",
-            "Retransmitted packets, by network.io.direction from the client")
-        self._rtt_sum = meter.create_counter(
-            "traceprobe.edge.rtt.sum", "us",
-            "Sum of smoothed-RTT samples, by the side that measured them"
-            " (traceprobe.rtt.observer)")
-        self._rtt_count = meter.create_counter(
-            "traceprobe.edge.rtt.count", "{sample}",
-            "Smoothed-RTT samples, by traceprobe.rtt.observer")
-        self._backend_attempts = meter.create_counter(
-            "traceprobe.edge.backend.attempts", "{attempt}",
-            "Attempts to a Service, by the backend kube-proxy sent them to (k8s.dst.backend.*)")
-        self._sg_total = meter.create_counter("traces_service_graph_request_total")
-        self._sg_failed = meter.create_counter("traces_service_graph_request_failed_total")
+        self.interval_seconds = interval_seconds
+        # service.instance.id tells a restarted map (or a second one) from this one.
+        self.resource = Resource.create({
+            "service.name": "traceprobe-service-map", "k8s.cluster.name": cluster,
+            "service.instance.id": instance_id or str(uuid.uuid4())})
+        self.series = SeriesStore(keep_seconds, max_series)
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True, name="otlp-export")
+        self._thread.start()
 
     def record(self, edges: dict[EdgeKey, EdgeStats]) -> None:
-        # Zero increments are skipped: they would create series that never count.
+        now, now_ns = time.time(), time.time_ns()
+        with self._lock:
+            self._record(edges, now, now_ns)
+
+    def _record(self, edges: dict[EdgeKey, EdgeStats], now: float, now_ns: int) -> None:
+        def add(instrument: Instrument, n: int, attrs: dict[str, Any]) -> None:
+            # Zero increments are skipped: they would create series that never count.
+            if n:
+                self.series.add(instrument, n, attrs, now, now_ns)
+
         for key, s in edges.items():
             attrs = edge_attributes(key, self.cluster)
-            _add(self._connections, s.connections, attrs)
+            add(_CONNECTIONS, s.connections, attrs)
             for kind, n in (("refused", s.refused), ("timeout", s.timeouts),
                             ("reset", s.resets)):
-                _add(self._failures, n, {**attrs, "failure.kind": kind})
-            _add(self._bytes, s.bytes_sent, {**attrs, "network.io.direction": "transmit"})
-            _add(self._bytes, s.bytes_received, {**attrs, "network.io.direction": "receive"})
-            _add(self._retransmits, s.retransmits, {**attrs, "network.io.direction": "transmit"})
-            _add(self._retransmits, s.server_retransmits,
-                 {**attrs, "network.io.direction": "receive"})
+                add(_FAILURES, n, {**attrs, "failure.kind": kind})
+            add(_BYTES, s.bytes_sent, {**attrs, "network.io.direction": "transmit"})
+            add(_BYTES, s.bytes_received, {**attrs, "network.io.direction": "receive"})
+            add(_RETRANSMITS, s.retransmits, {**attrs, "network.io.direction": "transmit"})
+            add(_RETRANSMITS, s.server_retransmits, {**attrs, "network.io.direction": "receive"})
             for backend, n in s.backends.items():
-                _add(self._backend_attempts, n,
-                     {**attrs, **_side("k8s.dst.backend", backend)})
+                add(_BACKEND_ATTEMPTS, n, {**attrs, **_side("k8s.dst.backend", backend)})
             for observer, samples, sum_us in (
                     ("client", s.rtt_samples, s.rtt_sum_us),
                     ("server", s.server_rtt_samples, s.server_rtt_sum_us)):
                 if samples:
                     measured = {**attrs, RTT_OBSERVER: observer}
-                    _add(self._rtt_sum, sum_us, measured)
-                    _add(self._rtt_count, samples, measured)
+                    add(_RTT_SUM, sum_us, measured)
+                    add(_RTT_COUNT, samples, measured)
             if self.service_graph:
                 sg = {"client": key.src.name, "server": key.dst.name,
                       "client_service_namespace": key.src.namespace or "",
                       "server_service_namespace": key.dst.namespace or "",
                       "connection_type": "" if key.dst.kind == "workload" else key.dst.kind}
-                _add(self._sg_total, s.attempts, sg)
-                _add(self._sg_failed, s.failures, sg)
+                add(_SG_TOTAL, s.attempts, sg)
+                add(_SG_FAILED, s.failures, sg)
+
+    def _export(self, timeout_millis: float = 10_000) -> bool:
+        with self._lock:
+            self.series.prune(time.time())
+            metrics = list(self.series.metrics(time.time_ns()))
+        if not metrics:
+            return True
+        data = MetricsData(resource_metrics=[ResourceMetrics(
+            resource=self.resource, schema_url="",
+            scope_metrics=[ScopeMetrics(scope=SCOPE, metrics=metrics, schema_url="")])])
+        try:
+            result = self.exporter.export(data, timeout_millis=timeout_millis)
+        except Exception as exc:  # an exporter bug must not end the export thread
+            log.warning("OTLP export failed: %s", exc)
+            return False
+        return result is MetricExportResult.SUCCESS
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval_seconds):
+            self._export()
 
     def flush(self, timeout_millis: float = 10_000) -> bool:
-        return bool(self._provider.force_flush(timeout_millis))
+        """Export now; True when the backend took it."""
+        return self._export(timeout_millis)
 
     def shutdown(self) -> None:
-        self._provider.shutdown()
+        self._stop.set()
+        self._thread.join(5)
+        self._export()
+        self.exporter.shutdown()

@@ -66,8 +66,8 @@ def test_unknown_protocol_is_a_clear_error() -> None:
 
 def test_sums_beyond_int64_saturate_and_later_exports_still_arrive(collector: Any) -> None:
     """A bucket can sum valid records past what OTLP's int64 holds; the point saturates
-    at the records' own maximum instead of failing this and every later export."""
-    from traceprobe_api.records import MAX_COUNT
+    at int64's maximum instead of failing this and every later export."""
+    from traceprobe_map.series import INT64_MAX
 
     cluster = f"c-{uuid.uuid4().hex[:8]}"
     exporter = EdgeExporter(make_exporter("grpc", collector.grpc_endpoint, insecure=True),
@@ -84,4 +84,4 @@ def test_sums_beyond_int64_saturate_and_later_exports_still_arrive(collector: An
     assert {p.value for p in later} == {3.0}
     sent = collector.find("traceprobe.edge.bytes", **{"k8s.cluster.name": cluster,
                                                       "network.io.direction": "transmit"})
-    assert sent and {p.value for p in sent} == {float(MAX_COUNT)}
+    assert sent and {p.value for p in sent} == {float(INT64_MAX)}

@@ -278,3 +278,9 @@ def test_service_monitor_scrapes_the_maps_metrics_on_its_http_port(
     assert endpoint == {"port": "http", "path": "/metrics", "interval": "1m"}
     assert "http" in {p["name"] for p in service["spec"]["ports"]}
     assert monitor["metadata"]["labels"]["release"] == "kps"
+
+
+def test_an_upgrade_never_runs_two_maps(default: list[dict[str, Any]]) -> None:
+    """Two maps would export the same series: one replica, replaced by Recreate."""
+    spec = find(default, "Deployment", "traceprobe-service-map")["spec"]
+    assert spec["replicas"] == 1 and spec["strategy"] == {"type": "Recreate"}
