@@ -16,6 +16,9 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
+
+from pydantic import ValidationError
 
 from traceprobe_agent.bcc_runtime import BpfUnavailable, ConnTracker
 from traceprobe_agent.cgroups import CgroupNames, cgroup2_mount
@@ -53,6 +56,8 @@ class AgentStats:
     started: float = field(default_factory=time.monotonic)
     records: int = 0
     foreign_records: int = 0  # outside this agent's cgroup subtree, not reported
+    invalid_records: int = 0  # a kernel entry no valid record could be made of (skipped)
+    tick_errors: int = 0  # intervals whose processing failed (logged; the loop goes on)
     connections: dict[str, int] = field(default_factory=lambda: dict.fromkeys(
         ("opened", "closed", "refused", "timeouts", "resets"), 0))
     drains: int = 0
@@ -107,6 +112,7 @@ class Agent:
         self._lock = threading.Lock()
         self._interval_start = datetime.now(UTC)
         self._map_sampled_at = -float("inf")
+        self._last_tick_error = ""
 
     def apply(self, config: AgentConfig) -> ProgramPlan:
         """Run `config`; recompiles only when the resulting program differs."""
@@ -159,9 +165,19 @@ class Agent:
                 self.stats.problem = "; ".join(p for p in (self.stats.problem, reason) if p)
 
     def tick(self) -> list[ConnectionRecord]:
-        """Drain one interval's counts into records and give them to the sink."""
+        """Drain one interval's counts into records and give them to the sink. A failure
+        is logged (once per cause) and counted, and the next interval runs: the agent's
+        queue and programs outlive one bad interval."""
         with self._lock:
-            records = self._flush_locked()
+            try:
+                records = self._flush_locked()
+            except Exception as exc:  # whatever it is, the process must go on
+                cause = f"{type(exc).__name__}: {exc}"
+                if cause != self._last_tick_error:
+                    log.exception("an interval failed (%s); continuing", cause)
+                    self._last_tick_error = cause
+                self.stats.tick_errors += 1
+                records = []
             if self._tracker is not None:
                 self.stats.kernel_counters = self._counters_locked()
         return records
@@ -169,6 +185,22 @@ class Agent:
     def _counters_locked(self) -> dict[str, int]:
         counters = self._tracker.counters() if self._tracker is not None else {}
         return {**counters, **(self._dns.counters() if self._dns is not None else {})}
+
+    def _records(self, raw: list[tuple[dict[str, Any], dict[str, Any]]], end: datetime,
+                 end_monotonic_ns: int) -> list[ConnectionRecord]:
+        """One record per kernel entry; an entry that makes no valid record (a cgroup path
+        beyond the record's bound, say) is skipped and counted, never the whole drain."""
+        records = []
+        for key, val in raw:
+            try:
+                records.append(to_record(key, val, self.node, self._interval_start, end,
+                                         self._cgroups.path, end_monotonic_ns))
+            except ValidationError as exc:
+                if not self.stats.invalid_records:
+                    log.error("skipping a kernel entry that makes no valid record: %s",
+                              " ".join(str(exc).split()))
+                self.stats.invalid_records += 1
+        return records
 
     def _flush_locked(self, final: bool = False) -> list[ConnectionRecord]:
         if self._tracker is None:
@@ -179,8 +211,7 @@ class Agent:
         started = time.monotonic()
         raw = self._tracker.drain()
         end, end_monotonic_ns = datetime.now(UTC), time.monotonic_ns()
-        records = [to_record(k, v, self.node, self._interval_start, end, self._cgroups.path,
-                             end_monotonic_ns) for k, v in raw]
+        records = self._records(raw, end, end_monotonic_ns)
         if self.cgroup_root is not None:
             mine = [r for r in records if under(r.cgroup_path, self.cgroup_root)]
             self.stats.foreign_records += len(records) - len(mine)

@@ -55,6 +55,9 @@ class AgentCollector(Collector):
             labels=["event"]), s.connections)
         yield CounterMetricFamily("traceprobe_agent_drains_total",
                                   "Drains of the kernel maps", value=s.drains)
+        yield _family(CounterMetricFamily(
+            "traceprobe_agent_errors", "Failures the agent survived, by what failed",
+            labels=["what"]), {"interval": s.tick_errors, "record": s.invalid_records})
         yield GaugeMetricFamily("traceprobe_agent_drain_seconds",
                                 "Time the last drain took", value=s.last_drain_seconds)
         yield GaugeMetricFamily("traceprobe_agent_compile_seconds",

@@ -236,6 +236,37 @@ def test_records_say_when_their_connections_opened(recorder: Recorder,
         assert rest and all(r.opened == 0 and r.active_from == r.interval_start for r in rest)
 
 
+def test_a_failing_interval_is_counted_and_the_next_one_reports(
+        pods: tuple[Any, Any], bpf_ready: None) -> None:
+    """Failure injection: the first interval's processing raises; the agent logs and
+    counts it and keeps running, and the next interval's connections all arrive."""
+    a, b = pods
+    failed: list[str] = []
+
+    def enrich(record: ConnectionRecord) -> ConnectionRecord:
+        if not failed:
+            failed.append(record.comm)
+            raise RuntimeError("injected")
+        return record
+
+    got: list[ConnectionRecord] = []
+    agent = Agent("node-1", got.extend, enrich=enrich)
+    agent.apply(AgentConfig(ALL, 65536, 1.0))
+    try:
+        server = serve(b, 8088, 10)
+        try:
+            assert dial(a, b.ip, 8088, 10)["completed"] == 1
+            assert agent.tick() == [] and agent.stats.tick_errors == 1 and not got
+            truth = dial(a, b.ip, 8088, 10, "--count", "2")
+            agent.tick()
+        finally:
+            stop(server)
+        assert truth["completed"] == 2 and agent.stats.tick_errors == 1
+        assert sum(r.opened for r in got if r.role == "client" and r.remote_port == 8088) == 2
+    finally:
+        agent.close()
+
+
 def test_concurrent_connections_are_all_counted(recorder: Recorder,
                                                 pods: tuple[Any, Any]) -> None:
     a, b = pods
