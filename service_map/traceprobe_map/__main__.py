@@ -155,10 +155,16 @@ def _serve(settings: MapSettings, api: Any) -> int:
                      f"({exc})")
     from traceprobe_map.http_api import serve as serve_http
 
+    watch_health = None
+    if api is not None:
+        from traceprobe_map.kube import WatchHealth
+
+        watch_health = WatchHealth(str(api.configuration.host))
     try:
         http = serve_http(WindowSource(window, cache), settings.http_host, settings.http_port,
                           metrics=metrics_page(window, cache, ingest_stats,
-                                               exporter.exporter if exporter else None))
+                                               exporter.exporter if exporter else None),
+                          problem=watch_health.problem if watch_health else None)
     except OSError as exc:
         ingest.stop(grace=0)
         if exporter is not None:
@@ -168,7 +174,7 @@ def _serve(settings: MapSettings, api: Any) -> int:
     if api is not None:
         from traceprobe_map.kube import watch_cluster
 
-        watch_cluster(api, cache, stop)
+        watch_cluster(api, cache, stop, watch_health)
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     # The window holds ~100k long-lived objects per bucket: a full collection every

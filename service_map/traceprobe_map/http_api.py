@@ -90,9 +90,11 @@ class MapApi:
     """Routes a GET to a reply; no sockets here, so the server class stays thin."""
 
     def __init__(self, source: MapSource, static: dict[str, bytes] | None = None,
-                 metrics: Callable[[], str] | None = None) -> None:
+                 metrics: Callable[[], str] | None = None,
+                 problem: Callable[[], str | None] | None = None) -> None:
         self.source = source
         self.metrics = metrics
+        self.problem = problem
         self._cache: dict[float | None, tuple[float, MapSnapshot]] = {}
         self._cache_lock = threading.Lock()
         self.static = load_static() if static is None else static
@@ -141,6 +143,9 @@ class MapApi:
         url = urlsplit(target)
         path = url.path
         if path in ("/healthz", "/api/health"):  # the second is what the Grafana plugin tests
+            problem = self.problem() if self.problem is not None else None
+            if problem:
+                return _Reply(503, "text/plain; charset=utf-8", f"unhealthy: {problem}".encode())
             return _Reply(200, "text/plain; charset=utf-8", b"ok")
         if path == "/metrics" and self.metrics is not None:
             return _Reply(200, "text/plain; version=0.0.4", self.metrics().encode())
@@ -206,11 +211,13 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 def serve(source: MapSource, host: str = "0.0.0.0", port: int = 8080,
-          metrics: Callable[[], str] | None = None) -> ThreadingHTTPServer:
+          metrics: Callable[[], str] | None = None,
+          problem: Callable[[], str | None] | None = None) -> ThreadingHTTPServer:
     """Serve in a daemon thread; `port=0` picks a free port (see `server_address`).
-    `metrics` renders Prometheus text for /metrics. Stop with `shutdown()` then
-    `server_close()`."""
-    handler = type("MapHandler", (_Handler,), {"api": MapApi(source, metrics=metrics)})
+    `metrics` renders Prometheus text for /metrics; `problem` says why /healthz fails
+    (None: healthy). Stop with `shutdown()` then `server_close()`."""
+    handler = type("MapHandler", (_Handler,), {"api": MapApi(source, metrics=metrics,
+                                                             problem=problem)})
     server = ThreadingHTTPServer((host, port), handler)
     server.daemon_threads = True
     thread = threading.Thread(target=server.serve_forever, name="map-http", daemon=True)

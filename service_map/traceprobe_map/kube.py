@@ -105,18 +105,44 @@ def reason(exc: BaseException) -> str:
     return text.rpartition(": ")[2] if "Failed to establish" in text else text
 
 
-class _Reachability:
+class WatchHealth:
     """One log line when the API server becomes unreachable and one when it is back,
-    however many watches notice."""
+    however many watches notice; and which watch has gone silent.
 
-    def __init__(self, server: str) -> None:
+    A watch lists again at least every WATCH_TIMEOUT (the server ends a watch at 300 s,
+    a stuck connection times out at 330 s) or fails and retries within the backoff's
+    cap: either is activity. One with no activity for SILENT_SECONDS is hung, which
+    only a restart cures, so /healthz says so. An API server that is away is not a
+    hang: its failures are activity, and the map keeps serving what it knows."""
+
+    SILENT_SECONDS = 900.0
+
+    def __init__(self, server: str, clock: Callable[[], float] = time.monotonic) -> None:
         self.server = server
         self.away = False
         self.lock = threading.Lock()
+        self._clock = clock
+        self._active: dict[str, float] = {}
+
+    def watching(self, what: str) -> None:
+        with self.lock:
+            self._active[what] = self._clock()
+
+    def problem(self) -> str | None:
+        """Why the map is not healthy (a silent watch), or None."""
+        now = self._clock()
+        with self.lock:
+            silent = sorted(w for w, at in self._active.items()
+                            if now - at > self.SILENT_SECONDS)
+        if not silent:
+            return None
+        return (f"watch of {', '.join(silent)} silent for more than "
+                f"{self.SILENT_SECONDS:.0f}s (no list, event or error): hung")
 
     def failed(self, what: str, exc: BaseException, delay: float) -> None:
         unreachable = not isinstance(exc, ApiException | ValueError | KeyError)
         with self.lock:
+            self._active[what] = self._clock()
             first, self.away = not self.away and unreachable, self.away or unreachable
         if first:
             log.warning("cannot reach the API server %s (%s): serving the map with what is "
@@ -131,14 +157,16 @@ class _Reachability:
 
     def listed(self, what: str) -> None:
         with self.lock:
+            self._active[what] = self._clock()
             back, self.away = self.away, False
         if back:
             log.info("API server %s reachable again (listed %s)", self.server, what)
 
 
 def _list_then_watch(source: _Source, stop: threading.Event, synced: threading.Event,
-                     cache: MetadataCache, health: _Reachability) -> None:
+                     cache: MetadataCache, health: WatchHealth) -> None:
     backoff = retry_backoff()
+    health.watching(source.what)
     while not stop.is_set():
         try:
             response = source.list_fn(*source.args, _preload_content=False,
@@ -153,6 +181,7 @@ def _list_then_watch(source: _Source, stop: threading.Event, synced: threading.E
                 source.list_fn, *source.args, _request_timeout=WATCH_TIMEOUT,
                 resource_version=listing["metadata"]["resourceVersion"], timeout_seconds=300)
             for event in stream:
+                health.watching(source.what)
                 if event["type"] == "ERROR":  # e.g. 410 Gone: relist
                     raise ValueError(event["raw_object"].get("message", "watch error"))
                 if event["type"] in ("ADDED", "MODIFIED", "DELETED"):
@@ -165,13 +194,19 @@ def _list_then_watch(source: _Source, stop: threading.Event, synced: threading.E
             delay = backoff.failed()
             health.failed(source.what, exc, delay)
             stop.wait(delay)
+        except Exception as exc:  # anything else: said in full, retried all the same
+            delay = backoff.failed()
+            log.exception("watching %s failed unexpectedly; retrying in %.1fs", source.what,
+                          delay)
+            health.failed(source.what, exc, delay)
+            stop.wait(delay)
 
 
-def watch_cluster(api: client.ApiClient, cache: MetadataCache,
-                  stop: threading.Event) -> dict[str, threading.Event]:
+def watch_cluster(api: client.ApiClient, cache: MetadataCache, stop: threading.Event,
+                  health: WatchHealth | None = None) -> dict[str, threading.Event]:
     """Start one watch thread per kind; returns an event per kind, set once listed."""
     synced: dict[str, threading.Event] = {}
-    health = _Reachability(str(api.configuration.host))
+    health = health or WatchHealth(str(api.configuration.host))
     for source in _sources(api, cache):
         synced[source.what] = threading.Event()
         threading.Thread(target=_list_then_watch,
