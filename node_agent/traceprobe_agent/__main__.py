@@ -139,8 +139,9 @@ def _standalone(settings: AgentSettings) -> int:
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
-    print(json.dumps({"ready": True, "programs": agent.program_ids()}), file=sys.stderr,
-          flush=True)
+    # One write, newline included (print() writes the end apart from the text).
+    sys.stderr.write(json.dumps({"ready": True, "programs": agent.program_ids()}) + "\n")
+    sys.stderr.flush()
     while not stop.wait(settings.interval_seconds):
         agent.tick()
         health.beat()

@@ -181,8 +181,11 @@ def _serve(settings: MapSettings, api: Any) -> int:
     # few hundred allocations costs a third of a merge. Startup objects stay out.
     gc.freeze()
     gc.set_threshold(50_000, 20, 20)
-    print(f'{{"ready": true, "ingestPort": {ingest_port}, "httpPort": {http.server_port}}}',
-          file=sys.stderr, flush=True)
+    # One write, newline included: print() writes the end apart, and a watch thread's log
+    # line could land between the two, breaking the line readers wait for.
+    sys.stderr.write(f'{{"ready": true, "ingestPort": {ingest_port}, '
+                     f'"httpPort": {http.server_port}}}\n')
+    sys.stderr.flush()
     expired_at = 0.0
     while not stop.wait(1.0):
         now = time.time()
