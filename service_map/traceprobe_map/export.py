@@ -23,14 +23,18 @@ import logging
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 from typing import Any
 
 from opentelemetry.sdk.metrics.export import (
+    AggregationTemporality,
+    Metric,
     MetricExporter,
     MetricExportResult,
     MetricsData,
     ResourceMetrics,
     ScopeMetrics,
+    Sum,
 )
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
@@ -153,6 +157,29 @@ _BACKEND_ATTEMPTS = Instrument(
 _SG_TOTAL = Instrument("traces_service_graph_request_total", "", "")
 _SG_FAILED = Instrument("traces_service_graph_request_failed_total", "", "")
 SCOPE = InstrumentationScope("traceprobe.service_map")
+POINTS_PER_REQUEST = 5000
+"""~2 MB of OTLP: Collectors refuse gRPC messages over 4 MiB and HTTP bodies over 20 MiB
+by default, and 10,000 edges are ~58,000 points."""
+
+
+def _batches(metrics: list[Metric], size: int) -> Iterator[list[Metric]]:
+    """The metrics in requests of at most `size` points (a metric split across them)."""
+    batch: list[Metric] = []
+    room = size
+    for metric in metrics:
+        points = list(metric.data.data_points)
+        while points:
+            part, points = points[:room], points[room:]
+            batch.append(Metric(name=metric.name, description=metric.description,
+                                unit=metric.unit, data=Sum(
+                                    data_points=part, is_monotonic=True,  # type: ignore[arg-type]
+                                    aggregation_temporality=AggregationTemporality.CUMULATIVE)))
+            room -= len(part)
+            if not room:
+                yield batch
+                batch, room = [], size
+    if batch:
+        yield batch
 
 
 class EdgeExporter:
@@ -223,17 +250,18 @@ class EdgeExporter:
         with self._lock:
             self.series.prune(time.time())
             metrics = list(self.series.metrics(time.time_ns()))
-        if not metrics:
-            return True
-        data = MetricsData(resource_metrics=[ResourceMetrics(
-            resource=self.resource, schema_url="",
-            scope_metrics=[ScopeMetrics(scope=SCOPE, metrics=metrics, schema_url="")])])
-        try:
-            result = self.exporter.export(data, timeout_millis=timeout_millis)
-        except Exception as exc:  # an exporter bug must not end the export thread
-            log.warning("OTLP export failed: %s", exc)
-            return False
-        return result is MetricExportResult.SUCCESS
+        ok = True
+        for batch in _batches(metrics, POINTS_PER_REQUEST):
+            data = MetricsData(resource_metrics=[ResourceMetrics(
+                resource=self.resource, schema_url="",
+                scope_metrics=[ScopeMetrics(scope=SCOPE, metrics=batch, schema_url="")])])
+            try:
+                result = self.exporter.export(data, timeout_millis=timeout_millis)
+            except Exception as exc:  # an exporter bug must not end the export thread
+                log.warning("OTLP export failed: %s", exc)
+                result = MetricExportResult.FAILURE
+            ok = ok and result is MetricExportResult.SUCCESS
+        return ok
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval_seconds):
