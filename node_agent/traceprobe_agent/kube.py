@@ -18,6 +18,7 @@ from kubernetes.client.exceptions import ApiException
 from urllib3.exceptions import HTTPError
 
 from traceprobe_api import API_GROUP, API_VERSION
+from traceprobe_api.backoff import Backoff
 from traceprobe_api.base import ObjectMeta
 from traceprobe_api.kubeconfig import KubeconfigError as KubeconfigError  # for the agent
 from traceprobe_api.kubeconfig import load_api_client
@@ -26,6 +27,9 @@ from traceprobe_api.resources import NODE_REPORTS, PROBE_PLURALS
 
 # What an API server that is away looks like: the agent keeps running on its caches.
 API_ERRORS = (ApiException, OSError, HTTPError)
+# (connect, read) seconds: a list of a node's pods is small; a watch the server ends at
+# 60 s sends nothing while nothing changes, so its read waits a little longer.
+LIST_TIMEOUT, WATCH_TIMEOUT = (10, 30), (10, 90)
 
 log = logging.getLogger("traceprobe.agent")
 OnList = Callable[[list[dict[str, Any]]], None]
@@ -58,21 +62,30 @@ class NodeApi:
                          kwargs: dict[str, Any], on_list: OnList, on_event: OnEvent,
                          stop: threading.Event) -> None:
         """List, then watch from that version; on any failure keep the last view
-        (the API server may be away: the agent runs on) and start over."""
+        (the API server may be away: the agent runs on) and start over with backoff.
+        Every request has a read timeout (the server ends a watch at 60 s), so a
+        connection that went quiet fails and is retried instead of hanging."""
+        backoff = Backoff(1.0, 30.0, jitter=0.5)
         while not stop.is_set():
             try:
-                listing = self._plain(list_fn(*args, **kwargs))
+                listing = self._plain(list_fn(*args, _request_timeout=LIST_TIMEOUT, **kwargs))
                 on_list(listing.get("items") or [])
+                backoff.succeeded()
                 stream = watch.Watch().stream(
                     list_fn, *args, resource_version=listing["metadata"]["resourceVersion"],
-                    timeout_seconds=60, **kwargs)
+                    timeout_seconds=60, _request_timeout=WATCH_TIMEOUT, **kwargs)
                 for event in stream:
                     on_event(event["type"], event["raw_object"])
                     if stop.is_set():
                         return
             except (*API_ERRORS, ValueError, KeyError) as exc:
-                log.warning("watching %s failed (%s); retrying in 5s", what, exc)
-                stop.wait(5)
+                delay = backoff.failed()
+                log.warning("watching %s failed (%s); retrying in %.1fs", what, exc, delay)
+                stop.wait(delay)
+            except Exception:  # anything else: said in full, retried all the same
+                delay = backoff.failed()
+                log.exception("watching %s failed unexpectedly; retrying in %.1fs", what, delay)
+                stop.wait(delay)
 
     def watch_probes(self, kind: str, on_list: OnList, on_event: OnEvent,
                      stop: threading.Event) -> None:
