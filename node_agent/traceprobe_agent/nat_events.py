@@ -50,6 +50,15 @@ def parse_event(line: str) -> NatFlow | None:
     return NatFlow((src, dst, int(dport)), _hostport(reply_src, reply_sport))
 
 
+def _flow_key(r: ConnectionRecord) -> FlowKey:
+    return (r.local_ip or "", r.remote_ip or "", r.remote_port or 0)
+
+
+def _attempts(r: ConnectionRecord) -> int:
+    """Each attempt (established, refused or timed out) passed conntrack as one flow."""
+    return r.opened + r.refused + r.timeouts
+
+
 @dataclass
 class NatTable:
     """DNAT flows waiting for the client records that count them.
@@ -90,8 +99,7 @@ class NatTable:
         wanted: Counter[FlowKey] = Counter()
         for r in records:
             if r.role is Role.CLIENT:
-                wanted[(r.local_ip or "", r.remote_ip or "", r.remote_port or 0)] += \
-                    r.opened + r.refused + r.timeouts
+                wanted[_flow_key(r)] += _attempts(r)
         return wanted
 
     def _short(self, wanted: Counter[FlowKey]) -> bool:
@@ -105,11 +113,10 @@ class NatTable:
         with self._arrived:
             self._arrived.wait_for(lambda: not self._short(wanted), self.settle_seconds)
             for r in records:
-                key = (r.local_ip or "", r.remote_ip or "", r.remote_port or 0)
+                key = _flow_key(r)
                 flows = self._flows.get(key) if r.role is Role.CLIENT else None
                 if flows:
-                    taken = Counter(flows.popleft() for _ in
-                                    range(min(len(flows), r.opened + r.refused + r.timeouts)))
+                    taken = Counter(flows.popleft() for _ in range(min(len(flows), _attempts(r))))
                     if not flows:
                         del self._flows[key]
                         self._age.pop(key, None)

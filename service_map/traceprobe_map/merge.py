@@ -214,14 +214,15 @@ def finish(part: Partial, resolver: Resolver, recent: Recent | None = None,
             owned.add(key)
         return edges[key]
 
-    def counted_on(target: EdgeKey) -> EdgeStats:
+    def counted_on(target: EdgeKey, server: EdgeStats) -> EdgeStats:
+        """The client edge that counts `server`, now marked as seen by it too."""
         if target not in edges:
             # Counted in a neighbouring window: here only who saw it, and where, joins.
             edges[target] = EdgeStats()
             owned.add(target)
             carried.add(target)
         mine = own(target)
-        mine.merge_sides(stats)
+        mine.merge_sides(server)
         return mine
 
     lookups = Lookups(part, resolver)
@@ -240,9 +241,9 @@ def finish(part: Partial, resolver: Resolver, recent: Recent | None = None,
                 edges[key] = stats
             continue
         for target in found[1:]:
-            counted_on(target)
+            counted_on(target, stats)
         target = found[0]
-        mine = counted_on(target)
+        mine = counted_on(target, stats)
         if target.dst.kind == "service" and target not in part.conntracked and \
                 target not in carried:
             # EndpointSlice fallback (no conntrack): the server side tells the split.
