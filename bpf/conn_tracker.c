@@ -19,6 +19,12 @@
  *               space flips it and drains the other with batch lookup-and-delete,
  *               so aggregation is lossless without per-event output.
  *   counters    PERCPU_ARRAY of drop / anomaly counters (enum counter)
+ *   cgroup_verdicts  HASH cgroup v2 id -> V_TRACE | V_SKIP (MAX_CGROUPS entries):
+ *               which local processes the probes observe, kept current by user
+ *               space. A skipped process's connections are never tracked, so what
+ *               no probe selects costs one lookup per connection. A cgroup not in
+ *               the map is not decided yet (a pod the agent has not heard of): it
+ *               is counted, and user space decides when it drains.
  *
  * Resets we send need no hook: an abortive close is the only way from
  * ESTABLISHED or CLOSE_WAIT straight to CLOSE (tcp:tcp_send_reset would also
@@ -71,12 +77,19 @@
 #define F_CLOSED 8   /* reached CLOSE; `close_old` says from where */
 #define F_FOLDED 16  /* its close is counted on an edge */
 
+#ifndef MAX_CGROUPS
+#define MAX_CGROUPS 16384
+#endif
+#define V_TRACE 1
+#define V_SKIP 2
+
 enum counter {
     C_CONN_MAP_FULL,      /* a new connection could not be tracked */
     C_EDGE_MAP_FULL,      /* an edge update was dropped: edges map full */
     C_UNTRACKED_IO,       /* bytes on a TCP socket opened before the agent */
     C_UNATTRIBUTED_CLOSE, /* server socket closed before any process touched it */
     C_STALE_REPLACED,     /* a socket connected again; its old entry was replaced */
+    C_UNSELECTED,         /* a connection or datagram of a process no probe selects */
     C_MAX,
 };
 
@@ -131,12 +144,20 @@ BPF_PERCPU_HASH(edges0, struct edge_key, struct edge_val, MAX_EDGES);
 BPF_PERCPU_HASH(edges1, struct edge_key, struct edge_val, MAX_EDGES);
 BPF_ARRAY(active, u32, 1);
 BPF_PERCPU_ARRAY(counters, u64, C_MAX);
+BPF_HASH(cgroup_verdicts, u64, u8, MAX_CGROUPS);
 
 static __always_inline void count(int which)
 {
     u64 *c = counters.lookup(&which);
     if (c)
         (*c)++;
+}
+
+/* No probe observes this cgroup's processes. */
+static __always_inline int skipped(u64 cgroup)
+{
+    u8 *verdict = cgroup_verdicts.lookup(&cgroup);
+    return verdict && *verdict == V_SKIP;
 }
 
 static __always_inline struct edge_val *edge_get(struct edge_key *key, int in_task)
@@ -265,10 +286,17 @@ static __always_inline void fold_pending(struct edge_val *e, struct conn *c)
         fold_close(e, c);
 }
 
-/* The connection gets its owner, the current task (process context only). */
-static __always_inline struct edge_val *attribute(struct conn *c)
+/* The connection gets its owner, the current task (process context only); one of
+ * a process no probe selects is forgotten (NULL). */
+static __always_inline struct edge_val *attribute(u64 sk, struct conn *c)
 {
-    c->key.cgroup = bpf_get_current_cgroup_id();
+    u64 cgroup = bpf_get_current_cgroup_id();
+    if (skipped(cgroup)) {
+        count(C_UNSELECTED);
+        conns.delete(&sk);
+        return 0;
+    }
+    c->key.cgroup = cgroup;
     c->key.tgid = bpf_get_current_pid_tgid() >> 32;
     c->flags |= F_ATTRIBUTED;
     struct edge_val *e = edge_get(&c->key, 1);
@@ -298,11 +326,16 @@ TRACEPOINT_PROBE(sock, inet_sock_set_state)
 
     if (new == ST_SYN_SENT) {
         /* connect(): process context, so the owner is current. */
+        u64 cgroup = bpf_get_current_cgroup_id();
+        if (skipped(cgroup)) {
+            count(C_UNSELECTED);
+            return 0;
+        }
         struct conn c = {};
         init_conn(&c, ROLE_CLIENT, args->family, args->dport, args->saddr, args->daddr,
                   args->saddr_v6, args->daddr_v6);
         /* Attributed before it is stored: one map write, no re-lookup. */
-        c.key.cgroup = bpf_get_current_cgroup_id();
+        c.key.cgroup = cgroup;
         c.key.tgid = bpf_get_current_pid_tgid() >> 32;
         c.flags = F_ATTRIBUTED;
         if (track(sk, &c) == 0)
@@ -349,7 +382,7 @@ TRACEPOINT_PROBE(sock, inet_sock_set_state)
         /* Only close()/shutdown() lead here: process context, the owner is current. */
         struct conn *c = conns.lookup(&sk);
         if (c && !(c->flags & F_ATTRIBUTED))
-            attribute(c);
+            attribute(sk, c);
     }
     return 0;
 }
@@ -387,13 +420,15 @@ static __always_inline int on_io(u64 sk, u16 family, u16 protocol, int ret, int 
     if (protocol == IPPROTO_TCP_) {
         c = conns.lookup(&sk);
         if (!c) {
-            count(C_UNTRACKED_IO);
+            /* Not tracked: opened before the agent, or its process is skipped. */
+            if (!skipped(bpf_get_current_cgroup_id()))
+                count(C_UNTRACKED_IO);
             return 0;
         }
         if (c->flags & F_ATTRIBUTED)
             e = edge_get(&c->key, 1);
-        else
-            e = attribute(c);
+        else if (!(e = attribute(sk, c)))
+            return 0;
     }
 #ifdef WITH_UDP
     else if (protocol == IPPROTO_UDP_) {
@@ -402,6 +437,10 @@ static __always_inline int on_io(u64 sk, u16 family, u16 protocol, int ret, int 
         key.role = ROLE_UDP;
         key.family = family;
         key.cgroup = bpf_get_current_cgroup_id();
+        if (skipped(key.cgroup)) {
+            count(C_UNSELECTED);
+            return 0;
+        }
         key.tgid = bpf_get_current_pid_tgid() >> 32;
         e = edge_get(&key, 1);
         if (e && sent)

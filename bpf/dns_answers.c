@@ -12,7 +12,10 @@
  *
  * Maps:
  *   dns_events   RINGBUF (DNS_RING_PAGES pages): one struct dns_event per response
- *   dns_counters PERCPU_ARRAY: responses seen, responses lost (ring full)
+ *   dns_counters PERCPU_ARRAY: responses seen, lost (ring full), not selected
+ *   cgroup_verdicts HASH cgroup v2 id -> V_TRACE | V_SKIP, as in conn_tracker.c: a
+ *                response to a socket of a process no probe selects is not read.
+ *                Undecided cgroups pass with their id; user space decides.
  *
  * Minimum kernel: 5.8 (ring buffer; cgroup_skb itself is 4.10).
  * Fallback: none; without it external peers are named by address.
@@ -27,7 +30,13 @@
 #define DNS_RING_PAGES 64
 #endif
 
+#ifndef MAX_CGROUPS
+#define MAX_CGROUPS 16384
+#endif
+#define V_SKIP 2
+
 struct dns_event {
+    u64 cgroup;         /* cgroup v2 id of the receiving socket's process */
     u32 len;            /* bytes of data[] that are the response's */
     u8 data[DNS_MAX];
 };
@@ -35,11 +44,13 @@ struct dns_event {
 enum dns_counter {
     D_SEEN,
     D_LOST,
+    D_UNSELECTED,
     D_MAX,
 };
 
 BPF_RINGBUF_OUTPUT(dns_events, DNS_RING_PAGES);
 BPF_PERCPU_ARRAY(dns_counters, u64, D_MAX);
+BPF_HASH(cgroup_verdicts, u64, u8, MAX_CGROUPS);
 
 static __always_inline void dns_count(int which)
 {
@@ -78,6 +89,14 @@ int dns_ingress(struct __sk_buff *skb)
     u32 off = l4 + 8;
     if (skb->len <= off + 12)
         return 1; /* shorter than a DNS header */
+    /* The socket's cgroup (where its creator ran), only for DNS: the helper is not
+     * worth calling for every packet. */
+    u64 cgroup = bpf_skb_cgroup_id(skb);
+    u8 *verdict = cgroup_verdicts.lookup(&cgroup);
+    if (verdict && *verdict == V_SKIP) {
+        dns_count(D_UNSELECTED);
+        return 1;
+    }
     u32 len = skb->len - off;
     if (len > DNS_MAX - 1)
         len = DNS_MAX - 1;
@@ -97,6 +116,7 @@ int dns_ingress(struct __sk_buff *skb)
         return 1;
     }
     e->len = n;
+    e->cgroup = cgroup;
     dns_events.ringbuf_submit(e, 0);
     return 1;
 }

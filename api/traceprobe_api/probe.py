@@ -179,6 +179,10 @@ class ClusterTraceProbeSpec(TraceProbeSpec):
 
     namespace_selector: LabelSelector = default_object(LabelSelector)
     """Namespaces whose pods are observed; `{}` (the default) selects every namespace."""
+    host_processes: bool = False
+    """Also observe the node's processes that belong to no pod (kubelet, containerd, the
+    node's own daemons). Off by default: a pod's traffic with them is still seen from
+    the pod's side."""
 
 
 class ConditionType(StrEnum):

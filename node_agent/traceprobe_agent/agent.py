@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
@@ -32,6 +32,9 @@ from traceprobe_agent.program import ProgramPlan, bpf_source, plan_program, with
 from traceprobe_agent.report_sender import SenderStats
 from traceprobe_api.probe import DEFAULT_KINDS
 from traceprobe_api.records import ConnectionRecord, Role
+
+if TYPE_CHECKING:  # scope.py reads the probes' views, which name AgentConfig
+    from traceprobe_agent.scope import Selection
 
 log = logging.getLogger("traceprobe.agent")
 Sink = Callable[[list[ConnectionRecord]], None]
@@ -89,8 +92,11 @@ class Agent:
                  enrich: Callable[[ConnectionRecord], ConnectionRecord] | None = None,
                  nat: NatTable | None = None,
                  node_addresses: Callable[[], frozenset[str]] | None = None,
-                 await_pods: AwaitPods | None = None) -> None:
+                 await_pods: AwaitPods | None = None,
+                 selection: Selection | None = None) -> None:
         self.node = node
+        # What the probes observe (in a cluster); None observes every process.
+        self.selection = selection
         # Records of pods the watch has not told us about yet wait for their names.
         self.await_pods = await_pods
         # This node's own addresses (host_addresses.NodeAddresses): a remote among
@@ -143,7 +149,24 @@ class Agent:
             log.info("loaded %s in %.2fs (%s)", ", ".join(plan.kinds),
                      self.stats.last_compile_seconds, " ".join(plan.cflags))
             self._sync_dns_locked()
+            self._sync_verdicts_locked()
         return plan
+
+    def sync_scope(self) -> None:
+        """Tell the kernel what the selection now observes (probes, pods or namespaces
+        changed): new connections of a process just selected or dropped count, or stop
+        counting, from here on."""
+        with self._lock:
+            self._sync_verdicts_locked()
+
+    def _sync_verdicts_locked(self) -> None:
+        if self.selection is None or (self._tracker is None and self._dns is None):
+            return
+        wanted = self.selection.kernel_verdicts(self._cgroups.live().items())
+        if self._tracker is not None:
+            self._tracker.verdicts.sync(wanted)
+        if self._dns is not None:
+            self._dns.sync_verdicts(wanted)
 
     def _sync_dns_locked(self) -> None:
         """The DNS tap runs while `dns` is planned; failing to load it degrades only
@@ -158,11 +181,17 @@ class Agent:
             try:
                 if where is None:
                     raise BpfUnavailable("no cgroup v2 hierarchy mounted")
-                self._dns = DnsWatch(where)
+                self._dns = DnsWatch(where, self._dns_allowed)
             except (BpfUnavailable, OSError) as exc:
                 reason = f"dns naming unavailable: {exc}"
                 log.error("%s", reason)
                 self.stats.problem = "; ".join(p for p in (self.stats.problem, reason) if p)
+
+    def _dns_allowed(self, cgroup_id: int) -> bool:
+        """An answer the kernel could not decide on: learn it unless its receiver is
+        known to be unselected."""
+        return self.selection is None or self.selection.allows(
+            cgroup_id, self._cgroups.path(cgroup_id))
 
     def tick(self) -> list[ConnectionRecord]:
         """Drain one interval's counts into records and give them to the sink. A failure
@@ -170,6 +199,7 @@ class Agent:
         queue and programs outlive one bad interval."""
         with self._lock:
             try:
+                self._sync_verdicts_locked()  # cgroups created since the last look
                 records = self._flush_locked()
             except Exception as exc:  # whatever it is, the process must go on
                 cause = f"{type(exc).__name__}: {exc}"
@@ -216,6 +246,8 @@ class Agent:
             mine = [r for r in records if under(r.cgroup_path, self.cgroup_root)]
             self.stats.foreign_records += len(records) - len(mine)
             records = mine
+        if self.selection is not None:  # before anything else is spent on them
+            records = self.selection.keep(records)
         if self.nat is not None:
             records = self.nat.annotate(records)
         if self.enrich is not None:
@@ -224,6 +256,8 @@ class Agent:
             records = self.await_pods(records)
             if final:
                 records += self.await_pods.drain()
+        if self.selection is not None:  # those that waited for their pod, decided now
+            records = self.selection.keep(records, final=True)
         if self.node_addresses is not None:
             mark_node_peers(records, self.node_addresses())
         if self._dns is not None:

@@ -56,7 +56,7 @@ def preflight() -> None:
 
 
 COUNTER_NAMES = ("conn_map_full", "edge_map_full", "untracked_io", "unattributed_close",
-                 "stale_replaced")
+                 "stale_replaced", "unselected")
 EDGE_FIELDS = ("opened", "closed", "refused", "timeouts", "resets", "bytes_sent",
                "bytes_received", "retransmits", "rtt_sum_us", "rtt_samples", "rtt_max_us",
                "duration_sum_ns")
@@ -92,6 +92,36 @@ def _page_out_compiler() -> int:
     return advised
 
 
+class CgroupVerdicts:
+    """A program's `cgroup_verdicts` map, written as the difference from what it holds:
+    a full sync rewrites only the cgroups whose verdict changed."""
+
+    def __init__(self, table: Any) -> None:
+        self._table = table
+        self._held: dict[int, int] = {}
+        self.capacity = int(table.max_entries)
+        self.refused = 0  # verdicts the full map could not take (those cgroups stay undecided)
+
+    def sync(self, wanted: dict[int, int]) -> None:
+        table = self._table
+        for cgroup in [c for c in self._held if c not in wanted]:
+            with contextlib.suppress(KeyError):
+                del table[table.Key(cgroup)]
+            del self._held[cgroup]
+        for cgroup, verdict in wanted.items():
+            if self._held.get(cgroup) == verdict:
+                continue
+            try:
+                table[table.Key(cgroup)] = table.Leaf(verdict)
+            except Exception:  # bcc raises bare Exception when the map is full
+                self.refused += 1
+                continue
+            self._held[cgroup] = verdict
+
+    def __len__(self) -> int:
+        return len(self._held)
+
+
 def _return_freed_memory() -> None:
     """Clang/LLVM free tens of MB after a compile; glibc keeps them unless asked."""
     with contextlib.suppress(OSError, AttributeError):  # not glibc: nothing to trim
@@ -115,6 +145,7 @@ class ConnTracker:
         self.kprobe_problem = self._attach_kprobes(kprobes)
         self._active = self._prog["active"]
         self._maps = (self._prog["edges0"], self._prog["edges1"])
+        self.verdicts = CgroupVerdicts(self._prog["cgroup_verdicts"])
         self._selected = 0
         self.batch_ops = True
 
@@ -202,7 +233,7 @@ class ConnTracker:
     def map_usage(self) -> dict[str, tuple[int, int]]:
         """name -> (entries, capacity); counting entries walks the map, so call rarely."""
         usage = {}
-        for name in ("conns", "edges0", "edges1"):
+        for name in ("conns", "edges0", "edges1", "cgroup_verdicts"):
             table = self._prog[name]
             usage[name] = (sum(1 for _ in table), int(table.max_entries))
         return usage
@@ -231,7 +262,8 @@ def link_cgroup_ingress(prog_fd: int, cgroup_dir: str) -> tuple[int, int]:
 
 
 class _DnsEvent(ctypes.Structure):
-    _fields_ = [("len", ctypes.c_uint32), ("data", ctypes.c_ubyte * _DNS_MAX)]
+    _fields_ = [("cgroup", ctypes.c_uint64), ("len", ctypes.c_uint32),
+                ("data", ctypes.c_ubyte * _DNS_MAX)]
 
 
 class DnsTap:
@@ -242,19 +274,20 @@ class DnsTap:
     so a killed agent leaves nothing attached to the cgroup.
     """
 
-    def __init__(self, source: str, cgroup_dir: str) -> None:
+    def __init__(self, source: str, cgroup_dir: str, cflags: list[str] | None = None) -> None:
         preflight()
         bcc = _import_bcc()
-        self._pending: list[bytes] = []
+        self._pending: list[tuple[int, bytes]] = []
         self._cgroup_fd = self._link_fd = -1
         self._prog: Any = None
         try:
-            self._prog = bcc.BPF(text=source.encode())
+            self._prog = bcc.BPF(text=source.encode(), cflags=cflags or [])
             _return_freed_memory()
             _page_out_compiler()  # as after the connection program's compile (~45 MB)
             fn = self._prog.load_func("dns_ingress", bcc.BPF.CGROUP_SKB)
             self._cgroup_fd, self._link_fd = link_cgroup_ingress(fn.fd, cgroup_dir)
             self._prog["dns_events"].open_ring_buffer(self._on_event)
+            self.verdicts = CgroupVerdicts(self._prog["cgroup_verdicts"])
         except Exception as exc:  # bcc raises bare Exception: one named error for the caller
             self.close()
             if isinstance(exc, BpfUnavailable):
@@ -263,13 +296,15 @@ class DnsTap:
 
     def _on_event(self, _ctx: Any, data: Any, _size: int) -> None:
         event = ctypes.cast(data, ctypes.POINTER(_DnsEvent)).contents
-        self._pending.append(bytes(event.data[:min(int(event.len), _DNS_MAX)]))
+        self._pending.append((int(event.cgroup),
+                              bytes(event.data[:min(int(event.len), _DNS_MAX)])))
 
     @staticmethod
     def program_ids() -> list[str]:
         return ["cgroup_skb/dns_ingress"]
 
-    def consume(self) -> list[bytes]:
+    def consume(self) -> list[tuple[int, bytes]]:
+        """(cgroup id of the receiving process, response bytes) since the last call."""
         self._prog.ring_buffer_consume()
         out, self._pending = self._pending, []
         return out
@@ -277,7 +312,7 @@ class DnsTap:
     def counters(self) -> dict[str, int]:
         table = self._prog["dns_counters"]
         return {name: int(sum(table[table.Key(i)])) for i, name in
-                enumerate(("dns_responses", "dns_responses_lost"))}
+                enumerate(("dns_responses", "dns_responses_lost", "dns_unselected"))}
 
     def close(self) -> None:
         for fd in (self._link_fd, self._cgroup_fd):

@@ -110,6 +110,13 @@ class CgroupNames:
                 found = self._ids.get(cgroup_id)
             return found
 
+    def live(self) -> dict[int, str]:
+        """id -> path of every cgroup seen and not seen removed (a copy)."""
+        with self._lock:
+            if self._inotify is None and self._clock() - self._last_scan > self._min_rescan:
+                self._scan(self._clock())  # not watching: only a walk tells
+            return {cgroup_id: path for path, cgroup_id in self._live.items()}
+
     def close(self) -> None:
         """Stop watching; lookups keep working by re-walking on a miss."""
         self._stop.set()

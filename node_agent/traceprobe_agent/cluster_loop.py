@@ -29,6 +29,7 @@ from traceprobe_agent.node_config import ProbeView, applies, probe_view, union_c
 from traceprobe_agent.pod_index import AwaitPods, PodIndex, pod_info
 from traceprobe_agent.probe_reports import DropWatch, node_status, probe_entry
 from traceprobe_agent.report_sender import ReportSender
+from traceprobe_agent.scope import Scope, Selection
 from traceprobe_agent.settings import AgentSettings, UsageError
 from traceprobe_api.backoff import Backoff
 from traceprobe_api.node_report import NodeReportStatus
@@ -51,6 +52,7 @@ class NodeProbes:
     def __init__(self, agent: Agent) -> None:
         self.agent = agent
         self.probes: dict[ProbeKey, ProbeView] = {}
+        self.namespaces: dict[str, dict[str, str]] = {}  # labels by name
         self.changed = threading.Event()
         self.load_error: str | None = None
         self.header_source = ""  # looked up when programs load, not per report
@@ -76,6 +78,22 @@ class NodeProbes:
             self.probes.pop(view.ref, None)
         else:
             self.probes[view.ref] = view
+
+    def relist_namespaces(self, items: list[dict[str, Any]]) -> None:
+        self.namespaces = {}
+        for obj in items:
+            self.namespace_event("ADDED", obj)
+
+    def namespace_event(self, event: str, obj: dict[str, Any]) -> None:
+        meta = obj.get("metadata") or {}
+        if event == "DELETED":
+            self.namespaces.pop(meta.get("name", ""), None)
+        else:
+            self.namespaces[str(meta.get("name", ""))] = dict(meta.get("labels") or {})
+
+    def scope(self, probes: list[ProbeView]) -> Scope:
+        with self._lock:
+            return Scope(tuple(p for p in probes if not p.deleting), dict(self.namespaces))
 
     def mine(self, labels: dict[str, str]) -> list[ProbeView]:
         with self._lock:
@@ -134,6 +152,8 @@ def _start_watches(kube: NodeApi, state: NodeProbes, pods: PodIndex,
                state.signalled(partial(state.apply_event, kind)), stop)
     _start("watch-pods", kube.watch_pods, state.signalled(partial(_relist_pods, pods)),
            state.signalled(partial(_pod_event, pods)), stop)
+    _start("watch-namespaces", kube.watch_namespaces, state.signalled(state.relist_namespaces),
+           state.signalled(state.namespace_event), stop)
 
 
 def _fan_out(sinks: list[Sink]) -> Sink:
@@ -173,8 +193,10 @@ def run_in_cluster(settings: AgentSettings, features: KernelFeatures, kube: Node
     if settings.print_records or not settings.map_endpoint:
         sinks.append(print_records)
     nat = NatTable()
+    selection = Selection(pods, settings.cgroup_root)
     agent = Agent(node, _fan_out(sinks), features, settings.cgroup_root, enrich=pods.enrich,
-                  nat=nat, node_addresses=NodeAddresses(), await_pods=AwaitPods(pods))
+                  nat=nat, node_addresses=NodeAddresses(), await_pods=AwaitPods(pods),
+                  selection=selection)
     agent.stats.report = sender.stats if sender else None
     state = NodeProbes(agent)
     # The loop below goes round at least every second, but a compile holds it.
@@ -212,7 +234,10 @@ def run_in_cluster(settings: AgentSettings, features: KernelFeatures, kube: Node
                 labels = kube.node_labels()
             except API_ERRORS as exc:
                 log.warning("reading node %s failed (%s); keeping its last labels", node, exc)
+            # The scope first: a program loaded by reconcile starts with it.
+            selection.update(state.scope(state.mine(labels)))
             probes = state.reconcile(labels)
+            agent.sync_scope()
             interval = agent.config.interval_seconds if agent.config else interval
             report()  # the operator waits on this: say at once what changed
         if time.monotonic() >= next_tick:

@@ -10,19 +10,26 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 
 from traceprobe_agent.bcc_runtime import DnsTap
 from traceprobe_agent.dns_answers import DnsNames, parse_answers
-from traceprobe_agent.program import DNS_SOURCE, bpf_source
+from traceprobe_agent.program import DNS_SOURCE, MAX_CGROUPS, bpf_source
 
 log = logging.getLogger("traceprobe.agent.dns")
 
 
 class DnsWatch:
-    def __init__(self, cgroup_dir: str, poll_seconds: float = 0.5) -> None:
+    def __init__(self, cgroup_dir: str, allowed: Callable[[int], bool] = lambda _: True,
+                 poll_seconds: float = 0.5) -> None:
+        """`allowed(cgroup id)`: may an answer to this process be learned (the kernel
+        skips the processes known to be unselected; this decides the others)."""
         self.names = DnsNames()
         self.answers = 0
-        self._tap = DnsTap(bpf_source(DNS_SOURCE), cgroup_dir)
+        self.unselected = 0  # answers dropped here, their receiver unselected
+        self._allowed = allowed
+        self._tap = DnsTap(bpf_source(DNS_SOURCE), cgroup_dir,
+                           [f"-DMAX_CGROUPS={MAX_CGROUPS}"])
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._poll_seconds = poll_seconds
@@ -38,10 +45,17 @@ class DnsWatch:
         """Learn from every response the kernel has handed over so far."""
         with self._lock:
             now = time.time()
-            for message in self._tap.consume():
+            for cgroup_id, message in self._tap.consume():
+                if not self._allowed(cgroup_id):
+                    self.unselected += 1
+                    continue
                 answers = parse_answers(message)
                 self.answers += len(answers)
                 self.names.learn(answers, now)
+
+    def sync_verdicts(self, wanted: dict[int, int]) -> None:
+        with self._lock:
+            self._tap.verdicts.sync(wanted)
 
     def program_ids(self) -> list[str]:
         return self._tap.program_ids()
@@ -52,7 +66,9 @@ class DnsWatch:
 
     def counters(self) -> dict[str, int]:
         with self._lock:
-            return {**self._tap.counters(), "dns_answers": self.answers,
+            counters = self._tap.counters()
+            counters["dns_unselected"] += self.unselected
+            return {**counters, "dns_answers": self.answers,
                     "dns_names": len(self.names)}
 
     def close(self) -> None:

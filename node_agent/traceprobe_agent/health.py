@@ -72,6 +72,13 @@ class AgentCollector(Collector):
         yield _family(GaugeMetricFamily(
             "traceprobe_agent_map_capacity", "Maximum entries per BPF map", labels=["map"]),
             {m: cap for m, (_used, cap) in s.map_usage.items()})
+        if self._agent.selection is not None:
+            sel = self._agent.selection
+            yield _family(CounterMetricFamily(
+                "traceprobe_agent_unselected_records_total",
+                "Records not reported: no probe selects their process (skipped), or its pod"
+                " was never heard of (undecided)", labels=["reason"]),
+                {"skipped": sel.skipped_records, "undecided": sel.undecided_records})
         if self._agent.nat is not None:
             yield CounterMetricFamily("traceprobe_agent_nat_lost_events_total",
                                       "Conntrack events lost", value=self._agent.nat.lost_events)

@@ -1,6 +1,6 @@
 """The agent's only Kubernetes I/O (an import-linter contract keeps it so): watch the
-probes and this node's pods, read this node's labels, write its NodeReport, and
-review the tokens of /metrics scrapers (TokenReview, SubjectAccessReview).
+probes, this node's pods and the namespaces' labels, read this node's labels, write
+its NodeReport, and review the tokens of /metrics scrapers (TokenReview, SubjectAccessReview).
 
 Objects reach callers as plain JSON dicts, never client models, so everything
 that decides what to do with them stays pure and testable without an API server.
@@ -99,6 +99,12 @@ class NodeApi:
         self._list_then_watch(
             f"pods of {self.node}", self._core.list_pod_for_all_namespaces, (),
             {"field_selector": f"spec.nodeName={self.node}"}, on_list, on_event, stop)
+
+    def watch_namespaces(self, on_list: OnList, on_event: OnEvent,
+                         stop: threading.Event) -> None:
+        """Every namespace, for its labels (a ClusterTraceProbe's namespaceSelector)."""
+        self._list_then_watch("namespaces", self._core.list_namespace, (), {}, on_list,
+                              on_event, stop)
 
     def unreachable(self) -> str | None:
         """Why the API server cannot serve the agent now, in a few words (no answer,

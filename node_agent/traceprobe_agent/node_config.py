@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from traceprobe_agent.agent import AgentConfig
@@ -22,6 +22,10 @@ class ProbeView:
     max_connections: int
     interval_seconds: float
     deleting: bool
+    pod_selector: dict[str, Any] = field(default_factory=dict)
+    # None for a namespaced TraceProbe: it observes its own namespace only.
+    namespace_selector: dict[str, Any] | None = None
+    host_processes: bool = False  # processes in no pod (cluster-scoped probes only)
 
     @property
     def ref(self) -> tuple[str, str | None, str]:
@@ -31,14 +35,19 @@ class ProbeView:
 def probe_view(obj: dict[str, Any]) -> ProbeView:
     meta, spec = obj.get("metadata", {}), obj.get("spec") or {}
     limits = spec.get("limits") or {}
+    kind = obj.get("kind", "TraceProbe")
+    cluster = kind == "ClusterTraceProbe"
     return ProbeView(
-        kind=obj.get("kind", "TraceProbe"), namespace=meta.get("namespace"),
+        kind=kind, namespace=meta.get("namespace"),
         name=meta["name"], generation=int(meta.get("generation") or 1),
         kinds=frozenset(spec.get("probes") or DEFAULT_KINDS),
         node_selector=dict(spec.get("nodeSelector") or {}),
         max_connections=int(limits.get("maxConnections") or 65536),
         interval_seconds=parse_duration(spec.get("interval") or "10s").total_seconds() or 10.0,
         deleting=bool(meta.get("deletionTimestamp")),
+        pod_selector=dict(spec.get("podSelector") or {}),
+        namespace_selector=dict(spec.get("namespaceSelector") or {}) if cluster else None,
+        host_processes=cluster and bool(spec.get("hostProcesses")),
     )
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from traceprobe_agent.pod_cgroups import pod_uid
@@ -31,13 +31,22 @@ class PodInfo:
     workload_kind: str
     workload: str
     host_network: bool
+    labels: dict[str, str] = field(default_factory=dict, compare=False)
+    ips: tuple[str, ...] = ()  # its own addresses (none for a hostNetwork pod)
 
 
 def pod_info(obj: dict[str, Any]) -> PodInfo:
     meta, spec = obj.get("metadata") or {}, obj.get("spec") or {}
+    status = obj.get("status") or {}
     kind, workload = workload_of(meta)
+    host_network = bool(spec.get("hostNetwork"))
+    ips = [str(a.get("ip")) for a in status.get("podIPs") or [] if a.get("ip")]
+    if not ips and status.get("podIP"):
+        ips = [str(status["podIP"])]
     return PodInfo(str(meta["uid"]), str(meta.get("namespace", "")), str(meta["name"]),
-                   kind, workload, bool(spec.get("hostNetwork")))
+                   kind, workload, host_network,
+                   {str(k): str(v) for k, v in (meta.get("labels") or {}).items()},
+                   () if host_network else tuple(ips))
 
 
 class PodIndex:
@@ -48,9 +57,15 @@ class PodIndex:
         self._uids: dict[str, str | None] = {}
         # Per pod, the fields enrich sets: built once, shared by all its records.
         self._naming: dict[str, dict[str, Any]] = {}
+        # A pod's own address -> its UID: names a local side whose cgroup went unseen.
+        self._by_ip: dict[str, str] = {}
+        self.version = 0  # changes with every change of what the index holds
 
     def upsert(self, info: PodInfo) -> None:
+        self.version += 1
         self._pods[info.uid] = info
+        for ip in info.ips:  # an address reused by a new pod is the new pod's
+            self._by_ip[ip] = info.uid
         self._naming[info.uid] = dict(zip(_NAMING_FIELDS, (
             info.namespace, info.name, info.uid, info.workload_kind, info.workload,
             info.host_network), strict=True))
@@ -58,6 +73,7 @@ class PodIndex:
 
     def delete(self, uid: str, now: float | None = None) -> None:
         if uid in self._pods:
+            self.version += 1
             self._deleted_at[uid] = time.monotonic() if now is None else now
 
     def replace_all(self, infos: list[PodInfo], now: float | None = None) -> None:
@@ -74,10 +90,19 @@ class PodIndex:
         for uid, at in list(self._deleted_at.items()):
             if now - at > self.grace_seconds:
                 del self._deleted_at[uid]
-                self._pods.pop(uid, None)
+                gone = self._pods.pop(uid, None)
                 self._naming.pop(uid, None)
+                for ip in gone.ips if gone else ():
+                    if self._by_ip.get(ip) == uid:
+                        del self._by_ip[ip]
+                self.version += 1
 
     def get(self, uid: str | None) -> PodInfo | None:
+        return self._pods.get(uid) if uid else None
+
+    def by_ip(self, address: str | None) -> PodInfo | None:
+        """The pod whose own address this is (not a hostNetwork pod's, which is the node's)."""
+        uid = self._by_ip.get(address) if address else None
         return self._pods.get(uid) if uid else None
 
     def __len__(self) -> int:
@@ -96,8 +121,14 @@ class PodIndex:
 
     def enrich(self, record: ConnectionRecord) -> ConnectionRecord:
         """Name the record's local pod, in place, and return it: the agent's records
-        are its own, fresh from the drain, and a copy per record would cost ~3x."""
-        uid = self._uid_of(record.cgroup_path)
+        are its own, fresh from the drain, and a copy per record would cost ~3x.
+        A record whose cgroup went unnamed (a container created and gone between two
+        looks, or a server socket no process touched) is named by its local address
+        when that is a pod's own."""
+        if record.cgroup_path is None:
+            uid = self._by_ip.get(record.local_ip) if record.local_ip else None
+        else:
+            uid = self._uid_of(record.cgroup_path)
         naming = self._naming.get(uid) if uid else None
         if naming is not None:
             record.__dict__.update(naming)
@@ -105,7 +136,11 @@ class PodIndex:
         return record
 
     def awaited(self, record: ConnectionRecord) -> bool:
-        """The record's cgroup is a pod's that this index has not heard of (yet)."""
+        """The record's cgroup is a pod's that this index has not heard of (yet), or
+        went unnamed and its local address is no known pod's (it may be a new pod's)."""
+        if record.cgroup_path is None:
+            return bool(record.cgroup_id) and not record.k8s_pod_uid \
+                and record.local_ip not in self._by_ip
         uid = self._uid_of(record.cgroup_path)
         return uid is not None and uid not in self._naming
 

@@ -28,6 +28,9 @@ BYTES_KPROBES = (("kprobe", "tcp_sendmsg", "bytes_sendmsg_entry"),
                  ("kretprobe", "tcp_sendmsg", "bytes_sendmsg_return"),
                  ("kprobe", "tcp_cleanup_rbuf", "bytes_cleanup_rbuf"))
 MIN_MAP_ENTRIES = 1024
+# Cgroups whose verdict the kernel holds (containers and the node's own services);
+# past it, cgroups stay undecided there and are decided at the drain instead.
+MAX_CGROUPS = 16384
 _FALLBACK_NEEDS = "kprobes ({})"
 
 
@@ -88,7 +91,7 @@ def plan_program(requested: set[str], features: KernelFeatures, max_connections:
         kinds = []
     conns = max(MIN_MAP_ENTRIES, max_connections)
     edges = max(MIN_MAP_ENTRIES, max_edges or conns // 4)
-    cflags = [f"-DMAX_CONNS={conns}", f"-DMAX_EDGES={edges}"]
+    cflags = [f"-DMAX_CONNS={conns}", f"-DMAX_EDGES={edges}", f"-DMAX_CGROUPS={MAX_CGROUPS}"]
     cflags += [f"-D{_FLAGS[k]}" for k in kinds if k in _FLAGS
                and not (k == "bytes" and kprobes)]
     if kprobes:

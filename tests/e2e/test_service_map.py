@@ -75,6 +75,7 @@ def test_service_map_end_to_end(world: tuple[MapWorld, PodFactory, PodFactory, S
 
     w.start_map(collector.grpc_endpoint, cluster=CLUSTER)
     apply_probe(w.cp, "map", "shop", "{interval: 1s}")
+    apply_probe(w.cp, "map", "pay", "{interval: 1s}")  # each team observes its own pods
     for node in ("sm-node-1", "sm-node-2"):
         w.start_agent(node)
     servers = [serve(store, 5432, 100), serve(v1, 8080, 10), serve(v2, 8080, 10),

@@ -35,6 +35,12 @@ def apply_probe(cp: Any, name: str, namespace: str = "shop", spec: str = "{}") -
         f"metadata: {{name: {name}, namespace: {namespace}}}\nspec: {spec}\n"))
 
 
+def apply_cluster_probe(cp: Any, name: str, spec: str = "{}") -> None:
+    cp.kubectl("apply", "-f", "-", input_text=(
+        f"apiVersion: traceprobe.io/v1alpha1\nkind: ClusterTraceProbe\n"
+        f"metadata: {{name: {name}}}\nspec: {spec}\n"))
+
+
 def reset_probes(cp: Any) -> None:
     """Between test modules: no probe, report, agent DaemonSet or Node of one module
     may steer the next (probes left with a finalizer and no operator would linger;

@@ -39,12 +39,15 @@ class OperatorWorld:
         self.replicas.append(proc)
         return proc
 
-    def start_agent(self, node: str, name: str = "agent") -> ManagedProcess:
-        """The real node agent in cluster mode, as its own ServiceAccount."""
+    def start_agent(self, node: str, name: str = "agent",
+                    metrics_port: int = -1) -> ManagedProcess:
+        """The real node agent in cluster mode, as its own ServiceAccount; `metrics_port`
+        serves its /metrics on loopback (-1: none)."""
         kubeconfig = self.cp.serviceaccount_kubeconfig(NS, "traceprobe-agent")
         env = {**os.environ, "KUBECONFIG": str(kubeconfig), "PYTHONUNBUFFERED": "1"}
         proc = ManagedProcess(name, [sys.executable, "-m", "traceprobe_agent", "--node-name",
-                                     node, "--interval", "1", "--metrics-port", "-1"],
+                                     node, "--interval", "1", "--metrics-port",
+                                     str(metrics_port)],
                               self.tmp / f"{name}.log", env=env, cwd=REPO)
         self.replicas.append(proc)
         return proc

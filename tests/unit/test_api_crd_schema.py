@@ -85,10 +85,10 @@ def test_defaults_live_in_the_schema() -> None:
     assert props["export"]["properties"]["protocol"]["default"] == "grpc"
 
 
-def test_cluster_kind_adds_namespace_selector_only() -> None:
+def test_cluster_kind_adds_namespace_selector_and_host_processes_only() -> None:
     namespaced = openapi_schema(TraceProbe)["properties"]["spec"]["properties"]
     cluster = openapi_schema(ClusterTraceProbe)["properties"]["spec"]["properties"]
-    assert set(cluster) - set(namespaced) == {"namespaceSelector"}
+    assert set(cluster) - set(namespaced) == {"namespaceSelector", "hostProcesses"}
     assert set(namespaced) <= set(cluster)
 
 
