@@ -31,6 +31,31 @@ MIN_MAP_ENTRIES = 1024
 # Cgroups whose verdict the kernel holds (containers and the node's own services);
 # past it, cgroups stay undecided there and are decided at the drain instead.
 MAX_CGROUPS = 16384
+# Each edge map is per-CPU: every entry holds one value for each possible CPU, so
+# entries are capped to keep one map's values within this budget (a 64-CPU node
+# would otherwise give a quarter of maxConnections 64 values each).
+EDGE_MAP_BUDGET_BYTES = 64 << 20
+EDGE_VALUE_BYTES = 128  # struct edge_val in conn_tracker.c
+_POSSIBLE_CPUS = Path("/sys/devices/system/cpu/possible")
+
+
+def possible_cpus() -> int:
+    """CPUs the kernel sizes per-CPU maps for ("0-63" -> 64), not merely online ones."""
+    try:
+        text = _POSSIBLE_CPUS.read_text().strip()
+    except OSError:
+        return os.cpu_count() or 1
+    count = 0
+    for part in text.split(","):
+        low, _, high = part.partition("-")
+        count += int(high or low) - int(low) + 1
+    return max(1, count)
+
+
+def edges_for(connections: int, cpus: int) -> int:
+    """Edge entries for `connections` tracked at once on `cpus` possible CPUs."""
+    per_cpu_cap = EDGE_MAP_BUDGET_BYTES // (EDGE_VALUE_BYTES * max(1, cpus))
+    return max(MIN_MAP_ENTRIES, min(connections // 4, per_cpu_cap))
 _FALLBACK_NEEDS = "kprobes ({})"
 
 
@@ -65,7 +90,7 @@ class ProgramPlan:
 
 
 def plan_program(requested: set[str], features: KernelFeatures, max_connections: int,
-                 max_edges: int | None = None) -> ProgramPlan:
+                 max_edges: int | None = None, cpus: int | None = None) -> ProgramPlan:
     unknown = requested - set(ALL_KINDS)
     if unknown:
         raise ValueError(f"unknown probe kinds {sorted(unknown)}; known: {list(ALL_KINDS)}")
@@ -90,7 +115,8 @@ def plan_program(requested: set[str], features: KernelFeatures, max_connections:
     if "connections" not in kinds:
         kinds = []
     conns = max(MIN_MAP_ENTRIES, max_connections)
-    edges = max(MIN_MAP_ENTRIES, max_edges or conns // 4)
+    edges = max(MIN_MAP_ENTRIES, max_edges) if max_edges else edges_for(
+        conns, cpus or possible_cpus())
     cflags = [f"-DMAX_CONNS={conns}", f"-DMAX_EDGES={edges}", f"-DMAX_CGROUPS={MAX_CGROUPS}"]
     cflags += [f"-D{_FLAGS[k]}" for k in kinds if k in _FLAGS
                and not (k == "bytes" and kprobes)]

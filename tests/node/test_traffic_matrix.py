@@ -259,3 +259,21 @@ def test_the_collector_received_the_same_matrix(matrix: Matrix) -> None:
         if service == name(API_SVC):
             per_backend[backend] = per_backend.get(backend, 0.0) + n
     assert per_backend == {k: float(v) for k, v in matrix.split.items() if v}, backends
+
+
+def test_the_node_observes_only_what_the_probe_selects(matrix: Matrix) -> None:
+    """The probe selects the matrix's two namespaces: CoreDNS, the chart's own pods and
+    the node's processes (kubelet, containerd) are not accounted, only seen as peers."""
+    report = json.loads(matrix.node.kubectl("get", "nodereport", matrix.node.name, "-o",
+                                            "json").stdout)
+    (entry,) = [e for e in report["status"]["probes"] if e["probe"]["name"] == "matrix"]
+    # CoreDNS's calls to the API server, the agent's and the map's: skipped in the kernel.
+    assert entry["drops"]["unselected"] > 0, entry["drops"]
+    sources = {e["source"] for e in matrix.release.api_map()["edges"]}
+    unselected = {s for s in sources if not s.startswith(("workload:matrix/",
+                                                          "workload:matrix-data/"))}
+    # What else may be a source: only peers that a selected pod's server side saw.
+    assert all(s.startswith(("node:", "external:")) for s in unselected), unselected
+    for edge in matrix.release.api_map()["edges"]:
+        if edge["source"] in unselected:
+            assert edge["observedBy"] == ["server"], edge

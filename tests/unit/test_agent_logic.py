@@ -236,3 +236,12 @@ def test_each_record_takes_as_many_flows_as_it_counted_attempts() -> None:
     table.settle_seconds = 0.05
     (short,) = table.annotate([client(2)])  # its events were lost: nothing to take
     assert short.backends == {} and table.unclaimed_flows == 0
+
+
+def test_edge_maps_are_sized_with_the_cpu_count() -> None:
+    """Per-CPU edge values: a 64-CPU node gets fewer entries, within the same bytes."""
+    small = plan_program({"bytes"}, _features(), 1_000_000, cpus=2)
+    big = plan_program({"bytes"}, _features(), 1_000_000, cpus=64)
+    assert small.max_edges == 250_000 and "-DMAX_EDGES=250000" in small.cflags
+    assert big.max_edges == (64 << 20) // (128 * 64) == 8192
+    assert plan_program({"bytes"}, _features(), 1024, cpus=512).max_edges == 1024  # floor
