@@ -150,7 +150,9 @@ class Limits(ApiModel):
     """Caps that bound each agent's memory and CPU use."""
 
     max_connections: Annotated[int, Field(ge=1024, le=10_000_000)] = 65536
-    """Connections tracked at once per node (kernel map size); beyond it, drops are counted."""
+    """Connections tracked at once per node (kernel map size); beyond it, drops are counted.
+    A TraceProbe's is clamped to the largest ClusterTraceProbe's (else 65536), which its
+    NodeReport entry says (LimitClamped)."""
     max_events_per_second: Annotated[int, Field(ge=100, le=1_000_000)] = 10000
     """Rare events (open/close/failure) sent to user space per second per node."""
 

@@ -25,7 +25,13 @@ from traceprobe_agent.kernel_headers import find_kernel_headers
 from traceprobe_agent.kube import API_ERRORS, NodeApi
 from traceprobe_agent.listeners import open_listeners
 from traceprobe_agent.nat_events import NatTable, NatWatcher
-from traceprobe_agent.node_config import ProbeView, applies, probe_view, union_config
+from traceprobe_agent.node_config import (
+    ProbeView,
+    applies,
+    connections_ceiling,
+    probe_view,
+    union_config,
+)
 from traceprobe_agent.pod_index import AwaitPods, PodIndex, pod_info
 from traceprobe_agent.probe_reports import DropWatch, node_status, probe_entry
 from traceprobe_agent.report_sender import ReportSender
@@ -121,8 +127,9 @@ class NodeProbes:
         usage = self.agent.sample_map_usage()
         programs = self.agent.program_ids()
         full = self.drop_watch.update(counters, time.monotonic())
+        ceiling = connections_ceiling(probes)
         entries = [probe_entry(p, self.agent.plan, programs, usage, counters, self.load_error,
-                               full) for p in sorted(probes, key=lambda p: p.ref)]
+                               full, ceiling) for p in sorted(probes, key=lambda p: p.ref)]
         return node_status(entries, features, self.header_source, datetime.now(UTC))
 
 

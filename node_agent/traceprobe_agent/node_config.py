@@ -55,15 +55,36 @@ def applies(probe: ProbeView, node_labels: dict[str, str]) -> bool:
     return all(node_labels.get(k) == v for k, v in probe.node_selector.items())
 
 
+# What a namespaced probe may ask of a node's kernel maps unless a cluster-scoped
+# probe (a platform team's) sets the node higher: an app team's probe must not size
+# every node's maps for the whole cluster.
+NAMESPACED_MAX_CONNECTIONS = 65536
+
+
+def connections_ceiling(probes: list[ProbeView]) -> int:
+    """The most connections a namespaced probe on this node may have tracked."""
+    return max([p.max_connections for p in probes
+                if p.namespace_selector is not None and not p.deleting],
+               default=NAMESPACED_MAX_CONNECTIONS)
+
+
+def max_connections(probe: ProbeView, ceiling: int) -> int:
+    """`probe`'s limit as this node applies it: a namespaced probe's is clamped."""
+    if probe.namespace_selector is not None:
+        return probe.max_connections
+    return min(probe.max_connections, ceiling)
+
+
 def union_config(probes: list[ProbeView]) -> AgentConfig | None:
     """One kernel program serves every live probe: the union of kinds, the largest
-    limits, the shortest interval. None when no probe needs this node."""
+    limits (a namespaced probe's clamped to the ceiling), the shortest interval. None
+    when no probe needs this node."""
     live = [p for p in probes if not p.deleting]
     if not live:
         return None
+    ceiling = connections_ceiling(live)
     return AgentConfig(
         kinds=frozenset().union(*(p.kinds for p in live)),
-        max_connections=max(p.max_connections for p in live),
+        max_connections=max(max_connections(p, ceiling) for p in live),
         interval_seconds=min(p.interval_seconds for p in live),
     )
-

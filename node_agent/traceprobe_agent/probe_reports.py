@@ -55,8 +55,9 @@ def probe_ref(probe: ProbeView) -> ProbeRef:
 def probe_entry(probe: ProbeView, plan: ProgramPlan | None, programs: list[str],
                 map_usage: dict[str, tuple[int, int]], drops: dict[str, int],
                 load_error: str | None, full_maps: dict[str, int] | None = None,
-                ) -> ProbeReport:
-    """This probe's entry in the NodeReport status."""
+                ceiling: int | None = None) -> ProbeReport:
+    """This probe's entry in the NodeReport status; `ceiling`: the most connections a
+    namespaced probe may ask for on this node (node_config.connections_ceiling)."""
     ref = probe_ref(probe)
     if probe.deleting:
         return ProbeReport(probe=ref, state=ProbeState.DETACHED, reason="ProbeDeleting",
@@ -76,8 +77,15 @@ def probe_entry(probe: ProbeView, plan: ProgramPlan | None, programs: list[str],
         what = "; ".join(f"{FULL_MAP_COUNTERS[n]} full: {v} dropped" for n, v in
                          sorted(full_maps.items()))
         state, reason = ProbeState.DEGRADED, "MapFull"
-        message = (f"{what} (capacity {probe.max_connections}); connections beyond it are "
+        message = (f"{what} (capacity {plan.max_connections}); connections beyond it are "
                    "not counted: raise spec.limits.maxConnections")[:_MESSAGE_MAX]
+    elif (ceiling is not None and probe.namespace_selector is None
+          and probe.max_connections > ceiling):
+        reason = "LimitClamped"
+        message = (f"spec.limits.maxConnections {probe.max_connections} is above this "
+                   f"node's ceiling for namespaced probes, {ceiling} (the largest of the "
+                   "ClusterTraceProbes' limits, else 65536): tracking at most "
+                   f"{plan.max_connections}")
     return ProbeReport(
         probe=ref, state=state, reason=reason, message=message,
         programs_attached=programs[:_PROGRAMS_MAX],

@@ -10,7 +10,7 @@ import pytest
 
 from traceprobe_agent.edges import format_ip, to_record
 from traceprobe_agent.features import TRACEPOINTS, KernelFeatures, probe_kernel
-from traceprobe_agent.node_config import applies, probe_view, union_config
+from traceprobe_agent.node_config import applies, connections_ceiling, probe_view, union_config
 from traceprobe_agent.probe_reports import probe_entry
 from traceprobe_agent.program import BYTES_KPROBE_SOURCE, BYTES_KPROBES, SOURCE, plan_program
 from traceprobe_api.records import Role
@@ -128,8 +128,17 @@ def test_union_config_and_node_selection() -> None:
     cfg = union_config([a, b, gone])  # type: ignore[list-item]
     assert cfg is not None
     assert cfg.kinds == frozenset({"connections", "rtt", "bytes"})
-    assert (cfg.max_connections, cfg.interval_seconds) == (100000, 30.0)
+    # A namespaced probe cannot size the node's maps beyond the ceiling...
+    assert (cfg.max_connections, cfg.interval_seconds) == (65536, 30.0)
     assert union_config([gone]) is None  # type: ignore[list-item]
+    # ...which a cluster-scoped probe sets.
+    platform = probe_view({"kind": "ClusterTraceProbe", "metadata": {"name": "p"},
+                           "spec": {"limits": {"maxConnections": 80000}}})
+    assert connections_ceiling([a, b, platform]) == 80000  # type: ignore[list-item]
+    assert union_config([a, b, platform]).max_connections == 80000  # type: ignore[list-item, union-attr]
+    big = probe_view({"kind": "ClusterTraceProbe", "metadata": {"name": "q"},
+                      "spec": {"limits": {"maxConnections": 500000}}})
+    assert union_config([b, big]).max_connections == 500000  # type: ignore[list-item, union-attr]
     assert applies(a, {"pool": "web", "zone": "1"}) and not applies(a, {"pool": "db"})  # type: ignore[arg-type]
 
 
@@ -154,6 +163,11 @@ def test_probe_entry_states() -> None:
     assert (full["state"], full["reason"]) == ("Degraded", "MapFull")
     assert "7 dropped" in full["message"] and "spec.limits.maxConnections" in full["message"]
     assert full["drops"] == {"conn_map_full": 7}
+    greedy = _probe("g", limits={"maxConnections": 1_000_000})
+    clamped = probe_entry(greedy, plan_program({"connections"}, _features(), 65536), [],  # type: ignore[arg-type]
+                          {}, {}, None, ceiling=65536).to_dict()
+    assert (clamped["state"], clamped["reason"]) == ("Attached", "LimitClamped")
+    assert "1000000" in clamped["message"] and "at most 65536" in clamped["message"]
 
 
 def test_drop_watch_marks_recent_full_maps_only() -> None:
