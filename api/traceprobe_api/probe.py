@@ -153,8 +153,6 @@ class Limits(ApiModel):
     """Connections tracked at once per node (kernel map size); beyond it, drops are counted.
     A TraceProbe's is clamped to the largest ClusterTraceProbe's (else 65536), which its
     NodeReport entry says (LimitClamped)."""
-    max_events_per_second: Annotated[int, Field(ge=100, le=1_000_000)] = 10000
-    """Rare events (open/close/failure) sent to user space per second per node."""
 
 
 class TraceProbeSpec(ApiModel):

@@ -77,6 +77,7 @@ class Collector:
         self.tls = tls
         self.host = host
         self._parsed_bytes = 0
+        self._restarts = 0  # files set aside at restarts (received.N.jsonl)
         self._points: list[MetricPoint] = []
         self.output = workdir / "received.jsonl"
         self.grpc_port = 0
@@ -118,6 +119,14 @@ class Collector:
         self.workdir.mkdir(parents=True, exist_ok=True)
         if not (keep_ports and self.grpc_port):
             self.grpc_port, self.http_port = free_port(), free_port()
+        if self.output.exists():
+            # The file exporter truncates its file at start: keep what the last run
+            # wrote (parsed, and the file set aside) and read the new file from 0.
+            self.metrics()
+            self._restarts += 1
+            self.output.rename(self.output.with_name(f"{self.output.stem}.{self._restarts}"
+                                                     f"{self.output.suffix}"))
+            self._parsed_bytes = 0
         config_path = self.workdir / "otelcol.yaml"
         config_path.write_text(yaml.safe_dump(self.config()))
         self.process = ManagedProcess(
@@ -132,8 +141,9 @@ class Collector:
             self.process = None
 
     def metrics(self) -> list[MetricPoint]:
-        """Every point received so far. The file only grows (the whole session shares
-        it), so each poll parses just the complete lines added since the last one."""
+        """Every point received so far, over restarts. The file only grows while the
+        collector runs (start() sets it aside), so each poll parses just the complete
+        lines added since the last one."""
         if not self.output.exists():
             return []
         size = self.output.stat().st_size

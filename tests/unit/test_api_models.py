@@ -32,11 +32,11 @@ def test_spec_defaults_match_the_design() -> None:
     spec = TraceProbeSpec()
     assert spec.probes == DEFAULT_PROBES and Probe.UDP not in spec.probes
     assert spec.interval == "10s" and spec.export is None and spec.node_selector is None
-    assert (spec.limits.max_connections, spec.limits.max_events_per_second) == (65536, 10000)
+    assert spec.limits.max_connections == 65536
     assert spec.to_dict() == {
         "probes": ["connections", "failures", "bytes", "retransmits", "rtt", "dns"],
         "podSelector": {}, "interval": "10s",
-        "limits": {"maxConnections": 65536, "maxEventsPerSecond": 10000}}
+        "limits": {"maxConnections": 65536}}
     assert ClusterTraceProbeSpec().to_dict()["namespaceSelector"] == {}
 
 
