@@ -190,8 +190,7 @@ class Agent:
     def _dns_allowed(self, cgroup_id: int) -> bool:
         """An answer the kernel could not decide on: learn it unless its receiver is
         known to be unselected."""
-        return self.selection is None or self.selection.allows(
-            cgroup_id, self._cgroups.path(cgroup_id))
+        return self.selection is None or self.selection.allows(self._cgroups.path(cgroup_id))
 
     def tick(self) -> list[ConnectionRecord]:
         """Drain one interval's counts into records and give them to the sink. A failure

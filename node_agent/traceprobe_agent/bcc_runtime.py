@@ -94,13 +94,12 @@ def _page_out_compiler() -> int:
 
 class CgroupVerdicts:
     """A program's `cgroup_verdicts` map, written as the difference from what it holds:
-    a full sync rewrites only the cgroups whose verdict changed."""
+    a full sync rewrites only the cgroups whose verdict changed. A cgroup the full map
+    cannot take stays undecided there (the drain decides it); map_usage shows the fill."""
 
     def __init__(self, table: Any) -> None:
         self._table = table
         self._held: dict[int, int] = {}
-        self.capacity = int(table.max_entries)
-        self.refused = 0  # verdicts the full map could not take (those cgroups stay undecided)
 
     def sync(self, wanted: dict[int, int]) -> None:
         table = self._table
@@ -114,7 +113,6 @@ class CgroupVerdicts:
             try:
                 table[table.Key(cgroup)] = table.Leaf(verdict)
             except Exception:  # bcc raises bare Exception when the map is full
-                self.refused += 1
                 continue
             self._held[cgroup] = verdict
 

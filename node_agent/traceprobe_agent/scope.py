@@ -161,7 +161,7 @@ class Selection:
                 out[cgroup_id] = int(verdict)
         return out
 
-    def allows(self, cgroup_id: int, path: str | None) -> bool:
+    def allows(self, path: str | None) -> bool:
         """For the DNS tap's undecided answers: drop only what is known to be skipped."""
         return path is None or self.of_path(path) is not Verdict.SKIP
 
