@@ -85,6 +85,9 @@ def _parser() -> argparse.ArgumentParser:
                                 f"mode; default ${MAP_ENDPOINT_ENV})")
     flag("--map-ca-file", help="PEM CA bundle for TLS to the service map (default: plaintext "
                                "gRPC)")
+    flag("--map-token-file", help="send this file's token (the pod's projected ServiceAccount "
+                                  "token, read at each request) to the service map; needs "
+                                  "--map-ca-file")
     flag("--print-records", action="store_true", default=None,
          help="also print records as JSON lines (always, without --map-endpoint)")
     flag("--verbose", action="store_true", default=None)

@@ -195,7 +195,8 @@ def run_in_cluster(settings: AgentSettings, features: KernelFeatures, kube: Node
     sinks: list[Sink] = []
     sender = None
     if settings.map_endpoint:
-        sender = ReportSender(settings.map_endpoint, node, ca_file=settings.map_ca_file)
+        sender = ReportSender(settings.map_endpoint, node, ca_file=settings.map_ca_file,
+                              token_file=settings.map_token_file)
         sinks.append(sender)
     if settings.print_records or not settings.map_endpoint:
         sinks.append(print_records)

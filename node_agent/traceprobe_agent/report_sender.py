@@ -6,6 +6,9 @@ queue holds up to `max_queued_records`; beyond that the oldest batches are
 dropped and counted (newer data is worth more than older for a live map), and
 sending resumes with backoff once the map answers again. A batch larger than the
 map takes in one request (records, encoded bytes) goes out in parts that fit.
+With `token_file` each request carries the pod's projected ServiceAccount token,
+read again for every request (the kubelet rotates it); a refusal keeps the
+records queued and is retried like an unreachable map.
 """
 
 from __future__ import annotations
@@ -38,9 +41,10 @@ class SenderStats:
 class ReportSender:
     def __init__(self, endpoint: str, node: str, max_queued_records: int = 200_000,
                  ca_file: str | None = None, timeout_seconds: float = 10.0,
-                 max_backoff_seconds: float = 30.0) -> None:
+                 max_backoff_seconds: float = 30.0, token_file: str | None = None) -> None:
         self.endpoint = endpoint
         self.node = node
+        self.token_file = token_file
         self.max_queued_records = max_queued_records
         self.timeout_seconds = timeout_seconds
         self.max_backoff_seconds = max_backoff_seconds
@@ -89,14 +93,35 @@ class ReportSender:
             request = encode(batch, self.node)
         return batch, request
 
-    def _send(self, batch: list[ConnectionRecord], request: ExportLogsServiceRequest) -> bool:
+    def _metadata(self) -> tuple[tuple[str, str], ...] | None:
+        if self.token_file is None:
+            return ()
         try:
-            response = self._stub.Export(request, timeout=self.timeout_seconds)
+            with open(self.token_file, encoding="ascii") as f:
+                return (("authorization", f"Bearer {f.read().strip()}"),)
+        except (OSError, ValueError) as exc:
+            log.warning("cannot read the token for the service map from %s (%s); %d records "
+                        "queued", self.token_file, exc, self.stats.queued_records)
+            return None
+
+    def _send(self, batch: list[ConnectionRecord], request: ExportLogsServiceRequest) -> bool:
+        metadata = self._metadata()
+        if metadata is None:
+            self.stats.failed_exports += 1
+            return False
+        try:
+            response = self._stub.Export(request, timeout=self.timeout_seconds,
+                                         metadata=metadata)
         except grpc.RpcError as exc:
             self.stats.failed_exports += 1
-            log.warning("service map at %s unreachable (%s); %d records queued",
-                        self.endpoint, exc.code() if hasattr(exc, "code") else exc,
-                        self.stats.queued_records)
+            code = exc.code() if hasattr(exc, "code") else None
+            if code in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED):
+                log.error("service map at %s refused this agent (%s: %s); %d records queued",
+                          self.endpoint, code.name, exc.details() if hasattr(exc, "details")
+                          else exc, self.stats.queued_records)
+            else:
+                log.warning("service map at %s unreachable (%s); %d records queued",
+                            self.endpoint, code or exc, self.stats.queued_records)
             return False
         rejected = int(response.partial_success.rejected_log_records)
         if rejected:

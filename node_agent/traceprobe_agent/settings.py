@@ -155,6 +155,20 @@ def _ca_file(value: str) -> str:
     return value
 
 
+def _token_file(value: str) -> str:
+    try:
+        if not Path(value).is_file():  # a FIFO or a device would block the read
+            raise FileNotFoundError("not a regular file")
+        token = Path(value).read_text(encoding="ascii").strip()
+    except (OSError, ValueError) as exc:  # UnicodeDecodeError is a ValueError
+        raise _Invalid(f"{_shown(value)} is not a readable token file "
+                       f"({_reason(exc)})") from None
+    if not token or any(c.isspace() for c in token):
+        raise _Invalid(f"{_shown(value)} does not hold one token (a projected ServiceAccount "
+                       "token is one line)")
+    return value
+
+
 def _bpf_dir(value: str) -> str:
     try:
         missing = [name for name in (SOURCE, BYTES_KPROBE_SOURCE, DNS_SOURCE)
@@ -211,6 +225,7 @@ class AgentSettings(BaseModel):
     # Cluster mode only: standalone always prints records.
     map_endpoint: Annotated[str, AfterValidator(_endpoint)] | None = None
     map_ca_file: Annotated[str, AfterValidator(_ca_file)] | None = None
+    map_token_file: Annotated[str, AfterValidator(_token_file)] | None = None
     print_records: bool = False
     verbose: bool = False
     # Read again where they are used (program.bpf_source, kernel_headers); checked here.
@@ -225,6 +240,7 @@ class AgentSettings(BaseModel):
         if self.standalone:
             for name, why in (("map_endpoint", "--standalone prints records instead"),
                               ("map_ca_file", "--standalone sends no reports"),
+                              ("map_token_file", "--standalone sends no reports"),
                               ("print_records", "--standalone always prints records")):
                 if name in given:
                     raise _Invalid(f"for cluster mode only; {why}", name)
@@ -240,6 +256,9 @@ class AgentSettings(BaseModel):
             if "map_ca_file" in given and self.map_endpoint is None:
                 raise _Invalid(f"needs --map-endpoint (or {MAP_ENDPOINT_ENV}); the CA is for "
                                "TLS to the service map", "map_ca_file")
+            if "map_token_file" in given and "map_ca_file" not in given:
+                raise _Invalid("needs --map-ca-file: the token must not cross the network in "
+                               "clear text", "map_token_file")
         if "metrics_address" in given and self.metrics_port == -1:
             raise _Invalid("unused while --metrics-port is -1 (off)", "metrics_address")
         if self.health_port > 0 and self.health_port == self.metrics_port:
@@ -257,7 +276,8 @@ SOURCES: dict[str, tuple[str | None, str | None]] = {
     "health_port": ("--health-port", None),
     "disabled_tracepoints": ("--disable-tracepoint", None),
     "cgroup_root": ("--cgroup-root", None), "map_endpoint": ("--map-endpoint", MAP_ENDPOINT_ENV),
-    "map_ca_file": ("--map-ca-file", None), "print_records": ("--print-records", None),
+    "map_ca_file": ("--map-ca-file", None), "map_token_file": ("--map-token-file", None),
+    "print_records": ("--print-records", None),
     "verbose": ("--verbose", None), "bpf_dir": (None, BPF_DIR_ENV),
     "kernel_source": (None, KERNEL_SOURCE_ENV),
 }

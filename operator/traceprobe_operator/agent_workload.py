@@ -92,6 +92,36 @@ def health_check(port: int, path: str) -> list[str]:
     return ["bash", "-c", script]
 
 
+#: Where the agent finds the map's CA and its own token for the map (the volumes below).
+MAP_CA_DIR, MAP_TOKEN_DIR = "/etc/traceprobe/map-ca", "/var/run/secrets/traceprobe/map"
+#: The kubelet renews a projected token at 80 % of its life; an hour is the API's default.
+MAP_TOKEN_SECONDS = 3600
+
+
+def _map_credentials(settings: OperatorSettings) -> tuple[list[str], list[dict[str, Any]],
+                                                          list[dict[str, Any]]]:
+    """(agent args, volumes, mounts) for TLS to the map and the token it checks."""
+    args: list[str] = []
+    volumes: list[dict[str, Any]] = []
+    mounts: list[dict[str, Any]] = []
+    if settings.map_ca_secret:
+        args.append(f"--map-ca-file={MAP_CA_DIR}/ca.crt")
+        # Only the CA: the Secret may also hold the map's own key, which agents never need.
+        volumes.append({"name": "map-ca", "secret": {
+            "secretName": settings.map_ca_secret, "items": [{"key": "ca.crt",
+                                                             "path": "ca.crt"}]}})
+        mounts.append({"name": "map-ca", "mountPath": MAP_CA_DIR, "readOnly": True})
+    if settings.map_token_audience:
+        args.append(f"--map-token-file={MAP_TOKEN_DIR}/token")
+        # Bound to the pod (so to its node): the map takes the node from it.
+        volumes.append({"name": "map-token", "projected": {"sources": [{
+            "serviceAccountToken": {"audience": settings.map_token_audience,
+                                    "expirationSeconds": MAP_TOKEN_SECONDS,
+                                    "path": "token"}}]}})
+        mounts.append({"name": "map-token", "mountPath": MAP_TOKEN_DIR, "readOnly": True})
+    return args, volumes, mounts
+
+
 def _config_hash(daemonset: dict[str, Any]) -> str:
     """Of everything rendered, so whatever changes in it rolls the pods."""
     return hashlib.sha256(json.dumps(daemonset, sort_keys=True).encode()).hexdigest()[:16]
@@ -106,10 +136,11 @@ def render_daemonset(settings: OperatorSettings, probes: list[ActiveProbe]) -> d
     env = [{"name": "NODE_NAME", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}}]
     if metrics.listen == "hostIP":
         env.append({"name": "HOST_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.hostIP"}}})
+    map_args, map_volumes, map_mounts = _map_credentials(settings)
     container: dict[str, Any] = {
         "name": "agent", "image": settings.agent_image,
         "args": ["--node-name=$(NODE_NAME)", f"--map-endpoint={settings.map_endpoint}",
-                 f"--metrics-address={METRICS_ADDRESS[metrics.listen]}",
+                 *map_args, f"--metrics-address={METRICS_ADDRESS[metrics.listen]}",
                  f"--metrics-port={metrics.port}", f"--health-port={pod.health_port}"],
         "env": env,
         "securityContext": {
@@ -131,7 +162,7 @@ def render_daemonset(settings: OperatorSettings, probes: list[ActiveProbe]) -> d
         "volumeMounts": [m for _, m in _MOUNTS] + [
             # The root filesystem is read-only; BCC unpacks kheaders and
             # writes compile scratch files under /tmp.
-            {"name": "tmp", "mountPath": "/tmp"}],
+            {"name": "tmp", "mountPath": "/tmp"}, *map_mounts],
     }
     if metrics.listen != "loopback":
         # Declared for PodMonitor discovery; a hostNetwork pod's port is the node's.
@@ -147,7 +178,7 @@ def render_daemonset(settings: OperatorSettings, probes: list[ActiveProbe]) -> d
         "tolerations": [t.to_dict() for t in pod.tolerations],
         "containers": [container],
         "volumes": [v for v, _ in _MOUNTS] + [
-            {"name": "tmp", "emptyDir": {"sizeLimit": "256Mi"}}],
+            {"name": "tmp", "emptyDir": {"sizeLimit": "256Mi"}}, *map_volumes],
     }
     if pod.priority_class_name:
         pod_spec["priorityClassName"] = pod.priority_class_name

@@ -34,6 +34,11 @@ AGENT_IMAGE_ENV = "TRACEPROBE_AGENT_IMAGE"
 AGENT_SERVICE_ACCOUNT_ENV = "TRACEPROBE_AGENT_SERVICE_ACCOUNT"
 #: gRPC address (host:port) of the service map's OTLP ingest; agents send edge reports there.
 MAP_ENDPOINT_ENV = "TRACEPROBE_MAP_ENDPOINT"
+#: Secret (in the operator's namespace) whose `ca.crt` signed the map's ingest
+#: certificate: agents then speak TLS to it. Unset: plaintext gRPC.
+MAP_CA_SECRET_ENV = "TRACEPROBE_MAP_CA_SECRET"
+#: Audience of the projected ServiceAccount token agents send to the map. Unset: none sent.
+MAP_TOKEN_AUDIENCE_ENV = "TRACEPROBE_MAP_TOKEN_AUDIENCE"
 #: Seconds a deleted probe waits for agents to report detachment before giving up.
 DETACH_TIMEOUT_ENV = "TRACEPROBE_DETACH_TIMEOUT_SECONDS"
 #: Seconds after which a node report without a heartbeat counts as stale.
@@ -208,6 +213,10 @@ ALLOWED = {
                               "characters)"),
     "map_endpoint": (MAP_ENDPOINT_ENV, "host:port with a port from 1 to 65535, e.g. "
                                        "traceprobe-service-map.traceprobe-system.svc:4317"),
+    "map_ca_secret": (MAP_CA_SECRET_ENV, "a Secret name (a DNS-1123 subdomain) in the "
+                                         "operator's namespace, holding ca.crt"),
+    "map_token_audience": (MAP_TOKEN_AUDIENCE_ENV, "an audience: 1-253 printable characters, "
+                                                   "no spaces, e.g. traceprobe-service-map"),
     "detach_timeout_seconds": (DETACH_TIMEOUT_ENV, "a number of seconds above 0 and at "
                                                    "most 3600"),
     "report_stale_seconds": (REPORT_STALE_ENV, "a number of seconds from 10 to 3600"),
@@ -230,6 +239,10 @@ class OperatorSettings(BaseModel):
         "traceprobe-agent")
     map_endpoint: Annotated[str, AfterValidator(_host_port)] = (
         "traceprobe-service-map.traceprobe-system.svc:4317")
+    map_ca_secret: Annotated[str, StringConstraints(
+        pattern=rf"^{_SUBDOMAIN}$", max_length=253)] | None = None
+    map_token_audience: Annotated[str, StringConstraints(
+        pattern=r"^[\x21-\x7e]+$", max_length=253)] | None = None
     # The chart's values schema allows the same ranges.
     detach_timeout_seconds: Annotated[float, Field(gt=0, le=3600)] = 60.0
     report_stale_seconds: Annotated[float, Field(ge=10, le=3600)] = 90.0
@@ -247,6 +260,10 @@ class OperatorSettings(BaseModel):
                 given["agent_pod"] = AgentPodSettings.from_json(env[AGENT_POD_ENV])
             except ValueError as exc:
                 raise SettingsError(str(exc)) from None
+        if "map_token_audience" in given and "map_ca_secret" not in given:
+            raise SettingsError(f"{MAP_TOKEN_AUDIENCE_ENV}={one_line(given['map_token_audience'])}"
+                                f": expected {MAP_CA_SECRET_ENV} set as well (TLS to the map): "
+                                "agents' tokens must not cross the network in clear text")
         try:
             return cls.model_validate(given)
         except ValidationError as exc:

@@ -27,6 +27,7 @@ from traceprobe_map.settings import PROG, MapSettings, UsageError, load
 
 if TYPE_CHECKING:  # the rest loads once the settings are good: bad input answers fast
     from traceprobe_map.export import EdgeExporter
+    from traceprobe_map.ingest_auth import IngestAuth
     from traceprobe_map.metadata import MetadataCache
     from traceprobe_map.snapshot import MapSnapshot
     from traceprobe_map.window import MapWindow
@@ -63,6 +64,22 @@ def _exporter(settings: MapSettings) -> EdgeExporter | None:
     return EdgeExporter(CountingExporter(make_exporter(otlp.protocol)), settings.cluster_name,
                         settings.export_interval, settings.service_graph,
                         max_series=4 * settings.max_edges, keep_seconds=settings.window_seconds)
+
+
+def _ingest_auth(settings: MapSettings, api: Any) -> IngestAuth | None:
+    from traceprobe_map.ingest_auth import IngestAuth
+    from traceprobe_map.kube import TokenReviews
+
+    account = settings.agent_service_account
+    if account is None or api is None:
+        log.warning("ingest is not authenticated: anyone who reaches %s can write the map "
+                    "(set --agent-service-account, as the chart does)", settings.ingest_address)
+        return None
+    namespace, _, name = account.partition("/")
+    log.info("ingest accepts tokens of ServiceAccount %s for audience %r only", account,
+             settings.token_audience)
+    return IngestAuth(TokenReviews(api), f"system:serviceaccount:{namespace}:{name}",
+                      settings.token_audience)
 
 
 def _fail(message: str) -> int:
@@ -143,11 +160,13 @@ def _serve(settings: MapSettings, api: Any) -> int:
     stop = threading.Event()
     tls = None
     if settings.ingest_tls_cert and settings.ingest_tls_key:
-        tls = (settings.ingest_tls_cert.read_bytes(), settings.ingest_tls_key.read_bytes())
+        tls = (settings.ingest_tls_cert, settings.ingest_tls_key)
+    auth = _ingest_auth(settings, api)
     try:
         ingest, ingest_port, ingest_stats = serve_ingest(
             lambda records: window.add(records, time.time()), settings.ingest_address, tls=tls,
-            admit=lambda records: admit(records, time.time(), settings.window_seconds))
+            admit=lambda records: admit(records, time.time(), settings.window_seconds),
+            authenticate=auth.check if auth else None)
     except RuntimeError as exc:  # grpc: "Failed to bind to address ..."
         if exporter is not None:
             exporter.shutdown()
@@ -163,7 +182,7 @@ def _serve(settings: MapSettings, api: Any) -> int:
     try:
         http = serve_http(WindowSource(window, cache), settings.http_host, settings.http_port,
                           metrics=metrics_page(window, cache, ingest_stats,
-                                               exporter.exporter if exporter else None),
+                                               exporter.exporter if exporter else None, auth),
                           problem=watch_health.problem if watch_health else None)
     except OSError as exc:
         ingest.stop(grace=0)

@@ -12,6 +12,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from traceprobe_map.export import CountingExporter
+from traceprobe_map.ingest_auth import Cause, IngestAuth
 from traceprobe_map.metadata import MetadataCache
 from traceprobe_map.receiver import ReceiverStats
 from traceprobe_map.window import MapWindow
@@ -26,8 +27,9 @@ def _family(family: CounterMetricFamily | GaugeMetricFamily,
 
 class MapCollector(Collector):
     def __init__(self, window: MapWindow, cache: MetadataCache, ingest: ReceiverStats,
-                 exporter: MetricExporter | None) -> None:
+                 exporter: MetricExporter | None, auth: IngestAuth | None = None) -> None:
         self._window, self._cache, self._ingest, self._exporter = window, cache, ingest, exporter
+        self._auth = auth
 
     def collect(self) -> Iterator[Metric]:
         w, ingest = self._window.stats, self._ingest
@@ -43,6 +45,19 @@ class MapCollector(Collector):
             value=w.reused_address_records)
         yield CounterMetricFamily("traceprobe_map_ingest_requests",
                                   "OTLP export requests received", value=ingest.requests)
+        if self._auth is not None:
+            refused = self._auth.refused
+            yield _family(CounterMetricFamily(
+                "traceprobe_map_ingest_refused_requests",
+                "Export requests refused before reading, by why (the sender's token)",
+                labels=["cause"]), {c.value: refused[c] for c in Cause})
+            yield CounterMetricFamily("traceprobe_map_ingest_token_reviews",
+                                      "TokenReviews made (others answered from the cache)",
+                                      value=self._auth.reviews)
+            yield CounterMetricFamily(
+                "traceprobe_map_reattributed_records",
+                "Records naming another node than their sender's token (given the token's)",
+                value=ingest.reattributed_records)
         yield _family(CounterMetricFamily(
             "traceprobe_map_overflow", "Edges and external peers folded by the caps",
             labels=["what"]), {"edges": w.overflowed_edges,
@@ -72,8 +87,9 @@ class MapCollector(Collector):
 
 
 def metrics_page(window: MapWindow, cache: MetadataCache, ingest: ReceiverStats,
-                 exporter: MetricExporter | None) -> Callable[[], str]:
+                 exporter: MetricExporter | None, auth: IngestAuth | None = None
+                 ) -> Callable[[], str]:
     """What serves /metrics: the map's numbers as Prometheus text, read when called."""
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(MapCollector(window, cache, ingest, exporter))
+    registry.register(MapCollector(window, cache, ingest, exporter, auth))
     return lambda: generate_latest(registry).decode()

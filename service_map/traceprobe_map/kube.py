@@ -1,7 +1,8 @@
 """The service map's only Kubernetes I/O: list-then-watch of what naming needs.
 
 Cluster-wide, read-only: pods, services, endpointslices, nodes, namespaces,
-replicasets and jobs (owner chains), and the probes. Lists and watch events
+replicasets and jobs (owner chains), and the probes; and TokenReviews of the
+tokens agents send with their reports (ingest_auth). Lists and watch events
 are read as plain JSON (no client model objects): at thousands of pods the
 typed models cost more CPU and memory than everything else here together.
 While the API server is away the last view stays in use (at start: none, so remote
@@ -74,6 +75,25 @@ def _sources(api: client.ApiClient, cache: MetadataCache) -> list[_Source]:
                                lambda e, o, k=kind: cache.probe(e, o, k)))  # type: ignore[misc]
     return [s if s.on_list else _Source(s.what, s.list_fn, s.args, s.on_event,
                                         each(s.on_event)) for s in sources]
+
+
+# A review is on the ingest path: an API server slower than this is "cannot check now".
+REVIEW_TIMEOUT = (5, 10)
+
+
+class TokenReviews:
+    """ingest_auth.TokenReviewer over the API server's TokenReview API."""
+
+    def __init__(self, api: client.ApiClient) -> None:
+        self._auth = client.AuthenticationV1Api(api)
+
+    def review(self, token: str, audience: str) -> dict[str, Any]:
+        response = self._auth.create_token_review(
+            {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview",
+             "spec": {"token": token, "audiences": [audience]}},
+            _preload_content=False, _request_timeout=REVIEW_TIMEOUT)
+        status = json.loads(response.data).get("status")
+        return status if isinstance(status, dict) else {}
 
 
 class _RawWatch(watch.Watch):  # type: ignore[misc]

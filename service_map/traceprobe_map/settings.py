@@ -26,6 +26,7 @@ from pydantic import (
 from pydantic.fields import FieldInfo
 
 from traceprobe_api.addresses import host_port, host_problem
+from traceprobe_map.ingest_auth import DEFAULT_AUDIENCE
 from traceprobe_map.otlp_settings import ENDPOINTS, SECRET, OtlpSettings
 
 PROG = "traceprobe-service-map"
@@ -98,6 +99,16 @@ class MapSettings(BaseModel):
     """PEM certificate chain: serve the ingest over TLS (with --ingest-tls-key)."""
     ingest_tls_key: Pem = _field(None, "--ingest-tls-key")
     """PEM private key of --ingest-tls-cert."""
+    agent_service_account: str | None = _field(
+        None, "--agent-service-account", max_length=317,
+        pattern=r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?/[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$",
+        unit="namespace/name", hint="e.g. traceprobe-system/traceprobe-agent")
+    """Accept reports only with a token of this ServiceAccount bound to a pod on a node
+    (TokenReview), and take their node from it; needs TLS (--ingest-tls-cert)."""
+    token_audience: str = _field(DEFAULT_AUDIENCE, "--token-audience", min_length=1,
+                                 max_length=253, pattern=r"^[\x21-\x7e]+$",
+                                 hint="printable, no spaces")
+    """The audience agents' tokens must be issued for (with --agent-service-account)."""
     http_host: Annotated[str, AfterValidator(_host)] = _field("0.0.0.0", "--http-host")
     """Address of the map view, /api and /metrics."""
     http_port: Count = _field(8080, "--http-port", ge=0, le=65535, unit="port",
@@ -141,6 +152,16 @@ class MapSettings(BaseModel):
 
         if bool(self.ingest_tls_cert) != bool(self.ingest_tls_key):
             raise ValueError("--ingest-tls-cert and --ingest-tls-key go together")
+        if self.agent_service_account is not None:
+            if not self.ingest_tls_cert:
+                raise ValueError("--agent-service-account needs --ingest-tls-cert and "
+                                 "--ingest-tls-key: agents' tokens must not cross the network "
+                                 "in clear text")
+            if self.no_kubernetes:
+                raise ValueError("--agent-service-account needs the API server to check "
+                                 "tokens; drop --no-kubernetes")
+        elif "token_audience" in given:
+            raise ValueError("--token-audience applies with --agent-service-account only")
         if self.bucket_seconds > self.window_seconds:
             raise ValueError(f"{show('bucket_seconds')} must be at most "
                              f"{show('window_seconds')}: a window holds whole buckets")

@@ -46,6 +46,8 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     scalar.write_text("just a string\n")
     empty = tmp / "empty"
     empty.write_text("")
+    token = tmp / "token"
+    token.write_text("eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJ4In0.c2ln\n")
     no_url = tmp / "no-url.kubeconfig"  # YAML and a kubeconfig, but no server to call
     no_url.write_text("apiVersion: v1\nkind: Config\ncurrent-context: x\n"
                       "clusters: [{name: c, cluster: {server: 'not a url'}}]\n"
@@ -68,6 +70,7 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         "users: [{name: u, user: {token: t}}]\n"
         "contexts: [{name: x, context: {cluster: c, user: u}}]\n")
     return {"ca": ca, "garbage": garbage, "binary": binary, "scalar": scalar, "empty": empty,
+            "token": token,
             "no_url": no_url, "dead": dead, "dir": tmp, "home": tmp, "headers": headers,
             "half": half}
 
@@ -135,6 +138,15 @@ BAD: list[tuple[list[str], dict[str, str], str, str]] = [
     (["--map-endpoint", "map:4317", "--map-ca-file", "{dir}"], {}, "--map-ca-file", "{dir}"),
     (["--map-ca-file", "{ca}"], {}, "--map-ca-file", "ca.pem'"),  # no endpoint to use it for
     (["--standalone", "--map-ca-file", "{ca}"], {}, "--map-ca-file", "ca.pem'"),
+    (["--map-endpoint", "map:4317", "--map-token-file", "{token}"], {}, "--map-token-file",
+     "--map-ca-file"),  # a token never crosses the network in clear text
+    (["--map-endpoint", "map:4317", "--map-ca-file", "{ca}", "--map-token-file",
+      "/nonexistent"], {}, "--map-token-file", "not a readable token file"),
+    (["--map-endpoint", "map:4317", "--map-ca-file", "{ca}", "--map-token-file", "{empty}"],
+     {}, "--map-token-file", "does not hold one token"),
+    (["--map-endpoint", "map:4317", "--map-ca-file", "{ca}", "--map-token-file", "{dir}"],
+     {}, "--map-token-file", "not a regular file"),
+    (["--standalone", "--map-token-file", "{token}"], {}, "--map-token-file", "cluster mode"),
     (["--standalone", "--print-records"], {}, "--print-records", ""),
     (["--print-records=1"], {}, "--print-records", "'1'"),
     (["--verbose=1"], {}, "--verbose", "'1'"),
@@ -196,11 +208,13 @@ def test_good_values_parse_to_typed_settings(files: dict[str, Path]) -> None:
                "--metrics-port", "0", "--health-port", "19465", "--disable-tracepoint",
                "tcp:tcp_probe", "--disable-tracepoint", "tcp:tcp_receive_reset",
                "--cgroup-root", "/kubepods.slice", "--map-endpoint", "[::1]:4317",
-               "--map-ca-file", str(files["ca"]), "--print-records", "--verbose"], env)
+               "--map-ca-file", str(files["ca"]), "--map-token-file", str(files["token"]),
+               "--print-records", "--verbose"], env)
     assert (s.node_name, s.interval_seconds, s.metrics_address) == ("flag-node", 2.5, "::1")
     assert (s.metrics_port, s.health_port, s.cgroup_root) == (0, 19465, "/kubepods.slice")
     assert s.disabled_tracepoints == {"tcp:tcp_probe", "tcp:tcp_receive_reset"}
     assert (s.map_endpoint, s.map_ca_file) == ("[::1]:4317", str(files["ca"]))
+    assert s.map_token_file == str(files["token"])
     assert s.print_records and s.verbose and not s.standalone
     assert (s.bpf_dir, s.kernel_source) == (str(REPO / "bpf"), str(files["headers"]))
     # A variable stands in for its flag; an empty one counts as unset.

@@ -125,3 +125,23 @@ def test_sys_resource_only_when_asked_for_old_kernels() -> None:
         "securityContext"]
     assert sec["capabilities"]["add"] == ["BPF", "PERFMON", "NET_ADMIN", "SYS_RESOURCE"]
     assert AgentPodSettings.from_json('{"memlockCapability": true}').memlock_capability
+
+
+def test_map_tls_and_token_are_mounted_only_when_configured() -> None:
+    plain = render_daemonset(OperatorSettings(), [])["spec"]["template"]["spec"]
+    assert not [a for a in plain["containers"][0]["args"] if "--map-ca" in a or "token" in a]
+    settings = OperatorSettings(map_ca_secret="map-tls", map_token_audience="the-map")
+    pod = render_daemonset(settings, [])["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    mounts = {m["name"]: m for m in container["volumeMounts"]}
+    # Only the CA of the map's Secret reaches the agents, never the map's key.
+    assert volumes["map-ca"]["secret"] == {"secretName": "map-tls",
+                                           "items": [{"key": "ca.crt", "path": "ca.crt"}]}
+    token = volumes["map-token"]["projected"]["sources"][0]["serviceAccountToken"]
+    assert token["audience"] == "the-map" and token["expirationSeconds"] >= 600
+    assert f"--map-ca-file={mounts['map-ca']['mountPath']}/ca.crt" in container["args"]
+    assert f"--map-token-file={mounts['map-token']['mountPath']}/{token['path']}" in (
+        container["args"])
+    assert all(m["readOnly"] for m in (mounts["map-ca"], mounts["map-token"]))
+    assert _hash(render_daemonset(settings, [])) != _hash(render_daemonset(OperatorSettings(), []))

@@ -93,6 +93,11 @@ traceprobe_operator.settings.AgentPodSettings (refusing unknown keys). */}}
 {{- end }}
 
 {{/* Where agents send their reports: the service map's gRPC ingest, by Service DNS name. */}}
+{{/* Secret of the map's ingest certificate (tls.crt, tls.key, ca.crt). */}}
+{{- define "traceprobe.serviceMapTlsSecret" -}}
+{{ include "traceprobe.serviceMapName" . }}-tls
+{{- end }}
+
 {{- define "traceprobe.mapEndpoint" -}}
 {{ include "traceprobe.serviceMapName" . }}.{{ .Release.Namespace }}.svc:{{ .Values.serviceMap.ingestPort }}
 {{- end }}
@@ -122,6 +127,16 @@ seccompProfile:
 {{- end }}
 {{- if eq (int .Values.serviceMap.ingestPort) (int .Values.serviceMap.httpPort) }}
 {{- fail "serviceMap.ingestPort and serviceMap.httpPort must differ" }}
+{{- end }}
+{{- $certManager := .Values.serviceMap.ingestAuth.certManager }}
+{{- if and $certManager.enabled (not .Values.serviceMap.ingestAuth.enabled) }}
+{{- fail "serviceMap.ingestAuth.certManager.enabled needs serviceMap.ingestAuth.enabled: without it the ingest is plaintext and uses no certificate" }}
+{{- end }}
+{{- if and $certManager.enabled (not $certManager.issuerRef.name) }}
+{{- fail "serviceMap.ingestAuth.certManager.enabled needs serviceMap.ingestAuth.certManager.issuerRef.name: the Issuer or ClusterIssuer that signs the ingest certificate" }}
+{{- end }}
+{{- if and $certManager.enabled (not (.Capabilities.APIVersions.Has "cert-manager.io/v1")) }}
+{{- fail "serviceMap.ingestAuth.certManager.enabled needs the cert-manager.io/v1 API (cert-manager's CRDs), which this cluster does not serve; install cert-manager first (with helm template: --api-versions cert-manager.io/v1)" }}
 {{- end }}
 {{- $metrics := .Values.agent.metrics }}
 {{- if eq (int .Values.agent.healthPort) (int $metrics.port) }}
