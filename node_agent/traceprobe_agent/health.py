@@ -15,14 +15,11 @@ from __future__ import annotations
 
 import logging
 import math
-import socket
 import ssl
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -31,6 +28,7 @@ from prometheus_client.registry import Collector
 
 from traceprobe_agent.agent import Agent
 from traceprobe_agent.metrics_auth import MetricsAuth, is_loopback
+from traceprobe_api.http_server import CLIENT_TIMEOUT_SECONDS, BoundedHTTPServer
 
 Family = CounterMetricFamily | GaugeMetricFamily
 
@@ -155,61 +153,6 @@ class Health:
         return True, "ok"
 
 
-#: Seconds a client may take for its TLS handshake or its request.
-CLIENT_TIMEOUT_SECONDS = 10.0
-
-
-class _Server(ThreadingHTTPServer):
-    """A thread per connection, but at most `max_connections` at once (more are
-    closed at once), each with a deadline; TLS, when given, is negotiated in the
-    connection's thread so a slow client holds up no one else."""
-
-    daemon_threads = True
-
-    def __init__(self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler],
-                 tls: ssl.SSLContext | None = None, max_connections: int = 16) -> None:
-        self.address_family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
-        self.tls = tls
-        self._slots = threading.BoundedSemaphore(max_connections)
-        super().__init__(address, handler)
-
-    def process_request(self, request: Any, client_address: Any) -> None:
-        if not self._slots.acquire(blocking=False):
-            self.shutdown_request(request)
-            return
-        try:
-            super().process_request(request, client_address)
-        except BaseException:
-            self._slots.release()
-            raise
-
-    def process_request_thread(self, request: Any, client_address: Any) -> None:
-        try:
-            super().process_request_thread(request, client_address)
-        finally:
-            self._slots.release()
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        error = sys.exc_info()[1]
-        if isinstance(error, ConnectionError | TimeoutError | ssl.SSLError):
-            return  # the client went away or was too slow: nothing to report
-        log.warning("answering %s failed", client_address, exc_info=True)
-
-    def finish_request(self, request: Any, client_address: Any) -> None:
-        if self.tls is None:
-            super().finish_request(request, client_address)
-            return
-        request.settimeout(CLIENT_TIMEOUT_SECONDS)
-        try:
-            conn = self.tls.wrap_socket(request, server_side=True)
-        except (ssl.SSLError, OSError):
-            return  # not TLS, or gone
-        try:
-            super().finish_request(conn, client_address)
-        finally:
-            conn.close()
-
-
 def _handler(routes: dict[str, Callable[[BaseHTTPRequestHandler], tuple[int, str]]],
              ) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
@@ -274,9 +217,10 @@ def serve(agent: Agent, port: int, host: str = "127.0.0.1", *, health: Health | 
 
     routes = {**health_routes(health or Health(agent), detail=auth is None),
               "/metrics": metrics}
-    return _start(_Server((host, port), _handler(routes), tls), "metrics")
+    return _start(BoundedHTTPServer((host, port), _handler(routes), tls), "metrics")
 
 
 def serve_health(health: Health, port: int) -> ThreadingHTTPServer:
     """The probes alone, plain HTTP on the node's 127.0.0.1 (the kubelet's exec probes)."""
-    return _start(_Server(("127.0.0.1", port), _handler(health_routes(health)), None), "health")
+    server = BoundedHTTPServer(("127.0.0.1", port), _handler(health_routes(health)))
+    return _start(server, "health")

@@ -4,8 +4,11 @@ endpoints and exports, over any `MapSource`.
 Users reach it through the API server's service proxy
 (`/api/v1/namespaces/<ns>/services/<name>:http/proxy/`), so Kubernetes
 authenticates and authorises them (RBAC on `services/proxy`) and this server
-needs no auth of its own; for the same reason every link the page follows is
-relative. Only GET and HEAD exist: nothing here changes state.
+needs no auth of its own (the chart's NetworkPolicy keeps other pods out); for
+the same reason every link the page follows is relative. Only GET and HEAD
+exist: nothing here changes state. Clients are bounded in number and time, and
+snapshots are made one at a time and shared, so neither slow nor many viewers
+hold up the ingest.
 """
 
 from __future__ import annotations
@@ -17,11 +20,12 @@ import threading
 import time
 from collections.abc import Callable
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from importlib import resources
 from typing import Any, Protocol
 from urllib.parse import parse_qs, urlsplit
 
+from traceprobe_api.http_server import CLIENT_TIMEOUT_SECONDS, BoundedHTTPServer
 from traceprobe_map import graph_exports, views
 from traceprobe_map.snapshot import MapSnapshot
 
@@ -34,6 +38,8 @@ _JSON = "application/json"
 _CSP = ("default-src 'none'; script-src 'self'; style-src 'self' 'unsafe-inline';"
         " img-src 'self' data:; connect-src 'self'; frame-ancestors 'self'; base-uri 'none'")
 _SNAPSHOT_REUSE_SECONDS = 1.0
+_SNAPSHOTS_KEPT = 8  # distinct ?window= values remembered for that second
+MAX_CONNECTIONS = 32
 _GZIP_OVER = 1400  # bytes; smaller bodies fit one packet anyway
 
 
@@ -97,6 +103,7 @@ class MapApi:
         self.problem = problem
         self._cache: dict[float | None, tuple[float, MapSnapshot]] = {}
         self._cache_lock = threading.Lock()
+        self._making = threading.Lock()  # one snapshot at a time; the others wait for it
         self.static = load_static() if static is None else static
         self.routes: dict[str, Callable[[views.MapQuery], _Reply]] = {
             "/api/map": lambda q: _json(self._map(q).to_dict()),
@@ -110,17 +117,31 @@ class MapApi:
             "/api/filters": self._filters,
         }
 
-    def _snapshot(self, window_seconds: float | None) -> MapSnapshot:
-        """The source's snapshot, reused for a second: a page refresh asks for the
-        map and its filters together, and a whole-window snapshot is not free."""
-        now = time.monotonic()
+    def _cached(self, window_seconds: float | None) -> MapSnapshot | None:
         with self._cache_lock:
             hit = self._cache.get(window_seconds)
-            if hit is not None and now - hit[0] < _SNAPSHOT_REUSE_SECONDS:
-                return hit[1]
-        snapshot = self.source.snapshot(window_seconds)
-        with self._cache_lock:
-            self._cache = {window_seconds: (now, snapshot)}
+        if hit is not None and time.monotonic() - hit[0] < _SNAPSHOT_REUSE_SECONDS:
+            return hit[1]
+        return None
+
+    def _snapshot(self, window_seconds: float | None) -> MapSnapshot:
+        """The source's snapshot, reused for a second: a page refresh asks for the
+        map and its filters together, and a whole-window snapshot is not free. Made
+        one at a time: many viewers cost one snapshot, not one each."""
+        hit = self._cached(window_seconds)
+        if hit is not None:
+            return hit
+        with self._making:
+            hit = self._cached(window_seconds)  # made while this one waited
+            if hit is not None:
+                return hit
+            made_at = time.monotonic()
+            snapshot = self.source.snapshot(window_seconds)
+            with self._cache_lock:
+                fresh = {w: c for w, c in self._cache.items()
+                         if made_at - c[0] < _SNAPSHOT_REUSE_SECONDS}
+                fresh[window_seconds] = (made_at, snapshot)
+                self._cache = dict(list(fresh.items())[-_SNAPSHOTS_KEPT:])
         return snapshot
 
     def _map(self, query: views.MapQuery) -> MapSnapshot:
@@ -171,6 +192,7 @@ class MapApi:
 
 class _Handler(BaseHTTPRequestHandler):
     server_version = "traceprobe-map"
+    timeout = CLIENT_TIMEOUT_SECONDS  # per read and write: a stalled client lets go
     api: MapApi  # set on a subclass per server
 
     def do_GET(self) -> None:
@@ -212,14 +234,14 @@ class _Handler(BaseHTTPRequestHandler):
 
 def serve(source: MapSource, host: str = "0.0.0.0", port: int = 8080,
           metrics: Callable[[], str] | None = None,
-          problem: Callable[[], str | None] | None = None) -> ThreadingHTTPServer:
+          problem: Callable[[], str | None] | None = None,
+          max_connections: int = MAX_CONNECTIONS) -> BoundedHTTPServer:
     """Serve in a daemon thread; `port=0` picks a free port (see `server_address`).
     `metrics` renders Prometheus text for /metrics; `problem` says why /healthz fails
     (None: healthy). Stop with `shutdown()` then `server_close()`."""
     handler = type("MapHandler", (_Handler,), {"api": MapApi(source, metrics=metrics,
                                                              problem=problem)})
-    server = ThreadingHTTPServer((host, port), handler)
-    server.daemon_threads = True
+    server = BoundedHTTPServer((host, port), handler, max_connections=max_connections)
     thread = threading.Thread(target=server.serve_forever, name="map-http", daemon=True)
     thread.start()
     log.info("service map view on http://%s:%d/", *server.server_address[:2])

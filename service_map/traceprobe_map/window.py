@@ -210,20 +210,24 @@ class MapWindow:
         now = time.time() if now is None else now
         span = min(window_seconds or self.window_seconds, self.window_seconds)
         since = now - span
-        with self.lock:
+        totals: dict[EdgeKey, EdgeStats] = {}
+        with self.lock:  # held by ingest too: only what changes under it is read here
             covered = min(span, now - self._started) if self._started is not None else span
             whole = span >= self.window_seconds
             kept = [c for c in self._closed if whole or c.start + self.bucket_seconds > since]
             overflowed = sum(c.result.overflowed_edges for c in kept)
-            totals: dict[EdgeKey, EdgeStats] = {}
-            _add_all(totals, ((k, t.stats) for k, t in self._totals.items()) if whole else
-                     (kv for c in kept for kv in c.result.edges.items()))
-            for bucket, part in self._pending.items():
-                if bucket + self.bucket_seconds > since:
-                    result = finish(part, self.resolver, self._recent(besides=bucket),
-                                    self.max_edges)
-                    overflowed += result.overflowed_edges
-                    _add_all(totals, result.edges.items())
+            if whole:  # the running totals change at every close: summed under the lock
+                _add_all(totals, ((k, t.stats) for k, t in self._totals.items()))
+            parts = [finish(part, self.resolver, self._recent(besides=bucket), self.max_edges)
+                     for bucket, part in self._pending.items()
+                     if bucket + self.bucket_seconds > since]
+        # A closed bucket's result never changes: a part of the window is summed after
+        # the lock is released, so a long window of many edges does not stall ingest.
+        if not whole:
+            _add_all(totals, (kv for c in kept for kv in c.result.edges.items()))
+        for result in parts:
+            overflowed += result.overflowed_edges
+            _add_all(totals, result.edges.items())
         return build_snapshot(totals, self.cluster, max(covered, self.bucket_seconds),
                               datetime.fromtimestamp(now, UTC),
                               Overflow(edges=overflowed, externals=self.resolver.overflowed))

@@ -124,6 +124,25 @@ def test_notes_say_how_to_open_the_map_and_apply_a_first_probe(installed: Any) -
     assert result.returncode == 0, result.stderr
     assert "each agent serves /metrics on its node's 127.0.0.1:9464 only" in " ".join(
         notes.split())
+    assert (f"/api/v1/namespaces/{NS}/services/{RELEASE}-traceprobe-service-map:http/proxy/"
+            in notes)
+
+
+def test_an_upgrade_keeps_the_ingest_certificate(installed: Any) -> None:
+    """The chart makes the CA once: a later render against the cluster (helm's lookup)
+    reuses the Secret already there, so agents' trust in the map survives upgrades."""
+    cp, docs, _ = installed
+    name = f"{RELEASE}-traceprobe-service-map-tls"
+    stored = _json(cp, "secret", "-n", NS, name)["data"]
+    assert stored == find(docs, "Secret", name)["data"]
+    out = helm("install", RELEASE, str(REPO / "charts/traceprobe"), "-n", NS,
+               "--dry-run=server", "--take-ownership",
+               kubeconfig=cp.admin_kubeconfig).stdout
+    rendered = [d for d in yaml.safe_load_all(out.split("NOTES:", 1)[0].split("MANIFEST:", 1)[1])
+                if d and d["kind"] == "Secret" and d["metadata"]["name"] == name]
+    assert [d["data"] for d in rendered] == [stored]
+    # Without a cluster to look in, every render makes a new CA: the reuse above is real.
+    assert find(render(release=RELEASE, namespace=NS), "Secret", name)["data"] != stored
 
 
 #: Stand-ins for the Prometheus Operator's CRDs (any spec accepted): enough for the API
@@ -235,7 +254,7 @@ def test_operator_with_the_charts_rbac_runs_agents_and_writes_status(
     env = env_of(container(docs, f"{RELEASE}-traceprobe-operator"))
     assert pod["serviceAccountName"] == f"{RELEASE}-traceprobe-agent"
     assert pod["containers"][0]["image"] == env["TRACEPROBE_AGENT_IMAGE"]
-    assert (f"--map-endpoint={RELEASE}-traceprobe-service-map.{NS}.svc:4317"
+    assert (f"--map-endpoint={RELEASE}-traceprobe-service-map-ingest.{NS}.svc:4317"
             in pod["containers"][0]["args"])
     # What node-agent users expect, through the real API server (defaults applied).
     assert pod["tolerations"] == [{"operator": "Exists", "effect": "NoSchedule"},

@@ -145,6 +145,15 @@ NON_DEFAULT: dict[str, Any] = {
                           "podMonitor": {"enabled": False, "interval": "30s",
                                          "tokenSecret": {"name": "", "key": "token"}}}},
     "serviceMap": {"ingestPort": 14317, "httpPort": 18080, "service": {"type": "NodePort"},
+                   "ingestAuth": {"enabled": True, "audience": "obs-map", "certificateDays": 30,
+                                  "certManager": {"enabled": False, "issuerRef": {
+                                      "name": "", "kind": "Issuer"}}},
+                   "networkPolicy": {
+                       "enabled": True,
+                       "viewFrom": [{"ipBlock": {"cidr": "10.0.0.0/28"}},
+                                    {"namespaceSelector": {"matchLabels": {
+                                        "kubernetes.io/metadata.name": "monitoring"}}}],
+                       "ingestFrom": [{"ipBlock": {"cidr": "10.0.0.0/16"}}]},
                    "export": {"endpoint": "https://otel.monitoring.svc:4318",
                               "protocol": "http/protobuf", "intervalSeconds": 30,
                               "serviceGraph": True,

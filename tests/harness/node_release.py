@@ -4,6 +4,7 @@ map's /api/map, what the agents left in the kernel."""
 
 from __future__ import annotations
 
+import base64
 import json
 import subprocess
 import urllib.request
@@ -77,6 +78,19 @@ class ChartRelease:
         with urllib.request.urlopen(f"{self.map_url()}/api/map{query}", timeout=5) as resp:
             snapshot: dict[str, Any] = json.load(resp)
         return snapshot
+
+    def metrics(self) -> str:
+        """The map's /metrics (Prometheus text)."""
+        with urllib.request.urlopen(f"{self.map_url()}/metrics", timeout=5) as resp:
+            return str(resp.read().decode())
+
+    def ingest(self) -> tuple[str, bytes]:
+        """The map's ingest address (pod IP) and the CA its certificate is signed by."""
+        (pod,) = running(self.node, NAMESPACE, "app.kubernetes.io/component=service-map")
+        secret = json.loads(self.node.kubectl(
+            "get", "secret", "-n", NAMESPACE, f"{RELEASE}-service-map-tls", "-o",
+            "json").stdout)
+        return f"{pod['status']['podIP']}:4317", base64.b64decode(secret["data"]["ca.crt"])
 
     def logs(self, selector: str, tail: int = 30) -> str:
         return self.node.kubectl("logs", "-n", NAMESPACE, f"--tail={tail}", "-l", selector,

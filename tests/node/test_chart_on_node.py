@@ -12,10 +12,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import grpc
 import pytest
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2_grpc import LogsServiceStub
 
 from harness.chart import NAMESPACE, RELEASE, helm
 from harness.collector import Collector
+from harness.metrics import by_label, samples
 from harness.node import RealNode
 from harness.node_release import ChartRelease, all_ready, apply, bpf_program_ids, pods
 from harness.waiting import wait_until
@@ -107,6 +111,11 @@ def test_a_probe_runs_the_agent_daemonset_with_the_charts_pod_spec(
     report = wait_until(attached, 180, "the agent reports the probe Attached",
                         diagnose=real_node.diagnose_pods)
     assert report["status"]["headerSource"], report["status"]
+    # The kubelet gave it a token for the map alone, and only the map's CA.
+    volumes = {v["name"]: v for v in pod["spec"]["volumes"]}
+    token = volumes["map-token"]["projected"]["sources"][0]["serviceAccountToken"]
+    assert token["audience"] == "traceprobe-service-map", token
+    assert [i["key"] for i in volumes["map-ca"]["secret"]["items"]] == ["ca.crt"]
 
 
 def _shop(image: str) -> list[dict[str, Any]]:
@@ -164,6 +173,28 @@ def test_the_map_draws_real_pods_through_a_service(real_node: RealNode,
         "traceprobe.edge.connections", **{"k8s.cluster.name": CLUSTER}) or None,
         120, "the Collector received the edge")
     assert points
+
+
+def test_only_the_agent_writes_the_map(real_node: RealNode, release: Release) -> None:
+    """The agent's reports arrived over TLS with its kubelet-projected token (TokenReview'd
+    by the map, nothing refused or moved to another node); a client without it is refused."""
+    text = release.chart.metrics()
+    assert by_label(text, "traceprobe_map_records_total", "outcome")["accepted"] > 0
+    assert not any(by_label(text, "traceprobe_map_ingest_refused_requests_total",
+                            "cause").values()), text
+    assert samples(text, "traceprobe_map_ingest_token_reviews_total")[frozenset()] >= 1
+    assert samples(text, "traceprobe_map_reattributed_records_total")[frozenset()] == 0
+    address, ca = release.chart.ingest()
+    with grpc.secure_channel(address, grpc.ssl_channel_credentials(ca), options=[
+            ("grpc.ssl_target_name_override", f"{RELEASE}-service-map-ingest.{NAMESPACE}.svc")]
+                             ) as channel:
+        stub = LogsServiceStub(channel)  # type: ignore[no-untyped-call]
+        with pytest.raises(grpc.RpcError) as refused:
+            stub.Export(ExportLogsServiceRequest(), timeout=10)
+    assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED, refused.value
+    after = by_label(release.chart.metrics(), "traceprobe_map_ingest_refused_requests_total",
+                     "cause")
+    assert after["no_token"] == 1, after
 
 
 def test_helm_test_passes(real_node: RealNode, release: Release) -> None:

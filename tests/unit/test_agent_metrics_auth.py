@@ -258,9 +258,10 @@ def test_the_operators_exec_probe_against_the_health_listener(
 def test_connections_are_capped_and_idle_ones_time_out(agent: Agent,
                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     from traceprobe_agent import health as health_module
+    from traceprobe_api.http_server import BoundedHTTPServer
 
     monkeypatch.setattr(health_module, "CLIENT_TIMEOUT_SECONDS", 1.0)
-    server = health_module._Server(("127.0.0.1", 0), health_module._handler(
+    server = BoundedHTTPServer(("127.0.0.1", 0), health_module._handler(
         health_module.health_routes(Health(agent))), max_connections=2)
     threading_server = health_module._start(server, "test-health")
     port = threading_server.server_port
@@ -269,6 +270,7 @@ def test_connections_are_capped_and_idle_ones_time_out(agent: Agent,
         time.sleep(0.2)
         with socket.create_connection(("127.0.0.1", port), timeout=5) as third:
             assert third.recv(100) == b""  # closed at once: no slot free
+        assert server.refused_connections == 1
         time.sleep(1.5)  # the idle ones time out and free their slots
         assert _get(f"http://127.0.0.1:{port}/livez")[0] == 200
         for s in idle:

@@ -93,7 +93,15 @@ def test_with_the_charts_values_the_agent_runs_the_charts_image_account_and_map(
     [agent] = ds["spec"]["template"]["spec"]["containers"]
     assert agent["image"] == "ghcr.io/traceprobe/traceprobe-agent:1.2.3"
     assert ds["spec"]["template"]["spec"]["serviceAccountName"] == "traceprobe-agent"
-    assert "--map-endpoint=traceprobe-service-map.traceprobe-system.svc:14317" in agent["args"]
+    assert ("--map-endpoint=traceprobe-service-map-ingest.traceprobe-system.svc:14317"
+            in agent["args"])
+    # TLS to the map with the chart's CA, and a token for the map's audience only.
+    volumes = {v["name"]: v for v in ds["spec"]["template"]["spec"]["volumes"]}
+    assert volumes["map-ca"]["secret"]["secretName"] == "traceprobe-service-map-tls"
+    token = volumes["map-token"]["projected"]["sources"][0]["serviceAccountToken"]
+    assert token["audience"] == "traceprobe-service-map"
+    assert {"--map-ca-file=/etc/traceprobe/map-ca/ca.crt",
+            "--map-token-file=/var/run/secrets/traceprobe/map/token"} <= set(agent["args"])
     assert ds["metadata"]["namespace"] == "traceprobe-system"
     assert ds["metadata"]["name"] == OperatorSettings().agent_daemonset
 

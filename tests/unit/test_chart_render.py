@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import base64
 import json
+import subprocess
+import tempfile
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -15,6 +19,7 @@ from harness.chart import (
     env_of,
     find,
     render,
+    template,
 )
 from traceprobe_operator import settings as operator_settings
 from traceprobe_operator.agent_workload import ActiveProbe, render_daemonset
@@ -51,8 +56,9 @@ def test_default_objects(default: list[dict[str, Any]]) -> None:
         ("ClusterRoleBinding", "traceprobe-service-map"),
         ("Role", "traceprobe-operator"), ("RoleBinding", "traceprobe-operator"),
         ("Deployment", "traceprobe-operator"), ("Deployment", "traceprobe-service-map"),
-        ("Service", "traceprobe-service-map"), ("ClusterKopfPeering", "traceprobe"),
-        ("Pod", "traceprobe-test-service-map"),
+        ("Service", "traceprobe-service-map"), ("Service", "traceprobe-service-map-ingest"),
+        ("NetworkPolicy", "traceprobe-service-map"), ("Secret", "traceprobe-service-map-tls"),
+        ("ClusterKopfPeering", "traceprobe"), ("Pod", "traceprobe-test-service-map"),
     ])
     # The operator owns the agent DaemonSet; the chart must not render a second one.
     assert not [d for d in default if d["kind"] == "DaemonSet"]
@@ -73,9 +79,10 @@ def test_every_object_and_pod_carries_the_standard_labels(which: str, request: A
             assert selector.items() <= pod_labels.items()
             assert "app.kubernetes.io/version" not in selector  # selectors are immutable
     if which == "default":
-        service = find(docs, "Service")
         pods = find(docs, "Deployment", "traceprobe-service-map")["spec"]["template"]
-        assert service["spec"]["selector"].items() <= pods["metadata"]["labels"].items()
+        for name in ("traceprobe-service-map", "traceprobe-service-map-ingest"):
+            service = find(docs, "Service", name)
+            assert service["spec"]["selector"].items() <= pods["metadata"]["labels"].items()
 
 
 @pytest.mark.parametrize("which", ["default", "custom"])
@@ -105,16 +112,19 @@ def test_operator_env_is_what_its_settings_read(default: list[dict[str, Any]]) -
     assert parsed == OperatorSettings(
         namespace="traceprobe-system", agent_image="ghcr.io/traceprobe/traceprobe-agent:0.1.0",
         agent_service_account="traceprobe-agent",
-        map_endpoint="traceprobe-service-map.traceprobe-system.svc:4317",
+        map_endpoint="traceprobe-service-map-ingest.traceprobe-system.svc:4317",
+        map_ca_secret="traceprobe-service-map-tls", map_token_audience="traceprobe-service-map",
         detach_timeout_seconds=60, report_stale_seconds=90)
     assert find(default, "Deployment", "traceprobe-operator")["spec"]["replicas"] == 2
 
 
 def test_operator_points_agents_at_the_service_map_service(custom: list[dict[str, Any]]) -> None:
     env = env_of(container(custom, "obs-operator"))
-    service = find(custom, "Service", "obs-service-map")
-    ingest = next(p for p in service["spec"]["ports"] if p["name"] == "ingest")
-    assert env["TRACEPROBE_MAP_ENDPOINT"] == f"obs-service-map.observability.svc:{ingest['port']}"
+    service = find(custom, "Service", "obs-service-map-ingest")
+    (ingest,) = service["spec"]["ports"]
+    assert ingest["name"] == "ingest"
+    assert env["TRACEPROBE_MAP_ENDPOINT"] == (
+        f"obs-service-map-ingest.observability.svc:{ingest['port']}")
     assert ingest["port"] == 14317
     assert env["TRACEPROBE_AGENT_IMAGE"] == "registry.example.com:5000/tp/agent:dev"
     assert env["TRACEPROBE_AGENT_SERVICE_ACCOUNT"] == "platform-agent"
@@ -142,16 +152,21 @@ def test_existing_serviceaccounts_are_bound_not_created(custom: list[dict[str, A
 def test_service_map_ports_probes_and_default_export(default: list[dict[str, Any]]) -> None:
     smap = container(default, "traceprobe-service-map")
     assert smap["command"] == ["python", "-m", "traceprobe_map"]
-    assert smap["args"] == ["--cluster-name=kubernetes", "--ingest-address=0.0.0.0:4317",
-                            "--http-port=8080"]
+    assert smap["args"] == [
+        "--cluster-name=kubernetes", "--ingest-address=0.0.0.0:4317", "--http-port=8080",
+        "--ingest-tls-cert=/etc/traceprobe/ingest-tls/tls.crt",
+        "--ingest-tls-key=/etc/traceprobe/ingest-tls/tls.key",
+        "--agent-service-account=traceprobe-system/traceprobe-agent",
+        "--token-audience=traceprobe-service-map"]
     assert {p["name"]: p["containerPort"] for p in smap["ports"]} == {"ingest": 4317,
                                                                       "http": 8080}
     for probe in ("readinessProbe", "livenessProbe"):
         assert smap[probe]["httpGet"] == {"path": "/healthz", "port": "http"}
     assert "env" not in smap, "no export configured: no OTEL_* variables"
-    service = find(default, "Service", "traceprobe-service-map")
-    assert [(p["name"], p["port"], p["targetPort"]) for p in service["spec"]["ports"]] == [
-        ("ingest", 4317, "ingest"), ("http", 8080, "http")]
+    ports = [(p["name"], p["port"], p["targetPort"]) for name in (
+        "traceprobe-service-map", "traceprobe-service-map-ingest")
+        for p in find(default, "Service", name)["spec"]["ports"]]
+    assert ports == [("http", 8080, "http"), ("ingest", 4317, "ingest")]
     assert find(default, "Deployment", "traceprobe-service-map")["spec"]["replicas"] == 1
 
 
@@ -172,8 +187,11 @@ def test_service_map_export_uses_the_standard_otel_variables(
                                 "items": [{"key": "ca.pem", "path": "ca.pem"}]}
     assert env["OTEL_METRIC_EXPORT_INTERVAL"] == "15000"  # extraEnv
     assert smap["args"] == ["--cluster-name=prod-eu-1", "--ingest-address=0.0.0.0:14317",
-                            "--http-port=18080", "--export-interval=30", "--service-graph",
-                            "--verbose"]
+                            "--http-port=18080", "--ingest-tls-cert=/etc/traceprobe/ingest-tls/"
+                            "tls.crt", "--ingest-tls-key=/etc/traceprobe/ingest-tls/tls.key",
+                            "--agent-service-account=observability/platform-agent",
+                            "--token-audience=obs-map", "--export-interval=30",
+                            "--service-graph", "--verbose"]
     assert find(custom, "Service", "obs-service-map")["spec"]["type"] == "NodePort"
 
 
@@ -206,7 +224,10 @@ def test_agent_pod_defaults_of_the_chart_are_the_operators(default: list[dict[st
 def test_no_monitors_or_metrics_rbac_unless_asked(default: list[dict[str, Any]],
                                                   custom: list[dict[str, Any]]) -> None:
     kinds = {d["kind"] for d in default + custom}
-    assert not kinds & {"PodMonitor", "ServiceMonitor", "Secret"}
+    assert not kinds & {"PodMonitor", "ServiceMonitor"}
+    # The one Secret is the map's ingest certificate, not a scraper's token.
+    assert [d["metadata"]["name"] for d in default + custom if d["kind"] == "Secret"] == [
+        "traceprobe-service-map-tls", "obs-service-map-tls"]
     assert not [d for d in default if "metrics" in d["metadata"]["name"]]
     # Metrics on the node's IP bring the reader role, bound to agent.metrics.readers.
     binding = find(custom, "ClusterRoleBinding", "obs-metrics-reader")
@@ -284,3 +305,88 @@ def test_an_upgrade_never_runs_two_maps(default: list[dict[str, Any]]) -> None:
     """Two maps would export the same series: one replica, replaced by Recreate."""
     spec = find(default, "Deployment", "traceprobe-service-map")["spec"]
     assert spec["replicas"] == 1 and spec["strategy"] == {"type": "Recreate"}
+
+
+def _certificate_names(pem: bytes) -> str:
+    text = subprocess.run(["openssl", "x509", "-noout", "-ext", "subjectAltName"], input=pem,
+                          capture_output=True, check=True).stdout.decode()
+    return text.splitlines()[-1].strip()
+
+
+def test_the_ingest_gets_a_certificate_for_its_service_and_agents_only_its_ca(
+        default: list[dict[str, Any]]) -> None:
+    secret = find(default, "Secret", "traceprobe-service-map-tls")
+    assert secret["type"] == "kubernetes.io/tls"
+    pem = {k: base64.b64decode(v) for k, v in secret["data"].items()}
+    assert set(pem) == {"ca.crt", "tls.crt", "tls.key"}
+    ingest = "traceprobe-service-map-ingest"
+    assert _certificate_names(pem["tls.crt"]) == ", ".join(
+        f"DNS:{ingest}{suffix}" for suffix in (
+            "", ".traceprobe-system", ".traceprobe-system.svc",
+            ".traceprobe-system.svc.cluster.local"))
+    with tempfile.TemporaryDirectory() as tmp:  # the CA in the Secret signed it
+        (Path(tmp) / "ca.crt").write_bytes(pem["ca.crt"])
+        (Path(tmp) / "tls.crt").write_bytes(pem["tls.crt"])
+        subprocess.run(["openssl", "verify", "-CAfile", "ca.crt", "tls.crt"], cwd=tmp,
+                       check=True, capture_output=True)
+    pod = find(default, "Deployment", "traceprobe-service-map")["spec"]["template"]["spec"]
+    volume = next(v for v in pod["volumes"] if v["name"] == "ingest-tls")
+    assert volume["secret"]["secretName"] == secret["metadata"]["name"]
+    assert [i["key"] for i in volume["secret"]["items"]] == ["tls.crt", "tls.key"]
+    # The operator hands agents the Secret's name; it mounts ca.crt alone.
+    env = env_of(container(default, "traceprobe-operator"))
+    assert env["TRACEPROBE_MAP_CA_SECRET"] == secret["metadata"]["name"]
+    rules = find(default, "ClusterRole", "traceprobe-service-map")["rules"]
+    assert {"apiGroups": ["authentication.k8s.io"], "resources": ["tokenreviews"],
+            "verbs": ["create"]} in rules
+
+
+def test_ingest_auth_off_is_plaintext_with_nothing_left_over() -> None:
+    docs = render(sets=["serviceMap.ingestAuth.enabled=false"])
+    assert not [d for d in docs if d["kind"] == "Secret"]
+    args = container(docs, "traceprobe-service-map")["args"]
+    assert not [a for a in args if "tls" in a or "account" in a or "audience" in a]
+    env = env_of(container(docs, "traceprobe-operator"))
+    assert "TRACEPROBE_MAP_CA_SECRET" not in env and "TRACEPROBE_MAP_TOKEN_AUDIENCE" not in env
+    rules = find(docs, "ClusterRole", "traceprobe-service-map")["rules"]
+    assert not [r for r in rules if "tokenreviews" in r["resources"]]
+
+
+def test_cert_manager_issues_the_ingest_certificate_when_asked() -> None:
+    docs = render(sets=["serviceMap.ingestAuth.certManager.enabled=true",
+                        "serviceMap.ingestAuth.certManager.issuerRef.name=cluster-ca",
+                        "serviceMap.ingestAuth.certManager.issuerRef.kind=ClusterIssuer"],
+                  api_versions=("cert-manager.io/v1",))
+    assert not [d for d in docs if d["kind"] == "Secret"]
+    cert = find(docs, "Certificate", "traceprobe-service-map-tls")
+    assert cert["spec"]["secretName"] == "traceprobe-service-map-tls"
+    assert cert["spec"]["issuerRef"] == {"name": "cluster-ca", "kind": "ClusterIssuer",
+                                         "group": "cert-manager.io"}
+    assert "traceprobe-service-map-ingest.traceprobe-system.svc" in cert["spec"]["dnsNames"]
+
+
+def test_the_network_policy_opens_each_port_to_its_own_clients(
+        default: list[dict[str, Any]], custom: list[dict[str, Any]]) -> None:
+    policy = find(default, "NetworkPolicy")["spec"]
+    pods = find(default, "Deployment", "traceprobe-service-map")["spec"]["template"]
+    assert policy["podSelector"]["matchLabels"].items() <= pods["metadata"]["labels"].items()
+    assert policy["policyTypes"] == ["Ingress"]
+    ingest, view = policy["ingress"]
+    assert ingest == {"ports": [{"port": "ingest", "protocol": "TCP"}]}  # every source
+    assert view["ports"] == [{"port": "http", "protocol": "TCP"}]
+    (test_pod,) = view["from"]  # besides the node itself, only the chart's test pod
+    assert test_pod["podSelector"]["matchLabels"].items() <= (
+        find(default, "Pod")["metadata"]["labels"].items())
+    custom_ingest, custom_view = find(custom, "NetworkPolicy")["spec"]["ingress"]
+    wanted = NON_DEFAULT["serviceMap"]["networkPolicy"]
+    assert custom_ingest["from"] == wanted["ingestFrom"]
+    assert custom_view["from"][1:] == wanted["viewFrom"]
+    assert not [d for d in render(sets=["serviceMap.networkPolicy.enabled=false"])
+                if d["kind"] == "NetworkPolicy"]
+
+
+def test_a_service_monitor_behind_the_network_policy_needs_its_prometheus_admitted() -> None:
+    result = template(sets=["serviceMap.serviceMonitor.enabled=true"], check=False,
+                      api_versions=(MONITORING_API,))
+    assert result.returncode != 0
+    assert "needs serviceMap.networkPolicy.viewFrom to admit your Prometheus" in result.stderr

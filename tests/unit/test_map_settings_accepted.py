@@ -73,8 +73,13 @@ def test_the_charts_service_map_arguments_are_accepted(values: dict[str, Any] | 
     # What the pod's Secrets and mounts provide, stood in for here.
     env = {k: (pem["ca"] if k.endswith("CERTIFICATE") else v) if isinstance(v, str)
            else "api-key=abc" for k, v in env_of(spec).items()}
+    mounted = {"/etc/traceprobe/ingest-tls/tls.crt": pem["cert"],
+               "/etc/traceprobe/ingest-tls/tls.key": pem["key"]}
+    args = [a.split("=", 1)[0] + "=" + mounted[a.split("=", 1)[1]]
+            if "=" in a and a.split("=", 1)[1] in mounted else a for a in spec["args"]]
     try:
-        settings = load(spec["args"], env)
+        settings = load(args, env)
     except UsageError as exc:
         pytest.fail(f"the chart's arguments are refused: {exc}")
+    assert settings.ingest_tls_cert is not None and settings.agent_service_account
     assert settings.cluster_name == (values or {}).get("clusterName", settings.cluster_name)

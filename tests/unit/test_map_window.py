@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+import pytest
+
 from traceprobe_api.records import ConnectionRecord, Role
+from traceprobe_map import window as window_module
 from traceprobe_map.buckets import EdgeKey
 from traceprobe_map.peers import Peer, Resolver
 from traceprobe_map.window import MapWindow
@@ -143,3 +146,26 @@ def test_server_side_a_bucket_before_its_client_side_is_not_counted_twice() -> N
     assert edges == [("web", "db", 0), ("web", "db", 1)]
     (edge,) = w.snapshot(now=1040).edges
     assert edge.connections == 1 and edge.observed_by == ["client", "server"]
+
+
+def test_a_partial_window_sums_closed_buckets_without_holding_the_ingest_lock(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    w, _ = _window()
+    for start in range(1000, 1050, 10):
+        w.add([_rec(start + 1, remote_port=5000 + i) for i in range(20)], now=start + 1)
+        w.close_due(start + 16)
+    w.add([_rec(1052)], now=1052)  # and one open bucket
+    held: list[bool] = []
+    real = window_module._add_all
+
+    def watched(totals: dict, edges: object) -> None:  # type: ignore[type-arg]
+        held.append(w.lock.locked())
+        real(totals, edges)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(window_module, "_add_all", watched)
+    partial = w.snapshot(window_seconds=30, now=1055)
+    assert held and not any(held)  # ingest may add records all the while
+    assert {e.port for e in partial.edges} == {5000 + i for i in range(20)} | {5432}
+    held.clear()
+    whole = w.snapshot(now=1055)  # the running totals change at every close: locked
+    assert held[0] and len(whole.edges) == len(partial.edges)

@@ -98,8 +98,13 @@ traceprobe_operator.settings.AgentPodSettings (refusing unknown keys). */}}
 {{ include "traceprobe.serviceMapName" . }}-tls
 {{- end }}
 
+{{/* The Service agents send to; the view has its own (serviceMapName). */}}
+{{- define "traceprobe.serviceMapIngestName" -}}
+{{ include "traceprobe.serviceMapName" . }}-ingest
+{{- end }}
+
 {{- define "traceprobe.mapEndpoint" -}}
-{{ include "traceprobe.serviceMapName" . }}.{{ .Release.Namespace }}.svc:{{ .Values.serviceMap.ingestPort }}
+{{ include "traceprobe.serviceMapIngestName" . }}.{{ .Release.Namespace }}.svc:{{ .Values.serviceMap.ingestPort }}
 {{- end }}
 
 {{/* Container securityContext of the operator, the service map and the test pod:
@@ -153,5 +158,9 @@ seccompProfile:
 {{- if and $on (not $monitoring) }}
 {{- fail (printf "%s needs the monitoring.coreos.com/v1 API (the Prometheus Operator's CRDs), which this cluster does not serve; install them first (with helm template: --api-versions monitoring.coreos.com/v1)" $value) }}
 {{- end }}
+{{- end }}
+{{- $policy := .Values.serviceMap.networkPolicy }}
+{{- if and $policy.enabled .Values.serviceMap.serviceMonitor.enabled (not $policy.viewFrom) }}
+{{- fail "serviceMap.serviceMonitor.enabled with serviceMap.networkPolicy.enabled needs serviceMap.networkPolicy.viewFrom to admit your Prometheus to the http port, e.g. [{namespaceSelector: {matchLabels: {kubernetes.io/metadata.name: monitoring}}}]" }}
 {{- end }}
 {{- end }}
