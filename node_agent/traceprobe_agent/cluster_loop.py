@@ -200,8 +200,8 @@ def run_in_cluster(settings: AgentSettings, features: KernelFeatures, kube: Node
         sinks.append(sender)
     if settings.print_records or not settings.map_endpoint:
         sinks.append(print_records)
-    nat = NatTable()
     selection = Selection(pods, settings.cgroup_root)
+    nat = NatTable(skips_client=selection.skips_client)
     agent = Agent(node, _fan_out(sinks), features, settings.cgroup_root, enrich=pods.enrich,
                   nat=nat, node_addresses=NodeAddresses(), await_pods=AwaitPods(pods),
                   selection=selection)

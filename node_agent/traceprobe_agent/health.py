@@ -84,6 +84,10 @@ class AgentCollector(Collector):
                 "traceprobe_agent_nat_unclaimed_flows_total",
                 "DNAT flows no record counted as an attempt (dropped after two drains)",
                 value=self._agent.nat.unclaimed_flows)
+            yield CounterMetricFamily(
+                "traceprobe_agent_nat_unselected_flows",
+                "DNAT flows of clients no probe observes (not kept)",
+                value=self._agent.nat.unselected_flows)
         if s.report is not None:
             r = s.report
             records = CounterMetricFamily("traceprobe_agent_report_records_total",

@@ -18,6 +18,7 @@ import shutil
 import subprocess
 import threading
 from collections import Counter, deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from traceprobe_api.records import MAX_BACKENDS, ConnectionRecord, Role
@@ -70,13 +71,17 @@ class NatTable:
     (an event lost or still unread) as of unknown backend. A flow's event may come a
     little after the kernel counted its connection: `annotate` waits a moment for
     those, and flows that no record claims within `keep_drains` drains (a connection
-    still opening, a process outside this agent's cgroups) are dropped and counted."""
+    still opening, a process outside this agent's cgroups) are dropped and counted.
+    Flows of clients that no probe observes (`skips_client`) are not kept at all: no
+    record of theirs will come to claim them."""
 
     max_keys: int = 100_000
     keep_drains: int = 2  # a flow's record may land one drain after its event
     settle_seconds: float = 0.25  # the longest a drain waits for events still unread
     lost_events: int = 0  # netlink overflow (ENOBUFS) or table cap
     unclaimed_flows: int = 0  # aged out with no record counting them
+    unselected_flows: int = 0  # of clients no probe observes: never kept
+    skips_client: Callable[[str], bool] | None = None
     _flows: dict[FlowKey, deque[str]] = field(default_factory=dict)
     _age: dict[FlowKey, int] = field(default_factory=dict)
     _natted: set[tuple[str, int]] = field(default_factory=set)
@@ -84,6 +89,9 @@ class NatTable:
     _arrived: threading.Condition = field(default_factory=threading.Condition)
 
     def add(self, flow: NatFlow) -> None:
+        if self.skips_client is not None and self.skips_client(flow.key[0]):
+            self.unselected_flows += 1
+            return
         with self._arrived:
             if flow.key not in self._flows and len(self._flows) >= self.max_keys:
                 self.lost_events += 1

@@ -161,6 +161,12 @@ class Selection:
                 out[cgroup_id] = int(verdict)
         return out
 
+    def skips_client(self, address: str) -> bool:
+        """Whether `address` is a pod of this node that no probe observes (the NAT
+        watcher's thread asks: no shared cache is touched)."""
+        pod = self.pods.by_ip(address)
+        return pod is not None and self.scope.of_pod(pod) is Verdict.SKIP
+
     def allows(self, path: str | None) -> bool:
         """For the DNS tap's undecided answers: drop only what is known to be skipped."""
         return path is None or self.of_path(path) is not Verdict.SKIP

@@ -147,3 +147,21 @@ def test_another_simulated_nodes_cgroups_are_skipped() -> None:
                                    namespace=None),)))
     assert selection.of_path("/tp/node-b/x") is Verdict.SKIP
     assert selection.of_path("/tp/node-a/x") is Verdict.TRACE
+
+
+def test_nat_flows_of_unselected_clients_are_not_kept_or_counted_unclaimed() -> None:
+    from traceprobe_agent.nat_events import NatFlow, NatTable
+
+    selection = Selection(_index())
+    selection.update(Scope((_probe("TraceProbe", {"podSelector": {
+        "matchLabels": {"app": "web"}}}),)))
+    table = NatTable(keep_drains=0, settle_seconds=0, skips_client=selection.skips_client)
+    for client in ("10.0.0.1", "10.0.0.2", "10.0.0.3", "10.9.9.9"):  # web, other, lab, ?
+        table.add(NatFlow((client, "10.96.0.20", 80), "10.0.1.2:8080"))
+    assert table.unselected_flows == 2  # other and lab: no record of theirs will come
+    table.annotate([])
+    assert table.unclaimed_flows == 2  # web's and an unknown address's still waited for
+    # A probe that now selects them: their next flows are kept.
+    selection.update(Scope((_probe("ClusterTraceProbe", {}, namespace=None),)))
+    table.add(NatFlow(("10.0.0.3", "10.96.0.20", 80), "10.0.1.2:8080"))
+    assert table.unselected_flows == 2 and selection.skips_client("10.0.0.3") is False
