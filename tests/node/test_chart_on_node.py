@@ -222,3 +222,31 @@ def test_helm_uninstall_removes_what_it_installed(real_node: RealNode,
     assert [o for o in out if "traceprobe" in o] == [], out
     crds = real_node.kubectl("get", "crd", "-o", "name").stdout
     assert "traceprobes.traceprobe.io" in crds
+
+
+def test_the_view_opens_through_the_api_server_for_those_allowed(real_node: RealNode,
+                                                                 release: Release) -> None:
+    """The chart's view Service behind the real API server's service proxy: RBAC on
+    services/proxy decides, not the network."""
+    path = f"/api/v1/namespaces/{NAMESPACE}/services/{RELEASE}-service-map:http/proxy/api/map"
+    snapshot = json.loads(real_node.kubectl("get", "--raw", path).stdout)
+    assert snapshot["cluster"] == CLUSTER
+    outsider = real_node.cp.serviceaccount_kubeconfig("node-outsider", "viewer")
+    denied = real_node.kubectl("get", "--raw", path, kubeconfig_path=outsider, check=False)
+    assert denied.returncode != 0 and "forbidden" in denied.stderr.lower(), denied.stderr
+    try:
+        real_node.kubectl("create", "role", "map-viewer", "-n", NAMESPACE, "--verb=get",
+                          "--resource=services/proxy", f"--resource-name={RELEASE}-service-map")
+        real_node.kubectl("create", "rolebinding", "map-viewer", "-n", NAMESPACE,
+                          "--role=map-viewer", "--serviceaccount=node-outsider:viewer")
+        wait_until(lambda: real_node.kubectl("get", "--raw", path, kubeconfig_path=outsider,
+                                             check=False).returncode == 0,
+                   30, "the viewer allowed after the RoleBinding")
+        ingest = (f"/api/v1/namespaces/{NAMESPACE}/services/{RELEASE}-service-map-ingest:"
+                  "ingest/proxy/")
+        assert real_node.kubectl("get", "--raw", ingest, kubeconfig_path=outsider,
+                                 check=False).returncode != 0  # the Role names the view only
+    finally:
+        real_node.kubectl("delete", "rolebinding,role", "map-viewer", "-n", NAMESPACE,
+                          check=False)
+        real_node.kubectl("delete", "namespace", "node-outsider", "--wait=false", check=False)
