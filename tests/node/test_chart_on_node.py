@@ -236,7 +236,8 @@ def test_the_view_opens_through_the_api_server_for_those_allowed(real_node: Real
     assert denied.returncode != 0 and "forbidden" in denied.stderr.lower(), denied.stderr
     try:
         real_node.kubectl("create", "role", "map-viewer", "-n", NAMESPACE, "--verb=get",
-                          "--resource=services/proxy", f"--resource-name={RELEASE}-service-map")
+                          "--resource=services/proxy",
+                          f"--resource-name={RELEASE}-service-map:http")
         real_node.kubectl("create", "rolebinding", "map-viewer", "-n", NAMESPACE,
                           "--role=map-viewer", "--serviceaccount=node-outsider:viewer")
         wait_until(lambda: real_node.kubectl("get", "--raw", path, kubeconfig_path=outsider,
