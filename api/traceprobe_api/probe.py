@@ -11,7 +11,6 @@ from __future__ import annotations
 import re
 from enum import StrEnum
 from typing import Annotated, ClassVar, Literal
-from urllib.parse import urlsplit
 
 from pydantic import Field
 
@@ -28,7 +27,6 @@ from traceprobe_api.cel import LIST_SET, Rule
 from traceprobe_api.meta import (
     DURATION_PATTERN,
     Conditions,
-    DnsSubdomain,
     LabelMap,
     LabelSelector,
     parse_duration,
@@ -71,81 +69,6 @@ Interval = Annotated[str, Field(max_length=32, pattern=DURATION_PATTERN), Rule(
     _interval_in_bounds)]
 
 
-def _http_url(text: str) -> bool:
-    parts = urlsplit(text)
-    return parts.scheme in ("http", "https") and bool(parts.hostname) and " " not in text
-
-
-Endpoint = Annotated[str, Field(min_length=1, max_length=2048), Rule(
-    "isURL(self) && url(self).getScheme() in ['http', 'https'] && url(self).getHostname() != ''",
-    "endpoint must be an http:// or https:// URL with a host,"
-    " e.g. https://otel-collector.monitoring:4317",
-    _http_url)]
-
-SecretKey = Annotated[str, Field(min_length=1, max_length=253, pattern="^[-._a-zA-Z0-9]+$")]
-
-
-class OtlpProtocol(StrEnum):
-    """OTLP transport."""
-
-    GRPC = "grpc"
-    HTTP_PROTOBUF = "http/protobuf"
-
-
-class SecretKeysRef(ApiModel):
-    """A Secret in the probe's namespace (for a ClusterTraceProbe: the operator's namespace).
-
-    Never another namespace: an app team could otherwise send someone else's
-    credentials to an endpoint of its choosing.
-    """
-
-    name: DnsSubdomain
-    """Name of the Secret."""
-    keys: Annotated[list[SecretKey], Field(min_length=1, max_length=32), LIST_SET] | None = None
-    """Only these keys become headers; absent means every key of the Secret."""
-
-
-class SecretRef(ApiModel):
-    """A Secret in the probe's namespace (for a ClusterTraceProbe: the operator's namespace)."""
-
-    name: DnsSubdomain
-    """Name of the Secret."""
-
-
-class ExportTls(ApiModel):
-    """TLS towards the export endpoint."""
-
-    secret_ref: SecretRef | None = None
-    """Secret with `ca.crt` (server CA) and optionally `tls.crt` + `tls.key` (client cert)."""
-    insecure_skip_verify: bool = False
-    """Skip server certificate verification (traffic stays encrypted). For testing only."""
-
-
-class Export(ApiModel):
-    """Where this probe's data goes, instead of the cluster-wide default collector."""
-
-    cel_rules = (
-        Rule("!has(self.headersSecretRef) || self.endpoint.startsWith('https://')",
-             "headersSecretRef needs an https:// endpoint: headers usually carry credentials"
-             " and must not cross the network in clear text",
-             lambda e: e.headers_secret_ref is None or e.endpoint.startswith("https://"),
-             field_path=".headersSecretRef"),
-        Rule("!has(self.tls) || self.endpoint.startsWith('https://')",
-             "tls needs an https:// endpoint (an http:// endpoint is plaintext)",
-             lambda e: e.tls is None or e.endpoint.startswith("https://"),
-             field_path=".tls"),
-    )
-
-    endpoint: Endpoint
-    """OTLP endpoint URL; http:// is plaintext, https:// uses TLS."""
-    protocol: OtlpProtocol = OtlpProtocol.GRPC
-    """grpc or http/protobuf."""
-    headers_secret_ref: SecretKeysRef | None = None
-    """Secret whose keys and values are sent as request headers (e.g. an API key)."""
-    tls: ExportTls | None = None
-    """TLS settings; only for https:// endpoints."""
-
-
 class Limits(ApiModel):
     """Caps that bound each agent's memory and CPU use."""
 
@@ -156,7 +79,7 @@ class Limits(ApiModel):
 
 
 class TraceProbeSpec(ApiModel):
-    """What to observe and where to send it."""
+    """What to observe. Export is cluster-wide (the service map's), not per probe."""
 
     probes: Annotated[list[Probe], Field(min_length=1, max_length=len(Probe)), LIST_SET] = Field(
         default_factory=lambda: list(DEFAULT_PROBES),
@@ -168,14 +91,12 @@ class TraceProbeSpec(ApiModel):
     """Only nodes with all these labels run the probe; absent means every node."""
     interval: Interval = "10s"
     """How often in-kernel aggregates are drained and exported (1s to 5m)."""
-    export: Export | None = None
-    """Export override; absent means the cluster's default collector."""
     limits: Limits = default_object(Limits)
     """Per-node resource limits."""
 
 
 class ClusterTraceProbeSpec(TraceProbeSpec):
-    """What to observe across namespaces and where to send it."""
+    """What to observe across namespaces. Export is cluster-wide, not per probe."""
 
     namespace_selector: LabelSelector = default_object(LabelSelector)
     """Namespaces whose pods are observed; `{}` (the default) selects every namespace."""

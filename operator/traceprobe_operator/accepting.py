@@ -1,10 +1,8 @@
-"""Accepting a probe: spec and references checked, agents placed, Accepted written.
+"""Accepting a probe: spec checked, agents placed, Accepted written.
 
 kopf's create/update/resume handler accepts each generation once; the status timer
-accepts again what is still open (a Secret that was missing, a probe the API
-server would not let us update, a write that failed), with a bounded backoff, and
-re-reads the referenced Secrets of accepted probes now and then, so a Secret
-deleted later is noticed too.
+accepts again what is still open (a probe the API server would not let us update,
+a write that failed), with a bounded backoff.
 """
 
 from __future__ import annotations
@@ -19,15 +17,11 @@ from traceprobe_operator.conditions import find_condition, set_condition
 from traceprobe_operator.context import OperatorContext
 from traceprobe_operator.daemonset import reconcile_daemonset
 from traceprobe_operator.kube import describe, refused
-from traceprobe_operator.references import reference_problem, references, secrets_namespace
 from traceprobe_operator.retries import ProbeState
 from traceprobe_operator.validation import Problem, probe_problem
 
 #: Reasons of an Accepted=False that may clear without a spec change: checked again.
-RECHECKED = frozenset(f"Export{ref}Secret{what}" for ref in ("Headers", "Tls")
-                      for what in ("NotFound", "KeyMissing", "Unreadable")) | {"UpdateRefused"}
-#: How often the Secrets of an accepted probe are read again.
-REFERENCES_RECHECK_SECONDS = 60.0
+RECHECKED = frozenset({"UpdateRefused"})
 #: How long a new generation may wait for kopf's handler before the timer accepts it.
 HANDLER_GRACE_SECONDS = 10.0
 STATE_KEY = "traceprobe.probe-state"
@@ -81,19 +75,12 @@ async def record(ctx: OperatorContext, body: Any, problem: Problem | None) -> No
             kopf.info(body, reason="Accepted", message=f"generation {generation} accepted")
 
 
-async def verdict(ctx: OperatorContext, body: Any) -> Problem | None:
-    """What is wrong with the probe (its spec, then its Secrets), or None."""
-    kind, namespace, _ = objects.key(body)
-    problem = probe_problem(kind, body)
-    if problem is None:
-        where = secrets_namespace(kind, namespace, ctx.settings.namespace)
-        problem = await asyncio.to_thread(reference_problem, body.get("spec") or {}, where,
-                                          ctx.kube.secret_keys)
-    return problem
+def verdict(body: Any) -> Problem | None:
+    """What is wrong with the probe's spec, or None."""
+    return probe_problem(objects.key(body)[0], body)
 
 
 def _schedule(state: ProbeState, problem: Problem | None, now: float) -> float | None:
-    state.references_checked_at = now
     if problem and problem.reason in RECHECKED:
         return state.backoff.failed(now)
     state.backoff.succeeded()
@@ -104,7 +91,7 @@ async def accept(ctx: OperatorContext, body: Any, logger: kopf.Logger,
                  state: ProbeState, now: float) -> Problem | None:
     """Decide on `body`'s generation, place the agents accordingly, record it.
     Raises what the API calls raise; the caller retries."""
-    problem = await verdict(ctx, body)
+    problem = verdict(body)
     await reconcile_daemonset(ctx, logger, {objects.key(body): problem is None})
     await record(ctx, body, problem)
     delay = _schedule(state, problem, now)
@@ -126,7 +113,7 @@ def _unchanged(body: Any, problem: Problem | None) -> bool:
 async def recheck(ctx: OperatorContext, body: Any, logger: kopf.Logger, state: ProbeState,
                   now: float) -> None:
     """Accept `body` again if its verdict changed; else only schedule the next look."""
-    problem = await verdict(ctx, body)
+    problem = verdict(body)
     if _unchanged(body, problem):
         _schedule(state, problem, now)
     else:
@@ -143,10 +130,8 @@ def accept_due(body: Any, state: ProbeState, now: float) -> bool:
             state.pending_since = now
         return now - state.pending_since >= HANDLER_GRACE_SECONDS and state.backoff.due(now)
     state.pending_since = None
-    if found.get("status") == "False":
-        return found.get("reason") in RECHECKED and state.backoff.due(now)
-    return bool(references(body.get("spec") or {})) and (
-        now - state.references_checked_at >= REFERENCES_RECHECK_SECONDS)
+    return (found.get("status") == "False" and found.get("reason") in RECHECKED
+            and state.backoff.due(now))
 
 
 async def add_finalizer(ctx: OperatorContext, body: Any, logger: kopf.Logger,

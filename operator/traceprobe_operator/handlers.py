@@ -181,7 +181,7 @@ async def _refresh_status(ctx: OperatorContext, body: kopf.Body,
 async def _on_timer(body: kopf.Body, logger: kopf.Logger, memo: kopf.Memo,
                    **kwargs: Any) -> None:
     """Every few seconds: what kopf's handlers could not finish (the finalizer, an
-    acceptance, a Secret to look up again), then the status from the indexes."""
+    acceptance), then the status from the indexes."""
     ctx, state = operator_context(memo), probe_state(memo)
     now = time.monotonic()
     if objects.deleting(body):  # the delete handler has it (kopf stops timers soon)

@@ -1,9 +1,8 @@
 """The operator's one door to the Kubernetes API (besides kopf's own watching).
 
-Thin I/O: read probes and the key names of the Secrets they reference; write the
-agent DaemonSet, probe status and the operator's finalizer. Nodes and node reports
-come from kopf's indexes (traceprobe_operator.indexes). Decisions live in the pure
-modules.
+Thin I/O: read probes; write the agent DaemonSet, probe status and the operator's
+finalizer. Nodes and node reports come from kopf's indexes
+(traceprobe_operator.indexes). Decisions live in the pure modules.
 """
 
 from __future__ import annotations
@@ -20,7 +19,6 @@ from traceprobe_api import API_GROUP, API_VERSION
 from traceprobe_api.kubeconfig import load_api_client
 from traceprobe_api.resources import PROBE_PLURALS
 from traceprobe_operator.agent_workload import CONFIG_HASH_ANNOTATION
-from traceprobe_operator.references import SecretUnreadable
 
 #: Longest API error text carried into a condition, an Event or a log line.
 MAX_ERROR_TEXT = 600
@@ -49,7 +47,6 @@ class Kube:
     def __init__(self, api_client: Any | None = None) -> None:
         api_client = load_api_client() if api_client is None else api_client
         self.apps = client.AppsV1Api(api_client)
-        self.core = client.CoreV1Api(api_client)
         self.custom = client.CustomObjectsApi(api_client)
 
     # --- reads -----------------------------------------------------------
@@ -61,20 +58,6 @@ class Kube:
                 item.setdefault("kind", kind)
                 probes.append(item)
         return probes
-
-    def secret_keys(self, namespace: str, name: str) -> frozenset[str] | None:
-        """The Secret's key names (never its values), None when it does not exist."""
-        try:
-            secret = self.core.read_namespaced_secret(name, namespace)
-        except ApiException as exc:
-            if exc.status == 404:
-                return None
-            hint = (f" (the operator needs get on secrets in {namespace})"
-                    if exc.status == 403 else "")
-            raise SecretUnreadable(describe(exc) + hint) from None
-        except Exception as exc:  # unreachable, timeouts: said, not raised
-            raise SecretUnreadable(describe(exc)) from None
-        return frozenset(secret.data or {})
 
     # --- writes ----------------------------------------------------------
     def _patch_probe(self, kind: str, namespace: str | None, name: str, body: Any,

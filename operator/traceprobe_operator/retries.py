@@ -39,7 +39,6 @@ class ProbeState:
 
     backoff: Backoff = field(default_factory=lambda: Backoff(first=5.0, cap=30.0))
     said: Said = field(default_factory=Said)
-    references_checked_at: float = 0.0
     pending_since: float | None = None
     legacy_checked: bool = False
 

@@ -230,7 +230,7 @@ class OperatorSettings(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     namespace: Annotated[str, StringConstraints(pattern=rf"^{_LABEL}$")] = "traceprobe-system"
-    """Where the agent DaemonSet lives, and ClusterTraceProbes' export Secrets."""
+    """Where the agent DaemonSet lives."""
     agent_image: Annotated[str, AfterValidator(_image)] = (
         "ghcr.io/traceprobe/agent:0.1.0")
     agent_service_account: Annotated[str, StringConstraints(

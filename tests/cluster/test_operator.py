@@ -124,6 +124,7 @@ def test_operator_restart_resumes_and_second_replica_is_passive(world: Any) -> N
 
 
 @pytest.mark.parametrize("verb,resource,namespace", [
+    ("get", "secrets", "shop"),  # nothing names Secrets to it: spec.export was removed
     ("list", "secrets", "shop"),
     ("create", "pods", NS),
     ("delete", "traceprobes.traceprobe.io", "shop"),

@@ -1,6 +1,6 @@
 """The operator against a real API server with inputs that once made it loop or lie:
-probes at the API server's size limits, updates the API server refuses, export
-Secrets that are missing or short of a key, probes an earlier version handled.
+probes at the API server's size limits, updates the API server refuses, a probe
+setting the removed spec.export, probes an earlier version handled.
 
 Quiet means: over a period, no Event and no traceback beyond the one report."""
 
@@ -21,6 +21,7 @@ from harness.procs import ManagedProcess
 from harness.tools import REPO
 from harness.waiting import wait_until
 from harness.world import GROUP, NS, VERSION, OperatorWorld
+from traceprobe_api.resources import parse
 
 PNS = "inputs"
 ANNOTATION_LIMIT = 256 * 1024  # all of an object's annotations, keys and values
@@ -80,7 +81,7 @@ def world(control_plane: Any, tmp_path_factory: pytest.TempPathFactory
           ) -> Iterator[InputsWorld]:
     install(control_plane)
     control_plane.kubectl("create", "namespace", PNS, check=False)
-    for pool in ("big", "maxspec", "frozen-new", "frozen-del", "nosecret", "tls", "legacy"):
+    for pool in ("big", "maxspec", "frozen-new", "frozen-del", "export", "legacy"):
         ensure_node(control_plane, f"tp-inputs-{pool}", {"pool": pool})
     w = InputsWorld(control_plane, tmp_path_factory.mktemp("operator-inputs"))
     _legacy(w)
@@ -250,60 +251,27 @@ def test_updates_the_api_server_refuses_are_reported_once_and_retried_with_backo
     assert "Traceback" not in log(world)
 
 
-def _secret(world: OperatorWorld, name: str, data: dict[str, str]) -> None:
-    try:
-        world.core.delete_namespaced_secret(name, PNS)
-    except ApiException as exc:
-        if exc.status != 404:
-            raise
-    world.core.create_namespaced_secret(PNS, {"metadata": {"name": name}, "stringData": data})
-
-
-def test_export_secrets_missing_keyless_or_created_later_are_conditions(
+def test_a_probe_setting_the_removed_export_is_refused_or_pruned_never_half_honoured(
         world: OperatorWorld) -> None:
-    export = {"endpoint": "https://otlp.example.com:4318", "protocol": "http/protobuf",
-              "headersSecretRef": {"name": "otlp-headers", "keys": ["authorization"]}}
-    world.custom.create_namespaced_custom_object(GROUP, VERSION, PNS, "traceprobes",
-                                                 _probe("nosecret", {"export": export}))
-    missing = wait_until(lambda: condition(world, "nosecret").get("reason")
-                         == "ExportHeadersSecretNotFound" and condition(world, "nosecret"),
-                         what="a condition for the missing Secret")
-    assert missing["status"] == "False"
-    assert missing["message"] == ("spec.export.headersSecretRef.name: Secret inputs/"
-                                  "otlp-headers does not exist")
-    assert condition(world, "nosecret", "Ready")["reason"] == "ExportHeadersSecretNotFound"
-    assert "nosecret" not in deployed_pools(world)
-
-    _secret(world, "otlp-headers", {"x-api-key": "k"})  # the wrong key
-    wait_until(lambda: condition(world, "nosecret").get("reason")
-               == "ExportHeadersSecretKeyMissing", timeout=45, what="the key-less Secret seen")
-    assert "'authorization'" in condition(world, "nosecret")["message"]
-    _secret(world, "otlp-headers", {"authorization": "Bearer t"})
-    wait_until(lambda: condition(world, "nosecret").get("status") == "True", timeout=45,
-               what="accepted once the Secret has the key")
-    wait_until(lambda: "nosecret" in deployed_pools(world), what="nosecret deployed")
-    reasons = [r for r, _ in events(world, "nosecret")]
-    assert reasons.count("ExportHeadersSecretNotFound") == 1 and "Accepted" in reasons
-
-
-@pytest.mark.parametrize("name,export,reason,field", [
-    ("tls", {"endpoint": "https://otlp.example.com:4318", "tls": {"secretRef": {"name": "ca"}}},
-     "ExportTlsSecretNotFound", "spec.export.tls.secretRef.name"),
-    ("badport", {"endpoint": "https://otlp.example.com:70000"}, "ExportEndpointInvalid",
-     "spec.export.endpoint"),
-    ("creds", {"endpoint": "https://user:hunter2@otlp.example.com:4317"},
-     "ExportEndpointInvalid", "spec.export.endpoint"),
-])
-def test_an_export_that_cannot_work_is_a_condition_naming_the_field(
-        world: OperatorWorld, name: str, export: dict[str, Any], reason: str,
-        field: str) -> None:
-    world.custom.create_namespaced_custom_object(GROUP, VERSION, PNS, "traceprobes",
-                                                 _probe(name, {"export": export}))
-    found = wait_until(lambda: condition(world, name).get("reason") == reason
-                       and condition(world, name), what=reason)
-    assert found["status"] == "False" and found["message"].startswith(f"{field}: ")
-    assert "hunter2" not in json.dumps(events(world, name)) + found["message"]
-    assert name not in deployed_pools(world)
+    # Export is cluster-wide: spec.export was removed, as nothing exported per probe.
+    body = _probe("export", {"export": {"endpoint": "https://otlp.example.com:4317"}})
+    refused = world.cp.kubectl("apply", "-f", "-", input_text=json.dumps(body), check=False)
+    assert refused.returncode != 0, "kubectl apply stored a probe with spec.export"
+    assert 'unknown field "spec.export"' in refused.stderr, refused.stderr
+    with pytest.raises(ApiException) as strict:
+        world.custom.create_namespaced_custom_object(GROUP, VERSION, PNS, "traceprobes", body,
+                                                     field_validation="Strict")
+    message = json.loads(strict.value.body)["message"]
+    assert strict.value.status == 400 and 'unknown field "spec.export"' in message, message
+    assert probe(world, "export") is None
+    # Without strict validation the API server drops the field (as it does from objects
+    # stored before the removal); the rest of the probe runs as written.
+    world.custom.create_namespaced_custom_object(GROUP, VERSION, PNS, "traceprobes", body)
+    assert (probe(world, "export") or {})["spec"] == parse(_probe("export")).to_dict()["spec"]
+    wait_until(lambda: condition(world, "export").get("status") == "True",
+               what="the pruned probe accepted")
+    wait_until(lambda: "export" in deployed_pools(world), what="the pruned probe deployed")
+    gone(world, "export")
 
 
 def test_probes_an_earlier_version_handled_are_taken_over_without_a_rerun(
@@ -316,13 +284,3 @@ def test_probes_an_earlier_version_handled_are_taken_over_without_a_rerun(
     assert "legacy" in deployed_pools(world)
     assert "Accepted" not in [r for r, _ in events(world, "legacy")]  # nothing re-run
     gone(world, "legacy")
-
-
-def test_the_operator_reads_secrets_by_name_only(world: OperatorWorld) -> None:
-    def can(*args: str) -> str:
-        return str(world.cp.kubectl("auth", "can-i", *args, kubeconfig_path=world.sa_kubeconfig,
-                                    check=False).stdout.strip())
-
-    assert can("get", "secrets", "-n", PNS) == "yes"
-    assert [can(verb, "secrets", "-n", PNS) for verb in ("list", "watch", "update")] == [
-        "no", "no", "no"]

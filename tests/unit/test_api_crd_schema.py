@@ -82,7 +82,8 @@ def test_defaults_live_in_the_schema() -> None:
     limits = props["limits"]["properties"]
     # No per-event output exists to cap: an events-per-second limit would be ignored.
     assert set(limits) == {"maxConnections"} and limits["maxConnections"]["default"] == 65536
-    assert props["export"]["properties"]["protocol"]["default"] == "grpc"
+    # Export is cluster-wide (the service map's): a probe has no export of its own.
+    assert "export" not in props
 
 
 def test_cluster_kind_adds_namespace_selector_and_host_processes_only() -> None:

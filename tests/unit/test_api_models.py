@@ -16,7 +16,6 @@ from traceprobe_api.node_report import NodeReport, NodeReportStatus, ProbeRef
 from traceprobe_api.probe import (
     DEFAULT_PROBES,
     ClusterTraceProbeSpec,
-    Export,
     Probe,
     TraceProbe,
     TraceProbeSpec,
@@ -31,7 +30,7 @@ CONDITION = {"type": "Ready", "status": "True", "reason": "AllNodesReady", "mess
 def test_spec_defaults_match_the_design() -> None:
     spec = TraceProbeSpec()
     assert spec.probes == DEFAULT_PROBES and Probe.UDP not in spec.probes
-    assert spec.interval == "10s" and spec.export is None and spec.node_selector is None
+    assert spec.interval == "10s" and spec.node_selector is None
     assert spec.limits.max_connections == 65536
     assert spec.to_dict() == {
         "probes": ["connections", "failures", "bytes", "retransmits", "rtt", "dns"],
@@ -107,26 +106,13 @@ def test_label_maps(labels: dict[str, str], ok: bool) -> None:
             LabelSelector(match_labels=labels)
 
 
-@pytest.mark.parametrize(("endpoint", "ok"), [
-    ("http://collector:4317", True), ("https://otlp.example.com", True),
-    ("collector:4317", False), ("ftp://collector", False), ("https://", False),
-    ("https://bad host", False),
-])
-def test_export_endpoint(endpoint: str, ok: bool) -> None:
-    if ok:
-        Export(endpoint=endpoint)
-    else:
-        with pytest.raises(ValidationError, match="http:// or https:// URL"):
-            Export(endpoint=endpoint)
-
-
-def test_credentials_and_tls_need_https() -> None:
-    Export.model_validate({"endpoint": "https://c:4317", "headersSecretRef": {"name": "h"},
-                           "tls": {"insecureSkipVerify": True}})  # skip-verify is still TLS
-    with pytest.raises(ValidationError, match="headersSecretRef needs an https:// endpoint"):
-        Export.model_validate({"endpoint": "http://c:4317", "headersSecretRef": {"name": "h"}})
-    with pytest.raises(ValidationError, match="tls needs an https:// endpoint"):
-        Export.model_validate({"endpoint": "http://c:4317", "tls": {}})
+def test_export_is_no_probe_field() -> None:
+    # Export is cluster-wide (the service map's): nothing exported per probe, so a
+    # probe's `export` is refused rather than accepted and ignored.
+    for spec in (TraceProbeSpec, ClusterTraceProbeSpec):
+        assert "export" not in spec.model_fields
+        with pytest.raises(ValidationError, match=r"export\n  Extra inputs are not permitted"):
+            spec.model_validate({"export": {"endpoint": "https://otlp.example.com:4317"}})
 
 
 def test_probes_are_a_non_empty_set() -> None:

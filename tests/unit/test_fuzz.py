@@ -27,9 +27,9 @@ scalars = st.one_of(st.none(), st.booleans(), st.integers(-2**40, 2**40),
 json_like = st.recursive(scalars, lambda inner: st.one_of(
     st.lists(inner, max_size=4), st.dictionaries(st.text(max_size=12), inner, max_size=4)),
     max_leaves=20)
-SPEC_KEYS = ["probes", "podSelector", "nodeSelector", "interval", "export", "limits",
-             "namespaceSelector", "matchLabels", "endpoint", "protocol", "maxConnections",
-             "tls", "headersSecretRef", "name", "keys"]
+SPEC_KEYS = ["probes", "podSelector", "nodeSelector", "interval", "limits",
+             "namespaceSelector", "hostProcesses", "matchLabels", "matchExpressions", "key",
+             "operator", "values", "maxConnections"]
 specs = st.recursive(scalars, lambda inner: st.one_of(
     st.lists(inner, max_size=3),
     st.dictionaries(st.sampled_from(SPEC_KEYS) | st.text(max_size=8), inner, max_size=5)),

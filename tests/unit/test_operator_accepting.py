@@ -4,24 +4,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from traceprobe_operator.accepting import (
-    HANDLER_GRACE_SECONDS,
-    REFERENCES_RECHECK_SECONDS,
-    accept_due,
-)
+from traceprobe_operator.accepting import HANDLER_GRACE_SECONDS, accept_due
 from traceprobe_operator.daemonset import is_active
 from traceprobe_operator.retries import ProbeState
 
-EXPORT = {"endpoint": "https://otlp.example.com:4318", "headersSecretRef": {"name": "h"}}
-
 
 def probe(generation: int = 2, accepted: tuple[str, str, int] | None = None,
-          export: bool = False, deleting: bool = False) -> dict[str, Any]:
+          deleting: bool = False) -> dict[str, Any]:
     meta: dict[str, Any] = {"name": "web", "namespace": "shop", "generation": generation}
     if deleting:
         meta["deletionTimestamp"] = "2024-01-01T00:00:00Z"
-    body: dict[str, Any] = {"kind": "TraceProbe", "metadata": meta,
-                            "spec": {"export": EXPORT} if export else {}}
+    body: dict[str, Any] = {"kind": "TraceProbe", "metadata": meta, "spec": {}}
     if accepted:
         status, reason, observed = accepted
         body["status"] = {"conditions": [{"type": "Accepted", "status": status,
@@ -40,29 +33,23 @@ def test_a_generation_kopf_has_not_accepted_is_the_timers_after_a_grace() -> Non
 
 def test_what_may_clear_by_itself_is_checked_again_with_backoff_the_rest_is_not() -> None:
     state = ProbeState()
-    missing = probe(accepted=("False", "ExportHeadersSecretNotFound", 2), export=True)
-    assert accept_due(missing, state, 0.0)
+    refused = probe(accepted=("False", "UpdateRefused", 2))
+    assert accept_due(refused, state, 0.0)
     state.backoff.failed(0.0)
-    assert not accept_due(missing, state, 4.0) and accept_due(missing, state, 5.0)
-    assert accept_due(probe(accepted=("False", "UpdateRefused", 2)), ProbeState(), 0.0)
+    assert not accept_due(refused, state, 4.0) and accept_due(refused, state, 5.0)
     assert not accept_due(probe(accepted=("False", "InvalidSpec", 2)), ProbeState(), 1e9)
-    assert not accept_due(probe(accepted=("False", "ExportEndpointInvalid", 2)),
-                          ProbeState(), 1e9)
 
 
-def test_the_secrets_of_an_accepted_probe_are_read_again_now_and_then() -> None:
-    state = ProbeState(references_checked_at=1000.0)
-    accepted = probe(accepted=("True", "Valid", 2), export=True)
-    assert not accept_due(accepted, state, 1000.0 + REFERENCES_RECHECK_SECONDS - 1)
-    assert accept_due(accepted, state, 1000.0 + REFERENCES_RECHECK_SECONDS)
-    assert not accept_due(probe(accepted=("True", "Valid", 2)), state, 1e9)  # no Secrets
+def test_an_accepted_probe_is_not_accepted_again_until_its_spec_changes() -> None:
+    # Only its spec decides the verdict: nothing outside it to look at again.
+    assert not accept_due(probe(accepted=("True", "Valid", 2)), ProbeState(), 1e9)
 
 
 def test_agents_run_for_accepted_or_undecided_probes_and_the_verdict_being_written() -> None:
     key = ("TraceProbe", "shop", "web")
     assert is_active(probe(accepted=("True", "Valid", 1)), {})
     assert is_active(probe(), {})  # its own acceptance decides soon; never drop it meanwhile
-    assert not is_active(probe(accepted=("False", "ExportTlsSecretNotFound", 2)), {})
-    assert is_active(probe(accepted=("False", "ExportTlsSecretNotFound", 2)), {key: True})
+    assert not is_active(probe(accepted=("False", "InvalidSpec", 2)), {})
+    assert is_active(probe(accepted=("False", "InvalidSpec", 2)), {key: True})
     assert not is_active(probe(accepted=("True", "Valid", 2)), {key: False})
     assert not is_active(probe(accepted=("True", "Valid", 2), deleting=True), {key: True})
