@@ -197,33 +197,6 @@ def test_only_the_agent_writes_the_map(real_node: RealNode, release: Release) ->
     assert after["no_token"] == 1, after
 
 
-def test_helm_test_passes(real_node: RealNode, release: Release) -> None:
-    result = helm("test", RELEASE, "-n", NAMESPACE, "--timeout", "120s",
-                  kubeconfig=real_node.cp.admin_kubeconfig, timeout=180)
-    assert "Phase:          Succeeded" in result.stdout, result.stdout
-
-
-def test_helm_uninstall_removes_what_it_installed(real_node: RealNode,
-                                                  release: Release) -> None:
-    """Last in the module: deleting the probe detaches the agents, the uninstall
-    removes every object of the release, and no BPF program of the agents is left.
-    What stays, as documented: the CRDs (Helm never deletes them)."""
-    release.chart.uninstall()
-    wait_until(lambda: (not pods(
-        real_node, NAMESPACE, "app.kubernetes.io/instance=traceprobe") and not pods(
-        real_node, NAMESPACE, "app.kubernetes.io/name=traceprobe-agent")) or None,
-        120, "the release's pods gone", diagnose=real_node.diagnose_pods)
-    leftover = wait_until(lambda: (
-        bpf_program_ids() - release.programs_before) == set() or None,
-        60, "the agents' BPF programs unloaded")
-    assert leftover
-    out = real_node.kubectl("get", "daemonsets,deployments,services,serviceaccounts",
-                            "-n", NAMESPACE, "-o", "name").stdout.split()
-    assert [o for o in out if "traceprobe" in o] == [], out
-    crds = real_node.kubectl("get", "crd", "-o", "name").stdout
-    assert "traceprobes.traceprobe.io" in crds
-
-
 def test_the_view_opens_through_the_api_server_for_those_allowed(real_node: RealNode,
                                                                  release: Release) -> None:
     """The chart's view Service behind the real API server's service proxy: RBAC on
@@ -251,3 +224,31 @@ def test_the_view_opens_through_the_api_server_for_those_allowed(real_node: Real
         real_node.kubectl("delete", "rolebinding,role", "map-viewer", "-n", NAMESPACE,
                           check=False)
         real_node.kubectl("delete", "namespace", "node-outsider", "--wait=false", check=False)
+
+
+def test_helm_test_passes(real_node: RealNode, release: Release) -> None:
+    result = helm("test", RELEASE, "-n", NAMESPACE, "--timeout", "120s",
+                  kubeconfig=real_node.cp.admin_kubeconfig, timeout=180)
+    assert "Phase:          Succeeded" in result.stdout, result.stdout
+
+
+def test_helm_uninstall_removes_what_it_installed(real_node: RealNode,
+                                                  release: Release) -> None:
+    """Last in the module: deleting the probe detaches the agents, the uninstall
+    removes every object of the release, and no BPF program of the agents is left.
+    What stays, as documented: the CRDs (Helm never deletes them)."""
+    release.chart.uninstall()
+    wait_until(lambda: (not pods(
+        real_node, NAMESPACE, "app.kubernetes.io/instance=traceprobe") and not pods(
+        real_node, NAMESPACE, "app.kubernetes.io/name=traceprobe-agent")) or None,
+        120, "the release's pods gone", diagnose=real_node.diagnose_pods)
+    leftover = wait_until(lambda: (
+        bpf_program_ids() - release.programs_before) == set() or None,
+        60, "the agents' BPF programs unloaded")
+    assert leftover
+    out = real_node.kubectl("get", "daemonsets,deployments,services,serviceaccounts",
+                            "-n", NAMESPACE, "-o", "name").stdout.split()
+    assert [o for o in out if "traceprobe" in o] == [], out
+    crds = real_node.kubectl("get", "crd", "-o", "name").stdout
+    assert "traceprobes.traceprobe.io" in crds
+
