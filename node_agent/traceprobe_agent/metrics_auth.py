@@ -18,12 +18,12 @@ import logging
 import os
 import ssl
 import subprocess
-import threading
 import time
-from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
+
+from traceprobe_api.token_cache import TokenCache, bearer_token
 
 log = logging.getLogger("traceprobe.agent")
 
@@ -53,14 +53,6 @@ class Decision:
     reason: str
 
 
-def bearer_token(header: str | None) -> str | None:
-    """The token of an `Authorization: Bearer <token>` header, else None."""
-    scheme, _, token = (header or "").strip().partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
-        return None
-    return token.strip()
-
-
 class MetricsAuth:
     """Token -> Decision, asking the API server at most once per token per `ttl_seconds`.
 
@@ -74,27 +66,19 @@ class MetricsAuth:
         self.max_entries = max_entries
         self.clock = clock
         self.reviews_made = 0
-        self._cache: OrderedDict[str, tuple[float, Decision]] = OrderedDict()
-        self._lock = threading.Lock()
+        self._cache: TokenCache[Decision] = TokenCache(max_entries)
 
     def check(self, authorization: str | None) -> Decision:
         token = bearer_token(authorization)
         if token is None:
             return Decision(401, "a bearer token is required")
-        key = hashlib.sha256(token.encode()).hexdigest()
         now = self.clock()
-        with self._lock:
-            hit = self._cache.get(key)
-            if hit is not None and hit[0] > now:
-                self._cache.move_to_end(key)
-                return hit[1]
+        hit = self._cache.get(token, now)
+        if hit is not None:
+            return hit
         decision = self._review(token)
         if decision.status != 503:
-            with self._lock:
-                self._cache[key] = (now + self.ttl_seconds, decision)
-                self._cache.move_to_end(key)
-                while len(self._cache) > self.max_entries:
-                    self._cache.popitem(last=False)
+            self._cache.put(token, now + self.ttl_seconds, decision)
         return decision
 
     def _review(self, token: str) -> Decision:

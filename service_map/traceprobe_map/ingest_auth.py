@@ -12,16 +12,17 @@ from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
 import json
 import logging
 import threading
 import time
-from collections import Counter, OrderedDict
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Protocol
+
+from traceprobe_api.token_cache import TokenCache, bearer_token
 
 log = logging.getLogger("traceprobe.map.ingest")
 
@@ -55,12 +56,6 @@ class Identity:
     detail: str = ""
 
 
-def bearer_token(header: str | None) -> str | None:
-    """The token of an `authorization: Bearer <token>` value, else None."""
-    scheme, _, token = (header or "").strip().partition(" ")
-    return token.strip() or None if scheme.lower() == "bearer" else None
-
-
 def token_expiry(token: str) -> float | None:
     """The `exp` claim of a JWT, read without verifying (it only shortens a cache entry)."""
     parts = token.split(".")
@@ -92,7 +87,7 @@ class IngestAuth:
         self.reviews = 0
         self.refused: Counter[Cause] = Counter()
         self._logged: set[Cause] = set()
-        self._cache: OrderedDict[str, tuple[float, Identity]] = OrderedDict()
+        self._cache: TokenCache[Identity] = TokenCache(max_entries)
         self._lock = threading.Lock()
 
     def check(self, authorization: str | None, peer: str = "") -> Identity:
@@ -112,13 +107,10 @@ class IngestAuth:
         if token is None:
             return Identity(None, Cause.NO_TOKEN, "a bearer token is required: agents send "
                             "their projected ServiceAccount token")
-        key = hashlib.sha256(token.encode()).hexdigest()
         now = self.clock()
-        with self._lock:
-            hit = self._cache.get(key)
-            if hit is not None and hit[0] > now:
-                self._cache.move_to_end(key)
-                return hit[1]
+        hit = self._cache.get(token, now)
+        if hit is not None:
+            return hit
         identity = self._review(token)
         if identity.cause is Cause.REVIEW_FAILED:
             return identity
@@ -126,11 +118,7 @@ class IngestAuth:
         expiry = token_expiry(token)
         if expiry is not None:
             until = min(until, expiry)
-        with self._lock:
-            self._cache[key] = (until, identity)
-            self._cache.move_to_end(key)
-            while len(self._cache) > self.max_entries:
-                self._cache.popitem(last=False)
+        self._cache.put(token, until, identity)
         return identity
 
     def _review(self, token: str) -> Identity:

@@ -23,13 +23,9 @@ from harness.tools import REPO
 from traceprobe_agent.agent import Agent
 from traceprobe_agent.features import KernelFeatures
 from traceprobe_agent.health import Health, serve, serve_health
-from traceprobe_agent.metrics_auth import (
-    MetricsAuth,
-    bearer_token,
-    is_loopback,
-    self_signed_context,
-)
+from traceprobe_agent.metrics_auth import MetricsAuth, is_loopback, self_signed_context
 from traceprobe_agent.program import plan_program
+from traceprobe_api.token_cache import bearer_token
 from traceprobe_operator.agent_workload import health_check
 
 READER: dict[str, Any] = {"username": "system:serviceaccount:monitoring:prometheus", "uid": "u-1",
@@ -111,7 +107,7 @@ def test_decisions_are_cached_briefly_per_token_and_failures_not_at_all() -> Non
     assert auth.check("Bearer reader-token").status == 503
     reviews.away = False
     assert auth.check("Bearer reader-token").status == 200  # the 503 was not kept
-    assert "reader-token" not in repr(auth._cache)  # only digests of tokens are kept
+    assert "reader-token" not in repr(auth._cache._entries)  # only digests of tokens are kept
 
 
 def test_the_cache_is_bounded() -> None:

@@ -12,12 +12,12 @@ from typing import Any
 
 import pytest
 
+from traceprobe_api.token_cache import bearer_token
 from traceprobe_map.ingest_auth import (
     DEFAULT_AUDIENCE,
     NODE_NAME_EXTRA,
     Cause,
     IngestAuth,
-    bearer_token,
     token_expiry,
 )
 
