@@ -199,9 +199,13 @@ class EdgeExporter:
         self.service_graph = service_graph
         self.interval_seconds = interval_seconds
         # service.instance.id tells a restarted map (or a second one) from this one.
-        self.resource = Resource.create({
-            "service.name": "traceprobe-service-map", "k8s.cluster.name": cluster,
-            "service.instance.id": instance_id or str(uuid.uuid4())})
+        # OTEL_SERVICE_NAME / OTEL_RESOURCE_ATTRIBUTES (read by Resource.create) name the
+        # service when set; the SDK's unknown_service placeholder gives way to ours.
+        resource = Resource.create({"k8s.cluster.name": cluster,
+                                    "service.instance.id": instance_id or str(uuid.uuid4())})
+        if str(resource.attributes.get("service.name", "")).startswith("unknown_service"):
+            resource = resource.merge(Resource({"service.name": "traceprobe-service-map"}))
+        self.resource = resource
         self.series = SeriesStore(keep_seconds, max_series)
         self._lock = threading.Lock()
         self._stop = threading.Event()

@@ -229,3 +229,4 @@ def test_otlp_retransmits_by_direction_and_rtt_by_observer() -> None:
     assert _by(sums, "web", RTT_OBSERVER) == {"client": 400, "server": 3000}
     assert _by(counts, "web", RTT_OBSERVER) == {"client": 2, "server": 3}
     assert _by(counts, "203.0.113.7", RTT_OBSERVER) == {"server": 3}
+
