@@ -63,7 +63,6 @@ class MetricsAuth:
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.reviews = reviews
         self.ttl_seconds = ttl_seconds
-        self.max_entries = max_entries
         self.clock = clock
         self.reviews_made = 0
         self._cache: TokenCache[Decision] = TokenCache(max_entries)

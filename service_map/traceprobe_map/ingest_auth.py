@@ -82,7 +82,6 @@ class IngestAuth:
         self.audience = audience
         self.ttl_seconds = ttl_seconds
         self.refusal_ttl_seconds = refusal_ttl_seconds
-        self.max_entries = max_entries
         self.clock = clock
         self.reviews = 0
         self.refused: Counter[Cause] = Counter()

@@ -36,7 +36,6 @@ class ReceiverStats:
     records: int = 0
     rejected_records: int = 0
     dropped_records: int = 0
-    refused_requests: int = 0  # by cause: the authenticator's own counter
     reattributed_records: int = 0  # named another node than their sender's token
 
 
@@ -72,8 +71,7 @@ class _LogsService(logs_service_pb2_grpc.LogsServiceServicer):
         node = None
         if self.authenticate is not None:
             identity = self.authenticate(_authorization(context), context.peer())
-            if identity.node is None:
-                self.stats.refused_requests += 1
+            if identity.node is None:  # counted by cause in the authenticator
                 assert identity.cause is not None
                 context.abort(_STATUS[identity.cause], identity.detail)  # raises
             node = identity.node

@@ -1,7 +1,7 @@
 """The Helm chart against the real API server: its rendered objects pass a server-side
 dry-run (default and non-default values) and a real apply; the operator, run as the
-chart's ServiceAccount with exactly the chart's RBAC, does its job; and each of the
-three ServiceAccounts is allowed what its role lists and denied what it does not need.
+chart's ServiceAccount with exactly the chart's RBAC, does its job (what each
+ServiceAccount may do: test_chart_rbac.py).
 
 No kubelet runs here, so Deployments get no pods and `helm test` cannot run; the
 test Pod is checked by the dry-run instead."""
@@ -13,9 +13,7 @@ import os
 import re
 import sys
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -30,8 +28,8 @@ from harness.chart import (
     find,
     helm,
     render,
-    to_yaml,
 )
+from harness.chart_cluster import NS, PROBE_NS, RELEASE, apply_docs, get_json
 from harness.install import ensure_node
 from harness.procs import ManagedProcess
 from harness.tools import REPO
@@ -39,39 +37,6 @@ from harness.waiting import wait_until
 from harness.world import GROUP, VERSION
 from traceprobe_operator.agent_workload import ActiveProbe, render_daemonset
 from traceprobe_operator.settings import OperatorSettings
-
-RELEASE, NS = "tpchart", "tpchart-system"
-PROBE_NS = "tpchart-shop"
-
-
-def _apply(cp: Any, docs: list[dict[str, Any]], tmp: Path, *extra: str) -> Any:
-    path = tmp / f"manifest-{abs(hash(json.dumps(docs, sort_keys=True)))}.yaml"
-    path.write_text(to_yaml(docs))
-    return cp.kubectl("apply", "--validate=strict", "-f", str(path), *extra, check=False)
-
-
-def _install_crds(cp: Any, tmp: Path) -> None:
-    crds = [d for d in render(crds=True) if d["kind"] == "CustomResourceDefinition"]
-    for extra in (["--dry-run=server"], []):
-        result = _apply(cp, crds, tmp, *extra)
-        assert result.returncode == 0, result.stderr
-    cp.kubectl("wait", "--for=condition=Established", "--timeout=60s",
-               *[f"crd/{d['metadata']['name']}" for d in crds])
-
-
-@pytest.fixture(scope="module")
-def installed(control_plane: Any, tmp_path_factory: pytest.TempPathFactory) -> Any:
-    """The chart's objects (default values) applied for real, after a server dry-run."""
-    tmp = tmp_path_factory.mktemp("chart")
-    _install_crds(control_plane, tmp)
-    control_plane.kubectl("create", "namespace", NS, check=False)
-    docs = render(release=RELEASE, namespace=NS)
-    dry = _apply(control_plane, docs, tmp, "--dry-run=server")
-    assert dry.returncode == 0, dry.stderr
-    assert dry.stdout.count("(server dry run)") == len(docs), dry.stdout
-    real = _apply(control_plane, [d for d in docs if d["kind"] != "Pod"], tmp)  # no test pod
-    assert real.returncode == 0, real.stderr
-    return control_plane, docs, tmp
 
 
 @pytest.mark.parametrize("namespace,values", [("tpchart-alt", NON_DEFAULT),
@@ -83,7 +48,7 @@ def test_non_default_values_pass_a_server_dry_run(installed: Any, namespace: str
     cp, _, tmp = installed
     cp.kubectl("create", "namespace", namespace, check=False)
     docs = render(values, release="other", namespace=namespace)
-    result = _apply(cp, docs, tmp, "--dry-run=server")
+    result = apply_docs(cp, docs, tmp, "--dry-run=server")
     assert result.returncode == 0, result.stderr
     assert result.stdout.count("(server dry run)") == len(docs)
 
@@ -93,7 +58,7 @@ def test_the_dry_run_does_validate(installed: Any) -> None:
     cp, docs, tmp = installed
     broken = json.loads(json.dumps(find(docs, "Deployment", f"{RELEASE}-traceprobe-operator")))
     broken["spec"]["template"]["spec"]["containers"][0]["readOnlyRootFilesytem"] = True
-    result = _apply(cp, [broken], tmp, "--dry-run=server")
+    result = apply_docs(cp, [broken], tmp, "--dry-run=server")
     assert result.returncode != 0 and "readOnlyRootFilesytem" in result.stderr
 
 
@@ -120,7 +85,7 @@ def test_notes_say_how_to_open_the_map_and_apply_a_first_probe(installed: Any) -
     assert example, notes
     probe = yaml.safe_load(re.sub(r"(?m)^  ", "", example.group(1)))
     assert probe["kind"] == "TraceProbe"
-    result = _apply(cp, [probe], tmp, "--dry-run=server")
+    result = apply_docs(cp, [probe], tmp, "--dry-run=server")
     assert result.returncode == 0, result.stderr
     assert "each agent serves /metrics on its node's 127.0.0.1:9464 only" in " ".join(
         notes.split())
@@ -133,7 +98,7 @@ def test_an_upgrade_keeps_the_ingest_certificate(installed: Any) -> None:
     reuses the Secret already there, so agents' trust in the map survives upgrades."""
     cp, docs, _ = installed
     name = f"{RELEASE}-traceprobe-service-map-tls"
-    stored = _json(cp, "secret", "-n", NS, name)["data"]
+    stored = get_json(cp, "secret", "-n", NS, name)["data"]
     assert stored == find(docs, "Secret", name)["data"]
     out = helm("install", RELEASE, str(REPO / "charts/traceprobe"), "-n", NS,
                "--dry-run=server", "--take-ownership",
@@ -171,7 +136,7 @@ def test_monitors_render_only_where_the_prometheus_operator_api_is(installed: An
     assert refused.returncode != 0
     assert "agent.metrics.podMonitor.enabled needs the monitoring.coreos.com/v1 API" in (
         refused.stderr)
-    assert _apply(cp, STUB_MONITOR_CRDS, tmp).returncode == 0
+    assert apply_docs(cp, STUB_MONITOR_CRDS, tmp).returncode == 0
     try:
         cp.kubectl("wait", "--for=condition=Established", "--timeout=60s",
                    *[f"crd/{d['metadata']['name']}" for d in STUB_MONITOR_CRDS])
@@ -204,7 +169,7 @@ def test_the_agent_daemonset_the_chart_makes_passes_a_server_dry_run(
     env = env_of(operator["spec"]["template"]["spec"]["containers"][0])
     settings = OperatorSettings.from_env({**env, "TRACEPROBE_NAMESPACE": NS})
     ds = render_daemonset(settings, [ActiveProbe("TraceProbe", PROBE_NS, "web")])
-    result = _apply(cp, [ds], tmp, "--dry-run=server", "-o", "json")
+    result = apply_docs(cp, [ds], tmp, "--dry-run=server", "-o", "json")
     assert result.returncode == 0, result.stderr
     stored = json.loads(result.stdout)
     assert stored["spec"]["updateStrategy"] == ds["spec"]["updateStrategy"]
@@ -229,13 +194,8 @@ def operator(installed: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterat
     proc.stop()
 
 
-def _json(cp: Any, *args: str) -> Any:
-    result = cp.kubectl("get", *args, "-o", "json", check=False)
-    return json.loads(result.stdout) if result.returncode == 0 else None
-
-
 def _condition(cp: Any, name: str, type_: str) -> dict[str, Any]:
-    probe = _json(cp, "traceprobes", name, "-n", PROBE_NS) or {}
+    probe = get_json(cp, "traceprobes", name, "-n", PROBE_NS) or {}
     return next((c for c in (probe.get("status") or {}).get("conditions") or []
                  if c["type"] == type_), {})
 
@@ -248,7 +208,7 @@ def test_operator_with_the_charts_rbac_runs_agents_and_writes_status(
     cp.kubectl("apply", "-f", "-", input_text=(
         f"apiVersion: {GROUP}/{VERSION}\nkind: TraceProbe\nmetadata: {{name: web, namespace: "
         f"{PROBE_NS}}}\nspec: {{nodeSelector: {{tpchart: agents}}}}\n"))
-    ds = wait_until(lambda: _json(cp, "daemonset", "traceprobe-agent", "-n", NS), timeout=60,
+    ds = wait_until(lambda: get_json(cp, "daemonset", "traceprobe-agent", "-n", NS), timeout=60,
                     what=f"agent DaemonSet in {NS}")
     pod = ds["spec"]["template"]["spec"]
     env = env_of(container(docs, f"{RELEASE}-traceprobe-operator"))
@@ -291,74 +251,11 @@ def test_operator_with_the_charts_rbac_runs_agents_and_writes_status(
 
     cp.kubectl("delete", "traceprobes", "web", "-n", PROBE_NS, "--wait=false")
     report("Detached")
-    wait_until(lambda: _json(cp, "traceprobes", "web", "-n", PROBE_NS) is None, timeout=30,
+    wait_until(lambda: get_json(cp, "traceprobes", "web", "-n", PROBE_NS) is None, timeout=30,
                what="probe deleted once its agent reports it detached")
-    others = _json(cp, "traceprobes", "-A")["items"] + _json(cp, "clustertraceprobes")["items"]
+    others = (get_json(cp, "traceprobes", "-A")["items"]
+              + get_json(cp, "clustertraceprobes")["items"])
     if not others:  # other test modules' probes would rightly keep the agents running
-        wait_until(lambda: _json(cp, "daemonset", "traceprobe-agent", "-n", NS) is None,
+        wait_until(lambda: get_json(cp, "daemonset", "traceprobe-agent", "-n", NS) is None,
                    what="agent DaemonSet removed with the last probe")
     assert "Traceback" not in operator.log.read_text()
-
-
-def _rule_checks(docs: list[dict[str, Any]], role: str) -> list[list[str]]:
-    """One `kubectl auth can-i` per verb and resource the chart's role grants."""
-    checks = []
-    for kind in ("ClusterRole", "Role"):
-        rules = [d for d in docs if d["kind"] == kind and d["metadata"]["name"] == role]
-        scope = ["-n", NS] if kind == "Role" else ["-A"]
-        for rule in rules[0]["rules"] if rules else []:
-            for group in rule["apiGroups"]:
-                for resource in rule["resources"]:
-                    base, _, sub = resource.partition("/")
-                    name = f"{base}.{group}" if group else base
-                    for verb in rule["verbs"]:
-                        checks.append([verb, name, *scope,
-                                       *([f"--subresource={sub}"] if sub else [])])
-    return checks
-
-
-DENIED = {
-    "operator": [["list", "secrets", "-A"], ["create", "pods", "-n", NS],
-                 ["delete", "traceprobes.traceprobe.io", "-A"],
-                 ["create", "nodereports.traceprobe.io"],
-                 ["create", "daemonsets.apps", "-n", "kube-system"], ["patch", "nodes"],
-                 ["update", "customresourcedefinitions.apiextensions.k8s.io"],
-                 ["create", "clusterrolebindings.rbac.authorization.k8s.io"],
-                 ["get", "configmaps", "-n", NS]],
-    "agent": [["list", "secrets", "-A"], ["get", "pods", "-n", "default"],
-              ["create", "pods", "-n", NS], ["patch", "traceprobes.traceprobe.io", "-A"],
-              ["patch", "traceprobes.traceprobe.io", "-A", "--subresource=status"],
-              ["delete", "nodereports.traceprobe.io"], ["patch", "nodereports.traceprobe.io"],
-              ["list", "nodes"], ["patch", "nodes"], ["update", "daemonsets.apps", "-n", NS],
-              ["create", "events", "-A"],
-              # Token reviews only with agent.metrics.listen hostIP or all.
-              ["create", "tokenreviews.authentication.k8s.io"],
-              ["create", "subjectaccessreviews.authorization.k8s.io"]],
-    "service-map": [["list", "secrets", "-A"], ["get", "configmaps", "-A"],
-                    ["create", "pods", "-n", NS], ["delete", "pods", "-A"],
-                    ["update", "services", "-A"], ["list", "deployments.apps", "-A"],
-                    ["patch", "traceprobes.traceprobe.io", "-A"],
-                    ["list", "nodereports.traceprobe.io"], ["create", "events", "-A"],
-                    ["update", "endpointslices.discovery.k8s.io", "-A"]],
-}
-
-
-@pytest.mark.parametrize("component", ["operator", "agent", "service-map"])
-def test_serviceaccount_may_do_exactly_what_its_role_lists(installed: Any,
-                                                           component: str) -> None:
-    cp, docs, _ = installed
-    name = f"{RELEASE}-traceprobe-{component}"
-    kubeconfig = cp.serviceaccount_kubeconfig(NS, name)
-
-    def can(args: list[str]) -> tuple[list[str], str]:
-        out = cp.kubectl("auth", "can-i", *args, kubeconfig_path=kubeconfig, check=False)
-        return args, out.stdout.strip()
-
-    allowed = _rule_checks(docs, name)
-    assert len(allowed) > 5
-    with ThreadPoolExecutor(8) as pool:
-        answers = list(pool.map(can, allowed + DENIED[component]))
-    wrong = [f"{'may not' if i < len(allowed) else 'may'} {' '.join(args)}"
-             for i, (args, answer) in enumerate(answers)
-             if answer != ("yes" if i < len(allowed) else "no")]
-    assert not wrong, f"{name}: " + "; ".join(wrong)

@@ -176,7 +176,8 @@ def test_only_a_pod_bound_agent_token_for_the_maps_audience_is_accepted(
         assert (got_code, cause) == (code, cause) and words in details, details
         assert auth_map.refused()[cause] == before + 1
     # The same signing, moved into the future instead: accepted, so only the time was wrong.
-    assert auth_map.export(_resigned(agent, control_plane.pki / "sa.key", 60)) is not None
+    reply = auth_map.export(_resigned(agent, control_plane.pki / "sa.key", 60))
+    assert reply.partial_success.rejected_log_records == 0
     accepted = samples(auth_map.metrics(), "traceprobe_map_records_total")
     assert accepted[frozenset({("outcome", "accepted")})] == 3  # refused requests kept nothing
     log = auth_map.proc.log.read_text()
