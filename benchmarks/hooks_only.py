@@ -17,7 +17,7 @@ import sys
 from types import FrameType
 from typing import Any
 
-from traceprobe_agent.bcc_runtime import link_cgroup_ingress
+from traceprobe_agent.bpf_links import link_cgroup
 from traceprobe_agent.cgroups import cgroup2_mount
 
 
@@ -57,7 +57,7 @@ def main(hooks: list[str]) -> int:
             root = cgroup2_mount()
             if root is None:
                 raise SystemExit(f"hooks_only: no cgroup v2 hierarchy mounted for {hook}")
-            fds += link_cgroup_ingress(prog.load_func(name, BPF.CGROUP_SKB).fd, str(root))
+            fds += link_cgroup(prog.load_func(name, BPF.CGROUP_SKB).fd, str(root))
     print('{"ready": true}', file=sys.stderr, flush=True)
     try:
         signal.pause()

@@ -12,19 +12,11 @@
  *                              sampled at close and at most once a second while
  *                              packets arrive
  *
- * Maps:
+ * Maps (the edge maps, counters and cgroup verdicts are edge_maps.h's):
  *   conns       HASH  socket address -> struct conn   (MAX_CONNS entries)
- *   edges0/1    PERCPU_HASH struct edge_key -> struct edge_val (MAX_EDGES each),
- *               double-buffered: programs write the map `active` selects, user
- *               space flips it and drains the other with batch lookup-and-delete,
- *               so aggregation is lossless without per-event output.
- *   counters    PERCPU_ARRAY of drop / anomaly counters (enum counter)
- *   cgroup_verdicts  HASH cgroup v2 id -> V_TRACE | V_SKIP (MAX_CGROUPS entries):
- *               which local processes the probes observe, kept current by user
- *               space. A skipped process's connections are never tracked, so what
- *               no probe selects costs one lookup per connection. A cgroup not in
- *               the map is not decided yet (a pod the agent has not heard of): it
- *               is counted, and user space decides when it drains.
+ *   A skipped process's connections are never tracked, so what no probe selects
+ *   costs one verdict lookup per connection; a cgroup not decided yet (a pod the
+ *   agent has not heard of) is counted, and user space decides when it drains.
  *
  * Resets we send need no hook: an abortive close is the only way from
  * ESTABLISHED or CLOSE_WAIT straight to CLOSE (tcp:tcp_send_reset would also
@@ -52,77 +44,13 @@
  * have none: their kind is reported Degraded.
  */
 
-#define AF_INET_ 2
-#define AF_INET6_ 10
-#define IPPROTO_TCP_ 6
-#define IPPROTO_UDP_ 17
 #define MSG_PEEK_ 2
-
-/* TCP states, as in include/net/tcp_states.h */
-#define ST_ESTABLISHED 1
-#define ST_SYN_SENT 2
-#define ST_SYN_RECV 3
-#define ST_FIN_WAIT1 4
-#define ST_CLOSE 7
-#define ST_CLOSE_WAIT 8
-#define ST_LAST_ACK 9
-
-#define ROLE_CLIENT 1
-#define ROLE_SERVER 2
-#define ROLE_UDP 3
 
 #define F_ATTRIBUTED 1
 #define F_ESTABLISHED 2
 #define F_RST 4
 #define F_CLOSED 8   /* reached CLOSE; `close_old` says from where */
 #define F_FOLDED 16  /* its close is counted on an edge */
-
-#ifndef MAX_CGROUPS
-#define MAX_CGROUPS 16384
-#endif
-#define V_TRACE 1
-#define V_SKIP 2
-
-enum counter {
-    C_CONN_MAP_FULL,      /* a new connection could not be tracked */
-    C_EDGE_MAP_FULL,      /* an edge update was dropped: edges map full */
-    C_UNTRACKED_IO,       /* bytes on a TCP socket opened before the agent */
-    C_UNATTRIBUTED_CLOSE, /* server socket closed before any process touched it */
-    C_STALE_REPLACED,     /* a socket connected again; its old entry was replaced */
-    C_UNSELECTED,         /* a connection or datagram of a process no probe selects */
-    C_MAX,
-};
-
-struct edge_key {
-    u64 cgroup;       /* cgroup v2 id of the local process (0: unknown) */
-    u32 tgid;         /* local process (0: unknown) */
-    u16 port;         /* remote port for clients, local port for servers */
-    u8 family;        /* AF_INET or AF_INET6 */
-    u8 role;          /* ROLE_* */
-    u8 laddr[16];     /* local address (IPv4 in the first 4 bytes) */
-    u8 raddr[16];     /* remote address */
-};
-
-struct edge_val {
-    u64 opened;           /* connections established */
-    u64 closed;           /* established connections closed */
-    u64 refused;          /* connect() answered by RST */
-    u64 timeouts;         /* connect() never answered */
-    u64 resets;           /* established connections ended by RST */
-    u64 bytes_sent;
-    u64 bytes_received;
-    u64 retransmits;
-    u64 rtt_sum_us;
-    u64 rtt_samples;
-    u64 rtt_max_us;
-    u64 duration_sum_ns;
-    /* Opening times (ktime ns) of the earliest and latest connection counted here:
-     * the map names a remote address by its owner when the connection opened, so a
-     * pod IP reused inside one interval does not hand the old pod's counts over. */
-    u64 first_open_ns;
-    u64 last_open_ns;
-    char comm[16];
-};
 
 struct conn {
     struct edge_key key;
@@ -137,53 +65,15 @@ struct conn {
 };
 
 BPF_HASH(conns, u64, struct conn, MAX_CONNS);
-/* Per-CPU values: no atomics and no cache-line bouncing between CPUs on the hot
- * path. Plain `+=` is safe: tracing programs never nest on one CPU (the kernel
- * skips a program that would run inside another), so nothing interleaves. */
-BPF_PERCPU_HASH(edges0, struct edge_key, struct edge_val, MAX_EDGES);
-BPF_PERCPU_HASH(edges1, struct edge_key, struct edge_val, MAX_EDGES);
-BPF_ARRAY(active, u32, 1);
-BPF_PERCPU_ARRAY(counters, u64, C_MAX);
-BPF_HASH(cgroup_verdicts, u64, u8, MAX_CGROUPS);
-
-static __always_inline void count(int which)
-{
-    u64 *c = counters.lookup(&which);
-    if (c)
-        (*c)++;
-}
-
-/* No probe observes this cgroup's processes. */
-static __always_inline int skipped(u64 cgroup)
-{
-    u8 *verdict = cgroup_verdicts.lookup(&cgroup);
-    return verdict && *verdict == V_SKIP;
-}
+/* Per-CPU values: plain `+=` is safe here: tracing programs never nest on one CPU
+ * (the kernel skips a program that would run inside another), so nothing interleaves. */
 
 static __always_inline struct edge_val *edge_get(struct edge_key *key, int in_task)
 {
-    struct edge_val *val;
-    int zero = 0;
-    u32 *sel = active.lookup(&zero);
-    int second = sel && *sel;
-
-    /* Hot path: the edge exists; no zero-fill, no comm copy. */
-    if (second)
-        val = edges1.lookup(key);
-    else
-        val = edges0.lookup(key);
-    if (val)
-        return val;
     struct edge_val init = {};
     if (in_task)
         bpf_get_current_comm(&init.comm, sizeof(init.comm));
-    if (second)
-        val = edges1.lookup_or_try_init(key, &init);
-    else
-        val = edges0.lookup_or_try_init(key, &init);
-    if (!val)
-        count(C_EDGE_MAP_FULL);
-    return val;
+    return edge_lookup(key, &init);
 }
 
 /* Track a new connection; a leftover entry for the same socket (a second
@@ -229,16 +119,6 @@ static __always_inline void init_conn(struct conn *c, u8 role, u16 family, u16 p
     c->rtt_sample_ns = c->start_ns;
 }
 
-/* This connection counts on edge `e`: widen the edge's span of opening times.
- * Two compares on a value the caller just touched: cheap enough for every send. */
-static __always_inline void note_open(struct edge_val *e, const struct conn *c)
-{
-    if (!e->first_open_ns || c->start_ns < e->first_open_ns)
-        e->first_open_ns = c->start_ns;
-    if (c->start_ns > e->last_open_ns)
-        e->last_open_ns = c->start_ns;
-}
-
 static __always_inline void add_rtt(struct edge_val *e, u32 srtt_us)
 {
     e->rtt_sum_us += srtt_us;
@@ -253,7 +133,7 @@ static __always_inline void fold_close(struct edge_val *e, struct conn *c)
     c->flags |= F_FOLDED;
     if (!e)
         return;
-    note_open(e, c);
+    note_open(e, c->start_ns);
     if (c->close_old == ST_SYN_SENT) {
         if (c->flags & F_RST)
             e->refused += 1;
@@ -277,7 +157,7 @@ static __always_inline void fold_pending(struct edge_val *e, struct conn *c)
 {
     if (!e)
         return;
-    note_open(e, c);
+    note_open(e, c->start_ns);
     if (c->flags & F_ESTABLISHED)
         e->opened += 1;
     e->retransmits += c->retransmits;
@@ -351,7 +231,7 @@ TRACEPOINT_PROBE(sock, inet_sock_set_state)
         struct edge_val *e = edge_get(&c->key, 0);
         if (e) {
             e->opened += 1;
-            note_open(e, c);
+            note_open(e, c->start_ns);
         }
         return 0;
     }
@@ -452,7 +332,7 @@ static __always_inline int on_io(u64 sk, u16 family, u16 protocol, int ret, int 
     if (!e)
         return 0;
     if (c)
-        note_open(e, c);
+        note_open(e, c->start_ns);
     if (sent)
         e->bytes_sent += ret;
     else
@@ -512,7 +392,7 @@ TRACEPOINT_PROBE(tcp, tcp_retransmit_skb)
         struct edge_val *e = edge_get(&c->key, 0);
         if (e) {
             e->retransmits += 1;
-            note_open(e, c);
+            note_open(e, c->start_ns);
         }
     } else {
         c->retransmits++;
@@ -541,7 +421,7 @@ TRACEPOINT_PROBE(tcp, tcp_probe)
     struct edge_val *e = edge_get(&c->key, 0);
     if (e) {
         add_rtt(e, c->srtt_us);
-        note_open(e, c);
+        note_open(e, c->start_ns);
     }
     return 0;
 }

@@ -28,7 +28,15 @@ from traceprobe_agent.features import KernelFeatures, probe_kernel
 from traceprobe_agent.nat_events import NatTable
 from traceprobe_agent.pod_cgroups import under
 from traceprobe_agent.pod_index import AwaitPods
-from traceprobe_agent.program import ProgramPlan, bpf_source, plan_program, without_fallback
+from traceprobe_agent.program import (
+    SOCK_OPS,
+    TRACEPOINT,
+    ProgramPlan,
+    bpf_source,
+    choose_core,
+    plan_program,
+    without_fallback,
+)
 from traceprobe_agent.report_sender import SenderStats
 from traceprobe_api.probe import DEFAULT_KINDS
 from traceprobe_api.records import ConnectionRecord, Role
@@ -70,6 +78,8 @@ class AgentStats:
     kernel_counters: dict[str, int] = field(default_factory=dict)
     map_usage: dict[str, tuple[int, int]] = field(default_factory=dict)
     problem: str | None = None
+    core: str | None = None  # the connection core loaded (program.CORES)
+    core_reason: str | None = None  # why not the sock_ops core
     report: SenderStats | None = None  # edge reports to the service map, when sent
 
     def cpu_seconds(self) -> float:
@@ -93,8 +103,12 @@ class Agent:
                  nat: NatTable | None = None,
                  node_addresses: Callable[[], frozenset[str]] | None = None,
                  await_pods: AwaitPods | None = None,
-                 selection: Selection | None = None) -> None:
+                 selection: Selection | None = None, core: str = "auto") -> None:
         self.node = node
+        # Which connection core to load: auto (sock_ops where it loads), or one of them.
+        choose_core(core, set(), True)  # an unknown name fails here, not at apply()
+        self.core_preference = core
+        self._sock_ops_refused: str | None = None
         # What the probes observe (in a cluster); None observes every process.
         self.selection = selection
         # Records of pods the watch has not told us about yet wait for their names.
@@ -122,10 +136,11 @@ class Agent:
 
     def apply(self, config: AgentConfig) -> ProgramPlan:
         """Run `config`; recompiles only when the resulting program differs."""
-        plan = plan_program(set(config.kinds), self.features, config.max_connections)
+        plan = self._plan(config)
         with self._lock:
             self.config = config
-            if self.plan is not None and plan.cflags == self.plan.cflags and self._tracker:
+            if (self.plan is not None and (plan.core, plan.cflags) == (
+                    self.plan.core, self.plan.cflags) and self._tracker):
                 self.plan = plan
                 self._sync_dns_locked()
                 return plan
@@ -138,19 +153,56 @@ class Agent:
                 log.error("not loading: %s", plan.problem())
                 return plan
             started = time.monotonic()
-            self._tracker = ConnTracker(bpf_source(*plan.sources), list(plan.cflags),
-                                        plan.kprobes)
+            self._tracker, plan = self._load(config, plan)
+            self.plan = plan
+            self.stats.problem = plan.problem()
             if self._tracker.kprobe_problem:  # the kind it stood in for is not running
                 plan = self.plan = without_fallback(plan, self.features,
                                                     self._tracker.kprobe_problem)
                 self.stats.problem = plan.problem()
             self.stats.compiles += 1
             self.stats.last_compile_seconds = time.monotonic() - started
-            log.info("loaded %s in %.2fs (%s)", ", ".join(plan.kinds),
+            log.info("loaded the %s core: %s in %.2fs (%s)", plan.core, ", ".join(plan.kinds),
                      self.stats.last_compile_seconds, " ".join(plan.cflags))
             self._sync_dns_locked()
             self._sync_verdicts_locked()
         return plan
+
+    def _plan(self, config: AgentConfig) -> ProgramPlan:
+        core, self.stats.core_reason = choose_core(
+            self.core_preference, set(config.kinds), self._cgroup_dir() is not None,
+            self._sock_ops_refused)
+        return plan_program(set(config.kinds), self.features, config.max_connections,
+                            core=core)
+
+    def _cgroup_dir(self) -> str | None:
+        """Where cgroup programs link: this agent's subtree of the cgroup v2 hierarchy."""
+        root = cgroup2_mount()
+        return str(root / (self.cgroup_root or "").lstrip("/")) if root else None
+
+    def _load(self, config: AgentConfig, plan: ProgramPlan) -> tuple[ConnTracker, ProgramPlan]:
+        """`plan` loaded; a sock_ops core that does not load or link falls back to the
+        tracepoint core (unless it alone was asked for), remembering why."""
+        if plan.core == SOCK_OPS:
+            try:
+                tracker = ConnTracker(bpf_source(*plan.sources), list(plan.cflags),
+                                      cgroup_dir=self._cgroup_dir(), links=plan.links,
+                                      max_connections=plan.max_connections)
+            except BpfUnavailable as exc:
+                if self.core_preference == SOCK_OPS:
+                    raise
+                self._sock_ops_refused = self.stats.core_reason = str(exc)
+                log.warning("%s; loading the tracepoint core instead", exc)
+                plan = plan_program(set(config.kinds), self.features,
+                                    config.max_connections, core=TRACEPOINT)
+                if not plan.runnable:
+                    raise BpfUnavailable(f"{exc}; and the tracepoint core cannot run: "
+                                         f"{plan.problem()}") from exc
+            else:
+                self.stats.core = SOCK_OPS
+                return tracker, plan
+        self.stats.core = TRACEPOINT
+        return ConnTracker(bpf_source(*plan.sources), list(plan.cflags), plan.kprobes), plan
 
     def sync_scope(self) -> None:
         """Tell the kernel what the selection now observes (probes, pods or namespaces

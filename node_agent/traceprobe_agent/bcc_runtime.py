@@ -9,15 +9,21 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import os
-from pathlib import Path
+import time
 from typing import Any
 
+from traceprobe_agent.bpf_links import (
+    BpfUnavailable,
+    CgroupAttach,
+    CgroupVerdicts,
+    close_fds,
+    link_cgroup,
+    page_out_compiler,
+    return_freed_memory,
+)
 from traceprobe_agent.kernel_headers import KERNEL_SOURCE_ENV, find_kernel_headers
 
-
-class BpfUnavailable(RuntimeError):
-    """BPF cannot be used here; the message names what is missing and the fix."""
-
+__all__ = ["BpfUnavailable", "CgroupAttach", "ConnTracker", "DnsTap", "preflight"]
 
 def _import_bcc() -> Any:
     try:
@@ -56,7 +62,7 @@ def preflight() -> None:
 
 
 COUNTER_NAMES = ("conn_map_full", "edge_map_full", "untracked_io", "unattributed_close",
-                 "stale_replaced", "unselected")
+                 "stale_replaced", "unselected", "preexisting_sockets")  # enum counter
 EDGE_FIELDS = ("opened", "closed", "refused", "timeouts", "resets", "bytes_sent",
                "bytes_received", "retransmits", "rtt_sum_us", "rtt_samples", "rtt_max_us",
                "duration_sum_ns")
@@ -65,87 +71,58 @@ EDGE_FIELDS = ("opened", "closed", "refused", "timeouts", "resets", "bytes_sent"
 _FLIP_GRACE_SECONDS = 0.02
 
 
-_MADV_PAGEOUT = 21  # Linux 5.4+: reclaim these pages now (clean file pages just drop)
-_COMPILER_LIBS = ("libLLVM", "libclang")
-
-
-def _page_out_compiler() -> int:
-    """Drop the compiler's code pages from our resident set; return bytes advised.
-
-    BCC links clang/LLVM into the agent; after a compile their ~80 MB of clean,
-    file-backed pages sit idle until the next compile, which faults them back.
-    """
-    libc = ctypes.CDLL(None, use_errno=True)
-    advised = 0
-    try:
-        maps = Path("/proc/self/maps").read_text().splitlines()
-    except OSError:
-        return 0
-    for line in maps:
-        fields = line.split()
-        if len(fields) < 6 or not any(lib in fields[5] for lib in _COMPILER_LIBS):
-            continue
-        start, end = (int(x, 16) for x in fields[0].split("-"))
-        if libc.madvise(ctypes.c_void_p(start), ctypes.c_size_t(end - start),
-                        _MADV_PAGEOUT) == 0:
-            advised += end - start
-    return advised
-
-
-class CgroupVerdicts:
-    """A program's `cgroup_verdicts` map, written as the difference from what it holds:
-    a full sync rewrites only the cgroups whose verdict changed. A cgroup the full map
-    cannot take stays undecided there (the drain decides it); map_usage shows the fill."""
-
-    def __init__(self, table: Any) -> None:
-        self._table = table
-        self._held: dict[int, int] = {}
-
-    def sync(self, wanted: dict[int, int]) -> None:
-        table = self._table
-        for cgroup in [c for c in self._held if c not in wanted]:
-            with contextlib.suppress(KeyError):
-                del table[table.Key(cgroup)]
-            del self._held[cgroup]
-        for cgroup, verdict in wanted.items():
-            if self._held.get(cgroup) == verdict:
-                continue
-            try:
-                table[table.Key(cgroup)] = table.Leaf(verdict)
-            except Exception:  # bcc raises bare Exception when the map is full
-                continue
-            self._held[cgroup] = verdict
-
-    def __len__(self) -> int:
-        return len(self._held)
-
-
-def _return_freed_memory() -> None:
-    """Clang/LLVM free tens of MB after a compile; glibc keeps them unless asked."""
-    with contextlib.suppress(OSError, AttributeError):  # not glibc: nothing to trim
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
+#: The sock_ops core's programs: function -> (BCC program type name, where it links).
+SOCK_OPS_PROGRAMS = {"on_sock_create": ("CGROUP_SOCK", CgroupAttach.INET_SOCK_CREATE),
+                     "on_sock_ops": ("SOCK_OPS", CgroupAttach.SOCK_OPS),
+                     "on_egress": ("CGROUP_SKB", CgroupAttach.INET_EGRESS)}
 
 
 class ConnTracker:
-    """bpf/conn_tracker.c loaded and attached; drain() returns raw edge counts.
+    """A connection core loaded and attached; drain() returns raw edge counts.
 
+    The tracepoint core (bpf/conn_tracker.c) attaches itself when BCC compiles it;
+    the sock_ops core (bpf/sock_ops_core.c) has its `links` (SOCK_OPS_PROGRAMS) linked
+    to `cgroup_dir`, and holds at most `max_connections` (its own count, `live`).
     Raw edges are (key fields, value fields) dicts of plain ints/bytes, so the
     pure modules turning them into records never see ctypes or bcc.
     """
 
     def __init__(self, source: str, cflags: list[str],
-                 kprobes: tuple[tuple[str, str, str], ...] = ()) -> None:
+                 kprobes: tuple[tuple[str, str, str], ...] = (),
+                 cgroup_dir: str | None = None, links: tuple[str, ...] = (),
+                 max_connections: int = 0) -> None:
         preflight()
         self._bcc = _import_bcc()
+        self._fds: list[int] = []
+        self._linked: list[str] = []
         self._prog = self._bcc.BPF(text=source.encode(), cflags=cflags)
-        _return_freed_memory()
-        _page_out_compiler()
+        return_freed_memory()
+        page_out_compiler()
+        self._max_connections = max_connections
+        if links:
+            if cgroup_dir is None:
+                raise ValueError("the sock_ops core's programs need a cgroup v2 directory")
+            self._link_sock_ops(cgroup_dir, links)
         self.kprobe_problem = self._attach_kprobes(kprobes)
         self._active = self._prog["active"]
         self._maps = (self._prog["edges0"], self._prog["edges1"])
         self.verdicts = CgroupVerdicts(self._prog["cgroup_verdicts"])
         self._selected = 0
         self.batch_ops = True
+
+    def _link_sock_ops(self, cgroup_dir: str, links: tuple[str, ...]) -> None:
+        """All of `links` linked, or none (BpfUnavailable)."""
+        try:
+            for name in links:
+                kind, attach = SOCK_OPS_PROGRAMS[name]
+                fn = self._prog.load_func(name.encode(), getattr(self._bcc.BPF, kind))
+                self._fds.extend(link_cgroup(fn.fd, cgroup_dir, attach))
+                self._linked.append(f"cgroup/{name}")
+        except Exception as exc:  # bcc raises bare Exception: one named error instead
+            self.close()
+            if isinstance(exc, BpfUnavailable):
+                raise
+            raise BpfUnavailable(f"the sock_ops core did not load: {exc}") from exc
 
     def _attach_kprobes(self, kprobes: tuple[tuple[str, str, str], ...]) -> str | None:
         """Attach fallbacks (kind, function, program); all or none. The reason on failure."""
@@ -177,12 +154,10 @@ class ConnTracker:
 
         return sorted([f"tracepoint/{text(tp)}" for tp in self._prog.tracepoint_fds]
                       + [f"raw_tracepoint/{text(tp)}" for tp in self._prog.raw_tracepoint_fds]
-                      + self._kprobes)
+                      + self._kprobes + self._linked)
 
     def drain(self) -> list[tuple[dict[str, Any], dict[str, int]]]:
         """Everything counted since the last drain (the other map keeps counting)."""
-        import time
-
         old = self._selected
         self._selected = 1 - old
         self._active[self._active.Key(0)] = self._active.Leaf(self._selected)
@@ -201,7 +176,7 @@ class ConnTracker:
         edges = [(self._key(k), self._val(v)) for k, v in items]
         # The batch buffers are sized for a full map (MBs); hand them back now.
         del items
-        _return_freed_memory()
+        return_freed_memory()
         return edges
 
     @staticmethod
@@ -231,32 +206,21 @@ class ConnTracker:
     def map_usage(self) -> dict[str, tuple[int, int]]:
         """name -> (entries, capacity); counting entries walks the map, so call rarely."""
         usage = {}
-        for name in ("conns", "edges0", "edges1", "cgroup_verdicts"):
+        names = ("conns", "edges0", "edges1", "cgroup_verdicts")
+        for name in names if not self._linked else names[1:]:
             table = self._prog[name]
             usage[name] = (sum(1 for _ in table), int(table.max_entries))
+        if self._linked:  # socket storage has no size of its own: the core counts
+            live = self._prog["live"]
+            usage["conns"] = (max(0, int(live[live.Key(0)].value)), self._max_connections)
         return usage
 
     def close(self) -> None:
+        close_fds(self._fds)  # the links go with their fds
         self._prog.cleanup()
 
 
 _DNS_MAX = 512  # as in bpf/dns_answers.c
-_BPF_CGROUP_INET_INGRESS = 0  # enum bpf_attach_type
-
-
-def link_cgroup_ingress(prog_fd: int, cgroup_dir: str) -> tuple[int, int]:
-    """A loaded cgroup_skb program on `cgroup_dir`'s ingress, through a BPF link (not
-    BPF_PROG_ATTACH): it goes with the last fd, so a killed process leaves nothing
-    attached. Returns (cgroup fd, link fd); closing both detaches."""
-    cgroup_fd = os.open(cgroup_dir, os.O_RDONLY | os.O_DIRECTORY)
-    libbpf = ctypes.CDLL("libbpf.so.1", use_errno=True)
-    libbpf.bpf_link_create.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int,
-                                       ctypes.c_void_p]
-    link = libbpf.bpf_link_create(prog_fd, cgroup_fd, _BPF_CGROUP_INET_INGRESS, None)
-    if link < 0:
-        os.close(cgroup_fd)
-        raise BpfUnavailable(f"cannot attach to {cgroup_dir}: {os.strerror(-link)}")
-    return cgroup_fd, link
 
 
 class _DnsEvent(ctypes.Structure):
@@ -280,10 +244,10 @@ class DnsTap:
         self._prog: Any = None
         try:
             self._prog = bcc.BPF(text=source.encode(), cflags=cflags or [])
-            _return_freed_memory()
-            _page_out_compiler()  # as after the connection program's compile (~45 MB)
+            return_freed_memory()
+            page_out_compiler()  # as after the connection program's compile (~45 MB)
             fn = self._prog.load_func("dns_ingress", bcc.BPF.CGROUP_SKB)
-            self._cgroup_fd, self._link_fd = link_cgroup_ingress(fn.fd, cgroup_dir)
+            self._cgroup_fd, self._link_fd = link_cgroup(fn.fd, cgroup_dir)
             self._prog["dns_events"].open_ring_buffer(self._on_event)
             self.verdicts = CgroupVerdicts(self._prog["cgroup_verdicts"])
         except Exception as exc:  # bcc raises bare Exception: one named error for the caller
@@ -313,10 +277,7 @@ class DnsTap:
                 enumerate(("dns_responses", "dns_responses_lost", "dns_unselected"))}
 
     def close(self) -> None:
-        for fd in (self._link_fd, self._cgroup_fd):
-            if fd >= 0:
-                with contextlib.suppress(OSError):
-                    os.close(fd)
+        close_fds([fd for fd in (self._link_fd, self._cgroup_fd) if fd >= 0])
         self._link_fd = self._cgroup_fd = -1
         if self._prog is not None:
             self._prog.cleanup()

@@ -18,6 +18,12 @@ from traceprobe_api.probe import ALL_KINDS
 BPF_DIR_ENV = "TRACEPROBE_BPF_DIR"
 _CHECKOUT_BPF_DIR = Path(__file__).resolve().parents[2] / "bpf"
 SOURCE = "conn_tracker.c"
+#: The connection cores: the kernel's TCP counters through cgroup v2 socket programs
+#: (preferred), or tracepoints (where cgroup v2 or those program types are missing).
+SOCK_OPS, TRACEPOINT = "sock_ops", "tracepoint"
+CORES = (SOCK_OPS, TRACEPOINT)
+_CORE_SOURCES = {SOCK_OPS: ("edge_maps.h", "sock_ops_core.c"),
+                 TRACEPOINT: ("edge_maps.h", SOURCE)}
 
 _FLAGS = {"bytes": "WITH_BYTES", "failures": "WITH_FAILURES",
           "retransmits": "WITH_RETRANS", "rtt": "WITH_RTT", "udp": "WITH_UDP"}
@@ -35,7 +41,7 @@ MAX_CGROUPS = 16384
 # entries are capped to keep one map's values within this budget (a 64-CPU node
 # would otherwise give a quarter of maxConnections 64 values each).
 EDGE_MAP_BUDGET_BYTES = 64 << 20
-EDGE_VALUE_BYTES = 128  # struct edge_val in conn_tracker.c
+EDGE_VALUE_BYTES = 128  # struct edge_val in edge_maps.h
 _POSSIBLE_CPUS = Path("/sys/devices/system/cpu/possible")
 
 
@@ -59,9 +65,10 @@ def edges_for(connections: int, cpus: int) -> int:
 _FALLBACK_NEEDS = "kprobes ({})"
 
 
-def bpf_source(name: str = SOURCE, *more: str) -> str:
+def bpf_source(*names: str) -> str:
+    """The named files of the BPF directory, concatenated (a header first)."""
     where = Path(os.environ.get(BPF_DIR_ENV) or _CHECKOUT_BPF_DIR)
-    return "\n".join((where / n).read_text() for n in (name, *more))
+    return "\n".join((where / n).read_text() for n in names)
 
 
 @dataclass(frozen=True)
@@ -72,10 +79,19 @@ class ProgramPlan:
     max_edges: int
     cflags: tuple[str, ...] = field(default=())
     kprobes: tuple[tuple[str, str, str], ...] = ()  # fallbacks to attach (BYTES_KPROBES)
+    core: str = TRACEPOINT
 
     @property
     def sources(self) -> tuple[str, ...]:
-        return (SOURCE, BYTES_KPROBE_SOURCE) if self.kprobes else (SOURCE,)
+        return _CORE_SOURCES[self.core] + ((BYTES_KPROBE_SOURCE,) if self.kprobes else ())
+
+    @property
+    def links(self) -> tuple[str, ...]:
+        """The sock_ops core's programs to link (bcc_runtime.SOCK_OPS_PROGRAMS)."""
+        if self.core != SOCK_OPS:
+            return ()
+        return ("on_sock_create", "on_sock_ops") + (
+            ("on_egress",) if "bytes" in self.kinds else ())
 
     @property
     def runnable(self) -> bool:
@@ -89,11 +105,23 @@ class ProgramPlan:
         return "tracepoints missing: " + "; ".join(parts)
 
 
+def sock_ops_unsuited(requested: set[str]) -> str | None:
+    """Why the sock_ops core cannot serve `requested` (None: it can)."""
+    if "udp" in requested:
+        return "udp is counted by the tracepoint core only"
+    return None
+
+
 def plan_program(requested: set[str], features: KernelFeatures, max_connections: int,
-                 max_edges: int | None = None, cpus: int | None = None) -> ProgramPlan:
+                 max_edges: int | None = None, cpus: int | None = None,
+                 core: str = TRACEPOINT) -> ProgramPlan:
     unknown = requested - set(ALL_KINDS)
     if unknown:
         raise ValueError(f"unknown probe kinds {sorted(unknown)}; known: {list(ALL_KINDS)}")
+    if core not in CORES:
+        raise ValueError(f"unknown connection core {core!r}; known: {list(CORES)}")
+    if core == SOCK_OPS:
+        return _plan_sock_ops(requested, max_connections, max_edges, cpus)
     wanted = set(requested) | {"connections"}  # lifecycle is the base of everything
     if "udp" in wanted:
         wanted.add("bytes")  # UDP is seen only through the send/recv tracepoints
@@ -114,10 +142,7 @@ def plan_program(requested: set[str], features: KernelFeatures, max_connections:
             kinds.append(kind)
     if "connections" not in kinds:
         kinds = []
-    conns = max(MIN_MAP_ENTRIES, max_connections)
-    edges = max(MIN_MAP_ENTRIES, max_edges) if max_edges else edges_for(
-        conns, cpus or possible_cpus())
-    cflags = [f"-DMAX_CONNS={conns}", f"-DMAX_EDGES={edges}", f"-DMAX_CGROUPS={MAX_CGROUPS}"]
+    conns, edges, cflags = _sizes(max_connections, max_edges, cpus)
     cflags += [f"-D{_FLAGS[k]}" for k in kinds if k in _FLAGS
                and not (k == "bytes" and kprobes)]
     if kprobes:
@@ -129,8 +154,47 @@ def plan_program(requested: set[str], features: KernelFeatures, max_connections:
     return ProgramPlan(tuple(kinds), missing, conns, edges, tuple(cflags), kprobes)
 
 
+def _sizes(max_connections: int, max_edges: int | None,
+           cpus: int | None) -> tuple[int, int, list[str]]:
+    conns = max(MIN_MAP_ENTRIES, max_connections)
+    edges = max(MIN_MAP_ENTRIES, max_edges) if max_edges else edges_for(
+        conns, cpus or possible_cpus())
+    return conns, edges, [f"-DMAX_CONNS={conns}", f"-DMAX_EDGES={edges}",
+                          f"-DMAX_CGROUPS={MAX_CGROUPS}"]
+
+
+def _plan_sock_ops(requested: set[str], max_connections: int, max_edges: int | None,
+                   cpus: int | None) -> ProgramPlan:
+    """Every TCP kind, from socket programs: no tracepoint is needed, none missing."""
+    problem = sock_ops_unsuited(requested)
+    if problem:
+        raise ValueError(f"the sock_ops core cannot run this plan: {problem}")
+    wanted = set(requested) | {"connections"}
+    kinds = tuple(k for k in ALL_KINDS if k in wanted)
+    conns, edges, cflags = _sizes(max_connections, max_edges, cpus)
+    cflags += [f"-D{_FLAGS[k]}" for k in kinds if k in _FLAGS]
+    return ProgramPlan(kinds, {}, conns, edges, tuple(cflags), core=SOCK_OPS)
+
+
 def without_fallback(plan: ProgramPlan, features: KernelFeatures, reason: str) -> ProgramPlan:
     """`plan` once its kprobe fallback failed to attach: bytes are missing, and why."""
     return replace(plan, kinds=tuple(k for k in plan.kinds if k != "bytes"),
                    missing={**plan.missing, "bytes": [*features.missing_for("bytes"),
                                                       _FALLBACK_NEEDS.format(reason)]})
+
+
+def choose_core(preference: str, requested: set[str], cgroup2: bool,
+                refused: str | None = None) -> tuple[str, str | None]:
+    """(core to load, why not the sock_ops core). `preference` is auto or a core;
+    `refused`: why the sock_ops core failed to load or link here before (the load is
+    the feature probe: program types and attach points are not listed anywhere)."""
+    if preference not in ("auto", *CORES):
+        raise ValueError(f"unknown connection core {preference!r}; "
+                         f"known: auto, {', '.join(CORES)}")
+    if preference == TRACEPOINT:
+        return TRACEPOINT, "the tracepoint core was asked for"
+    why = sock_ops_unsuited(requested) or (
+        None if cgroup2 else "no cgroup v2 hierarchy is mounted") or refused
+    if why and preference == SOCK_OPS:
+        raise ValueError(f"the sock_ops core was asked for but cannot run: {why}")
+    return (TRACEPOINT, why) if why else (SOCK_OPS, None)

@@ -60,10 +60,11 @@ def test_bytes_fall_back_to_kprobes_only_where_the_kernel_has_them() -> None:
     plan = plan_program({"bytes", "rtt"}, with_kprobes, 65536)
     assert plan.kinds == ("connections", "bytes", "rtt") and plan.problem() is None
     assert "-DWITH_BYTES_KPROBE" in plan.cflags and "-DWITH_BYTES" not in plan.cflags
-    assert plan.kprobes == BYTES_KPROBES and plan.sources == (SOURCE, BYTES_KPROBE_SOURCE)
+    assert plan.kprobes == BYTES_KPROBES
+    assert plan.sources == ("edge_maps.h", SOURCE, BYTES_KPROBE_SOURCE)
     assert plan_program({"bytes"}, _features(), 65536).kprobes == ()  # tracepoints first
     without = plan_program({"bytes", "udp"}, _features(**no_io), 65536)
-    assert without.kinds == ("connections",) and without.sources == (SOURCE,)
+    assert without.kinds == ("connections",) and without.sources == ("edge_maps.h", SOURCE)
     assert without.problem() == (
         "tracepoints missing: bytes needs sock:sock_recv_length, sock:sock_send_length, "
         "kprobes (for the fallback); udp needs sock:sock_recv_length, sock:sock_send_length")
