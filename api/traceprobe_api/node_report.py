@@ -65,6 +65,13 @@ class ProbeState(StrEnum):
     DETACHED = "Detached"  # removed from the kernel (probe deleted or node deselected)
 
 
+class ConnectionCore(StrEnum):
+    """The BPF programs counting connections on a node."""
+
+    SOCK_OPS = "sock_ops"
+    TRACEPOINT = "tracepoint"
+
+
 class MapUsage(ObservedModel):
     """Fill level of one BPF map."""
 
@@ -127,6 +134,11 @@ class NodeReportStatus(ObservedModel):
     """One entry per probe that applies to this node."""
     probes_attached: Annotated[str, Field(max_length=32, pattern="^[0-9]+/[0-9]+$")] | None = None
     """`attached/total` probes, for `kubectl get`."""
+    connection_core: ConnectionCore | None = None
+    """Which connection core runs: `sock_ops` (cgroup v2 socket programs and the kernel's
+    own TCP counters) or `tracepoint` (where those do not load, or it was asked for)."""
+    connection_core_reason: _ShortText | None = None
+    """Why the tracepoint core runs instead of the sock_ops core."""
 
 
 class NodeReport(Resource):
@@ -137,6 +149,8 @@ class NodeReport(Resource):
         PrinterColumn("Probes", "string", ".status.probesAttached", "Attached / applicable"),
         PrinterColumn("Agent", "string", ".status.agentVersion", "Agent version", priority=1),
         PrinterColumn("Kernel", "string", ".status.kernelRelease", "Kernel release",
+                      priority=1),
+        PrinterColumn("Core", "string", ".status.connectionCore", "Connection core",
                       priority=1),
         PrinterColumn("Heartbeat", "date", ".status.heartbeatTime", "Time since last report"),
         AGE_COLUMN,

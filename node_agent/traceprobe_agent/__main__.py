@@ -27,7 +27,7 @@ from traceprobe_agent.features import TRACEPOINTS, probe_kernel
 from traceprobe_agent.health import STALL_SECONDS, Health
 from traceprobe_agent.kernel_headers import KERNEL_SOURCE_ENV
 from traceprobe_agent.listeners import open_listeners
-from traceprobe_agent.program import BPF_DIR_ENV
+from traceprobe_agent.program import BPF_DIR_ENV, CORES
 from traceprobe_agent.settings import (
     MAP_ENDPOINT_ENV,
     NODE_NAME_ENV,
@@ -79,6 +79,8 @@ def _parser() -> argparse.ArgumentParser:
                                "the kubelet's exec probes (default -1: off; 0: pick one)")
     flag("--disable-tracepoint", dest="disabled_tracepoints", action="append",
          help=f"treat this tracepoint as missing (repeatable; of {', '.join(TRACEPOINTS)})")
+    flag("--core", help=f"connection core: auto (default: sock_ops where its cgroup v2 "
+                        f"programs load, else tracepoint), {' or '.join(CORES)}")
     flag("--cgroup-root", help="only report processes under this cgroup v2 path (one node's "
                                "subtree when several simulated nodes share a kernel)")
     flag("--map-endpoint", help=f"host:port of the service map's OTLP/gRPC ingest (cluster "
@@ -121,7 +123,8 @@ def _in_cluster(settings: AgentSettings) -> int:
 
 def _standalone(settings: AgentSettings) -> int:
     features = probe_kernel(forced_missing=settings.disabled_tracepoints)
-    agent = Agent(settings.node_name, print_records, features, settings.cgroup_root)
+    agent = Agent(settings.node_name, print_records, features, settings.cgroup_root,
+                  core=settings.core)
     # Ready once the programs load; live while the loop goes round (a compile holds it).
     health = Health(agent, stall_seconds=STALL_SECONDS + 3 * settings.interval_seconds)
     open_listeners(settings, agent, health)
@@ -139,11 +142,14 @@ def _standalone(settings: AgentSettings) -> int:
         return 1
     if plan.problem():
         log.warning("degraded: %s", plan.problem())
+    if agent.stats.core_reason:
+        log.info("the %s core runs: %s", agent.stats.core, agent.stats.core_reason)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     # One write, newline included (print() writes the end apart from the text).
-    sys.stderr.write(json.dumps({"ready": True, "programs": agent.program_ids()}) + "\n")
+    sys.stderr.write(json.dumps({"ready": True, "core": agent.stats.core,
+                                 "programs": agent.program_ids()}) + "\n")
     sys.stderr.flush()
     while not stop.wait(settings.interval_seconds):
         agent.tick()

@@ -350,6 +350,7 @@ class Agent:
         if self._tracker is not None:
             self._tracker.close()
             self._tracker = None
+        self.stats.core = None
 
     def close(self) -> None:
         with self._lock:

@@ -130,7 +130,8 @@ class NodeProbes:
         ceiling = connections_ceiling(probes)
         entries = [probe_entry(p, self.agent.plan, programs, usage, counters, self.load_error,
                                full, ceiling) for p in sorted(probes, key=lambda p: p.ref)]
-        return node_status(entries, features, self.header_source, datetime.now(UTC))
+        return node_status(entries, features, self.header_source, datetime.now(UTC),
+                           self.agent.stats.core, self.agent.stats.core_reason)
 
 
 def _relist_pods(index: PodIndex, items: list[dict[str, Any]]) -> None:
@@ -204,7 +205,7 @@ def run_in_cluster(settings: AgentSettings, features: KernelFeatures, kube: Node
     nat = NatTable(skips_client=selection.skips_client)
     agent = Agent(node, _fan_out(sinks), features, settings.cgroup_root, enrich=pods.enrich,
                   nat=nat, node_addresses=NodeAddresses(), await_pods=AwaitPods(pods),
-                  selection=selection)
+                  selection=selection, core=settings.core)
     agent.stats.report = sender.stats if sender else None
     state = NodeProbes(agent)
     # The loop below goes round at least every second, but a compile holds it.

@@ -58,6 +58,10 @@ class AgentCollector(Collector):
             labels=["what"]), {"interval": s.tick_errors, "record": s.invalid_records})
         yield GaugeMetricFamily("traceprobe_agent_drain_seconds",
                                 "Time the last drain took", value=s.last_drain_seconds)
+        if s.core:
+            yield _family(GaugeMetricFamily(
+                "traceprobe_agent_connection_core", "The connection core loaded (1)",
+                labels=["core"]), {s.core: 1})
         yield GaugeMetricFamily("traceprobe_agent_compile_seconds",
                                 "Time the last program compile took",
                                 value=s.last_compile_seconds)

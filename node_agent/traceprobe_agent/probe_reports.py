@@ -7,9 +7,10 @@ from datetime import datetime
 
 from traceprobe_agent.features import KernelFeatures
 from traceprobe_agent.node_config import ProbeView
-from traceprobe_agent.program import ProgramPlan
+from traceprobe_agent.program import TRACEPOINT, ProgramPlan
 from traceprobe_api import __version__
 from traceprobe_api.node_report import (
+    ConnectionCore,
     MapUsage,
     NodeReportStatus,
     ProbeKind,
@@ -21,6 +22,7 @@ from traceprobe_api.node_report import (
 # Kernel drop counters that mean a bounded map was full (data lost, not merely unnamed).
 FULL_MAP_COUNTERS = {"conn_map_full": "connection map", "edge_map_full": "edge map"}
 _MESSAGE_MAX = 1024  # ProbeReport.message's limit in the CRD
+_SHORT_MAX = 256  # the CRD's short texts
 _PROGRAMS_MAX = 64  # ProbeReport.programs_attached's limit in the CRD
 _RUNNING = (ProbeState.ATTACHED, ProbeState.DEGRADED)
 
@@ -70,7 +72,8 @@ def probe_entry(probe: ProbeView, plan: ProgramPlan | None, programs: list[str],
     state, reason, message = ProbeState.ATTACHED, None, None
     missing = {kind: tps for kind, tps in plan.missing.items() if kind in probe.kinds}
     if missing:
-        state, reason = ProbeState.DEGRADED, "TracepointMissing"
+        state, reason = ProbeState.DEGRADED, ("TracepointMissing" if plan.core == TRACEPOINT
+                                              else "NotInCore")
         message = "; ".join(f"{kind} needs {', '.join(tps)}"
                             for kind, tps in sorted(missing.items()))
     elif full_maps:
@@ -95,10 +98,14 @@ def probe_entry(probe: ProbeView, plan: ProgramPlan | None, programs: list[str],
 
 
 def node_status(entries: list[ProbeReport], features: KernelFeatures, header_source: str,
-                now: datetime) -> NodeReportStatus:
-    """The whole status: this agent and kernel, and one entry per probe."""
+                now: datetime, core: str | None = None,
+                core_reason: str | None = None) -> NodeReportStatus:
+    """The whole status: this agent and kernel, the connection core loaded (None: none
+    yet) and why not the sock_ops one, and one entry per probe."""
     attached = sum(1 for e in entries if e.state in _RUNNING)
     return NodeReportStatus(
+        connection_core=ConnectionCore(core) if core else None,
+        connection_core_reason=(core_reason or "")[:_SHORT_MAX] or None if core else None,
         agent_version=__version__, kernel_release=features.release,
         kernel_features=features.as_report(), header_source=header_source,
         heartbeat_time=now.replace(microsecond=0), probes=entries,

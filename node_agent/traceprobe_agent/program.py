@@ -65,6 +65,11 @@ def edges_for(connections: int, cpus: int) -> int:
 _FALLBACK_NEEDS = "kprobes ({})"
 
 
+def core_sources() -> tuple[str, ...]:
+    """Every file the connection cores are built from."""
+    return tuple(dict.fromkeys(n for names in _CORE_SOURCES.values() for n in names))
+
+
 def bpf_source(*names: str) -> str:
     """The named files of the BPF directory, concatenated (a header first)."""
     where = Path(os.environ.get(BPF_DIR_ENV) or _CHECKOUT_BPF_DIR)
@@ -102,7 +107,8 @@ class ProgramPlan:
         if not self.missing:
             return None
         parts = [f"{kind} needs {', '.join(tps)}" for kind, tps in sorted(self.missing.items())]
-        return "tracepoints missing: " + "; ".join(parts)
+        what = "tracepoints missing" if self.core == TRACEPOINT else "not in the sock_ops core"
+        return f"{what}: " + "; ".join(parts)
 
 
 def sock_ops_unsuited(requested: set[str]) -> str | None:
@@ -165,15 +171,15 @@ def _sizes(max_connections: int, max_edges: int | None,
 
 def _plan_sock_ops(requested: set[str], max_connections: int, max_edges: int | None,
                    cpus: int | None) -> ProgramPlan:
-    """Every TCP kind, from socket programs: no tracepoint is needed, none missing."""
-    problem = sock_ops_unsuited(requested)
-    if problem:
-        raise ValueError(f"the sock_ops core cannot run this plan: {problem}")
+    """Every TCP kind, from socket programs: no tracepoint is needed. UDP, which it
+    does not count, is missing (choose_core picks this core with udp asked for only
+    when it alone was asked for)."""
     wanted = set(requested) | {"connections"}
-    kinds = tuple(k for k in ALL_KINDS if k in wanted)
+    missing = {"udp": ["the tracepoint core"]} if "udp" in wanted else {}
+    kinds = tuple(k for k in ALL_KINDS if k in wanted and k not in missing)
     conns, edges, cflags = _sizes(max_connections, max_edges, cpus)
     cflags += [f"-D{_FLAGS[k]}" for k in kinds if k in _FLAGS]
-    return ProgramPlan(kinds, {}, conns, edges, tuple(cflags), core=SOCK_OPS)
+    return ProgramPlan(kinds, missing, conns, edges, tuple(cflags), core=SOCK_OPS)
 
 
 def without_fallback(plan: ProgramPlan, features: KernelFeatures, reason: str) -> ProgramPlan:
@@ -193,8 +199,8 @@ def choose_core(preference: str, requested: set[str], cgroup2: bool,
                          f"known: auto, {', '.join(CORES)}")
     if preference == TRACEPOINT:
         return TRACEPOINT, "the tracepoint core was asked for"
+    if preference == SOCK_OPS:  # what it cannot count is reported missing, not dropped
+        return SOCK_OPS, None
     why = sock_ops_unsuited(requested) or (
         None if cgroup2 else "no cgroup v2 hierarchy is mounted") or refused
-    if why and preference == SOCK_OPS:
-        raise ValueError(f"the sock_ops core was asked for but cannot run: {why}")
     return (TRACEPOINT, why) if why else (SOCK_OPS, None)

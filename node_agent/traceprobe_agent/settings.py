@@ -31,7 +31,15 @@ from pydantic import (
 from traceprobe_agent.features import TRACEPOINTS
 from traceprobe_agent.kernel_headers import KERNEL_SOURCE_ENV
 from traceprobe_agent.metrics_auth import is_loopback
-from traceprobe_agent.program import BPF_DIR_ENV, BYTES_KPROBE_SOURCE, DNS_SOURCE, SOURCE
+from traceprobe_agent.program import (
+    BPF_DIR_ENV,
+    BYTES_KPROBE_SOURCE,
+    CORES,
+    DNS_SOURCE,
+    SOURCE,
+    TRACEPOINT,
+    core_sources,
+)
 from traceprobe_api.addresses import host_port
 from traceprobe_api.probe import (
     ALL_KINDS,
@@ -171,7 +179,7 @@ def _token_file(value: str) -> str:
 
 def _bpf_dir(value: str) -> str:
     try:
-        missing = [name for name in (SOURCE, BYTES_KPROBE_SOURCE, DNS_SOURCE)
+        missing = [name for name in (*core_sources(), BYTES_KPROBE_SOURCE, DNS_SOURCE)
                    if not (Path(value) / name).is_file()
                    or not os.access(Path(value) / name, os.R_OK)]
     except ValueError:  # a NUL in the path
@@ -221,6 +229,8 @@ class AgentSettings(BaseModel):
     metrics_port: Port = 9464
     health_port: Port = -1
     disabled_tracepoints: Annotated[frozenset[str], BeforeValidator(_tracepoints)] = frozenset()
+    core: Annotated[str, Field(pattern=f"^(auto|{'|'.join(CORES)})$",
+                               description=f"auto or one of {', '.join(CORES)}")] = "auto"
     cgroup_root: Annotated[str, AfterValidator(_cgroup_path)] | None = None
     # Cluster mode only: standalone always prints records.
     map_endpoint: Annotated[str, AfterValidator(_endpoint)] | None = None
@@ -259,6 +269,9 @@ class AgentSettings(BaseModel):
             if "map_token_file" in given and "map_ca_file" not in given:
                 raise _Invalid("needs --map-ca-file: the token must not cross the network in "
                                "clear text", "map_token_file")
+        if self.disabled_tracepoints and self.core not in ("auto", TRACEPOINT):
+            raise _Invalid(f"only the tracepoint core attaches tracepoints; --core is "
+                           f"{self.core}", "disabled_tracepoints")
         if "metrics_address" in given and self.metrics_port == -1:
             raise _Invalid("unused while --metrics-port is -1 (off)", "metrics_address")
         if self.health_port > 0 and self.health_port == self.metrics_port:
@@ -274,7 +287,7 @@ SOURCES: dict[str, tuple[str | None, str | None]] = {
     "max_connections": ("--max-connections", None),
     "metrics_address": ("--metrics-address", None), "metrics_port": ("--metrics-port", None),
     "health_port": ("--health-port", None),
-    "disabled_tracepoints": ("--disable-tracepoint", None),
+    "disabled_tracepoints": ("--disable-tracepoint", None), "core": ("--core", None),
     "cgroup_root": ("--cgroup-root", None), "map_endpoint": ("--map-endpoint", MAP_ENDPOINT_ENV),
     "map_ca_file": ("--map-ca-file", None), "map_token_file": ("--map-token-file", None),
     "print_records": ("--print-records", None),

@@ -81,13 +81,21 @@ def agent_proc(bpf_ready: None) -> Iterator[list[AgentProc]]:
             a.proc.wait()
 
 
-def test_sigkill_leaves_no_programs_or_maps_and_restart_resumes(agent_proc: Any) -> None:
-    first = AgentProc()
+# The programs each core links to cgroups (bpftool shows their names there).
+CGROUP_LINKED = {"sock_ops": ("on_sock_create", "on_sock_ops", "on_egress", "dns_ingress"),
+                 "tracepoint": ("dns_ingress",)}
+
+
+@pytest.mark.parametrize("core", ["sock_ops", "tracepoint"])
+def test_sigkill_leaves_no_programs_or_maps_and_restart_resumes(agent_proc: Any,
+                                                                core: str) -> None:
+    first = AgentProc("--core", core)
     agent_proc.append(first)
     progs, maps = held_ids(first.proc.pid, "prog"), held_ids(first.proc.pid, "map")
-    assert len(progs) == len(first.ready["programs"]) >= 6 and maps
-    assert "cgroup_skb/dns_ingress" in first.ready["programs"]
-    assert "dns_ingress" in _cgroup_programs()
+    assert len(progs) == len(first.ready["programs"]) >= (4 if core == "sock_ops" else 6)
+    assert maps and "cgroup_skb/dns_ingress" in first.ready["programs"]
+    linked = _cgroup_programs()
+    assert all(name in linked for name in CGROUP_LINKED[core]), linked
     assert progs <= live_ids("prog") and maps <= live_ids("map")
     os.kill(first.proc.pid, signal.SIGKILL)
     first.proc.wait()
@@ -96,9 +104,10 @@ def test_sigkill_leaves_no_programs_or_maps_and_restart_resumes(agent_proc: Any)
         time.sleep(0.2)
     assert not progs & live_ids("prog"), "programs leaked after SIGKILL"
     assert not maps & live_ids("map"), "maps leaked after SIGKILL"
-    assert "dns_ingress" not in _cgroup_programs(), "DNS tap left attached to a cgroup"
+    left = _cgroup_programs()
+    assert not [n for n in CGROUP_LINKED[core] if n in left], f"left attached: {left}"
 
-    second = AgentProc()
+    second = AgentProc("--core", core)
     agent_proc.append(second)
     port = _loopback_connections(4)
     time.sleep(0.2)
@@ -109,7 +118,8 @@ def test_sigkill_leaves_no_programs_or_maps_and_restart_resumes(agent_proc: Any)
 
 
 def test_missing_tracepoint_degrades_instead_of_crashing(agent_proc: Any) -> None:
-    agent = AgentProc("--probes", "connections,rtt", "--disable-tracepoint", "tcp:tcp_probe")
+    agent = AgentProc("--core", "tracepoint", "--probes", "connections,rtt",
+                      "--disable-tracepoint", "tcp:tcp_probe")
     agent_proc.append(agent)
     assert "tracepoint/tcp:tcp_probe" not in agent.ready["programs"]
     assert "tracepoint/sock:inet_sock_set_state" in agent.ready["programs"]
@@ -124,7 +134,8 @@ def test_missing_tracepoint_degrades_instead_of_crashing(agent_proc: Any) -> Non
 def test_agent_reports_bytes_degraded_with_the_reason(agent_proc: Any) -> None:
     """Without the bytes tracepoints the kprobe fallback stands in, where there are
     kprobes (not on these machines): else bytes are Degraded, named, and the rest runs."""
-    agent = AgentProc("--probes", "connections,bytes", "--disable-tracepoint",
+    agent = AgentProc("--core", "tracepoint", "--probes", "connections,bytes",
+                      "--disable-tracepoint",
                       "sock:sock_send_length", "--disable-tracepoint", "sock:sock_recv_length")
     agent_proc.append(agent)
     assert "tracepoint/sock:inet_sock_set_state" in agent.ready["programs"]
@@ -143,7 +154,7 @@ def test_agent_reports_bytes_degraded_with_the_reason(agent_proc: Any) -> None:
 def test_nothing_runnable_is_a_clear_error(bpf_ready: None) -> None:
     result = subprocess.run(
         [sys.executable, "-m", "traceprobe_agent", "--standalone", "--metrics-port", "-1",
-         "--disable-tracepoint", "sock:inet_sock_set_state"],
+         "--core", "tracepoint", "--disable-tracepoint", "sock:inet_sock_set_state"],
         cwd=REPO, capture_output=True, text=True, timeout=60)
     assert result.returncode == 1
     assert "nothing can run: tracepoints missing: connections needs " \
