@@ -1,13 +1,16 @@
-"""Agent overhead: what the traceprobe agent costs the traffic it watches.
+"""Agent overhead: what the traceprobe agent costs the traffic it watches, with each of
+its connection cores.
 
-Runs, interleaved in one invocation (per repeat and workload: baseline,
-traceprobe, hooks-only, tcplife), a connection-churn workload on loopback and between two
-network namespaces, and a bulk-transfer workload, and prints medians, ratios to
-the no-agent baseline, the observers' CPU and memory, lost events and an
-accuracy check of what the agent recorded against what the generator did.
-hooks-only attaches empty programs to the agent's hooks: the floor any observer on
-those hooks pays. Two extra passes measure inside single runs: BPF run statistics
-per program, and a `perf record -a` profile of where the CPU went.
+Runs, interleaved in one invocation (per repeat and workload: baseline, tracepoint,
+sock_ops, hooks-tracepoint, hooks-sock_ops, tcplife), a connection-churn workload on
+loopback and between two network namespaces, and a bulk-transfer workload, and prints
+medians, ratios to the no-agent baseline, the observers' CPU and memory, lost events
+and an accuracy check of what the agent recorded against what the generator did.
+tracepoint and sock_ops are the agent with `--core tracepoint` (tracepoints) and
+`--core sock_ops` (cgroup v2 socket programs); hooks-<core> attaches empty programs to
+exactly the hooks that core's agent attached: the floor any observer on those hooks
+pays. Two extra passes measure inside single runs: BPF run statistics per program, and
+a `perf record -a` profile of where the CPU went.
 
 Run as root from the repository: `make bench` or
 `.venv/bin/python -m benchmarks.agent_overhead [--seconds S] [--repeats N]`.
@@ -28,15 +31,18 @@ from dataclasses import replace
 from pathlib import Path
 from types import FrameType
 
-from benchmarks import bpfcost, cpuprofile, procs, report, workloads
+from benchmarks import bpfcost, cpuprofile, procs, report, targets, workloads
 from benchmarks.build import build_loadgen
 from benchmarks.netns import Namespaces, reap_stale
-from benchmarks.observers import OBSERVERS, TCPLIFE, ObserverFailed, program_names
+from benchmarks.observers import CORES, OBSERVERS, TCPLIFE, ObserverFailed, program_names
 from benchmarks.results import BASELINE, Run
+from traceprobe_agent.cgroups import cgroup2_mount
 
-VARIANTS = (BASELINE, "traceprobe", "hooks-only", "tcplife")
+# Each floor after both cores, so it mirrors what its own core attached in this repeat.
+VARIANTS = (BASELINE, *CORES, *(f"hooks-{core}" for core in CORES), "tcplife")
 DEFAULT_WORKLOADS = ("loopback-churn", "netns-churn", "loopback-bulk")
 START_TIMEOUT = 180.0
+REPEATS = 5
 
 
 def say(msg: str) -> None:
@@ -47,7 +53,8 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m benchmarks.agent_overhead", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--seconds", type=float, default=6.0, help="per workload run (6)")
-    p.add_argument("--repeats", type=int, default=5, help="interleaved repeats (5)")
+    p.add_argument("--repeats", type=int, default=REPEATS,
+                   help=f"interleaved repeats ({REPEATS})")
     p.add_argument("--threads", type=int, default=4, help="churn client threads (4)")
     p.add_argument("--server-workers", type=int, default=4, help="churn server threads (4)")
     p.add_argument("--bulk-connections", type=int, default=1, help="bulk streams (1)")
@@ -55,7 +62,8 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
                    help="let the scheduler place bulk sender and receiver (default: CPU 0 / 1)")
     p.add_argument("--workloads", default=",".join(DEFAULT_WORKLOADS),
                    help="comma-separated, of loopback-churn,netns-churn,loopback-bulk,netns-bulk")
-    p.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated subset")
+    p.add_argument("--variants", default=",".join(VARIANTS),
+                   help=f"comma-separated subset of {','.join(VARIANTS)}")
     p.add_argument("--settle", type=float, default=1.5,
                    help="seconds an observer gets after the traffic before it is stopped")
     p.add_argument("--bpf-stats-seconds", type=float, default=4.0,
@@ -123,7 +131,7 @@ def run_one(variant: str, workload: workloads.Workload, settings: workloads.Sett
 
 
 def describe(run: Run) -> str:
-    head = f"{run.workload:<15} {run.variant:<10}"
+    head = f"{run.workload:<15} {run.variant:<16}"
     if not run.ok or run.result is None:
         return f"{head} FAILED: {run.error}"
     r = run.result
@@ -147,8 +155,10 @@ def main(argv: list[str] | None = None) -> int:
         print("benchmarks.agent_overhead: run as root (BPF, network namespaces)", file=sys.stderr)
         return 2
     names = [w.strip() for w in args.workloads.split(",") if w.strip()]
-    variants = [v for v in VARIANTS if v in args.variants.split(",")]
-    unknown = [n for n in names if n not in workloads.NAMES]
+    chosen = [v.strip() for v in args.variants.split(",") if v.strip()]
+    variants = [v for v in VARIANTS if v in chosen]
+    unknown = [n for n in names if n not in workloads.NAMES] + [
+        v for v in chosen if v not in VARIANTS]
     if unknown or not names or not variants:
         print(f"choose workloads from {', '.join(workloads.NAMES)} and variants from "
               f"{', '.join(VARIANTS)} (got {args.workloads!r}, {args.variants!r})",
@@ -157,6 +167,9 @@ def main(argv: list[str] | None = None) -> int:
     for sig in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, _interrupt)
     print("Agent overhead benchmark\n\nMachine\n" + report.machine_facts(), flush=True)
+    if foreign := bpfcost.foreign_hooks(cgroup2_mount()):
+        print(f"\n  NOTE: BPF programs on these hooks before the run (another agent or test?): "
+              f"{', '.join(foreign)}; every variant pays them, the baseline too.", flush=True)
     binary = build_loadgen()
     fingerprint = report.agent_fingerprint()
     runs: list[Run] = []
@@ -217,6 +230,9 @@ def main(argv: list[str] | None = None) -> int:
         print("\ninterrupted: processes stopped, tpb-* namespaces removed", file=sys.stderr)
         return 130
     print_tables(runs, costs, profiled, names, variants, settings)
+    if foreign := bpfcost.foreign_hooks(cgroup2_mount()):
+        print(f"\nWARNING: BPF programs on these hooks after the run (another agent or test?): "
+              f"{', '.join(foreign)}; while they ran, every variant paid them.")
     if report.agent_fingerprint() != fingerprint:
         print(f"\nWARNING: the agent's sources changed during the run ({fingerprint} -> "
               f"{report.agent_fingerprint()}); each agent run compiles them anew, so these "
@@ -236,16 +252,15 @@ def print_tables(runs: list[Run], costs: list[Run], profiled: list[Run], names: 
           "Namespaces keep no TIME_WAIT sockets (tcp_max_tw_buckets=0), so runs do not "
           "inherit each other's.")
     print(report.LEGEND)
-    agents = {}
+    summaries = {}
     for name in names:
         kind = "bulk" if "bulk" in name else "churn"
-        text, agent = report.workload_block(runs, name, variants, kind)
-        agents[name] = agent
+        text, summaries[name] = report.workload_block(runs, name, variants, kind)
         print(f"\n{name}\n{text}")
     notes = report.anomalies_block(runs, names, variants)
     if notes:
         print(f"\nNotes\n{notes}")
-    print(f"\nTargets\n{report.targets_block(agents, profiled)}")
+    print(f"\nTargets\n{targets.targets_block(summaries, profiled)}")
     if costs:
         print("\nBPF program cost (separate run per workload with kernel.bpf_stats_enabled=1; "
               "not part of the ratios above)\n" + bpfcost.render(costs))

@@ -2,12 +2,14 @@
 `.venv/bin/python -m benchmarks.all [--quick] [--only NAMES] [--write-docs]`.
 
 Runs, one after the other, each as its own process (each cleans up after itself,
-also on Ctrl-C): agent overhead (no agent vs traceprobe vs hooks-only vs
-tcplife-bpfcc, BPF cost per connection, where the CPU went, agent CPU and RSS),
-service-map merge scale, apply-to-Ready of a probe, OTLP export throughput. Prints
-a machine header and each benchmark's tables as they come; --write-docs also writes
-all of it to docs/benchmarks.md. --quick passes each benchmark its short settings
-(a smoke run, about 5 minutes in all).
+also on Ctrl-C): agent overhead (no agent vs the agent's tracepoint and sock_ops
+connection cores vs each core's hooks-only floor vs tcplife-bpfcc, BPF cost per
+connection, where the CPU went, agent CPU and RSS), service-map merge scale,
+apply-to-Ready of a probe, OTLP export throughput. Prints a machine header and each
+benchmark's tables as they come; --write-docs also writes all of it to
+docs/benchmarks.md (with --only: replaces just the sections of the benchmarks run,
+each under this run's machine header, and keeps the others). --quick passes each
+benchmark its short settings (a smoke run, about 10 minutes in all).
 Run as root (BPF, network namespaces); without root the two that need it are skipped.
 """
 
@@ -24,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 
-from benchmarks import procs
+from benchmarks import docs_merge, procs
 from benchmarks.report import machine_facts, table
 
 REPO = Path(__file__).resolve().parent.parent
@@ -42,8 +44,8 @@ class Bench:
 
 BENCHES = (
     Bench("agent_overhead", "Agent overhead: connection churn and bulk transfer, no agent vs "
-          "traceprobe vs hooks-only vs tcplife-bpfcc; BPF cost per connection; where the CPU "
-          "went; agent CPU and RSS",
+          "the tracepoint and sock_ops cores vs each core's hooks-only floor vs "
+          "tcplife-bpfcc; BPF cost per connection; where the CPU went; agent CPU and RSS",
           ("--seconds", "2", "--repeats", "2", "--bpf-stats-seconds", "2",
            "--profile-seconds", "2"), True),
     Bench("map_scale", "Service-map merge scale", ("--quick",), False),
@@ -56,14 +58,16 @@ INTRO = """\
 # Benchmarks
 
 Figures from one run of `make bench` (`python -m benchmarks.all --write-docs`; how
-each benchmark works: [benchmarks/README.md](../benchmarks/README.md)). Every figure
-stands beside a baseline measured in the same run on the same machine, and the
-ratios are what to read: a ratio compares a figure with its baseline (as each table's
-legend says, per repeat where runs are interleaved), so slow drift of the machine
-cancels out; absolute rates do not carry over to other hardware. Figures are medians
-over repeats, with [min - max] where shown, on a shared 2-core VM whose speed varies
-by 10-20% from one run to the next: treat differences smaller than that as noise.
-Nothing here is asserted by a test; timing is measured, never checked.
+each benchmark works: [benchmarks/README.md](../benchmarks/README.md)); a section
+recorded later on its own (`--only NAME --write-docs`) carries that run's machine
+header. Every figure stands beside a baseline measured in the same run on the same
+machine, and the ratios are what to read: a ratio compares a figure with its
+baseline (as each table's legend says, per repeat where runs are interleaved), so
+slow drift of the machine cancels out; absolute rates do not carry over to other
+hardware. Figures are medians over repeats, with [min - max] where shown, on a
+shared 2-core VM whose speed varies by 10-20% from one run to the next: treat
+differences smaller than that as noise. Nothing here is asserted by a test; timing
+is measured, never checked.
 """
 
 
@@ -166,7 +170,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quick", action="store_true", help="short settings for every benchmark")
     p.add_argument("--only", default=",".join(NAMES),
                    help=f"comma-separated subset of {','.join(NAMES)}")
-    p.add_argument("--write-docs", action="store_true", help=f"write {DOCS.relative_to(REPO)}")
+    p.add_argument("--write-docs", action="store_true",
+                   help=f"write {DOCS.relative_to(REPO)} (with --only: just their sections)")
     args = p.parse_args(argv)
     only = [n.strip() for n in args.only.split(",") if n.strip()]
     if not only or set(only) - set(NAMES):
@@ -192,9 +197,20 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     print(f"\n== Summary\n\n{summary(results)}", flush=True)
     if args.write_docs:
-        DOCS.write_text(render_docs(head, results))
-        say(f"wrote {DOCS.relative_to(REPO)}")
+        write_docs(head, results)
     return 0 if all(r.code in (0, None) for r in results) else 1
+
+
+def write_docs(head: str, results: list[Result]) -> None:
+    """The whole page after a full run; after --only, just the sections that ran."""
+    page = render_docs(head, results)
+    ran = [r.bench.name for r in results]
+    if set(ran) != set(NAMES) and DOCS.exists():
+        page = docs_merge.merge(DOCS.read_text(), page, head, ran,
+                                {b.title: b.name for b in BENCHES})
+    DOCS.write_text(page)
+    say(f"wrote {DOCS.relative_to(REPO)}"
+        + ("" if set(ran) == set(NAMES) else f" (sections of {', '.join(ran)})"))
 
 
 if __name__ == "__main__":

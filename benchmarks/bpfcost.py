@@ -7,14 +7,39 @@ the ratio tables.
 
 from __future__ import annotations
 
+import json
+import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from benchmarks.report import table
 from benchmarks.results import Run
 
 SYSCTL = Path("/proc/sys/kernel/bpf_stats_enabled")
+
+
+def foreign_hooks(cgroup_root: Path | None) -> list[str]:
+    """BPF programs already on hooks the traffic passes (the cgroup v2 root's, and
+    tracepoints and kprobes): another agent or a test run, which every variant pays."""
+    found = []
+    if cgroup_root is not None:
+        found += [f"{p.get('attach_type')} {p.get('name')}"
+                  for p in _bpftool("cgroup", "show", str(cgroup_root))]
+    found += [f"{p.get('fd_type')} {p.get('tracepoint') or p.get('func')} (pid {p.get('pid')})"
+              for p in _bpftool("perf", "show")]
+    return found
+
+
+def _bpftool(*args: str) -> list[dict[str, Any]]:
+    try:
+        out = subprocess.run(["bpftool", *args, "--json"], capture_output=True, text=True,
+                             timeout=30).stdout
+        found = json.loads(out or "[]")
+    except (OSError, ValueError, subprocess.TimeoutExpired):
+        return []
+    return found if isinstance(found, list) else []
 
 
 @contextmanager

@@ -25,10 +25,11 @@ from benchmarks import procs
 PERF_PACKAGE = "linux-perf"
 FREQUENCY_HZ = 499  # per CPU; enough samples in a few seconds, little perturbation
 # Kernel frames that exist only to run BPF programs: the programs themselves, the
-# classic-tracepoint record fill (perf_trace_<event>), the callers, cgroup skb filters.
+# classic-tracepoint record fill (perf_trace_<event>), the callers, the cgroup filters
+# (skb, sock create, sock_ops) that run the sock_ops core's programs and the DNS tap.
 _OBSERVER_FRAME = re.compile(
     r"^(bpf_prog_\w+|perf_trace_\w+|trace_call_bpf|bpf_trace_run\d+|__bpf_trace_run"
-    r"|__cgroup_bpf_run_filter_skb|__bpf_prog_run_save_cb)$")
+    r"|__cgroup_bpf_run_filter_(skb|sk|sock_ops)|__bpf_prog_run_save_cb)$")
 # A CPU with nothing to run: the idle task (pid 0) halted. Left out of the total, since
 # a rate at saturation follows the work done, not the time (softirq work that ran on
 # the idle task's stack has other leaf frames and stays in).

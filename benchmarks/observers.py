@@ -1,4 +1,5 @@
-"""The observers under test: the traceprobe agent (standalone) and tcplife-bpfcc.
+"""The observers under test: the traceprobe agent (standalone) with either connection
+core, each core's hooks-only floor, and tcplife-bpfcc.
 
 Each is started fresh for one workload, waited for until it has attached, and
 stopped gracefully afterwards (the agent flushes its last interval on SIGTERM;
@@ -19,7 +20,9 @@ import tempfile
 import threading
 import time
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -27,6 +30,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from benchmarks import procs
 from benchmarks.workloads import WorkloadResult
+from traceprobe_agent.bcc_runtime import SOCK_OPS_PROGRAMS
 
 REPO = Path(__file__).resolve().parent.parent
 TCPLIFE = "/usr/sbin/tcplife-bpfcc"
@@ -50,7 +54,7 @@ class Accounting:
 
 
 class Observer:
-    name: ClassVar[str]
+    name: str
     proc: subprocess.Popen[Any]
 
     def __init__(self) -> None:
@@ -101,31 +105,44 @@ def _tail(path: Path, chars: int = 400) -> str:
         return ""
 
 
-class Agent(Observer):
-    """`python -m traceprobe_agent --standalone --interval 1 --metrics-port 0`."""
+CORES = ("tracepoint", "sock_ops")  # the agent's --core choices, one variant each
 
-    name = "traceprobe"
-    # What the agent attached last time (the hooks-only floor mirrors it); until an
-    # agent has run: the default probe kinds on a kernel with every hook.
-    last_programs: ClassVar[list[str]] = [
-        "cgroup_skb/dns_ingress", "raw_tracepoint/sock_recv_length",
-        "raw_tracepoint/sock_send_length", "raw_tracepoint/tcp_destroy_sock",
-        "tracepoint/sock:inet_sock_set_state", "tracepoint/tcp:tcp_probe",
-        "tracepoint/tcp:tcp_receive_reset", "tracepoint/tcp:tcp_retransmit_skb"]
+
+class Agent(Observer):
+    """`python -m traceprobe_agent --standalone --interval 1 --metrics-port 0 --core CORE`."""
+
+    # What each core attached last time (its hooks-only floor mirrors it); until it has
+    # run: the default probe kinds on a kernel with every hook.
+    last_programs: ClassVar[dict[str, list[str]]] = {
+        "tracepoint": [
+            "cgroup_skb/dns_ingress", "raw_tracepoint/sock_recv_length",
+            "raw_tracepoint/sock_send_length", "raw_tracepoint/tcp_destroy_sock",
+            "tracepoint/sock:inet_sock_set_state", "tracepoint/tcp:tcp_probe",
+            "tracepoint/tcp:tcp_receive_reset", "tracepoint/tcp:tcp_retransmit_skb"],
+        "sock_ops": sorted([*(f"cgroup/{name}" for name in SOCK_OPS_PROGRAMS),
+                            "cgroup_skb/dns_ingress"])}
+
+    def __init__(self, core: str) -> None:
+        super().__init__()
+        self.core, self.name = core, f"agent --core {core}"
 
     def start(self, timeout: float) -> None:
         argv = [sys.executable, "-m", "traceprobe_agent", "--standalone", "--interval", "1",
                 "--metrics-port", "0",
                 # e.g. "--probes connections,bytes" to price one probe kind
-                *shlex.split(os.environ.get("TRACEPROBE_BENCH_AGENT_ARGS", ""))]
+                *shlex.split(os.environ.get("TRACEPROBE_BENCH_AGENT_ARGS", "")),
+                "--core", self.core]  # last: the variant's core wins over the line above
         self.out = self.out_path.open("w")
         self.proc = procs.spawn(argv, cwd=REPO, stdout=self.out, stderr=subprocess.PIPE,
                                 text=True)
         self.url: str | None = None
         self.programs: list[str] = []
+        self.ran_core: str | None = None
         ready = threading.Event()
         threading.Thread(target=self._read_stderr, args=(ready,), daemon=True).start()
         self._wait_until(ready, timeout)
+        if self.ran_core != self.core:  # a row must be the core it is named after
+            raise ObserverFailed(f"{self.name} runs the {self.ran_core} core")
 
     def _read_stderr(self, ready: threading.Event) -> None:
         assert self.proc.stderr is not None
@@ -142,7 +159,9 @@ class Agent(Observer):
                         continue
                     if msg.get("ready"):
                         self.programs = list(msg.get("programs", []))
-                        Agent.last_programs = self.programs
+                        self.ran_core = msg.get("core")
+                        if self.ran_core == self.core:
+                            Agent.last_programs[self.core] = self.programs
                         ready.set()
 
     def before_stop(self) -> None:
@@ -161,7 +180,8 @@ class Agent(Observer):
         code = procs.stop(self.proc, signal.SIGTERM, timeout=30)
         self.out.close()
         if code != 0:
-            raise ObserverFailed(f"agent exited with {code} on SIGTERM: {_tail(self.err_path)}")
+            raise ObserverFailed(f"{self.name} exited with {code} on SIGTERM: "
+                                 f"{_tail(self.err_path)}")
 
     def records(self) -> list[dict[str, Any]]:
         rows = []
@@ -228,14 +248,17 @@ class Tcplife(Observer):
 
 
 class HooksOnly(Observer):
-    """benchmarks/hooks_only.py: empty programs on the agent's hooks, the cost floor."""
+    """benchmarks/hooks_only.py: empty programs on the hooks one core's agent attached
+    last time, that core's cost floor."""
 
-    name = "hooks-only"
+    def __init__(self, core: str) -> None:
+        super().__init__()
+        self.core, self.name = core, f"hooks-{core}"
 
     def start(self, timeout: float) -> None:
         self.err = self.err_path.open("w")
         self.proc = procs.spawn([sys.executable, "-m", "benchmarks.hooks_only",
-                                 *Agent.last_programs], cwd=REPO,
+                                 *Agent.last_programs[self.core]], cwd=REPO,
                                 stdout=subprocess.DEVNULL, stderr=self.err)
         self._wait_until(None, timeout, lambda: '"ready"' in _tail(self.err_path))
 
@@ -243,14 +266,16 @@ class HooksOnly(Observer):
         code = procs.stop(self.proc, signal.SIGTERM, timeout=30)
         self.err.close()
         if code != 0:
-            raise ObserverFailed(f"hooks-only exited with {code}: {_tail(self.err_path)}")
+            raise ObserverFailed(f"{self.name} exited with {code}: {_tail(self.err_path)}")
 
     def account(self, result: WorkloadResult) -> Accounting:
         return Accounting()  # records nothing
 
 
-OBSERVERS: dict[str, type[Observer]] = {"traceprobe": Agent, "hooks-only": HooksOnly,
-                                        "tcplife": Tcplife}
+OBSERVERS: dict[str, Callable[[], Observer]] = {
+    **{core: partial(Agent, core) for core in CORES},
+    **{f"hooks-{core}": partial(HooksOnly, core) for core in CORES},
+    "tcplife": Tcplife}
 
 
 def program_names(ids: list[int]) -> dict[int, str]:

@@ -9,17 +9,22 @@
  *                listener's stamp (the storage map is BPF_F_CLONE).
  *   on_sock_ops     sockops: connect, established (either side), state changes and RTT
  *                callbacks; bytes, retransmits and RTT come from the kernel's own
- *                counters (bytes_acked, bytes_received, total_retrans, srtt_us), so
+ *                counters (bytes_acked, bytes_received, srtt_us; retransmitted
+ *                segments from the retransmit callback, as total_retrans counts them), so
  *                sendfile/splice traffic counts like any other.
  *   on_egress       cgroup_skb/egress: what a connection received, as of each segment
  *                it sends (an ACK leaves after the data it acknowledges is counted);
  *                and connections that were open before the agent started.
+ *   on_ingress      cgroup_skb/ingress: what a connection's peer acknowledged, as of each
+ *                in-order segment carrying an ACK (read before TCP processes it, so the
+ *                advance in its ack number is added: the kernel adds exactly that).
  *
  * Storage: `socks` SK_STORAGE struct sock_state per socket, freed with the socket.
  * Edges, counters and cgroup verdicts are edge_maps.h's. A connection's callbacks
- * and its egress run under its socket lock, so its state needs no lock; two sockets
- * may share an edge from process and softirq context on one CPU, so edge counters
- * are added atomically.
+ * and its egress run under its socket lock; its ingress does not (it runs before TCP
+ * takes the lock), so what was reported is taken under the state's own spin lock.
+ * Two sockets may share an edge from process and softirq context on one CPU, so edge
+ * counters are added atomically.
  *
  * Bytes are the counters minus SYN and FIN. The baseline is taken at establishment
  * (a client's bytes_acked already counts its SYN there). Our FIN is in bytes_acked
@@ -29,11 +34,14 @@
  * PARSE_ALL_HDR_OPT callback, turned on for those states only).
  *
  * Kinds: WITH_BYTES, WITH_FAILURES, WITH_RETRANS and WITH_RTT each turn on their
- * fields; without WITH_BYTES user space does not link on_egress.
+ * fields; without WITH_BYTES user space does not link on_egress or on_ingress.
  *
  * Reports: an established connection adds what its counters gained since its last
- * report at each RTT callback (bytes_acked is fresh there) and at each egress segment
- * (bytes_received is fresh there), at most once per REPORT_NS; closing adds the rest.
+ * report at each segment in (acknowledged) and out (received), at most once per
+ * REPORT_NS (0 by default: every segment with a gain); closing adds the rest. So an
+ * interval's drain finds everything acknowledged and received up to its last segment,
+ * and an idle connection costs nothing. (The RTT callback is not used for this: it
+ * runs only for ACKs that give an RTT sample, which ACKs after a loss may not.)
  * RTT is sampled at close and at most once per RTT_SAMPLE_NS in reports.
  *
  * Failures: SYN_SENT -> CLOSE after a segment came in (segs_in, the RST) is refused;
@@ -41,10 +49,11 @@
  * LAST_ACK/CLOSING -> CLOSE with data unacknowledged, are resets.
  *
  * Connections open before the agent started have no storage: the first segment one
- * sends creates it (owner: the socket's cgroup; role: server when a listener holds its
- * local port), and from then on its bytes are reported at its egress segments. Their
- * opening, closing and duration are not counted, nor what they gained after their
- * last segment out (no close callback is armed for them).
+ * sends or receives creates it (owner: the socket's cgroup; process unknown; role:
+ * server when a listener holds its local port), and from then on its bytes and
+ * retransmits are reported as any connection's while it is ESTABLISHED. Their opening,
+ * closing, duration, failures and RTT samples at close are not counted, nor anything
+ * from the first FIN on (no state callback can be armed for them outside sock_ops).
  *
  * Minimum kernel: 5.10 (PARSE_ALL_HDR_OPT, skb data in sock_ops, bpf_sk_cgroup_id in
  * cgroup_skb). Fallback: conn_tracker.c, chosen when this does not load or attach.
@@ -78,10 +87,12 @@ struct sock_state {
     u64 rtt_ns;           /* last RTT sample */
     u64 acked;            /* data acknowledged (bytes_acked - FIN) already on an edge */
     u64 received;         /* data received (bytes_received - FIN) already on an edge */
-    u32 retrans;          /* total_retrans already on an edge */
+    u32 retrans;          /* total_retrans already on an edge (adopted sockets) */
     u32 fin_end;          /* rcv_nxt just past a peer FIN seen in order in FIN_WAIT1/2 */
     u32 flags;
-    u32 pad;
+    u32 base_una;         /* snd_una when bytes_acked was base_acked, read together */
+    u64 base_acked;       /* under the socket lock: what ingress computes ACKs from */
+    struct bpf_spin_lock lock; /* over acked/received/retrans/base_*: ingress is unlocked */
 };
 
 /* BPF_SK_STORAGE spelled out: BCC's macro has no way to ask for BPF_F_CLONE. */
@@ -225,7 +236,11 @@ static __always_inline struct sock_state *begin(struct bpf_sock_ops *skops, u8 r
     key_addresses(st, skops);
     st->start_ns = bpf_ktime_get_ns();
     st->fin_end = 0;
-    bpf_sock_ops_cb_flags_set(skops, BPF_SOCK_OPS_STATE_CB_FLAG | BPF_SOCK_OPS_RTT_CB_FLAG);
+    bpf_sock_ops_cb_flags_set(skops, BPF_SOCK_OPS_STATE_CB_FLAG
+#ifdef WITH_RETRANS
+                              | BPF_SOCK_OPS_RETRANS_CB_FLAG
+#endif
+                              );
     return st;
 }
 
@@ -234,7 +249,8 @@ static __always_inline void established(struct bpf_sock_ops *skops, struct sock_
     u64 now = bpf_ktime_get_ns();
     st->flags |= S_ESTABLISHED;
     st->start_ns = st->report_ns = st->rtt_ns = now;
-    st->acked = skops->bytes_acked;
+    st->acked = st->base_acked = skops->bytes_acked;
+    st->base_una = skops->snd_una;
     st->received = skops->bytes_received;
     st->retrans = skops->total_retrans;
     struct edge_val *e = edge_of(st);
@@ -244,21 +260,31 @@ static __always_inline void established(struct bpf_sock_ops *skops, struct sock_
     }
 }
 
-/* Whatever the counters gained onto the edge; `final` adds the RTT sample regardless. */
+/* Whatever the counters gained onto the edge; `final` adds the RTT sample regardless.
+ * The gains are taken under the socket state's lock: ingress runs before TCP takes
+ * the socket's, so two reports of one socket may race, and each byte counts once.
+ * Retransmits come from the counter for adopted sockets only; the others count them
+ * in the retransmit callback, which runs once the kernel's counter has them. */
 static __always_inline void report(struct sock_state *st, struct edge_val *e, u64 acked,
                                    u64 received, u32 retrans, u32 srtt_us, u64 now, int final)
 {
     if (!e)
         return;
-#ifdef WITH_BYTES
-    add(&e->bytes_sent, gain(acked, &st->acked));
-    add(&e->bytes_received, gain(received, &st->received));
-#endif
-#ifdef WITH_RETRANS
-    if (retrans != st->retrans) {
-        add(&e->retransmits, (u32)(retrans - st->retrans));
+    bpf_spin_lock(&st->lock);
+    u64 sent_gain = gain(acked, &st->acked);
+    u64 received_gain = gain(received, &st->received);
+    u32 retrans_gain = 0;
+    if ((st->flags & S_PREEXISTING) && retrans != st->retrans) {
+        retrans_gain = retrans - st->retrans;
         st->retrans = retrans;
     }
+    bpf_spin_unlock(&st->lock);
+#ifdef WITH_BYTES
+    add(&e->bytes_sent, sent_gain);
+    add(&e->bytes_received, received_gain);
+#endif
+#ifdef WITH_RETRANS
+    add(&e->retransmits, retrans_gain);
 #endif
 #ifdef WITH_RTT
     if (srtt_us && (final || now - st->rtt_ns >= RTT_SAMPLE_NS)) {
@@ -362,7 +388,7 @@ int on_sock_ops(struct bpf_sock_ops *skops)
         return 1;
     }
     if (op != BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB && op != BPF_SOCK_OPS_STATE_CB
-        && op != BPF_SOCK_OPS_RTT_CB && op != BPF_SOCK_OPS_PARSE_HDR_OPT_CB)
+        && op != BPF_SOCK_OPS_PARSE_HDR_OPT_CB && op != BPF_SOCK_OPS_RETRANS_CB)
         return 1;
     struct bpf_sock *sk = skops->sk;
     if (!sk)
@@ -376,14 +402,11 @@ int on_sock_ops(struct bpf_sock_ops *skops)
         state_changed(skops, st);
     } else if (op == BPF_SOCK_OPS_PARSE_HDR_OPT_CB) {
         segment_in(skops, st);
-    } else if ((st->flags & S_ESTABLISHED)
-               && (st->flags & (S_FIN_SENT | S_FIN_ACKED)) != S_FIN_SENT) {
-        /* RTT: an ACK of new data was processed. One that may ack our FIN comes before
-         * the state change that says so: the close callback accounts for it. */
-        u64 now = bpf_ktime_get_ns();
-        if (now - st->report_ns >= REPORT_NS)
-            report(st, edge_of(st), data_acked(st, skops->bytes_acked), st->received,
-                   skops->total_retrans, skops->srtt_us >> 3, now, 0);
+    } else if (op == BPF_SOCK_OPS_RETRANS_CB && !skops->args[2]) {
+        /* args: sequence number, segments, error (0: sent) */
+        struct edge_val *e = edge_of(st);
+        if (e)
+            add(&e->retransmits, skops->args[1]);
     }
     return 1;
 }
@@ -430,7 +453,8 @@ static __always_inline void adopt(struct __sk_buff *skb, struct bpf_sock *sk,
     }
     st->flags |= S_TRACKED | S_ESTABLISHED;
     st->start_ns = st->report_ns = st->rtt_ns = bpf_ktime_get_ns();
-    st->acked = tp->bytes_acked;
+    st->acked = st->base_acked = tp->bytes_acked;
+    st->base_una = tp->snd_una;
     st->received = tp->bytes_received;
     st->retrans = tp->total_retrans;
     count(C_PREEXISTING);
@@ -457,13 +481,23 @@ int on_egress(struct __sk_buff *skb)
         return 1;
     if ((st->flags & S_PREEXISTING) && sk->state != ST_ESTABLISHED)
         return 1; /* no state callbacks for it: stop before a FIN could be counted */
+    u32 una = tp->snd_una;
+    if (una != st->base_una) {
+        /* Under the socket lock no ACK is being processed: the pair is consistent. */
+        u64 bytes_acked = tp->bytes_acked;
+        bpf_spin_lock(&st->lock);
+        st->base_una = una;
+        st->base_acked = bytes_acked;
+        bpf_spin_unlock(&st->lock);
+    }
     u64 received = data_received(st, tp->bytes_received, tp->rcv_nxt);
-    /* Acknowledgements arrive through the RTT callback, except for adopted sockets.
-     * (Read into a register first: the verifier refuses a pointer chosen between
-     * the socket and the storage.) */
+    /* Once our FIN is queued, an ACK of it may be in bytes_acked before the state change
+     * that says so: from then on the close callback accounts for what was acked. (Read
+     * into a register first: the verifier refuses a pointer chosen between the socket
+     * and the storage.) */
     u64 acked = tp->bytes_acked;
     barrier_var(acked);
-    if (!(st->flags & S_PREEXISTING))
+    if (st->flags & S_FIN_SENT)
         acked = st->acked;
     if (received == st->received && acked == st->acked)
         return 1;
@@ -471,5 +505,86 @@ int on_egress(struct __sk_buff *skb)
     if (now - st->report_ns < REPORT_NS)
         return 1;
     report(st, edge_of(st), acked, received, tp->total_retrans, tp->srtt_us >> 3, now, 0);
+    return 1;
+}
+
+/* The ack and sequence numbers of a TCP segment (skb data starts at the IP header);
+ * 0 when it is not TCP with the ACK flag, or not in the linear part. */
+static __always_inline int ack_of(struct __sk_buff *skb, u32 *ack, u32 *seq)
+{
+    u8 *data = (u8 *)(long)skb->data;
+    u8 *end = (u8 *)(long)skb->data_end;
+    u32 l4;
+
+    if (data + 1 > end)
+        return 0;
+    if ((data[0] >> 4) == 4) {
+        l4 = (data[0] & 0x0f) * 4;
+        if (data + 20 > end || data[9] != IPPROTO_TCP_)
+            return 0;
+    } else {
+        l4 = 40;
+        if (data + 40 > end || data[6] != IPPROTO_TCP_)
+            return 0; /* extension headers too: rare on TCP, caught at the next segment */
+    }
+    if (l4 < 20 || l4 > 60)
+        return 0;
+    struct tcphdr *th = (void *)(data + l4);
+    if ((void *)(th + 1) > (void *)end || !th->ack)
+        return 0;
+    *ack = bpf_ntohl(th->ack_seq);
+    *seq = bpf_ntohl(th->seq);
+    return 1;
+}
+
+int on_ingress(struct __sk_buff *skb)
+{
+    struct bpf_sock *sk = skb->sk;
+    if (!sk)
+        return 1;
+    sk = bpf_sk_fullsock(sk);
+    if (!sk || sk->protocol != IPPROTO_TCP_)
+        return 1;
+    struct bpf_tcp_sock *tp = bpf_tcp_sock(sk);
+    if (!tp)
+        return 1;
+    struct sock_state *st = socks.sk_storage_get(sk, 0, 0);
+    if (!st) {
+        /* Adopted before this segment is processed, so what it carries counts. */
+        if (sk->state == ST_ESTABLISHED)
+            adopt(skb, sk, tp);
+        return 1;
+    }
+    if ((st->flags & (S_ESTABLISHED | S_FIN_SENT)) != S_ESTABLISHED)
+        return 1; /* untracked; or our FIN is out: the close callback counts the rest */
+    if ((st->flags & S_PREEXISTING) && sk->state != ST_ESTABLISHED)
+        return 1;
+    /* Only an in-order segment is sure to have its ACK applied (an out-of-window one
+     * is dropped unread); the others are picked up at the next report. The socket's
+     * snd_una and bytes_acked may be changing on another CPU right now, so the advance
+     * is taken from the pair egress read under the socket lock. snd_nxt is no bound
+     * here: over loopback or a veth the ACK can arrive while the send that it answers
+     * has yet to advance snd_nxt. (An ACK beyond all data ever sent, which TCP drops,
+     * would count too: only an on-path sender knowing the sequence could forge it.)
+     * Retransmits of adopted sockets are reported too: the last may be answered by a
+     * duplicate ACK only. */
+    u64 acked = 0;
+    u32 ack, seq;
+    if (ack_of(skb, &ack, &seq) && seq == tp->rcv_nxt) {
+        bpf_spin_lock(&st->lock);
+        u32 ahead = ack - st->base_una;
+        if ((s32)ahead > 0)
+            acked = st->base_acked + ahead;
+        bpf_spin_unlock(&st->lock);
+    }
+    if (!acked)
+        acked = st->acked;
+    u32 retrans = tp->total_retrans;
+    if (acked == st->acked && retrans == st->retrans)
+        return 1;
+    u64 now = bpf_ktime_get_ns();
+    if (now - st->report_ns < REPORT_NS)
+        return 1;
+    report(st, edge_of(st), acked, st->received, retrans, tp->srtt_us >> 3, now, 0);
     return 1;
 }

@@ -22,21 +22,14 @@ from pydantic import ValidationError
 
 from traceprobe_agent.bcc_runtime import BpfUnavailable, ConnTracker
 from traceprobe_agent.cgroups import CgroupNames, cgroup2_mount
+from traceprobe_agent.core_loader import CoreLoader
 from traceprobe_agent.dns_watch import DnsWatch
 from traceprobe_agent.edges import mark_node_peers, to_record
 from traceprobe_agent.features import KernelFeatures, probe_kernel
 from traceprobe_agent.nat_events import NatTable
 from traceprobe_agent.pod_cgroups import under
 from traceprobe_agent.pod_index import AwaitPods
-from traceprobe_agent.program import (
-    SOCK_OPS,
-    TRACEPOINT,
-    ProgramPlan,
-    bpf_source,
-    choose_core,
-    plan_program,
-    without_fallback,
-)
+from traceprobe_agent.program import ProgramPlan, without_fallback
 from traceprobe_agent.report_sender import SenderStats
 from traceprobe_api.probe import DEFAULT_KINDS
 from traceprobe_api.records import ConnectionRecord, Role
@@ -105,10 +98,6 @@ class Agent:
                  await_pods: AwaitPods | None = None,
                  selection: Selection | None = None, core: str = "auto") -> None:
         self.node = node
-        # Which connection core to load: auto (sock_ops where it loads), or one of them.
-        choose_core(core, set(), True)  # an unknown name fails here, not at apply()
-        self.core_preference = core
-        self._sock_ops_refused: str | None = None
         # What the probes observe (in a cluster); None observes every process.
         self.selection = selection
         # Records of pods the watch has not told us about yet wait for their names.
@@ -123,6 +112,11 @@ class Agent:
         self.nat = nat
         self.sink = sink
         self.features = features or probe_kernel()
+        # Which connection core to load: auto (sock_ops where it loads), or one of them;
+        # cgroup programs link at this agent's subtree of the cgroup v2 hierarchy.
+        root = cgroup2_mount()
+        self.cores = CoreLoader(core, self.features, str(
+            root / (cgroup_root or "").lstrip("/")) if root else None)
         self.stats = AgentStats()
         self.plan: ProgramPlan | None = None
         self.config: AgentConfig | None = None
@@ -136,7 +130,7 @@ class Agent:
 
     def apply(self, config: AgentConfig) -> ProgramPlan:
         """Run `config`; recompiles only when the resulting program differs."""
-        plan = self._plan(config)
+        plan = self.cores.plan(set(config.kinds), config.max_connections)
         with self._lock:
             self.config = config
             if (self.plan is not None and (plan.core, plan.cflags) == (
@@ -153,8 +147,9 @@ class Agent:
                 log.error("not loading: %s", plan.problem())
                 return plan
             started = time.monotonic()
-            self._tracker, plan = self._load(config, plan)
+            self._tracker, plan = self.cores.load(plan)
             self.plan = plan
+            self.stats.core, self.stats.core_reason = plan.core, self.cores.reason
             self.stats.problem = plan.problem()
             if self._tracker.kprobe_problem:  # the kind it stood in for is not running
                 plan = self.plan = without_fallback(plan, self.features,
@@ -167,42 +162,6 @@ class Agent:
             self._sync_dns_locked()
             self._sync_verdicts_locked()
         return plan
-
-    def _plan(self, config: AgentConfig) -> ProgramPlan:
-        core, self.stats.core_reason = choose_core(
-            self.core_preference, set(config.kinds), self._cgroup_dir() is not None,
-            self._sock_ops_refused)
-        return plan_program(set(config.kinds), self.features, config.max_connections,
-                            core=core)
-
-    def _cgroup_dir(self) -> str | None:
-        """Where cgroup programs link: this agent's subtree of the cgroup v2 hierarchy."""
-        root = cgroup2_mount()
-        return str(root / (self.cgroup_root or "").lstrip("/")) if root else None
-
-    def _load(self, config: AgentConfig, plan: ProgramPlan) -> tuple[ConnTracker, ProgramPlan]:
-        """`plan` loaded; a sock_ops core that does not load or link falls back to the
-        tracepoint core (unless it alone was asked for), remembering why."""
-        if plan.core == SOCK_OPS:
-            try:
-                tracker = ConnTracker(bpf_source(*plan.sources), list(plan.cflags),
-                                      cgroup_dir=self._cgroup_dir(), links=plan.links,
-                                      max_connections=plan.max_connections)
-            except BpfUnavailable as exc:
-                if self.core_preference == SOCK_OPS:
-                    raise
-                self._sock_ops_refused = self.stats.core_reason = str(exc)
-                log.warning("%s; loading the tracepoint core instead", exc)
-                plan = plan_program(set(config.kinds), self.features,
-                                    config.max_connections, core=TRACEPOINT)
-                if not plan.runnable:
-                    raise BpfUnavailable(f"{exc}; and the tracepoint core cannot run: "
-                                         f"{plan.problem()}") from exc
-            else:
-                self.stats.core = SOCK_OPS
-                return tracker, plan
-        self.stats.core = TRACEPOINT
-        return ConnTracker(bpf_source(*plan.sources), list(plan.cflags), plan.kprobes), plan
 
     def sync_scope(self) -> None:
         """Tell the kernel what the selection now observes (probes, pods or namespaces
@@ -228,8 +187,7 @@ class Agent:
             self._dns.close()
             self._dns = None
         if wanted and self._dns is None:
-            root = cgroup2_mount()
-            where = str(root / (self.cgroup_root or "").lstrip("/")) if root else None
+            where = self.cores.cgroup_dir
             try:
                 if where is None:
                     raise BpfUnavailable("no cgroup v2 hierarchy mounted")

@@ -74,7 +74,8 @@ _FLIP_GRACE_SECONDS = 0.02
 #: The sock_ops core's programs: function -> (BCC program type name, where it links).
 SOCK_OPS_PROGRAMS = {"on_sock_create": ("CGROUP_SOCK", CgroupAttach.INET_SOCK_CREATE),
                      "on_sock_ops": ("SOCK_OPS", CgroupAttach.SOCK_OPS),
-                     "on_egress": ("CGROUP_SKB", CgroupAttach.INET_EGRESS)}
+                     "on_egress": ("CGROUP_SKB", CgroupAttach.INET_EGRESS),
+                     "on_ingress": ("CGROUP_SKB", CgroupAttach.INET_INGRESS)}
 
 
 class ConnTracker:

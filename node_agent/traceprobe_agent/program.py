@@ -96,7 +96,7 @@ class ProgramPlan:
         if self.core != SOCK_OPS:
             return ()
         return ("on_sock_create", "on_sock_ops") + (
-            ("on_egress",) if "bytes" in self.kinds else ())
+            ("on_egress", "on_ingress") if "bytes" in self.kinds else ())
 
     @property
     def runnable(self) -> bool:

@@ -82,7 +82,8 @@ def agent_proc(bpf_ready: None) -> Iterator[list[AgentProc]]:
 
 
 # The programs each core links to cgroups (bpftool shows their names there).
-CGROUP_LINKED = {"sock_ops": ("on_sock_create", "on_sock_ops", "on_egress", "dns_ingress"),
+CGROUP_LINKED = {"sock_ops": ("on_sock_create", "on_sock_ops", "on_egress", "on_ingress",
+                              "dns_ingress"),
                  "tracepoint": ("dns_ingress",)}
 
 

@@ -1,0 +1,61 @@
+"""Which connection core the agent loads, and what each core's plan runs (pure)."""
+
+from __future__ import annotations
+
+import pytest
+
+from traceprobe_agent.features import TRACEPOINTS, KernelFeatures
+from traceprobe_agent.program import SOCK_OPS, TRACEPOINT, choose_core, plan_program
+from traceprobe_agent.settings import UsageError, from_inputs
+
+NO_TRACEPOINTS = KernelFeatures("6.18", dict.fromkeys(TRACEPOINTS, False))
+
+
+@pytest.mark.parametrize(("preference", "requested", "cgroup2", "refused", "expected"), [
+    ("auto", {"bytes"}, True, None, (SOCK_OPS, None)),
+    ("auto", {"udp"}, True, None, (TRACEPOINT, "udp is counted by the tracepoint core only")),
+    ("auto", {"bytes"}, False, None, (TRACEPOINT, "no cgroup v2 hierarchy is mounted")),
+    ("auto", {"bytes"}, True, "the sock_ops core did not load: EPERM",
+     (TRACEPOINT, "the sock_ops core did not load: EPERM")),
+    ("tracepoint", {"bytes"}, True, None, (TRACEPOINT, "the tracepoint core was asked for")),
+    ("sock_ops", {"udp"}, True, None, (SOCK_OPS, None)),  # udp then reported missing
+])
+def test_the_core_is_sock_ops_unless_something_says_why_not(
+        preference: str, requested: set[str], cgroup2: bool, refused: str | None,
+        expected: tuple[str, str | None]) -> None:
+    assert choose_core(preference, requested, cgroup2, refused) == expected
+
+
+def test_an_unknown_core_is_refused_by_name() -> None:
+    with pytest.raises(ValueError, match="unknown connection core 'ebpf'"):
+        choose_core("ebpf", set(), True)
+    with pytest.raises(UsageError, match="--core"):
+        from_inputs({"standalone": True, "core": "ebpf"}, {})
+
+
+def test_the_sock_ops_plan_needs_no_tracepoint_and_links_by_kind() -> None:
+    plan = plan_program({"bytes", "failures", "rtt"}, NO_TRACEPOINTS, 65536, core=SOCK_OPS)
+    assert plan.runnable and not plan.missing and plan.problem() is None
+    assert set(plan.kinds) == {"connections", "bytes", "failures", "rtt"}
+    assert plan.sources == ("edge_maps.h", "sock_ops_core.c")
+    assert {"-DWITH_BYTES", "-DWITH_FAILURES", "-DWITH_RTT"} <= set(plan.cflags)
+    assert "-DWITH_RETRANS" not in plan.cflags and plan.kprobes == ()
+    assert plan.links == ("on_sock_create", "on_sock_ops", "on_egress", "on_ingress")
+    no_bytes = plan_program({"connections"}, NO_TRACEPOINTS, 65536, core=SOCK_OPS)
+    assert no_bytes.links == ("on_sock_create", "on_sock_ops")  # no per-packet programs
+    # The same kernel, tracepoint core: nothing can run.
+    assert not plan_program({"bytes"}, NO_TRACEPOINTS, 65536, core=TRACEPOINT).runnable
+
+
+def test_udp_under_a_forced_sock_ops_core_is_missing_with_the_reason() -> None:
+    plan = plan_program({"udp"}, NO_TRACEPOINTS, 65536, core=SOCK_OPS)
+    assert "udp" not in plan.kinds and plan.runnable
+    assert plan.problem() == "not in the sock_ops core: udp needs the tracepoint core"
+
+
+def test_disabled_tracepoints_need_a_core_that_attaches_them() -> None:
+    with pytest.raises(UsageError, match=r"--disable-tracepoint .*: only the tracepoint core"):
+        from_inputs({"standalone": True, "core": "sock_ops",
+                     "disabled_tracepoints": ["tcp:tcp_probe"]}, {})
+    auto = from_inputs({"standalone": True, "disabled_tracepoints": ["tcp:tcp_probe"]}, {})
+    assert auto.core == "auto"
