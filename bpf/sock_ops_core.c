@@ -460,27 +460,41 @@ static __always_inline void adopt(struct __sk_buff *skb, struct bpf_sock *sk,
     count(C_PREEXISTING);
 }
 
-int on_egress(struct __sk_buff *skb)
+/* The state of the counted, established TCP connection `skb` is a segment of (none
+ * when one of `unwanted` flags is set); a connection without state that is ESTABLISHED
+ * is adopted here, before this segment is processed, so what it carries counts. */
+static __always_inline struct sock_state *segment_state(struct __sk_buff *skb, u32 unwanted,
+                                                        struct bpf_tcp_sock **tpp)
 {
     struct bpf_sock *sk = skb->sk;
     if (!sk)
-        return 1;
+        return 0;
     sk = bpf_sk_fullsock(sk);
     if (!sk || sk->protocol != IPPROTO_TCP_)
-        return 1;
+        return 0;
     struct bpf_tcp_sock *tp = bpf_tcp_sock(sk);
     if (!tp)
-        return 1;
+        return 0;
     struct sock_state *st = socks.sk_storage_get(sk, 0, 0);
     if (!st) {
         if (sk->state == ST_ESTABLISHED)
             adopt(skb, sk, tp);
-        return 1;
+        return 0;
     }
-    if (!(st->flags & S_ESTABLISHED))
-        return 1;
+    if ((st->flags & (S_ESTABLISHED | unwanted)) != S_ESTABLISHED)
+        return 0;
     if ((st->flags & S_PREEXISTING) && sk->state != ST_ESTABLISHED)
-        return 1; /* no state callbacks for it: stop before a FIN could be counted */
+        return 0; /* no state callbacks for it: stop before a FIN could be counted */
+    *tpp = tp;
+    return st;
+}
+
+int on_egress(struct __sk_buff *skb)
+{
+    struct bpf_tcp_sock *tp;
+    struct sock_state *st = segment_state(skb, 0, &tp);
+    if (!st)
+        return 1;
     u32 una = tp->snd_una;
     if (una != st->base_una) {
         /* Under the socket lock no ACK is being processed: the pair is consistent. */
@@ -539,25 +553,10 @@ static __always_inline int ack_of(struct __sk_buff *skb, u32 *ack, u32 *seq)
 
 int on_ingress(struct __sk_buff *skb)
 {
-    struct bpf_sock *sk = skb->sk;
-    if (!sk)
-        return 1;
-    sk = bpf_sk_fullsock(sk);
-    if (!sk || sk->protocol != IPPROTO_TCP_)
-        return 1;
-    struct bpf_tcp_sock *tp = bpf_tcp_sock(sk);
-    if (!tp)
-        return 1;
-    struct sock_state *st = socks.sk_storage_get(sk, 0, 0);
-    if (!st) {
-        /* Adopted before this segment is processed, so what it carries counts. */
-        if (sk->state == ST_ESTABLISHED)
-            adopt(skb, sk, tp);
-        return 1;
-    }
-    if ((st->flags & (S_ESTABLISHED | S_FIN_SENT)) != S_ESTABLISHED)
-        return 1; /* untracked; or our FIN is out: the close callback counts the rest */
-    if ((st->flags & S_PREEXISTING) && sk->state != ST_ESTABLISHED)
+    /* Once our FIN is out, the close callback counts the rest. */
+    struct bpf_tcp_sock *tp;
+    struct sock_state *st = segment_state(skb, S_FIN_SENT, &tp);
+    if (!st)
         return 1;
     /* Only an in-order segment is sure to have its ACK applied (an out-of-window one
      * is dropped unread); the others are picked up at the next report. The socket's

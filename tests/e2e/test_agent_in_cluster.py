@@ -44,7 +44,7 @@ def test_probe_to_kernel_to_ready_and_back(world: OperatorWorld) -> None:
     apply_probe(world.cp, "edge", "shop", "{nodeSelector: {traceprobe-e2e: agent}}")
     entry = wait_until(lambda: _entry(world, "edge").get("state") == "Attached"
                        and _entry(world, "edge"), timeout=60, what="probe Attached on node")
-    assert "tracepoint/sock:inet_sock_set_state" in entry["programsAttached"]
+    assert "cgroup/on_sock_ops" in entry["programsAttached"]  # the sock_ops core loads here
     assert len(held_ids(agent.pid)) == len(entry["programsAttached"])
     wait_until(lambda: world.condition("edge", "Ready").get("status") == "True",
                what="operator sees the real agent's report: Ready")
@@ -52,6 +52,7 @@ def test_probe_to_kernel_to_ready_and_back(world: OperatorWorld) -> None:
     status = (world.node_report(NODE) or {})["status"]
     assert status["kernelFeatures"]["tracepoint:sock:inet_sock_set_state"] is True
     assert status["headerSource"] and status["probesAttached"] == "1/1"
+    assert status["connectionCore"] == "sock_ops" and "connectionCoreReason" not in status
 
     # Local sides are named from this node's pods (cgroup → pod UID → Pod).
     pods = PodFactory(world.cp.api_client(), node=NODE)

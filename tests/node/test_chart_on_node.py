@@ -111,6 +111,8 @@ def test_a_probe_runs_the_agent_daemonset_with_the_charts_pod_spec(
     report = wait_until(attached, 180, "the agent reports the probe Attached",
                         diagnose=real_node.diagnose_pods)
     assert report["status"]["headerSource"], report["status"]
+    # The agent's pod links cgroup programs at the node's cgroup v2 root: the sock_ops core.
+    assert report["status"]["connectionCore"] == "sock_ops", report["status"]
     # The kubelet gave it a token for the map alone, and only the map's CA.
     volumes = {v["name"]: v for v in pod["spec"]["volumes"]}
     token = volumes["map-token"]["projected"]["sources"][0]["serviceAccountToken"]
