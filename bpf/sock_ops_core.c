@@ -6,7 +6,10 @@
  * agent leaves nothing attached):
  *   on_sock_create  cgroup/sock_create: the creating process (cgroup, tgid, comm) is
  *                stamped into the socket's storage; an accepted socket inherits its
- *                listener's stamp (the storage map is BPF_F_CLONE).
+ *                listener's stamp (the storage map is BPF_F_CLONE). A socket created
+ *                before the agent (a listener, typically) has no stamp: its connections
+ *                count from their start all the same, owned by the socket's cgroup
+ *                (process unknown), named at their first segment out.
  *   on_sock_ops     sockops: connect, established (either side), state changes and RTT
  *                callbacks; bytes, retransmits and RTT come from the kernel's own
  *                counters (bytes_acked, bytes_received, srtt_us; retransmitted
@@ -73,7 +76,9 @@
 #define S_FIN_SENT 8
 #define S_FIN_ACKED 16
 #define S_FIN_RCVD 32
-#define S_PREEXISTING 64 /* open before the agent: counted from its first egress */
+#define S_PREEXISTING 64 /* open before the agent: counted from its first segment */
+#define S_UNSTAMPED 128  /* created before the agent (its listener, say): no owner known
+                          * until its first segment out names its cgroup */
 
 #define TCP_FLAG_FIN_ 0x01
 #define barrier_var(v) asm volatile("" : "+r"(v))
@@ -230,7 +235,7 @@ static __always_inline struct sock_state *begin(struct bpf_sock_ops *skops, u8 r
     st->flags &= S_OWNED;
     if (!admit())
         return 0;
-    st->flags |= S_TRACKED;
+    st->flags |= S_TRACKED | ((st->flags & S_OWNED) ? 0 : S_UNSTAMPED);
     st->key.role = role;
     st->key.port = role == ROLE_CLIENT ? bpf_ntohl(skops->remote_port) : skops->local_port;
     key_addresses(st, skops);
@@ -253,6 +258,8 @@ static __always_inline void established(struct bpf_sock_ops *skops, struct sock_
     st->base_una = skops->snd_una;
     st->received = skops->bytes_received;
     st->retrans = skops->total_retrans;
+    if (st->flags & S_UNSTAMPED)
+        return; /* counted open once its owner is known (stamp_late) */
     struct edge_val *e = edge_of(st);
     if (e) {
         __sync_fetch_and_add(&e->opened, 1);
@@ -298,6 +305,10 @@ static __always_inline void report(struct sock_state *st, struct edge_val *e, u6
 
 static __always_inline void closed(struct bpf_sock_ops *skops, struct sock_state *st, int old)
 {
+    if (st->flags & S_UNSTAMPED) {
+        count(C_UNATTRIBUTED_CLOSE); /* it never sent a segment: no owner to count it on */
+        return;
+    }
     struct edge_val *e = edge_of(st);
     if (!e)
         return;
@@ -402,7 +413,8 @@ int on_sock_ops(struct bpf_sock_ops *skops)
         state_changed(skops, st);
     } else if (op == BPF_SOCK_OPS_PARSE_HDR_OPT_CB) {
         segment_in(skops, st);
-    } else if (op == BPF_SOCK_OPS_RETRANS_CB && !skops->args[2]) {
+    } else if (op == BPF_SOCK_OPS_RETRANS_CB && !skops->args[2]
+               && !(st->flags & S_UNSTAMPED)) {
         /* args: sequence number, segments, error (0: sent) */
         struct edge_val *e = edge_of(st);
         if (e)
@@ -463,8 +475,31 @@ static __always_inline void adopt(struct __sk_buff *skb, struct bpf_sock *sk,
 /* The state of the counted, established TCP connection `skb` is a segment of (none
  * when one of `unwanted` flags is set); a connection without state that is ESTABLISHED
  * is adopted here, before this segment is processed, so what it carries counts. */
+/* The owner of a socket created before the agent, from the socket's cgroup, at its first
+ * segment out (under the socket lock); 0 when no probe observes it, which untracks it. */
+static __always_inline int stamp_late(struct sock_state *st, struct bpf_sock *sk)
+{
+    st->key.cgroup = bpf_sk_cgroup_id(sk);
+    st->flags = (st->flags & ~S_UNSTAMPED) | S_OWNED;
+    if (skipped(st->key.cgroup)) {
+        count(C_UNSELECTED);
+        if (st->flags & S_TRACKED)
+            release();
+        st->flags = S_OWNED;
+        return 0;
+    }
+    if (st->flags & S_ESTABLISHED) {
+        struct edge_val *e = edge_of(st);
+        if (e) {
+            __sync_fetch_and_add(&e->opened, 1);
+            note_open(e, st->start_ns);
+        }
+    }
+    return 1;
+}
+
 static __always_inline struct sock_state *segment_state(struct __sk_buff *skb, u32 unwanted,
-                                                        struct bpf_tcp_sock **tpp)
+                                                        int egress, struct bpf_tcp_sock **tpp)
 {
     struct bpf_sock *sk = skb->sk;
     if (!sk)
@@ -481,6 +516,8 @@ static __always_inline struct sock_state *segment_state(struct __sk_buff *skb, u
             adopt(skb, sk, tp);
         return 0;
     }
+    if ((st->flags & S_UNSTAMPED) && (!egress || !stamp_late(st, sk)))
+        return 0; /* nothing is counted before its owner is known; the gains wait */
     if ((st->flags & (S_ESTABLISHED | unwanted)) != S_ESTABLISHED)
         return 0;
     if ((st->flags & S_PREEXISTING) && sk->state != ST_ESTABLISHED)
@@ -492,7 +529,7 @@ static __always_inline struct sock_state *segment_state(struct __sk_buff *skb, u
 int on_egress(struct __sk_buff *skb)
 {
     struct bpf_tcp_sock *tp;
-    struct sock_state *st = segment_state(skb, 0, &tp);
+    struct sock_state *st = segment_state(skb, 0, 1, &tp);
     if (!st)
         return 1;
     u32 una = tp->snd_una;
@@ -555,7 +592,7 @@ int on_ingress(struct __sk_buff *skb)
 {
     /* Once our FIN is out, the close callback counts the rest. */
     struct bpf_tcp_sock *tp;
-    struct sock_state *st = segment_state(skb, S_FIN_SENT, &tp);
+    struct sock_state *st = segment_state(skb, S_FIN_SENT, 0, &tp);
     if (!st)
         return 1;
     /* Only an in-order segment is sure to have its ACK applied (an out-of-window one

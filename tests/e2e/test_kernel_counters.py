@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from harness.traffic_control import PY
+from harness.traffic_control import PY, dial, serve, stop
 from traceprobe_agent.agent import Agent, AgentConfig
 from traceprobe_api.records import ConnectionRecord
 
@@ -207,3 +207,27 @@ def test_connections_open_before_the_agent_count_from_its_start(
     finally:
         client.stop()
         server.stop()
+
+
+def test_a_listener_from_before_the_agent_has_its_new_connections_counted(
+        bpf_ready: None, pods: tuple[Any, Any]) -> None:
+    """Servers usually started before the agent: their listener carries no owner's stamp,
+    so the connections it accepts are owned by the socket's cgroup, named at their first
+    segment out, and counted from their start (process unknown)."""
+    a, b = pods
+    server = serve(b, 8093, 700)
+    try:
+        rec = Recorder("sock_ops")
+        try:
+            truth = dial(a, b.ip, 8093, 300, "--count", "2")
+            time.sleep(0.2)
+            srv = rec.sums(b, "server", 8093)
+            mine = [r for r in rec.records if r.local_port == 8093]
+        finally:
+            rec.agent.close()
+    finally:
+        stop(server)
+    assert truth["completed"] == 2
+    assert srv == {"opened": 2, "closed": 2, "bytes_sent": truth["received"],
+                   "bytes_received": truth["sent"]}
+    assert mine and all(r.pid is None and r.cgroup_id == b.cgroup_id for r in mine)
