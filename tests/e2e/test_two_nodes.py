@@ -21,16 +21,18 @@ def node_b(control_plane: Any, pod_factory: Any) -> Iterator[PodFactory]:
     factory.cleanup()
 
 
+@pytest.mark.parametrize("core", ["sock_ops", "tracepoint"])
 def test_each_agent_reports_only_its_nodes_side(bpf_ready: None, pod_factory: Any,
-                                                node_b: PodFactory) -> None:
+                                                node_b: PodFactory, core: str) -> None:
     seen: dict[str, list[ConnectionRecord]] = {"node-1": [], "node-b": []}
-    agents = [Agent(node, seen[node].extend, cgroup_root=f"/{CGROUP_TREE}/{node}")
+    # Pods first: the sock_ops core links at the node's subtree, which must exist.
+    client = pod_factory.create("web-0", "multi", owner=("Deployment", "web"))
+    server = node_b.create("db-0", "multi", owner=("StatefulSet", "db"))
+    agents = [Agent(node, seen[node].extend, cgroup_root=f"/{CGROUP_TREE}/{node}", core=core)
               for node in seen]
     try:
         for agent in agents:
             agent.apply(AgentConfig(frozenset({"connections", "bytes"}), 4096, 1.0))
-        client = pod_factory.create("web-0", "multi", owner=("Deployment", "web"))
-        server = node_b.create("db-0", "multi", owner=("StatefulSet", "db"))
         proc: subprocess.Popen[str] = serve(server, 5432, 100)
         try:
             truth = dial(client, server.ip, 5432, 10, "--count", "3")
@@ -50,4 +52,7 @@ def test_each_agent_reports_only_its_nodes_side(bpf_ready: None, pod_factory: An
     # Neither node reports the other's side, though both kernels' views are the same.
     assert not [r for r in seen["node-1"] if r.cgroup_id == server.cgroup_id]
     assert not [r for r in seen["node-b"] if r.cgroup_id == client.cgroup_id]
-    assert agents[0].stats.foreign_records > 0
+    if core == "tracepoint":  # sees every process; keeps to its subtree in user space
+        assert agents[0].stats.foreign_records > 0
+    else:  # linked at its subtree: the kernel runs it for that node's processes only
+        assert agents[0].stats.foreign_records == 0
