@@ -88,9 +88,10 @@ def verdict(value: float | None, target: float, higher_is_better: bool = True) -
 
 
 def agent_fingerprint() -> str:
-    """Hash of the agent's sources (bpf/*.c, node_agent/**/*.py): each run compiles them anew."""
+    """Hash of the agent's sources (bpf/*.[ch], node_agent/**/*.py): each run compiles
+    them anew."""
     digest = hashlib.sha256()
-    for path in sorted([*REPO.glob("bpf/*.c"), *REPO.glob("node_agent/**/*.py")]):
+    for path in sorted([*REPO.glob("bpf/*.[ch]"), *REPO.glob("node_agent/**/*.py")]):
         digest.update(path.name.encode() + path.read_bytes())
     return digest.hexdigest()[:12]
 
@@ -122,7 +123,7 @@ def machine_facts() -> str:
         ("kernel", f"{platform.release()} ({platform.version()})"),
         ("load avg", f"{load} (1, 5, 15 min) at start"),
         ("traceprobe", f"{git('rev-parse', '--short', 'HEAD')}{dirty}; agent sources "
-                       f"{agent_fingerprint()} (sha256 of bpf/*.c, node_agent/**/*.py)"),
+                       f"{agent_fingerprint()} (sha256 of bpf/*.[ch], node_agent/**/*.py)"),
     ]
     return "\n".join(f"  {k:<11} {v}" for k, v in facts)
 

@@ -32,7 +32,9 @@
 
 #define ROLE_CLIENT 1
 #define ROLE_SERVER 2
-#define ROLE_UDP 3
+#define ROLE_UDP 3        /* UDP of a local process, peers unknown (tracepoint core) */
+#define ROLE_UDP_CLIENT 4 /* UDP with a peer: this socket sent first */
+#define ROLE_UDP_SERVER 5 /* UDP with a peer: this socket received first */
 
 #ifndef MAX_CGROUPS
 #define MAX_CGROUPS 16384
@@ -62,7 +64,7 @@ struct edge_key {
 };
 
 struct edge_val {
-    u64 opened;           /* connections established (UDP: datagrams sent) */
+    u64 opened;           /* connections established (UDP roles: datagrams sent) */
     u64 closed;           /* established connections closed (UDP: datagrams received) */
     u64 refused;          /* connect() answered by RST */
     u64 timeouts;         /* connect() never answered */

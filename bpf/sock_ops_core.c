@@ -17,10 +17,12 @@
  *                sendfile/splice traffic counts like any other.
  *   on_egress       cgroup_skb/egress: what a connection received, as of each segment
  *                it sends (an ACK leaves after the data it acknowledges is counted);
- *                and connections that were open before the agent started.
+ *                and connections that were open before the agent started. UDP (WITH_UDP):
+ *                each datagram sent, to the peer its header names.
  *   on_ingress      cgroup_skb/ingress: what a connection's peer acknowledged, as of each
  *                in-order segment carrying an ACK (read before TCP processes it, so the
  *                advance in its ack number is added: the kernel adds exactly that).
+ *                UDP: each datagram received, from the peer its header names.
  *
  * Storage: `socks` SK_STORAGE struct sock_state per socket, freed with the socket.
  * Edges, counters and cgroup verdicts are edge_maps.h's. A connection's callbacks
@@ -58,97 +60,30 @@
  * closing, duration, failures and RTT samples at close are not counted, nor anything
  * from the first FIN on (no state callback can be armed for them outside sock_ops).
  *
+ * UDP (WITH_UDP) has no connection: each datagram counts on the edge of its socket's
+ * owner and the peer in its IP and UDP headers (an unconnected socket's own fields name
+ * no peer; the cgroup sock_addr hooks see addresses but no lengths, and sendmsg's not at
+ * all on a connected socket). A socket whose first datagram went out is a client (its
+ * edge keyed by the peer's port), one whose first came in a server (by its own port).
+ * Bytes are UDP payload, as send and recv return them; a GSO or GRO batch counts its
+ * segments as datagrams. A socket from before the agent is owned by its cgroup (process
+ * unknown) and takes its role from the first datagram seen.
+ *
+ * Files, in the loader's order after edge_maps.h: sock_storage.h (socket state and
+ * on_sock_create), udp_datagrams.h, this file (on_sock_ops), tcp_segments.c
+ * (on_egress, on_ingress).
+ *
  * Minimum kernel: 5.10 (PARSE_ALL_HDR_OPT, skb data in sock_ops, bpf_sk_cgroup_id in
  * cgroup_skb). Fallback: conn_tracker.c, chosen when this does not load or attach.
  */
 
-#include <uapi/linux/bpf.h>
-#include <linux/tcp.h>
 
 #ifndef REPORT_NS
 #define REPORT_NS 0ULL
 #endif
 #define RTT_SAMPLE_NS 1000000000ULL
 
-#define S_OWNED 1        /* stamped at socket creation */
-#define S_TRACKED 2      /* counted: a selected client's connect, or established */
-#define S_ESTABLISHED 4
-#define S_FIN_SENT 8
-#define S_FIN_ACKED 16
-#define S_FIN_RCVD 32
-#define S_PREEXISTING 64 /* open before the agent: counted from its first segment */
-#define S_UNSTAMPED 128  /* created before the agent (its listener, say): no owner known
-                          * until its first segment out names its cgroup */
-
 #define TCP_FLAG_FIN_ 0x01
-#define barrier_var(v) asm volatile("" : "+r"(v))
-#define BPF_F_CLONE_ (1U << 9)
-
-struct sock_state {
-    struct edge_key key;  /* cgroup and tgid from the stamp; the rest when connected */
-    char comm[16];
-    u64 start_ns;         /* connect(), then establishment */
-    u64 report_ns;        /* last interval report */
-    u64 rtt_ns;           /* last RTT sample */
-    u64 acked;            /* data acknowledged (bytes_acked - FIN) already on an edge */
-    u64 received;         /* data received (bytes_received - FIN) already on an edge */
-    u32 retrans;          /* total_retrans already on an edge (adopted sockets) */
-    u32 fin_end;          /* rcv_nxt just past a peer FIN seen in order in FIN_WAIT1/2 */
-    u32 flags;
-    u32 base_una;         /* snd_una when bytes_acked was base_acked, read together */
-    u64 base_acked;       /* under the socket lock: what ingress computes ACKs from */
-    struct bpf_spin_lock lock; /* over acked/received/retrans/base_*: ingress is unlocked */
-};
-
-/* BPF_SK_STORAGE spelled out: BCC's macro has no way to ask for BPF_F_CLONE. */
-struct socks_table_t {
-    int key;
-    struct sock_state leaf;
-    void *(*sk_storage_get)(void *, void *, int);
-    int (*sk_storage_delete)(void *);
-    u32 flags;
-};
-__attribute__((section("maps/sk_storage")))
-struct socks_table_t socks = {.flags = BPF_F_NO_PREALLOC | BPF_F_CLONE_};
-BPF_ANNOTATE_KV_PAIR(socks, int, struct sock_state);
-/* Connections tracked now (from connect or accept to close), held to MAX_CONNS: socket
- * storage has no capacity of its own, and a probe's limit must mean something. */
-BPF_ARRAY(live, s64, 1);
-
-static __always_inline int admit(void)
-{
-    int zero = 0;
-    s64 *n = live.lookup(&zero);
-    if (!n)
-        return 0;
-    if (__sync_fetch_and_add(n, 1) >= MAX_CONNS) {
-        __sync_fetch_and_add(n, -1);
-        count(C_CONN_MAP_FULL);
-        return 0;
-    }
-    return 1;
-}
-
-static __always_inline void release(void)
-{
-    int zero = 0;
-    s64 *n = live.lookup(&zero);
-    if (n)
-        __sync_fetch_and_add(n, -1);
-}
-
-static __always_inline struct edge_val *edge_of(struct sock_state *st)
-{
-    struct edge_val init = {};
-    __builtin_memcpy(init.comm, st->comm, sizeof(init.comm));
-    return edge_lookup(&st->key, &init);
-}
-
-static __always_inline void add(u64 *field, u64 n)
-{
-    if (n)
-        __sync_fetch_and_add(field, n);
-}
 
 static __always_inline void add_rtt(struct edge_val *e, u32 srtt_us)
 {
@@ -197,24 +132,6 @@ static __always_inline void key_addresses(struct sock_state *st, struct bpf_sock
     __builtin_memcpy(st->key.raddr, r6, 16);
 }
 
-int on_sock_create(struct bpf_sock *sk)
-{
-    if (sk->protocol != IPPROTO_TCP_)
-        return 1;
-    /* Every socket is stamped, selected or not: verdicts change, and a listener's
-     * stamp is what its accepted connections are attributed by. */
-    struct sock_state *st = socks.sk_storage_get(sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
-    if (!st) {
-        count(C_CONN_MAP_FULL);
-        return 1;
-    }
-    st->key.cgroup = bpf_get_current_cgroup_id();
-    st->key.tgid = bpf_get_current_pid_tgid() >> 32;
-    bpf_get_current_comm(st->comm, sizeof(st->comm));
-    st->flags = S_OWNED;
-    return 1;
-}
-
 /* Track this socket's connection from now on (connect or establishment); NULL when
  * its owner is not observed or no storage can be had. */
 static __always_inline struct sock_state *begin(struct bpf_sock_ops *skops, u8 role)
@@ -249,6 +166,16 @@ static __always_inline struct sock_state *begin(struct bpf_sock_ops *skops, u8 r
     return st;
 }
 
+/* The connection of `st` is open: one more on its edge. */
+static __always_inline void count_open(struct sock_state *st)
+{
+    struct edge_val *e = edge_of(st, &st->key);
+    if (e) {
+        __sync_fetch_and_add(&e->opened, 1);
+        note_open(e, st->start_ns);
+    }
+}
+
 static __always_inline void established(struct bpf_sock_ops *skops, struct sock_state *st)
 {
     u64 now = bpf_ktime_get_ns();
@@ -258,13 +185,8 @@ static __always_inline void established(struct bpf_sock_ops *skops, struct sock_
     st->base_una = skops->snd_una;
     st->received = skops->bytes_received;
     st->retrans = skops->total_retrans;
-    if (st->flags & S_UNSTAMPED)
-        return; /* counted open once its owner is known (stamp_late) */
-    struct edge_val *e = edge_of(st);
-    if (e) {
-        __sync_fetch_and_add(&e->opened, 1);
-        note_open(e, st->start_ns);
-    }
+    if (!(st->flags & S_UNSTAMPED))
+        count_open(st); /* else once its owner is known (stamp_late) */
 }
 
 /* Whatever the counters gained onto the edge; `final` adds the RTT sample regardless.
@@ -309,7 +231,7 @@ static __always_inline void closed(struct bpf_sock_ops *skops, struct sock_state
         count(C_UNATTRIBUTED_CLOSE); /* it never sent a segment: no owner to count it on */
         return;
     }
-    struct edge_val *e = edge_of(st);
+    struct edge_val *e = edge_of(st, &st->key);
     if (!e)
         return;
     if (!(st->flags & S_ESTABLISHED)) {
@@ -416,211 +338,9 @@ int on_sock_ops(struct bpf_sock_ops *skops)
     } else if (op == BPF_SOCK_OPS_RETRANS_CB && !skops->args[2]
                && !(st->flags & S_UNSTAMPED)) {
         /* args: sequence number, segments, error (0: sent) */
-        struct edge_val *e = edge_of(st);
+        struct edge_val *e = edge_of(st, &st->key);
         if (e)
             add(&e->retransmits, skops->args[1]);
     }
-    return 1;
-}
-
-/* A connection found open at its first segment out: the agent started after it. */
-static __always_inline void adopt(struct __sk_buff *skb, struct bpf_sock *sk,
-                                  struct bpf_tcp_sock *tp)
-{
-    struct sock_state *st = socks.sk_storage_get(sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
-    if (!st)
-        return;
-    st->key.cgroup = bpf_sk_cgroup_id(sk);
-    st->flags = S_PREEXISTING;
-    if (skipped(st->key.cgroup))
-        return;
-    st->key.family = sk->family;
-    struct bpf_sock_tuple t = {};
-    u32 size;
-    if (sk->family == AF_INET_) {
-        u32 l = sk->src_ip4, r = sk->dst_ip4;
-        __builtin_memcpy(st->key.laddr, &l, 4);
-        __builtin_memcpy(st->key.raddr, &r, 4);
-        t.ipv4.daddr = l;
-        t.ipv4.dport = bpf_htons(sk->src_port);
-        size = sizeof(t.ipv4);
-    } else {
-        u32 l6[4] = {sk->src_ip6[0], sk->src_ip6[1], sk->src_ip6[2], sk->src_ip6[3]};
-        u32 r6[4] = {sk->dst_ip6[0], sk->dst_ip6[1], sk->dst_ip6[2], sk->dst_ip6[3]};
-        __builtin_memcpy(st->key.laddr, l6, 16);
-        __builtin_memcpy(st->key.raddr, r6, 16);
-        __builtin_memcpy(t.ipv6.daddr, l6, 16);
-        t.ipv6.dport = bpf_htons(sk->src_port);
-        size = sizeof(t.ipv6);
-    }
-    /* No 4-tuple matches a zero source, so this finds a listener on our port. */
-    struct bpf_sock *listener = bpf_sk_lookup_tcp(skb, &t, size, BPF_F_CURRENT_NETNS, 0);
-    if (listener) {
-        bpf_sk_release(listener);
-        st->key.role = ROLE_SERVER;
-        st->key.port = sk->src_port;
-    } else {
-        st->key.role = ROLE_CLIENT;
-        st->key.port = bpf_ntohs(sk->dst_port);
-    }
-    st->flags |= S_TRACKED | S_ESTABLISHED;
-    st->start_ns = st->report_ns = st->rtt_ns = bpf_ktime_get_ns();
-    st->acked = st->base_acked = tp->bytes_acked;
-    st->base_una = tp->snd_una;
-    st->received = tp->bytes_received;
-    st->retrans = tp->total_retrans;
-    count(C_PREEXISTING);
-}
-
-/* The state of the counted, established TCP connection `skb` is a segment of (none
- * when one of `unwanted` flags is set); a connection without state that is ESTABLISHED
- * is adopted here, before this segment is processed, so what it carries counts. */
-/* The owner of a socket created before the agent, from the socket's cgroup, at its first
- * segment out (under the socket lock); 0 when no probe observes it, which untracks it. */
-static __always_inline int stamp_late(struct sock_state *st, struct bpf_sock *sk)
-{
-    st->key.cgroup = bpf_sk_cgroup_id(sk);
-    st->flags = (st->flags & ~S_UNSTAMPED) | S_OWNED;
-    if (skipped(st->key.cgroup)) {
-        count(C_UNSELECTED);
-        if (st->flags & S_TRACKED)
-            release();
-        st->flags = S_OWNED;
-        return 0;
-    }
-    if (st->flags & S_ESTABLISHED) {
-        struct edge_val *e = edge_of(st);
-        if (e) {
-            __sync_fetch_and_add(&e->opened, 1);
-            note_open(e, st->start_ns);
-        }
-    }
-    return 1;
-}
-
-static __always_inline struct sock_state *segment_state(struct __sk_buff *skb, u32 unwanted,
-                                                        int egress, struct bpf_tcp_sock **tpp)
-{
-    struct bpf_sock *sk = skb->sk;
-    if (!sk)
-        return 0;
-    sk = bpf_sk_fullsock(sk);
-    if (!sk || sk->protocol != IPPROTO_TCP_)
-        return 0;
-    struct bpf_tcp_sock *tp = bpf_tcp_sock(sk);
-    if (!tp)
-        return 0;
-    struct sock_state *st = socks.sk_storage_get(sk, 0, 0);
-    if (!st) {
-        if (sk->state == ST_ESTABLISHED)
-            adopt(skb, sk, tp);
-        return 0;
-    }
-    if ((st->flags & S_UNSTAMPED) && (!egress || !stamp_late(st, sk)))
-        return 0; /* nothing is counted before its owner is known; the gains wait */
-    if ((st->flags & (S_ESTABLISHED | unwanted)) != S_ESTABLISHED)
-        return 0;
-    if ((st->flags & S_PREEXISTING) && sk->state != ST_ESTABLISHED)
-        return 0; /* no state callbacks for it: stop before a FIN could be counted */
-    *tpp = tp;
-    return st;
-}
-
-int on_egress(struct __sk_buff *skb)
-{
-    struct bpf_tcp_sock *tp;
-    struct sock_state *st = segment_state(skb, 0, 1, &tp);
-    if (!st)
-        return 1;
-    u32 una = tp->snd_una;
-    if (una != st->base_una) {
-        /* Under the socket lock no ACK is being processed: the pair is consistent. */
-        u64 bytes_acked = tp->bytes_acked;
-        bpf_spin_lock(&st->lock);
-        st->base_una = una;
-        st->base_acked = bytes_acked;
-        bpf_spin_unlock(&st->lock);
-    }
-    u64 received = data_received(st, tp->bytes_received, tp->rcv_nxt);
-    /* Once our FIN is queued, an ACK of it may be in bytes_acked before the state change
-     * that says so: from then on the close callback accounts for what was acked. (Read
-     * into a register first: the verifier refuses a pointer chosen between the socket
-     * and the storage.) */
-    u64 acked = tp->bytes_acked;
-    barrier_var(acked);
-    if (st->flags & S_FIN_SENT)
-        acked = st->acked;
-    if (received == st->received && acked == st->acked)
-        return 1;
-    u64 now = bpf_ktime_get_ns();
-    if (now - st->report_ns < REPORT_NS)
-        return 1;
-    report(st, edge_of(st), acked, received, tp->total_retrans, tp->srtt_us >> 3, now, 0);
-    return 1;
-}
-
-/* The ack and sequence numbers of a TCP segment (skb data starts at the IP header);
- * 0 when it is not TCP with the ACK flag, or not in the linear part. */
-static __always_inline int ack_of(struct __sk_buff *skb, u32 *ack, u32 *seq)
-{
-    u8 *data = (u8 *)(long)skb->data;
-    u8 *end = (u8 *)(long)skb->data_end;
-    u32 l4;
-
-    if (data + 1 > end)
-        return 0;
-    if ((data[0] >> 4) == 4) {
-        l4 = (data[0] & 0x0f) * 4;
-        if (data + 20 > end || data[9] != IPPROTO_TCP_)
-            return 0;
-    } else {
-        l4 = 40;
-        if (data + 40 > end || data[6] != IPPROTO_TCP_)
-            return 0; /* extension headers too: rare on TCP, caught at the next segment */
-    }
-    if (l4 < 20 || l4 > 60)
-        return 0;
-    struct tcphdr *th = (void *)(data + l4);
-    if ((void *)(th + 1) > (void *)end || !th->ack)
-        return 0;
-    *ack = bpf_ntohl(th->ack_seq);
-    *seq = bpf_ntohl(th->seq);
-    return 1;
-}
-
-int on_ingress(struct __sk_buff *skb)
-{
-    /* Once our FIN is out, the close callback counts the rest. */
-    struct bpf_tcp_sock *tp;
-    struct sock_state *st = segment_state(skb, S_FIN_SENT, 0, &tp);
-    if (!st)
-        return 1;
-    /* Only an in-order segment is sure to have its ACK applied (an out-of-window one
-     * is dropped unread); the others are picked up at the next report. The socket's
-     * snd_una and bytes_acked may be changing on another CPU right now, so the advance
-     * is taken from the pair egress read under the socket lock. snd_nxt is no bound
-     * here: over loopback or a veth the ACK can arrive while the send that it answers
-     * has yet to advance snd_nxt. (An ACK beyond all data ever sent, which TCP drops,
-     * would count too: only an on-path sender knowing the sequence could forge it.)
-     * Retransmits of adopted sockets are reported too: the last may be answered by a
-     * duplicate ACK only. */
-    u64 acked = 0;
-    u32 ack, seq;
-    if (ack_of(skb, &ack, &seq) && seq == tp->rcv_nxt) {
-        bpf_spin_lock(&st->lock);
-        u32 ahead = ack - st->base_una;
-        if ((s32)ahead > 0)
-            acked = st->base_acked + ahead;
-        bpf_spin_unlock(&st->lock);
-    }
-    if (!acked)
-        acked = st->acked;
-    u32 retrans = tp->total_retrans;
-    if (acked == st->acked && retrans == st->retrans)
-        return 1;
-    u64 now = bpf_ktime_get_ns();
-    if (now - st->report_ns < REPORT_NS)
-        return 1;
-    report(st, edge_of(st), acked, st->received, retrans, tp->srtt_us >> 3, now, 0);
     return 1;
 }

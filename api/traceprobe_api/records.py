@@ -48,7 +48,7 @@ _new, _set = object.__new__, object.__setattr__  # pydantic's own fast path, by 
 class Role(StrEnum):
     CLIENT = "client"  # the local side connected out
     SERVER = "server"  # the local side accepted
-    UDP = "udp"        # datagrams of a local process; peers not visible to tracepoints
+    UDP = "udp"        # datagrams of a local process, peers not visible (tracepoint core)
 
 
 class ConnectionRecord(ObservedModel):
@@ -57,6 +57,7 @@ class ConnectionRecord(ObservedModel):
     node: Annotated[str, Field(min_length=1, max_length=253)]
     """Node (or host, in standalone mode) that observed it."""
     role: Role
+    """UDP with a peer (transport udp) is a client when its socket sent first."""
     transport: Annotated[str, Field(pattern="^(tcp|udp)$")]
     family: Annotated[str, Field(pattern="^ipv[46]$")]
     local_ip: _Address | None = None
@@ -97,9 +98,12 @@ class ConnectionRecord(ObservedModel):
     address by who held it then: a pod IP reused inside the interval does not take over
     the old pod's connections. None: no span known (UDP, older agents): the interval's end."""
     opened: _Count = 0
-    """Connections established (UDP: datagrams sent)."""
+    """TCP connections established."""
     closed: _Count = 0
-    """Established connections closed (UDP: datagrams received)."""
+    """TCP connections closed, of those established."""
+    datagrams_sent: _Count = 0
+    """UDP datagrams (bytes_sent/bytes_received are their payload)."""
+    datagrams_received: _Count = 0
     refused: _Count = 0
     timeouts: _Count = 0
     resets: _Count = 0

@@ -47,7 +47,9 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
 def _row(edge: MapEdge, labels: dict[str, str], wide: bool) -> list[str]:
     port = f"{edge.port}/{edge.transport}" if edge.port is not None else edge.transport
     row = [labels.get(edge.source, edge.source), labels.get(edge.target, edge.target), port,
-           rate(edge.connections_per_second), rate(edge.failures_per_second),
+           # UDP has no connections: its datagrams/s, both ways, marked as such.
+           f"{rate(views.traffic_rate(edge))} dgram" if edge.transport == "udp"
+           else rate(edge.connections_per_second), rate(edge.failures_per_second),
            f"{100 * edge.error_rate:.1f}%", bytes_rate(edge.bytes_sent_per_second),
            bytes_rate(edge.bytes_received_per_second), micros(edge.rtt.p50_us),
            micros(edge.rtt.p99_us)]

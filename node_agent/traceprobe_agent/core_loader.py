@@ -30,10 +30,10 @@ class CoreLoader:
     reason: str | None = None  # why the last plan's core is not the sock_ops one
 
     def __post_init__(self) -> None:
-        choose_core(self.preference, set(), True)  # an unknown name fails here
+        choose_core(self.preference, True)  # an unknown name fails here
 
     def plan(self, kinds: set[str], max_connections: int) -> ProgramPlan:
-        core, self.reason = choose_core(self.preference, kinds, self.cgroup_dir is not None,
+        core, self.reason = choose_core(self.preference, self.cgroup_dir is not None,
                                         self.refused)
         return plan_program(kinds, self.features, max_connections, core=core)
 

@@ -10,7 +10,9 @@ from typing import Any
 from traceprobe_api.records import ConnectionRecord, Role
 
 AF_INET, AF_INET6 = 2, 10
-_ROLES = {1: Role.CLIENT, 2: Role.SERVER, 3: Role.UDP}
+# edge_maps.h's ROLE_*: (role, transport).
+_ROLES = {1: (Role.CLIENT, "tcp"), 2: (Role.SERVER, "tcp"), 3: (Role.UDP, "udp"),
+          4: (Role.CLIENT, "udp"), 5: (Role.SERVER, "udp")}
 
 
 def format_ip(family: int, raw: bytes) -> str | None:
@@ -24,6 +26,7 @@ def format_ip(family: int, raw: bytes) -> str | None:
 
 
 _SPAN = ("first_open_ns", "last_open_ns")
+_NOT_COUNTS = {"comm", *_SPAN}
 
 
 def _when(monotonic_ns: int, end: datetime, end_monotonic_ns: int,
@@ -40,7 +43,11 @@ def to_record(key: dict[str, Any], val: dict[str, Any], node: str, start: dateti
               end_monotonic_ns: int = 0) -> ConnectionRecord:
     """`end_monotonic_ns`: CLOCK_MONOTONIC at `end`, to place the kernel's opening
     times (0: leave the span out)."""
-    role = _ROLES[key["role"]]
+    role, transport = _ROLES[key["role"]]
+    counts = {k: v for k, v in val.items() if k not in _NOT_COUNTS}
+    if transport == "udp":  # the kernel keeps datagrams in the connection counters
+        counts["datagrams_sent"] = counts.pop("opened", 0)
+        counts["datagrams_received"] = counts.pop("closed", 0)
     first = last = None
     if end_monotonic_ns and role is not Role.UDP:
         first = _when(val.get("first_open_ns", 0), end, end_monotonic_ns, start)
@@ -52,14 +59,14 @@ def to_record(key: dict[str, Any], val: dict[str, Any], node: str, start: dateti
         remote = format_ip(family, key["raddr"])
     family_name = "ipv4" if family == AF_INET or (local and ":" not in local) else "ipv6"
     return ConnectionRecord(
-        node=node, role=role, transport="udp" if role is Role.UDP else "tcp",
+        node=node, role=role, transport=transport,
         family=family_name, local_ip=local, remote_ip=remote,
         local_port=key["port"] if role is Role.SERVER else None,
         remote_port=key["port"] if role is Role.CLIENT else None,
         pid=key["tgid"] or None, comm=val.get("comm", ""), cgroup_id=key["cgroup"],
         cgroup_path=cgroup_path(key["cgroup"]) if key["cgroup"] else None,
         interval_start=start, interval_end=end, active_from=first, active_until=last,
-        **{k: v for k, v in val.items() if k != "comm" and k not in _SPAN},
+        **counts,
     )
 
 

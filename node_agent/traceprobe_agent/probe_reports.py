@@ -7,7 +7,7 @@ from datetime import datetime
 
 from traceprobe_agent.features import KernelFeatures
 from traceprobe_agent.node_config import ProbeView
-from traceprobe_agent.program import TRACEPOINT, ProgramPlan
+from traceprobe_agent.program import ProgramPlan
 from traceprobe_api import __version__
 from traceprobe_api.node_report import (
     ConnectionCore,
@@ -72,8 +72,7 @@ def probe_entry(probe: ProbeView, plan: ProgramPlan | None, programs: list[str],
     state, reason, message = ProbeState.ATTACHED, None, None
     missing = {kind: tps for kind, tps in plan.missing.items() if kind in probe.kinds}
     if missing:
-        state, reason = ProbeState.DEGRADED, ("TracepointMissing" if plan.core == TRACEPOINT
-                                              else "NotInCore")
+        state, reason = ProbeState.DEGRADED, "TracepointMissing"
         message = "; ".join(f"{kind} needs {', '.join(tps)}"
                             for kind, tps in sorted(missing.items()))
     elif full_maps:

@@ -22,7 +22,8 @@ SOURCE = "conn_tracker.c"
 #: (preferred), or tracepoints (where cgroup v2 or those program types are missing).
 SOCK_OPS, TRACEPOINT = "sock_ops", "tracepoint"
 CORES = (SOCK_OPS, TRACEPOINT)
-_CORE_SOURCES = {SOCK_OPS: ("edge_maps.h", "sock_ops_core.c"),
+_CORE_SOURCES = {SOCK_OPS: ("edge_maps.h", "sock_storage.h", "udp_datagrams.h",
+                            "sock_ops_core.c", "tcp_segments.c"),
                  TRACEPOINT: ("edge_maps.h", SOURCE)}
 
 _FLAGS = {"bytes": "WITH_BYTES", "failures": "WITH_FAILURES",
@@ -96,7 +97,7 @@ class ProgramPlan:
         if self.core != SOCK_OPS:
             return ()
         return ("on_sock_create", "on_sock_ops") + (
-            ("on_egress", "on_ingress") if "bytes" in self.kinds else ())
+            ("on_egress", "on_ingress") if {"bytes", "udp"} & set(self.kinds) else ())
 
     @property
     def runnable(self) -> bool:
@@ -107,15 +108,7 @@ class ProgramPlan:
         if not self.missing:
             return None
         parts = [f"{kind} needs {', '.join(tps)}" for kind, tps in sorted(self.missing.items())]
-        what = "tracepoints missing" if self.core == TRACEPOINT else "not in the sock_ops core"
-        return f"{what}: " + "; ".join(parts)
-
-
-def sock_ops_unsuited(requested: set[str]) -> str | None:
-    """Why the sock_ops core cannot serve `requested` (None: it can)."""
-    if "udp" in requested:
-        return "udp is counted by the tracepoint core only"
-    return None
+        return "tracepoints missing: " + "; ".join(parts)
 
 
 def plan_program(requested: set[str], features: KernelFeatures, max_connections: int,
@@ -171,15 +164,12 @@ def _sizes(max_connections: int, max_edges: int | None,
 
 def _plan_sock_ops(requested: set[str], max_connections: int, max_edges: int | None,
                    cpus: int | None) -> ProgramPlan:
-    """Every TCP kind, from socket programs: no tracepoint is needed. UDP, which it
-    does not count, is missing (choose_core picks this core with udp asked for only
-    when it alone was asked for)."""
+    """Every kind, from socket programs: no tracepoint is needed."""
     wanted = set(requested) | {"connections"}
-    missing = {"udp": ["the tracepoint core"]} if "udp" in wanted else {}
-    kinds = tuple(k for k in ALL_KINDS if k in wanted and k not in missing)
+    kinds = tuple(k for k in ALL_KINDS if k in wanted)
     conns, edges, cflags = _sizes(max_connections, max_edges, cpus)
     cflags += [f"-D{_FLAGS[k]}" for k in kinds if k in _FLAGS]
-    return ProgramPlan(kinds, missing, conns, edges, tuple(cflags), core=SOCK_OPS)
+    return ProgramPlan(kinds, {}, conns, edges, tuple(cflags), core=SOCK_OPS)
 
 
 def without_fallback(plan: ProgramPlan, features: KernelFeatures, reason: str) -> ProgramPlan:
@@ -189,7 +179,7 @@ def without_fallback(plan: ProgramPlan, features: KernelFeatures, reason: str) -
                                                       _FALLBACK_NEEDS.format(reason)]})
 
 
-def choose_core(preference: str, requested: set[str], cgroup2: bool,
+def choose_core(preference: str, cgroup2: bool,
                 refused: str | None = None) -> tuple[str, str | None]:
     """(core to load, why not the sock_ops core). `preference` is auto or a core;
     `refused`: why the sock_ops core failed to load or link here before (the load is
@@ -199,8 +189,7 @@ def choose_core(preference: str, requested: set[str], cgroup2: bool,
                          f"known: auto, {', '.join(CORES)}")
     if preference == TRACEPOINT:
         return TRACEPOINT, "the tracepoint core was asked for"
-    if preference == SOCK_OPS:  # what it cannot count is reported missing, not dropped
+    if preference == SOCK_OPS:
         return SOCK_OPS, None
-    why = sock_ops_unsuited(requested) or (
-        None if cgroup2 else "no cgroup v2 hierarchy is mounted") or refused
+    why = (None if cgroup2 else "no cgroup v2 hierarchy is mounted") or refused
     return (TRACEPOINT, why) if why else (SOCK_OPS, None)

@@ -12,7 +12,8 @@ from traceprobe_map.peers import Peer
 
 COUNTERS = ("connections", "refused", "timeouts", "resets", "bytes_sent", "bytes_received",
             "retransmits", "rtt_sum_us", "rtt_samples", "server_retransmits",
-            "server_rtt_sum_us", "server_rtt_samples", "duration_sum_ns", "conntracked")
+            "server_rtt_sum_us", "server_rtt_samples", "duration_sum_ns", "conntracked",
+            "datagrams_sent", "datagrams_received")
 MAXIMA = ("rtt_max_us", "server_rtt_max_us")
 """Fields that are maxima, not sums: they cannot be subtracted (window.py)."""
 RTT_STEPS = 4  # RTT buckets ~19% wide: percentiles good to about that
@@ -133,6 +134,9 @@ class EdgeStats:
     server_rtt_sum_us: int = 0
     server_rtt_samples: int = 0
     duration_sum_ns: int = 0
+    datagrams_sent: int = 0
+    """UDP: client → server (its bytes are bytes_sent), and back."""
+    datagrams_received: int = 0
     rtt_max_us: int = 0
     server_rtt_max_us: int = 0
     rtt_histogram: Counter[int] = field(default_factory=Counter)

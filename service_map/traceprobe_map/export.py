@@ -144,6 +144,8 @@ _FAILURES = Instrument("traceprobe.edge.failures", "{connection}",
                        "Failed connections, by failure.kind")
 _BYTES = Instrument("traceprobe.edge.bytes", "By",
                     "Bytes, by network.io.direction from the client")
+_DATAGRAMS = Instrument("traceprobe.edge.datagrams", "{datagram}",
+                        "UDP datagrams, by network.io.direction from the client")
 _RETRANSMITS = Instrument("traceprobe.edge.retransmits", "{packet}",
                           "Retransmitted packets, by network.io.direction from the client")
 _RTT_SUM = Instrument("traceprobe.edge.rtt.sum", "us",
@@ -231,6 +233,9 @@ class EdgeExporter:
                 add(_FAILURES, n, {**attrs, "failure.kind": kind})
             add(_BYTES, s.bytes_sent, {**attrs, "network.io.direction": "transmit"})
             add(_BYTES, s.bytes_received, {**attrs, "network.io.direction": "receive"})
+            add(_DATAGRAMS, s.datagrams_sent, {**attrs, "network.io.direction": "transmit"})
+            add(_DATAGRAMS, s.datagrams_received,
+                {**attrs, "network.io.direction": "receive"})
             add(_RETRANSMITS, s.retransmits, {**attrs, "network.io.direction": "transmit"})
             add(_RETRANSMITS, s.server_retransmits, {**attrs, "network.io.direction": "receive"})
             for backend, n in s.backends.items():

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from traceprobe_map.snapshot import MapEdge, MapNode, MapSnapshot
-from traceprobe_map.views import attempts_per_second, edge_colour, edge_thickness
+from traceprobe_map.views import edge_colour, edge_thickness, traffic_rate
 
 
 def to_json(snapshot: MapSnapshot) -> str:
@@ -13,7 +13,7 @@ def to_json(snapshot: MapSnapshot) -> str:
 
 
 def _rate_label(edge: MapEdge) -> str:
-    text = f"{attempts_per_second(edge):.3g}/s"
+    text = f"{traffic_rate(edge):.3g}/s"
     if edge.error_rate:
         text += f" ({100 * edge.error_rate:.3g}% failed)"
     return text
@@ -54,7 +54,7 @@ def to_dot(snapshot: MapSnapshot) -> str:
         port = f":{edge.port}\n" if edge.port is not None else ""
         lines.append(f"  {_dot_quote(edge.source)} -> {_dot_quote(edge.target)}"
                      f" [label={_dot_quote(port + _rate_label(edge))},"
-                     f" penwidth={edge_thickness(attempts_per_second(edge))},"
+                     f" penwidth={edge_thickness(traffic_rate(edge))},"
                      f" color={_dot_quote(edge_colour(edge.error_rate))}];")
         for backend in edge.backends:
             lines.append(f"  {_dot_quote(edge.target)} -> {_dot_quote(backend.id)}"

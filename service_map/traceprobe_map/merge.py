@@ -121,6 +121,9 @@ def fold(records: Iterable[ConnectionRecord], resolver: Resolver,
                 stats = client[key] = EdgeStats(observed_by=CLIENT_SIDE)
             stats.bytes_sent += f["bytes_sent"]
             stats.bytes_received += f["bytes_received"]
+            if f["transport"] == "udp":
+                stats.datagrams_sent += f["datagrams_sent"]
+                stats.datagrams_received += f["datagrams_received"]
             if node not in stats.src_nodes:
                 stats.src_nodes = names_with(stats.src_nodes, node)
             if pod and pod not in stats.src_pods:
@@ -159,6 +162,9 @@ def fold(records: Iterable[ConnectionRecord], resolver: Resolver,
             # A server's "sent" is the client's "received".
             stats.bytes_sent += f["bytes_received"]
             stats.bytes_received += f["bytes_sent"]
+            if f["transport"] == "udp":
+                stats.datagrams_sent += f["datagrams_received"]
+                stats.datagrams_received += f["datagrams_sent"]
             if node not in stats.dst_nodes:
                 stats.dst_nodes = names_with(stats.dst_nodes, node)
             if pod and pod not in stats.dst_pods:

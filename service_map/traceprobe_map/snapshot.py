@@ -108,6 +108,12 @@ class MapEdge(ObservedModel):
     """Server → client."""
     bytes_sent_per_second: _Rate = 0.0
     bytes_received_per_second: _Rate = 0.0
+    datagrams_sent: _Count = 0
+    """UDP: client → server (the socket that sent first is the client)."""
+    datagrams_received: _Count = 0
+    """UDP: server → client."""
+    datagrams_sent_per_second: _Rate = 0.0
+    datagrams_received_per_second: _Rate = 0.0
     retransmits: _Count = 0
     """Both directions together: retransmits_client_to_server plus
     retransmits_server_to_client, of the sides observed."""
@@ -232,6 +238,9 @@ def build_snapshot(edges: dict[EdgeKey, EdgeStats], cluster: str, window_seconds
             bytes_sent=s.bytes_sent, bytes_received=s.bytes_received,
             bytes_sent_per_second=s.bytes_sent * per_second,
             bytes_received_per_second=s.bytes_received * per_second,
+            datagrams_sent=s.datagrams_sent, datagrams_received=s.datagrams_received,
+            datagrams_sent_per_second=s.datagrams_sent * per_second,
+            datagrams_received_per_second=s.datagrams_received * per_second,
             **_directions(s),
             backends=[Backend(id=node_id(p), attempts=n)
                       for p, n in sorted(s.backends.items(), key=lambda kv: -kv[1])],

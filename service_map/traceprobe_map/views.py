@@ -85,15 +85,18 @@ def parse_query(params: Mapping[str, Sequence[str]]) -> MapQuery:
                     search=last("search"), window_seconds=window)
 
 
-def attempts_per_second(edge: MapEdge) -> float:
-    """Connection attempts per second, accepted or not: an edge's traffic for filters and
-    sorting, so an edge that only fails is not filtered away as idle."""
+def traffic_rate(edge: MapEdge) -> float:
+    """Connection attempts per second, accepted or not (UDP: datagrams both ways): an
+    edge's traffic for filters and sorting, so an edge that only fails is not filtered
+    away as idle."""
+    if edge.transport == "udp":
+        return edge.datagrams_sent_per_second + edge.datagrams_received_per_second
     return edge.attempts_per_second
 
 
 def by_traffic(edges: Iterable[MapEdge]) -> list[MapEdge]:
     """Busiest first: attempts/s, then bytes/s both ways; the id makes ties stable."""
-    return sorted(edges, key=lambda e: (-attempts_per_second(e),
+    return sorted(edges, key=lambda e: (-traffic_rate(e),
                                         -(e.bytes_sent_per_second + e.bytes_received_per_second),
                                         e.id))
 
@@ -119,7 +122,7 @@ def filter_snapshot(snapshot: MapSnapshot, query: MapQuery) -> MapSnapshot:
     for edge in snapshot.edges:
         if query.probe and query.probe not in edge.probes:
             continue
-        if attempts_per_second(edge) < query.min_rate:
+        if traffic_rate(edge) < query.min_rate:
             continue
         ends = [_node_matches(nodes.get(end), query) for end in (edge.source, edge.target)]
         if not any(inside for inside, _ in ends) or not any(found for _, found in ends):
@@ -231,7 +234,7 @@ def node_graph_data(snapshot: MapSnapshot) -> dict[str, list[dict[str, Any]]]:
         "id": e.id, "source": e.source, "target": e.target,
         "mainstat": round(e.connections_per_second, 3),
         "secondarystat": round(100.0 * e.error_rate, 2),
-        "thickness": edge_thickness(attempts_per_second(e)), "color": edge_colour(e.error_rate),
+        "thickness": edge_thickness(traffic_rate(e)), "color": edge_colour(e.error_rate),
         "detail__port": f"{e.port}/{e.transport}" if e.port is not None else e.transport,
         "detail__failures": (f"refused {e.failures.refused}, timeout {e.failures.timeout},"
                              f" reset {e.failures.reset}"),

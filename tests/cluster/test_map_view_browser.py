@@ -15,6 +15,7 @@ from harness import known_maps as shop
 from harness.map_server import local_server, proxied_map
 from harness.prereq import missing, require_root
 from harness.tools import REPO
+from traceprobe_map.snapshot import MapEdge
 
 CHROMIUM = "/usr/bin/chromium"
 ARTIFACTS = REPO / "test-artifacts"
@@ -206,6 +207,36 @@ def test_edge_panel_says_which_side_measured_what(page: Any) -> None:
     assert "rttByServer.samples" not in numbers
     assert {"by the client → server", "by the server → client",
             "measured by the server"} <= set(labels)
+
+
+def test_a_udp_edge_shows_datagrams_each_way(browser: Any) -> None:
+    """UDP has no connections: its panel gives datagrams per second each way and the
+    window's counts, and the edge is drawn by them."""
+    snapshot = shop.shop_snapshot()
+    # A pair no other edge joins: a click on it cannot land on a TCP edge beside it.
+    dns = MapEdge(id=f"{shop.STORE}->{shop.FRONTEND}:53/udp", source=shop.STORE,
+                  target=shop.FRONTEND, port=53, transport="udp", datagrams_sent=120,
+                  datagrams_received=60, datagrams_sent_per_second=120 / shop.WINDOW,
+                  datagrams_received_per_second=60 / shop.WINDOW, bytes_sent=4800,
+                  bytes_sent_per_second=4800 / shop.WINDOW, observed_by=["client", "server"])
+    source = shop.StaticSource(snapshot.model_copy(update={"edges": [*snapshot.edges, dns]}))
+    with local_server(source) as url:
+        context = browser.new_context(viewport={"width": 1400, "height": 900})
+        page = context.new_page()
+        page.goto(url)
+        page.wait_for_function(READY, timeout=30_000)
+        assert dns.id in _drawn(page)[1]
+        _click_edge(page, dns.id)
+        page.wait_for_function("() => !document.querySelector('#panel').hidden && document"
+                               ".querySelector('#panel').dataset.id.endsWith('/udp')")
+        numbers = _panel(page)
+        context.close()
+    assert {k: numbers[k] for k in ("port", "datagramsSentPerSecond",
+                                    "datagramsReceivedPerSecond", "datagramsSent",
+                                    "connections")} == {
+        "port": "53/udp", "datagramsSentPerSecond": f"{120 / shop.WINDOW:.2f}/s",
+        "datagramsReceivedPerSecond": f"{60 / shop.WINDOW:.2f}/s",
+        "datagramsSent": "120 → / 60 ←", "connections": "0"}
 
 
 def test_node_panel_lists_pods_nodes_and_ports(page: Any) -> None:

@@ -18,7 +18,16 @@ from typing import Any
 
 import pytest
 
-from harness.traffic_control import PY, TRAFFIC, dial, serve, stop
+from harness.traffic_control import (
+    PY,
+    TRAFFIC,
+    dial,
+    finish,
+    serve,
+    stop,
+    udp_call,
+    udp_echo,
+)
 from traceprobe_agent.agent import Agent, AgentConfig
 from traceprobe_api.records import ConnectionRecord
 
@@ -42,7 +51,8 @@ class Recorder:
         for record in self.records:
             if all(getattr(record, k) == v for k, v in match.items()):
                 for field in ("opened", "closed", "refused", "timeouts", "resets",
-                              "bytes_sent", "bytes_received", "retransmits", "rtt_samples"):
+                              "bytes_sent", "bytes_received", "retransmits", "rtt_samples",
+                              "datagrams_sent", "datagrams_received"):
                     total[field] = total.get(field, 0) + getattr(record, field)
         return total
 
@@ -79,7 +89,8 @@ def test_short_connections_match_exactly(recorder: Recorder, pods: tuple[Any, An
     client = recorder.edge(role="client", local_ip=a.ip, remote_ip=b.ip, remote_port=8080)
     assert client == {"opened": 5, "closed": 5, "refused": 0, "timeouts": 0, "resets": 0,
                       "bytes_sent": truth["sent"], "bytes_received": truth["received"],
-                      "retransmits": 0, "rtt_samples": 5}
+                      "retransmits": 0, "rtt_samples": 5, "datagrams_sent": 0,
+                      "datagrams_received": 0}
     srv = recorder.edge(role="server", local_ip=b.ip, local_port=8080, remote_ip=a.ip)
     assert (srv["opened"], srv["closed"], srv["bytes_sent"], srv["bytes_received"]) == (
         5, 5, truth["received"], truth["sent"])
@@ -306,9 +317,9 @@ print("done", flush=True)
 
 
 def test_udp_datagrams_are_counted_per_process(pod_factory: Any, bpf_ready: None) -> None:
-    # UDP tracepoints carry no addresses: traceprobe reports UDP per local
+    # UDP tracepoints carry no addresses: the tracepoint core reports UDP per local
     # process (datagrams and bytes each way), honestly without a peer.
-    rec = Recorder(frozenset({"connections", "udp"}))
+    rec = Recorder(frozenset({"connections", "udp"}), core="tracepoint")
     try:
         a = pod_factory.create("udp-client", "traffic")
         b = pod_factory.create("udp-server", "traffic")
@@ -320,7 +331,44 @@ def test_udp_datagrams_are_counted_per_process(pod_factory: Any, bpf_ready: None
         rec.flush()
         sent = rec.edge(role="udp", cgroup_id=a.cgroup_id)
         got = rec.edge(role="udp", cgroup_id=b.cgroup_id)
-        assert (sent["opened"], sent["bytes_sent"]) == (10, 1230)
-        assert (got["closed"], got["bytes_received"]) == (10, 1230)
+        assert (sent["datagrams_sent"], sent["bytes_sent"]) == (10, 1230)
+        assert (got["datagrams_received"], got["bytes_received"]) == (10, 1230)
     finally:
         rec.agent.close()
+
+
+def test_udp_flows_are_edges_with_their_peers_in_the_sock_ops_core(
+        pod_factory: Any, bpf_ready: None) -> None:
+    """Datagrams and payload bytes each way, per peer and family, equal what the two
+    processes sent and received: unconnected and connected sockets, a datagram larger
+    than the veth's MTU (fragmented on the wire, whole at the socket), and a server
+    socket created before the agent (owned by its pod's cgroup, process unknown)."""
+    a = pod_factory.create("udp-caller", "traffic")
+    b = pod_factory.create("udp-echo", "traffic")
+    sizes = [1, 100, 1400, 20000, 60000]
+    echo = udp_echo(b, 9999, 2 * len(sizes))
+    rec = Recorder(frozenset({"connections", "udp"}), core="sock_ops")
+    try:
+        done = udp_call(a, b.ip, b.ip6, 9999, sizes)
+        seen = finish(echo)
+        rec.flush()
+    finally:
+        stop(echo)
+        rec.agent.close()
+    assert seen == {"in": 2 * len(sizes), "bytes_in": 2 * sum(sizes)}
+    n = len(sizes)
+    for family, local, remote in (("v4", a.ip, b.ip), ("v6", a.ip6, b.ip6)):
+        sent, received = done[family]
+        client = rec.edge(role="client", transport="udp", local_ip=local, remote_ip=remote,
+                          remote_port=9999)
+        assert (client["datagrams_sent"], client["datagrams_received"], client["bytes_sent"],
+                client["bytes_received"]) == (n, n, sent, received), family
+        server = rec.edge(role="server", transport="udp", local_ip=remote, local_port=9999,
+                          remote_ip=local)
+        assert (server["datagrams_sent"], server["datagrams_received"], server["bytes_sent"],
+                server["bytes_received"]) == (n, n, received, sent), family
+        assert client["opened"] == server["opened"] == 0  # no connections on UDP
+    assert rec.one(role="client", transport="udp", remote_ip=b.ip).cgroup_id == a.cgroup_id
+    echoed = rec.one(role="server", transport="udp", local_ip=b.ip)
+    assert echoed.cgroup_id == b.cgroup_id and echoed.pid is None  # from before the agent
+    assert not any(r.role.value == "udp" for r in rec.records)  # no peerless records

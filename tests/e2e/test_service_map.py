@@ -21,8 +21,8 @@ from harness.install import apply_probe, install
 from harness.map_world import MapWorld
 from harness.pods import PodFactory
 from harness.services import ServiceFactory
-from harness.traffic_control import PY, dial, serve, stop
-from harness.truth import BACKENDS, CONNS, FAILURES, collector_edges, dnat_split
+from harness.traffic_control import PY, dial, serve, stop, udp_call, udp_echo
+from harness.truth import BACKENDS, CONNS, DATAGRAMS, FAILURES, collector_edges, dnat_split
 from harness.waiting import wait_until
 
 DNS = str(Path(__file__).resolve().parents[1] / "harness" / "dns_server.py")
@@ -182,3 +182,62 @@ def test_service_map_end_to_end(world: tuple[MapWorld, PodFactory, PodFactory, S
         6, "conntrack", 0), pay_edge
     assert {b["id"]: b["attempts"] for b in pay_edge["backends"]} == {
         f"workload:pay/payments-v{i + 1}": n for i, n in enumerate(split) if n}, pay_edge
+
+
+def test_udp_between_nodes_is_one_edge_with_datagrams_each_way(
+        world: tuple[MapWorld, PodFactory, PodFactory, ServiceFactory], collector: Any) -> None:
+    """A probe with `udp` on: a resolver pod on one node and its server on another, both
+    agents on the sock_ops core. The map draws one udp edge between the workloads, seen
+    from both sides, with the datagrams and bytes the two processes exchanged, and
+    exports the datagrams by direction."""
+    w, n1, n2, _ = world
+    caller = n1.create("resolver-7d-x", "shop", owner=("Deployment", "resolver"))
+    server = n2.create("names-0", "shop", owner=("StatefulSet", "names"))
+    ip6 = server.ip6
+    assert ip6, "the pod has no IPv6 address"
+    w.start_map(collector.grpc_endpoint, cluster=CLUSTER)
+    apply_probe(w.cp, "udp", "shop", "{interval: 1s, probes: [connections, udp]}")
+    for node in ("sm-node-1", "sm-node-2"):
+        w.start_agent(node)
+    sizes = [40, 512, 3000]  # DNS-like, and one past the MTU
+    echo = udp_echo(server, 5353, 1_000_000)  # warm-up and measured calls alike
+
+    def warm() -> bool:  # both agents attached: a warm-up flow is seen from both sides
+        udp_call(caller, server.ip, ip6, 5353, [1])
+        return any(e["transport"] == "udp" and e["observedBy"] == ["client", "server"]
+                   for e in w.api_map()["edges"])
+
+    try:
+        wait_until(warm, timeout=90, what="agents attached and reporting UDP to the map")
+        time.sleep(2)  # the warm-up's last datagrams are in; count from the map's base
+        edge_id = ("workload:shop/resolver", "workload:shop/names", 5353)
+
+        def udp_edge() -> dict[str, Any]:
+            return next(e for e in w.api_map()["edges"] if e["transport"] == "udp"
+                        and (e["source"], e["target"], e["port"]) == edge_id)
+
+        base = udp_edge()
+        done = udp_call(caller, server.ip, ip6, 5353, sizes)
+    finally:
+        stop(echo)
+    sent = done["v4"][0] + done["v6"][0]
+    received = done["v4"][1] + done["v6"][1]
+    figures = ("datagramsSent", "datagramsReceived", "bytesSent", "bytesReceived")
+    want = tuple(base[f] + n for f, n in zip(
+        figures, (2 * len(sizes), 2 * len(sizes), sent, received), strict=True))
+
+    def arrived() -> dict[str, Any] | None:
+        edge = udp_edge()
+        return edge if tuple(edge[f] for f in figures) == want else None
+
+    try:
+        got = wait_until(arrived, timeout=30, what=f"the udp edge at {want}")
+    except AssertionError:
+        assert tuple(udp_edge()[f] for f in figures) == want  # shows what did arrive
+        raise
+    assert got["observedBy"] == ["client", "server"] and got["connections"] == 0
+    assert got["datagramsSentPerSecond"] > 0
+    exported = wait_until(lambda: _edges(collector, DATAGRAMS,
+                                         **{"network.io.direction": "transmit"}).get(
+        ("shop/resolver", "shop/names", 5353)), timeout=60, what="datagrams at the collector")
+    assert exported >= 2 * len(sizes)

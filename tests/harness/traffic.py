@@ -4,13 +4,19 @@
                      [--ready-file PATH] [--log-peers]
     traffic.py dial HOST PORT REQUEST_BYTES [--count N] [--parallel P] [--hold S]
     traffic.py stream HOST PORT BYTES
+    traffic.py udp-echo PORT COUNT
+    traffic.py udp-call HOST HOST6 PORT SIZE...
 
 `serve` prints "ready" once listening (and creates --ready-file, for an exec
 readiness probe that adds no connection of its own); with --log-peers it prints
 "peer IP PORT" for each connection it accepts. It reads each request fully (until the
 client half-closes), answers RESPONSE_BYTES and closes (or resets with --reset).
 `dial` prints one JSON line: connections completed, failed (with errno names),
-bytes sent and received. Plain stdlib Python: it runs under /usr/bin/python3.
+bytes sent and received. `udp-echo` answers each of COUNT datagrams (IPv4 and IPv6)
+with one half its size, then prints what it received; `udp-call` sends each SIZE
+once over an unconnected IPv4 socket (sendto) and once over a connected IPv6 one
+(send), waits for each answer, and prints the bytes each way per family. Plain
+stdlib Python: it runs under /usr/bin/python3.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ from __future__ import annotations
 import argparse
 import errno
 import json
+import select
 import socket
 import struct
 import threading
@@ -104,6 +111,40 @@ def dial(host: str, port: int, request: int, count: int, parallel: int, hold: fl
     print(json.dumps({**counts, "failed": failed}), flush=True)
 
 
+def udp_echo(port: int, count: int) -> None:
+    socks = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM),
+             socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)]
+    socks[1].setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+    socks[0].bind(("0.0.0.0", port))
+    socks[1].bind(("::", port))
+    print("ready", flush=True)
+    seen = {"in": 0, "bytes_in": 0}
+    for _ in range(count):
+        ready, _, _ = select.select(socks, [], [])
+        data, peer = ready[0].recvfrom(65535)
+        seen["in"] += 1
+        seen["bytes_in"] += len(data)
+        ready[0].sendto(b"r" * (len(data) // 2), peer)
+    print(json.dumps(seen), flush=True)
+
+
+def udp_call(host: str, host6: str, port: int, sizes: list[int]) -> None:
+    v4 = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    v6 = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+    v6.connect((host6, port))
+    for s in (v4, v6):
+        s.settimeout(10)
+    done = {"v4": [0, 0], "v6": [0, 0]}
+    for n in sizes:
+        v4.sendto(b"q" * n, (host, port))
+        done["v4"][0] += n
+        done["v4"][1] += len(v4.recv(65535))
+        v6.send(b"q" * n)
+        done["v6"][0] += n
+        done["v6"][1] += len(v6.recv(65535))
+    print(json.dumps(done), flush=True)
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -125,8 +166,20 @@ def main() -> None:
     d.add_argument("--timeout", type=float, default=10.0)
     d.add_argument("--every", type=float, default=0.0, help="seconds between batches")
     d.add_argument("--payload", default="q", help="text repeated to fill each request")
+    e = sub.add_parser("udp-echo")
+    e.add_argument("port", type=int)
+    e.add_argument("count", type=int)
+    c = sub.add_parser("udp-call")
+    c.add_argument("host")
+    c.add_argument("host6")
+    c.add_argument("port", type=int)
+    c.add_argument("sizes", type=int, nargs="+")
     a = p.parse_args()
-    if a.cmd == "serve":
+    if a.cmd == "udp-echo":
+        udp_echo(a.port, a.count)
+    elif a.cmd == "udp-call":
+        udp_call(a.host, a.host6, a.port, a.sizes)
+    elif a.cmd == "serve":
         serve(a.port, a.response, a.reset, a.count, a.family, a.ready_file, a.log_peers)
     else:
         dial(a.host, a.port, a.request, a.count, a.parallel, a.hold, a.timeout, a.every,

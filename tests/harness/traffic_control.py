@@ -24,6 +24,26 @@ def dial(pod: Any, host: str, port: int, request: int, *extra: str) -> dict[str,
     return dict(json.loads(out.stdout))
 
 
+def udp_echo(pod: Any, port: int, count: int) -> subprocess.Popen[str]:
+    """A UDP echo server in `pod` for `count` datagrams; finish() reads what it saw."""
+    proc: subprocess.Popen[str] = pod.popen(
+        [PY, TRAFFIC, "udp-echo", str(port), str(count)], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+    return proc
+
+
+def udp_call(pod: Any, host: str, host6: str, port: int, sizes: list[int]) -> dict[str, Any]:
+    out = pod.run([PY, TRAFFIC, "udp-call", host, host6, str(port), *map(str, sizes)],
+                  timeout=120)
+    return dict(json.loads(out.stdout))
+
+
+def finish(proc: subprocess.Popen[str], timeout: float = 10) -> dict[str, Any]:
+    """The last JSON line of a server that exits by itself."""
+    out, _ = proc.communicate(timeout=timeout)
+    return dict(json.loads(out.strip().splitlines()[-1]))
+
+
 def stop(*procs: subprocess.Popen[str]) -> None:
     for proc in procs:
         proc.kill()

@@ -12,6 +12,7 @@ from typing import Any
 
 CONNS = "traceprobe.edge.connections"
 FAILURES = "traceprobe.edge.failures"
+DATAGRAMS = "traceprobe.edge.datagrams"
 BACKENDS = "traceprobe.edge.backend.attempts"
 BYTES = "traceprobe.edge.bytes"  # network.io.direction: transmit / receive, from the client
 

@@ -90,6 +90,12 @@ def test_raw_edge_to_record() -> None:
                                                                    "nginx")
     udp = to_record({**key, "role": 3, "tgid": 0}, val, "n1", now, now, lambda cg: None)
     assert udp.transport == "udp" and udp.local_ip is None and udp.pid is None
+    assert (udp.datagrams_sent, udp.datagrams_received, udp.opened) == (3, 2, 0)
+    # UDP with a peer (the sock_ops core): a client keyed by the peer's port.
+    peer = to_record({**key, "role": 4}, val, "n1", now, now, lambda cg: None)
+    assert (peer.role, peer.transport, peer.remote_ip, peer.remote_port, peer.local_port) == (
+        Role.CLIENT, "udp", "10.0.0.2", 8080, None)
+    assert (peer.datagrams_sent, peer.datagrams_received, peer.closed) == (3, 2, 0)
 
 
 def test_opening_times_become_wall_clock_inside_the_interval() -> None:

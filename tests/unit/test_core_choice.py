@@ -11,24 +11,23 @@ from traceprobe_agent.settings import UsageError, from_inputs
 NO_TRACEPOINTS = KernelFeatures("6.18", dict.fromkeys(TRACEPOINTS, False))
 
 
-@pytest.mark.parametrize(("preference", "requested", "cgroup2", "refused", "expected"), [
-    ("auto", {"bytes"}, True, None, (SOCK_OPS, None)),
-    ("auto", {"udp"}, True, None, (TRACEPOINT, "udp is counted by the tracepoint core only")),
-    ("auto", {"bytes"}, False, None, (TRACEPOINT, "no cgroup v2 hierarchy is mounted")),
-    ("auto", {"bytes"}, True, "the sock_ops core did not load: EPERM",
+@pytest.mark.parametrize(("preference", "cgroup2", "refused", "expected"), [
+    ("auto", True, None, (SOCK_OPS, None)),
+    ("auto", False, None, (TRACEPOINT, "no cgroup v2 hierarchy is mounted")),
+    ("auto", True, "the sock_ops core did not load: EPERM",
      (TRACEPOINT, "the sock_ops core did not load: EPERM")),
-    ("tracepoint", {"bytes"}, True, None, (TRACEPOINT, "the tracepoint core was asked for")),
-    ("sock_ops", {"udp"}, True, None, (SOCK_OPS, None)),  # udp then reported missing
+    ("tracepoint", True, None, (TRACEPOINT, "the tracepoint core was asked for")),
+    ("sock_ops", False, None, (SOCK_OPS, None)),  # asked for: its load tells
 ])
 def test_the_core_is_sock_ops_unless_something_says_why_not(
-        preference: str, requested: set[str], cgroup2: bool, refused: str | None,
+        preference: str, cgroup2: bool, refused: str | None,
         expected: tuple[str, str | None]) -> None:
-    assert choose_core(preference, requested, cgroup2, refused) == expected
+    assert choose_core(preference, cgroup2, refused) == expected
 
 
 def test_an_unknown_core_is_refused_by_name() -> None:
     with pytest.raises(ValueError, match="unknown connection core 'ebpf'"):
-        choose_core("ebpf", set(), True)
+        choose_core("ebpf", True)
     with pytest.raises(UsageError, match="--core"):
         from_inputs({"standalone": True, "core": "ebpf"}, {})
 
@@ -37,7 +36,8 @@ def test_the_sock_ops_plan_needs_no_tracepoint_and_links_by_kind() -> None:
     plan = plan_program({"bytes", "failures", "rtt"}, NO_TRACEPOINTS, 65536, core=SOCK_OPS)
     assert plan.runnable and not plan.missing and plan.problem() is None
     assert set(plan.kinds) == {"connections", "bytes", "failures", "rtt"}
-    assert plan.sources == ("edge_maps.h", "sock_ops_core.c")
+    assert plan.sources == ("edge_maps.h", "sock_storage.h", "udp_datagrams.h",
+                            "sock_ops_core.c", "tcp_segments.c")
     assert {"-DWITH_BYTES", "-DWITH_FAILURES", "-DWITH_RTT"} <= set(plan.cflags)
     assert "-DWITH_RETRANS" not in plan.cflags and plan.kprobes == ()
     assert plan.links == ("on_sock_create", "on_sock_ops", "on_egress", "on_ingress")
@@ -47,10 +47,11 @@ def test_the_sock_ops_plan_needs_no_tracepoint_and_links_by_kind() -> None:
     assert not plan_program({"bytes"}, NO_TRACEPOINTS, 65536, core=TRACEPOINT).runnable
 
 
-def test_udp_under_a_forced_sock_ops_core_is_missing_with_the_reason() -> None:
+def test_udp_in_the_sock_ops_core_links_the_packet_programs_without_bytes() -> None:
     plan = plan_program({"udp"}, NO_TRACEPOINTS, 65536, core=SOCK_OPS)
-    assert "udp" not in plan.kinds and plan.runnable
-    assert plan.problem() == "not in the sock_ops core: udp needs the tracepoint core"
+    assert plan.kinds == ("connections", "udp") and not plan.missing
+    assert "-DWITH_UDP" in plan.cflags and "-DWITH_BYTES" not in plan.cflags
+    assert plan.links == ("on_sock_create", "on_sock_ops", "on_egress", "on_ingress")
 
 
 def test_disabled_tracepoints_need_a_core_that_attaches_them() -> None:

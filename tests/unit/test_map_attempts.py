@@ -11,7 +11,7 @@ from traceprobe_map.buckets import EdgeKey
 from traceprobe_map.edge_stats import EdgeStats
 from traceprobe_map.peers import Peer
 from traceprobe_map.snapshot import build_snapshot
-from traceprobe_map.views import attempts_per_second, node_graph_data
+from traceprobe_map.views import node_graph_data, traffic_rate
 
 WEB = Peer("workload", "web", "shop", "Deployment")
 DB = Peer("workload", "db", "shop", "StatefulSet")
@@ -39,7 +39,7 @@ def test_each_failure_kind(counts: dict[str, int], attempts: int, failed: int,
     snapshot = build_snapshot({EdgeKey(WEB, DB, 5432, "tcp"): stats}, "c", 10.0, AT)
     (edge,) = snapshot.edges
     assert (edge.attempts, edge.failures.total, edge.error_rate) == (attempts, failed, rate)
-    assert attempts_per_second(edge) == pytest.approx(attempts / 10.0)
+    assert traffic_rate(edge) == pytest.approx(attempts / 10.0)
     graph = node_graph_data(snapshot)
     db = next(n for n in graph["nodes"] if n["id"] == edge.target)
     assert db["arc__failed"] == pytest.approx(failed / attempts)

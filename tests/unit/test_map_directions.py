@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+import pytest
 from opentelemetry.sdk.metrics.export import (
     MetricExporter,
     MetricExportResult,
@@ -230,3 +231,29 @@ def test_otlp_retransmits_by_direction_and_rtt_by_observer() -> None:
     assert _by(counts, "web", RTT_OBSERVER) == {"client": 2, "server": 3}
     assert _by(counts, "203.0.113.7", RTT_OBSERVER) == {"server": 3}
 
+
+
+def test_udp_edges_carry_datagrams_each_way_to_the_snapshot_otlp_and_cli() -> None:
+    """A UDP flow seen from both sides: datagrams client → server and back in the
+    snapshot, as OTLP points by direction, and as the CLI's rate; no connections."""
+    udp: dict[str, Any] = {"transport": "udp", "opened": 0}
+    client = _rec(Role.CLIENT, **udp, remote_port=53, datagrams_sent=30,
+                  datagrams_received=6, bytes_sent=1200, bytes_received=600)
+    server = _rec(Role.SERVER, **udp, local_port=53, datagrams_sent=6,
+                  datagrams_received=30, bytes_sent=600, bytes_received=1200)
+    edges = merge([client, server], _resolver()).edges
+    (edge,) = _snapshot(edges).edges
+    assert (edge.transport, edge.connections, edge.datagrams_sent,
+            edge.datagrams_received) == ("udp", 0, 30, 6)
+    assert edge.datagrams_sent_per_second == pytest.approx(0.5)
+    assert views.traffic_rate(edge) == pytest.approx(36 / 60)
+    capture = _Capture()
+    exporter = EdgeExporter(capture, "c", interval_seconds=3600)
+    exporter.record(edges)
+    assert exporter.flush()
+    exporter.shutdown()
+    points = _points(capture, "traceprobe.edge.datagrams")
+    assert _by(points, "web", "network.io.direction") == {"transmit": 30, "receive": 6}
+    assert not _points(capture, "traceprobe.edge.connections")
+    row = edge_table(_snapshot(edges)).splitlines()[1]
+    assert "53/udp" in row and "0.60 dgram" in row

@@ -17,8 +17,9 @@ ETL = Peer("workload", "etl", "batch", "Job")
 
 def rec(role: Role, at: float, **kw: Any) -> ConnectionRecord:
     t = datetime.fromtimestamp(at, UTC)
-    return ConnectionRecord(node=kw.pop("node", "n1"), role=role, transport="tcp",
-                            family="ipv4", interval_start=t, interval_end=t, **kw)
+    return ConnectionRecord(node=kw.pop("node", "n1"), role=role,
+                            transport=kw.pop("transport", "tcp"), family="ipv4",
+                            interval_start=t, interval_end=t, **kw)
 
 
 def resolver() -> Resolver:
@@ -79,6 +80,29 @@ def test_udp_and_host_processes() -> None:
                    rec(Role.CLIENT, 1, remote_ip="10.0.0.2", remote_port=5432, opened=1)], r).edges
     (key,) = edges
     assert key.src == Peer("node", "n1") and key.dst == DB
+
+
+def test_udp_with_peers_is_an_edge_of_its_own_with_datagrams_each_way() -> None:
+    """A resolver's UDP client and the DNS server's side of it: one udp edge, counted
+    from the client's side; the server's side alone flips its directions."""
+    dns = dict(k8s_namespace="shop", k8s_workload_kind="StatefulSet", k8s_workload="db")
+    web = dict(k8s_namespace="shop", k8s_workload_kind="Deployment", k8s_workload="web")
+    client = rec(Role.CLIENT, 10, transport="udp", local_ip="10.0.0.1", remote_ip="10.0.0.2",
+                 remote_port=53, datagrams_sent=4, datagrams_received=3, bytes_sent=160,
+                 bytes_received=390, **web)
+    server = rec(Role.SERVER, 10, node="n2", transport="udp", local_ip="10.0.0.2",
+                 local_port=53, remote_ip="10.0.0.1", datagrams_sent=3,
+                 datagrams_received=4, bytes_sent=390, bytes_received=160, **dns)
+    tcp = rec(Role.CLIENT, 10, local_ip="10.0.0.1", remote_ip="10.0.0.2", remote_port=53,
+              opened=1, **web)
+    edges = merge([client, server, tcp], resolver()).edges
+    udp = edges[EdgeKey(WEB, DB, 53, "udp")]
+    assert (udp.datagrams_sent, udp.datagrams_received, udp.bytes_sent,
+            udp.bytes_received, udp.connections) == (4, 3, 160, 390, 0)
+    assert udp.observed_by == {"client", "server"}
+    assert edges[EdgeKey(WEB, DB, 53, "tcp")].datagrams_sent == 0
+    (alone,) = merge([server], resolver()).edges.values()
+    assert (alone.datagrams_sent, alone.datagrams_received) == (4, 3)  # client's view
 
 
 PAY = Peer("service", "payments", "pay")

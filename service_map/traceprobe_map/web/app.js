@@ -28,7 +28,10 @@
   // A side no agent observed has no figures (absent in api/map), never a measured 0.
   const UNSEEN = "not observed";
   const fmtCount = (n) => (n == null ? UNSEEN : String(n));
-  const attempts = (e) => e.attemptsPerSecond;  // established + refused + timed out
+  // Connections tried (established + refused + timed out); UDP: datagrams both ways.
+  const attempts = (e) => (e.transport === "udp"
+    ? (e.datagramsSentPerSecond || 0) + (e.datagramsReceivedPerSecond || 0)
+    : e.attemptsPerSecond);
   // Same scales as traceprobe_map.views.edge_colour / edge_thickness.
   const edgeColour = (r) => (r <= 0 ? "#2e9e5b" : r < 0.05 ? "#e0a020" : "#d64040");
   const edgeWidth = (rate) => Math.min(10, 1 + 2 * Math.log10(1 + 10 * rate));
@@ -277,6 +280,15 @@
       [`by the ${side}: p99`, fmtUs(r.p99Us), `${field}.p99Us`, r.p99Us],
       [`by the ${side}: samples`, String(r.samples || 0), `${field}.samples`, r.samples || 0]];
   }
+  function datagramRows(e) { // UDP has no connections: datagrams each way instead
+    return [["Datagrams", null],
+      ["client → server", `${fmtRate(e.datagramsSentPerSecond)}/s`, "datagramsSentPerSecond",
+        e.datagramsSentPerSecond],
+      ["server → client", `${fmtRate(e.datagramsReceivedPerSecond)}/s`,
+        "datagramsReceivedPerSecond", e.datagramsReceivedPerSecond],
+      ["in window", `${e.datagramsSent} → / ${e.datagramsReceived} ←`, "datagramsSent",
+        e.datagramsSent]];
+  }
   function showEdge(id) {
     const e = state.edges.get(id);
     if (!e) return closePanel();
@@ -287,6 +299,7 @@
     $("panel").dataset.id = id;
     fill(`${labelOf(e.source)} → ${labelOf(e.target)}`, [
       ["Port", e.port == null ? e.transport : `${e.port}/${e.transport}`, "port", e.port],
+      ...(e.transport === "udp" ? datagramRows(e) : []),
       ["Connections", null],
       ["per second", `${fmtRate(e.connectionsPerSecond)}/s`, "connectionsPerSecond",
         e.connectionsPerSecond],
