@@ -3,7 +3,9 @@ its connection cores.
 
 Runs, interleaved in one invocation (per repeat and workload: baseline, tracepoint,
 sock_ops, hooks-tracepoint, hooks-sock_ops, tcplife), a connection-churn workload on
-loopback and between two network namespaces, and a bulk-transfer workload, and prints
+loopback and between two network namespaces, a bulk-transfer workload, and UDP
+request/response datagrams between the namespaces (the agent with its udp kind on;
+tcplife sees no UDP), and prints
 medians, ratios to the no-agent baseline, the observers' CPU and memory, lost events
 and an accuracy check of what the agent recorded against what the generator did.
 tracepoint and sock_ops are the agent with `--core tracepoint` (tracepoints) and
@@ -40,7 +42,7 @@ from traceprobe_agent.cgroups import cgroup2_mount
 
 # Each floor after both cores, so it mirrors what its own core attached in this repeat.
 VARIANTS = (BASELINE, *CORES, *(f"hooks-{core}" for core in CORES), "tcplife")
-DEFAULT_WORKLOADS = ("loopback-churn", "netns-churn", "loopback-bulk")
+DEFAULT_WORKLOADS = ("loopback-churn", "netns-churn", "loopback-bulk", "netns-udp")
 START_TIMEOUT = 180.0
 REPEATS = 5
 
@@ -95,6 +97,7 @@ def run_one(variant: str, workload: workloads.Workload, settings: workloads.Sett
     observer = OBSERVERS[variant]() if variant != BASELINE else None
     try:
         if observer is not None:
+            observer.udp = workload.kind == "udp"
             observer.start(START_TIMEOUT)
             cpu0 = procs.cpu_seconds(observer.pid)
             bpf0 = procs.bpf_programs(observer.pid)
@@ -135,7 +138,8 @@ def describe(run: Run) -> str:
     if not run.ok or run.result is None:
         return f"{head} FAILED: {run.error}"
     r = run.result
-    rate = f"{r.rate:,.0f} conn/s" if r.workload.kind == "churn" else f"{r.rate / 1e6:,.0f} MB/s"
+    rate = (f"{r.rate:,.0f} {workloads.UNITS[r.workload.kind]}/s" if r.workload.exchanges
+            else f"{r.rate / 1e6:,.0f} MB/s")
     extra = ""
     if run.acc is not None and (u := run.unaccounted()) is not None:
         extra = f", unaccounted cli/srv {u[0]}/{u[1]}, drops {run.drops()}"
@@ -248,14 +252,16 @@ def print_tables(runs: list[Run], costs: list[Run], profiled: list[Run], names: 
           f"threads, {workloads.REQUEST_BYTES} B request, {workloads.RESPONSE_BYTES} B "
           f"response, server closes first; bulk: {settings.bulk_connections} stream(s) of "
           f"{workloads.CHUNK_BYTES // 1024} KiB writes"
-          f"{', sender on CPU 0, receiver on CPU 1' if settings.pin_bulk else ''}. "
-          "Namespaces keep no TIME_WAIT sockets (tcp_max_tw_buckets=0), so runs do not "
-          "inherit each other's.")
+          f"{', sender on CPU 0, receiver on CPU 1' if settings.pin_bulk else ''}; udp: "
+          f"{settings.threads} client sockets, {settings.server_workers} server sockets "
+          "(SO_REUSEPORT), one datagram each way per exchange, the same sizes, agents with "
+          "udp added to their probes. Namespaces keep no TIME_WAIT sockets "
+          "(tcp_max_tw_buckets=0), so runs do not inherit each other's.")
     print(report.LEGEND)
     summaries = {}
     for name in names:
-        kind = "bulk" if "bulk" in name else "churn"
-        text, summaries[name] = report.workload_block(runs, name, variants, kind)
+        text, summaries[name] = report.workload_block(runs, name, variants,
+                                                      workloads.kind_of(name))
         print(f"\n{name}\n{text}")
     notes = report.anomalies_block(runs, names, variants)
     if notes:

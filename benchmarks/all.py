@@ -43,7 +43,7 @@ class Bench:
 
 
 BENCHES = (
-    Bench("agent_overhead", "Agent overhead: connection churn and bulk transfer, no agent vs "
+    Bench("agent_overhead", "Agent overhead: connection churn, bulk transfer and UDP, no agent vs "
           "the tracepoint and sock_ops cores vs each core's hooks-only floor vs "
           "tcplife-bpfcc; BPF cost per connection; where the CPU went; agent CPU and RSS",
           ("--seconds", "2", "--repeats", "2", "--bpf-stats-seconds", "2",

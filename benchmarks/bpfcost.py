@@ -16,6 +16,7 @@ from typing import Any
 
 from benchmarks.report import table
 from benchmarks.results import Run
+from benchmarks.workloads import UNITS, kind_of
 
 SYSCTL = Path("/proc/sys/kernel/bpf_stats_enabled")
 
@@ -62,7 +63,7 @@ def render(runs: list[Run]) -> str:
     workloads = list(dict.fromkeys(r.workload for r in runs))
     header = ["observer", "program"]
     for w in workloads:
-        unit = "MiB" if "bulk" in w else "conn"
+        unit = UNITS[kind_of(w)]
         header += [f"{w} runs/{unit}", "ns/run"]
     rows = []
     for variant in dict.fromkeys(r.variant for r in runs):
@@ -72,7 +73,7 @@ def render(runs: list[Run]) -> str:
             if r.variant != variant or not r.ok or r.result is None:
                 continue
             res = r.result
-            units[r.workload] = (res.completed if res.workload.kind == "churn"
+            units[r.workload] = (res.completed if res.workload.exchanges
                                  else res.bytes_sent / 2**20)
             for prog, (cnt, ns) in r.bpf.items():
                 short = prog.removeprefix("tracepoint__").replace("__", ":", 1)
@@ -86,7 +87,7 @@ def render(runs: list[Run]) -> str:
                 row += [f"{cnt / u:.2f}" if u else "n/a", f"{ns / cnt:.0f}" if cnt else "-"]
                 total[w] = total.get(w, 0.0) + (ns / u if u else 0.0)
             rows.append(row)
-        row = [variant, "TOTAL ns per conn (churn) / per MiB (bulk)"]
+        row = [variant, "TOTAL ns per conn (churn), exch (udp), MiB (bulk)"]
         for w in workloads:
             row += ["", f"{total[w]:,.0f}" if w in total and units.get(w) else "n/a"]
         rows.append(row)

@@ -18,6 +18,13 @@
  *       SECONDS, then shut down writing and wait for the server's EOF, so every
  *       byte counted as sent has been received when the client exits.
  *
+ *   tpb-loadgen udpserve ADDR PORT WORKERS REQ RESP
+ *       UDP server: WORKERS threads, each on its own socket bound to ADDR:PORT
+ *       (SO_REUSEPORT), answer each datagram of REQ bytes with one of RESP bytes.
+ *   tpb-loadgen udpping ADDR PORT THREADS SECONDS REQ RESP
+ *       UDP clients: each thread's unconnected socket loops sendto REQ -> recv RESP
+ *       until SECONDS have passed (a reply not back within 200 ms counts as failed).
+ *
  * Servers print "ready" once listening and one JSON line of totals on SIGTERM or
  * SIGINT; clients print one JSON line of totals when done.
  */
@@ -33,6 +40,7 @@
 #include <string.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/time.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -241,6 +249,73 @@ static void *churn_worker(void *arg)
     return NULL;
 }
 
+/* A UDP socket on addr, one of WORKERS sharing it (bound before "ready" is printed). */
+static int udp_bound(void)
+{
+    int one = 1, fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) < 0 ||
+        bind(fd, (struct sockaddr *)&addr, sizeof(addr)) < 0)
+        die("udp socket");
+    return fd;
+}
+
+static void *udp_serve_worker(void *arg)
+{
+    char *resp = calloc(1, resp_bytes + 1), *buf = malloc(MAX_BUF);
+    int fd = (int)(long)arg;
+    memset(resp, 'r', resp_bytes);
+    for (;;) {
+        struct sockaddr_in peer;
+        socklen_t len = sizeof(peer);
+        ssize_t n = recvfrom(fd, buf, MAX_BUF, 0, (struct sockaddr *)&peer, &len);
+        if (n < 0) {
+            note_error(errno);
+            continue;
+        }
+        atomic_fetch_add(&n_accepted, 1);
+        atomic_fetch_add(&n_bytes, (unsigned long)n);
+        if (sendto(fd, resp, resp_bytes, 0, (struct sockaddr *)&peer, len) < 0) {
+            note_error(errno);
+            atomic_fetch_add(&n_failed, 1);
+        } else {
+            atomic_fetch_add(&n_ok, 1);
+        }
+    }
+    return NULL;
+}
+
+static void *udp_ping_worker(void *arg)
+{
+    char *req = calloc(1, req_bytes + 1), *buf = malloc(65536);
+    unsigned long ok = 0, failed = 0, sent = 0;
+    struct timeval wait = {.tv_sec = 0, .tv_usec = 200000};
+    int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    (void)arg;
+    memset(req, 'q', req_bytes);
+    if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &wait, sizeof(wait)) < 0)
+        die("udp socket");
+    while (now() < deadline) {
+        if (sendto(fd, req, req_bytes, 0, (struct sockaddr *)&addr, sizeof(addr)) < 0) {
+            note_error(errno);
+            failed++;
+            continue;
+        }
+        sent += req_bytes;
+        ssize_t n = recv(fd, buf, 65536, 0);
+        if (n == (ssize_t)resp_bytes) {
+            ok++;
+        } else {
+            note_error(n < 0 ? errno : 0);
+            failed++; /* sent, no answer within 200 ms: dropped somewhere */
+        }
+    }
+    close(fd);
+    atomic_fetch_add(&n_ok, ok);
+    atomic_fetch_add(&n_failed, failed);
+    atomic_fetch_add(&n_bytes, sent);
+    return NULL;
+}
+
 static void *sink_conn(void *arg)
 {
     int fd = (int)(long)arg;
@@ -356,6 +431,21 @@ int main(int argc, char **argv)
         parse_addr(argv[2], argv[3]);
         chunk_bytes = size_arg(argv[6]);
         return run_clients(bulk_worker, atoi(argv[4]), atof(argv[5]));
+    }
+    if (argc == 7 && !strcmp(argv[1], "udpserve")) {
+        parse_addr(argv[2], argv[3]);
+        req_bytes = size_arg(argv[5]);
+        resp_bytes = size_arg(argv[6]);
+        block_signals(&set);
+        for (int i = 0; i < atoi(argv[4]); i++)
+            spawn(udp_serve_worker, (void *)(long)udp_bound());
+        return wait_and_report(&set);
+    }
+    if (argc == 8 && !strcmp(argv[1], "udpping")) {
+        parse_addr(argv[2], argv[3]);
+        req_bytes = size_arg(argv[6]);
+        resp_bytes = size_arg(argv[7]);
+        return run_clients(udp_ping_worker, atoi(argv[4]), atof(argv[5]));
     }
     fprintf(stderr, "usage: see the comment at the top of benchmarks/loadgen.c\n");
     return 2;

@@ -31,6 +31,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from benchmarks import procs
 from benchmarks.workloads import WorkloadResult
 from traceprobe_agent.bcc_runtime import SOCK_OPS_PROGRAMS
+from traceprobe_api.probe import DEFAULT_KINDS
 
 REPO = Path(__file__).resolve().parent.parent
 TCPLIFE = "/usr/sbin/tcplife-bpfcc"
@@ -56,6 +57,7 @@ class Accounting:
 class Observer:
     name: str
     proc: subprocess.Popen[Any]
+    udp = False  # the workload is UDP: an agent turns its udp probe kind on
 
     def __init__(self) -> None:
         self.tmp = tempfile.TemporaryDirectory(prefix="tpb-")
@@ -108,6 +110,16 @@ def _tail(path: Path, chars: int = 400) -> str:
 CORES = ("tracepoint", "sock_ops")  # the agent's --core choices, one variant each
 
 
+def _probes(args: list[str]) -> list[str]:
+    """The probe kinds `args` ask for (--probes a,b or --probes=a,b), else the defaults."""
+    for i, arg in enumerate(args):
+        if arg == "--probes" and i + 1 < len(args):
+            return args[i + 1].split(",")
+        if arg.startswith("--probes="):
+            return arg.split("=", 1)[1].split(",")
+    return list(DEFAULT_KINDS)
+
+
 class Agent(Observer):
     """`python -m traceprobe_agent --standalone --interval 1 --metrics-port 0 --core CORE`."""
 
@@ -127,10 +139,12 @@ class Agent(Observer):
         self.core, self.name = core, f"agent --core {core}"
 
     def start(self, timeout: float) -> None:
+        # e.g. "--probes connections,bytes" to price one probe kind
+        extra = shlex.split(os.environ.get("TRACEPROBE_BENCH_AGENT_ARGS", ""))
+        if self.udp:
+            extra += ["--probes", ",".join([*_probes(extra), "udp"])]
         argv = [sys.executable, "-m", "traceprobe_agent", "--standalone", "--interval", "1",
-                "--metrics-port", "0",
-                # e.g. "--probes connections,bytes" to price one probe kind
-                *shlex.split(os.environ.get("TRACEPROBE_BENCH_AGENT_ARGS", "")),
+                "--metrics-port", "0", *extra,
                 "--core", self.core]  # last: the variant's core wins over the line above
         self.out = self.out_path.open("w")
         self.proc = procs.spawn(argv, cwd=REPO, stdout=self.out, stderr=subprocess.PIPE,
@@ -194,16 +208,26 @@ class Agent(Observer):
         ip, port = result.workload.where.server_ip, result.workload.port
         acc = Accounting(client_conns=0, server_conns=0, client_bytes=0, server_bytes=0,
                          drops=getattr(self, "drops", {}))
+        udp = result.workload.kind == "udp"  # exchanges are the client's datagrams
         for r in self.records():
-            if (r.get("role") == "client" and r.get("remoteIp") == ip
-                    and r.get("remotePort") == port and r.get("pid") == result.client_pid):
-                acc.client_conns += r.get("opened", 0) + r.get("refused", 0) + r.get(
-                    "timeouts", 0)
+            role, pid = r.get("role"), r.get("pid")
+            client = server = False
+            if role == "udp":  # the tracepoint core: per process, no peer
+                client, server = pid == result.client_pid, pid == result.server_pid
+            elif udp != (r.get("transport") == "udp"):
+                continue
+            elif role == "client":
+                client = (r.get("remoteIp") == ip and r.get("remotePort") == port
+                          and pid == result.client_pid)
+            elif role == "server":
+                server = (r.get("localIp") == ip and r.get("localPort") == port
+                          and pid in (None, result.server_pid))
+            if client:
+                acc.client_conns += r.get("datagramsSent", 0) if udp else (
+                    r.get("opened", 0) + r.get("refused", 0) + r.get("timeouts", 0))
                 acc.client_bytes += r.get("bytesSent", 0)
-            elif (r.get("role") == "server" and r.get("localIp") == ip
-                  and r.get("localPort") == port
-                  and r.get("pid") in (None, result.server_pid)):
-                acc.server_conns += r.get("opened", 0)
+            elif server:
+                acc.server_conns += r.get("datagramsReceived", 0) if udp else r.get("opened", 0)
                 acc.server_bytes += r.get("bytesReceived", 0)
         return acc
 
@@ -226,6 +250,8 @@ class Tcplife(Observer):
         self.err.close()
 
     def account(self, result: WorkloadResult) -> Accounting:
+        if result.workload.kind == "udp":
+            return Accounting()  # TCP only: nothing of UDP to account
         ip, port = result.workload.where.server_ip, str(result.workload.port)
         client = server = lost = 0
         text = self.out_path.read_text(errors="replace") + self.err_path.read_text(

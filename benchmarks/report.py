@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from benchmarks.cpuprofile import Shares
 from benchmarks.observers import REPO
 from benchmarks.results import BASELINE, Run, Summary, summarise
+from benchmarks.workloads import UNITS
 
 TARGET_CONN_RATIO, TARGET_BULK_RATIO, TARGET_RSS_MB = 0.97, 0.99, 150.0
 TARGET_OVER_FLOOR = 0.010  # prof-est a core's programs may lose beyond its own floor
@@ -137,11 +138,13 @@ def workload_block(runs: list[Run], workload: str, variants: list[str],
                    kind: str) -> tuple[str, dict[str, Summary]]:
     """One table per workload, a row per variant; returns it and each variant's summary
     (the targets take the cores' and their floors')."""
-    churn = kind == "churn"
+    churn = kind != "bulk"  # counted in exchanges: connections, or datagrams answered
+    unit = UNITS[kind]
+    # udp has no target of its own: the churn target's column, for comparison.
     target = TARGET_CONN_RATIO if churn else TARGET_BULK_RATIO
-    header = ["variant", "conn/s" if churn else "MB/s", "other CPU", "ratio",
+    header = ["variant", f"{unit}/s" if churn else "MB/s", "other CPU", "ratio",
               "[min - max]", f">={target}", "med/med", "cpu-est", "work-est", "steal",
-              "gen CPU us/conn" if churn else "gen CPU s/GiB",
+              f"gen CPU us/{unit}" if churn else "gen CPU s/GiB",
               "obs CPU s/100k" if churn else "obs CPU s/GiB",
               f"RSS MB<={TARGET_RSS_MB:.0f}", "peak MB",
               "drops/lost", "recorded/expected" if churn else "bytes counted/sent",

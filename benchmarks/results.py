@@ -36,9 +36,9 @@ class Run:
 
     @property
     def units(self) -> float:
-        """Connections (churn) or GiB (bulk) the workload moved."""
+        """Connections (churn), answered datagrams (udp) or GiB (bulk) the workload moved."""
         assert self.result is not None
-        if self.result.workload.kind == "churn":
+        if self.result.workload.exchanges:
             return float(self.result.completed)
         return self.result.bytes_sent / 2**30
 

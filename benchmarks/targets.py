@@ -20,6 +20,7 @@ from benchmarks.report import (
     verdict,
 )
 from benchmarks.results import Run, Summary
+from benchmarks.workloads import kind_of
 
 
 def targets_block(summaries: dict[str, dict[str, Summary]], profiled: list[Run]) -> str:
@@ -53,7 +54,7 @@ def targets_block(summaries: dict[str, dict[str, Summary]], profiled: list[Run])
     for w, core, s in measured:
         u, drops = s.unaccounted(), s.drops()
         lost = None if u is None else abs(u[0]) + abs(u[1]) + (drops or 0)
-        unit = "bytes" if _kind(s) == "bulk" else "conns"
+        unit = {"bulk": "bytes", "udp": "datagrams"}.get(_kind(s), "conns")
         rows.append(["zero unaccounted losses", w, core,
                      NA if u is None else f"cli {u[0]:,} srv {u[1]:,} {unit}, drops {drops}",
                      verdict(lost, 0, higher_is_better=False)])
@@ -77,4 +78,4 @@ def _kind(s: Summary) -> str:
     for r in s.runs:
         if r.result is not None:
             return r.result.workload.kind
-    return "churn" if "churn" in s.workload else "bulk"
+    return kind_of(s.workload)

@@ -13,16 +13,22 @@ from typing import Any
 from benchmarks import procs
 from benchmarks.netns import Namespaces, Placement, in_ns
 
-CHURN_PORT, BULK_PORT = 7070, 7071
+CHURN_PORT, BULK_PORT, UDP_PORT = 7070, 7071, 7072
 REQUEST_BYTES, RESPONSE_BYTES = 64, 256
 CHUNK_BYTES = 128 * 1024
-NAMES = ("loopback-churn", "netns-churn", "loopback-bulk", "netns-bulk")
+NAMES = ("loopback-churn", "netns-churn", "loopback-bulk", "netns-bulk", "loopback-udp",
+         "netns-udp")
 
 
 @dataclass(frozen=True)
 class Workload:
     name: str
-    kind: str  # "churn" or "bulk"
+    kind: str  # "churn", "bulk" or "udp" (request/response datagrams)
+
+    @property
+    def exchanges(self) -> bool:
+        """Counted in exchanges (a connection, a datagram answered), not in bytes."""
+        return self.kind != "bulk"
     where: Placement
     port: int
 
@@ -40,7 +46,7 @@ class Settings:
 class WorkloadResult:
     workload: Workload
     seconds: float
-    completed: int             # churn: connections; bulk: connections streamed
+    completed: int             # churn: connections; bulk: streamed; udp: answered
     failed: int
     bytes_sent: int            # client payload written
     server_accepted: int
@@ -53,9 +59,17 @@ class WorkloadResult:
 
     @property
     def rate(self) -> float:
-        """Connections/s (churn) or bytes/s (bulk)."""
-        done = self.completed if self.workload.kind == "churn" else self.bytes_sent
+        """Connections/s (churn), answered datagrams/s (udp) or bytes/s (bulk)."""
+        done = self.completed if self.workload.exchanges else self.bytes_sent
         return done / self.seconds if self.seconds > 0 else 0.0
+
+
+UNITS = {"churn": "conn", "udp": "exch", "bulk": "MiB"}  # what a workload's rate counts
+
+
+def kind_of(name: str) -> str:
+    """"netns-udp" -> "udp": names are placement-kind."""
+    return name.rsplit("-", 1)[-1]
 
 
 def all_workloads(ns: Namespaces) -> dict[str, Workload]:
@@ -64,6 +78,8 @@ def all_workloads(ns: Namespaces) -> dict[str, Workload]:
         "netns-churn": Workload("netns-churn", "churn", ns.veth, CHURN_PORT),
         "loopback-bulk": Workload("loopback-bulk", "bulk", ns.loopback, BULK_PORT),
         "netns-bulk": Workload("netns-bulk", "bulk", ns.veth, BULK_PORT),
+        "loopback-udp": Workload("loopback-udp", "udp", ns.loopback, UDP_PORT),
+        "netns-udp": Workload("netns-udp", "udp", ns.veth, UDP_PORT),
     }
 
 
@@ -78,10 +94,12 @@ def _last_json(text: str, who: str) -> dict[str, Any]:
 def run(workload: Workload, settings: Settings, binary: Path) -> WorkloadResult:
     """Start the server, run the clients for settings.seconds, stop the server."""
     w, exe, ip, port = workload.where, str(binary), workload.where.server_ip, str(workload.port)
-    if workload.kind == "churn":
-        server_argv = [exe, "serve", ip, port, str(settings.server_workers),
+    if workload.exchanges:  # the same sizes, over connections or datagrams
+        serve, dial = ("serve", "churn") if workload.kind == "churn" else (
+            "udpserve", "udpping")
+        server_argv = [exe, serve, ip, port, str(settings.server_workers),
                        str(REQUEST_BYTES), str(RESPONSE_BYTES)]
-        client_argv = [exe, "churn", ip, port, str(settings.threads), str(settings.seconds),
+        client_argv = [exe, dial, ip, port, str(settings.threads), str(settings.seconds),
                        str(REQUEST_BYTES), str(RESPONSE_BYTES)]
     else:
         server_argv = [exe, "sink", ip, port]
