@@ -21,13 +21,14 @@ import sys
 from types import FrameType
 from typing import Any
 
-from traceprobe_agent.bcc_runtime import SOCK_OPS_PROGRAMS
+from traceprobe_agent.bcc_runtime import SOCK_OPS_PROGRAMS, load_cgroup_func
 from traceprobe_agent.bpf_links import CgroupAttach, link_cgroup
 from traceprobe_agent.cgroups import cgroup2_mount
 
 # BCC program type -> the context its programs take.
 _CONTEXT = {"CGROUP_SKB": "struct __sk_buff *skb", "CGROUP_SOCK": "struct bpf_sock *sk",
-            "SOCK_OPS": "struct bpf_sock_ops *skops"}
+            "SOCK_OPS": "struct bpf_sock_ops *skops",
+            "CGROUP_SOCK_ADDR": "struct bpf_sock_addr *ctx"}
 
 
 def _cgroup_hook(kind: str, name: str) -> tuple[str, CgroupAttach] | None:
@@ -83,7 +84,7 @@ def main(hooks: list[str]) -> int:
             if root is None:
                 raise SystemExit(f"hooks_only: no cgroup v2 hierarchy mounted for {hook}")
             prog_type, attach = cgroup
-            fn = prog.load_func(name.encode(), getattr(BPF, prog_type))
+            fn = load_cgroup_func(prog, BPF, name, prog_type, attach)
             fds += link_cgroup(fn.fd, str(root), attach)
         print('{"ready": true}', file=sys.stderr, flush=True)
         signal.pause()

@@ -131,7 +131,8 @@ class Agent(Observer):
             "raw_tracepoint/sock_send_length", "raw_tracepoint/tcp_destroy_sock",
             "tracepoint/sock:inet_sock_set_state", "tracepoint/tcp:tcp_probe",
             "tracepoint/tcp:tcp_receive_reset", "tracepoint/tcp:tcp_retransmit_skb"],
-        "sock_ops": sorted([*(f"cgroup/{name}" for name in SOCK_OPS_PROGRAMS),
+        "sock_ops": sorted([*(f"cgroup/{name}" for name in SOCK_OPS_PROGRAMS
+                              if "udp" not in name),  # udp is no default kind
                             "cgroup_skb/dns_ingress"])}
 
     def __init__(self, core: str) -> None:

@@ -61,17 +61,19 @@
  * from the first FIN on (no state callback can be armed for them outside sock_ops).
  *
  * UDP (WITH_UDP) has no connection: each datagram counts on the edge of its socket's
- * owner and the peer in its IP and UDP headers (an unconnected socket's own fields name
- * no peer; the cgroup sock_addr hooks see addresses but no lengths, and sendmsg's not at
- * all on a connected socket). A socket whose first datagram went out is a client (its
- * edge keyed by the peer's port), one whose first came in a server (by its own port).
+ * owner and its peer, at the cgroup_skb programs, from its IP and UDP headers (an
+ * unconnected socket's own fields name no peer; the cgroup sock_addr hooks see addresses
+ * but no lengths). Out, the peer is the one the application named (the sendmsg hooks'
+ * address, or the connected socket's), which netfilter may have DNATed in the headers
+ * by then. A socket whose first datagram went out is a client (its edge keyed by the
+ * peer's port), one whose first came in a server (by its own port).
  * Bytes are UDP payload, as send and recv return them; a GSO or GRO batch counts its
  * segments as datagrams. A socket from before the agent is owned by its cgroup (process
  * unknown) and takes its role from the first datagram seen.
  *
  * Files, in the loader's order after edge_maps.h: sock_storage.h (socket state and
- * on_sock_create), udp_datagrams.h, this file (on_sock_ops), tcp_segments.c
- * (on_egress, on_ingress).
+ * on_sock_create), udp_datagrams.h (on_udp4_sendmsg, on_udp6_sendmsg), this file
+ * (on_sock_ops), tcp_segments.c (on_egress, on_ingress).
  *
  * Minimum kernel: 5.10 (PARSE_ALL_HDR_OPT, skb data in sock_ops, bpf_sk_cgroup_id in
  * cgroup_skb). Fallback: conn_tracker.c, chosen when this does not load or attach.

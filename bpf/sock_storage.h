@@ -20,6 +20,7 @@
 #define S_UNSTAMPED 128  /* created before the agent (its listener, say): no owner known
                           * until its first segment out names its cgroup */
 #define S_UDP_ROLE 256   /* UDP: key.role set by the first datagram */
+#define S_UDP_DST 512    /* UDP: udp_dst holds the address the pending sendmsg named */
 
 #define BPF_F_CLONE_ (1U << 9)
 
@@ -34,6 +35,9 @@ struct sock_state {
     u32 retrans;          /* total_retrans already on an edge (adopted sockets) */
     u32 fin_end;          /* rcv_nxt just past a peer FIN seen in order in FIN_WAIT1/2 */
     u32 flags;
+    u8 udp_dst[16];       /* UDP: the destination the last sendto()/sendmsg() named */
+    u16 udp_dst_port;
+    u8 udp_dst_family;
     u32 base_una;         /* snd_una when bytes_acked was base_acked, read together */
     u64 base_acked;       /* under the socket lock: what ingress computes ACKs from */
     struct bpf_spin_lock lock; /* over acked/received/retrans/base_*: ingress is unlocked */

@@ -65,10 +65,11 @@ def _row(edge: MapEdge, labels: dict[str, str], wide: bool) -> list[str]:
 
 
 def edge_table(snapshot: MapSnapshot, wide: bool = False) -> str:
-    """Edges by traffic (connection attempts/s, then bytes/s). RTT P50/P99 take every
-    sample, either side's; wide adds each side's own: RETRANS CLIENT/SERVER are the
-    packets the client resent (client → server) / the server resent (server → client),
-    RTT P50 CLIENT/SERVER as each side measured it, `-` for a side without an agent."""
+    """Edges by traffic (connection attempts/s or UDP datagrams/s, then bytes/s). RTT
+    P50/P99 take every sample, either side's; wide adds each side's own: RETRANS
+    CLIENT/SERVER are the packets the client resent (client → server) / the server
+    resent (server → client), RTT P50 CLIENT/SERVER as each side measured it, `-` for a
+    side without an agent."""
     if not snapshot.edges:
         return f"No edges in the last {snapshot.window_seconds:g}s match.\n"
     nodes = {node.id: node for node in snapshot.nodes}

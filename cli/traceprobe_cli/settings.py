@@ -76,7 +76,8 @@ INPUTS: dict[str, Input] = {
                 " comma-separated or repeated", "only edges touching this namespace"),
     "probe": Input("--probe", "namespace/name of a TraceProbe or name of a"
                    " ClusterTraceProbe", "only edges this probe saw"),
-    "min_rate": Input("--min-rate", "connection attempts per second, a number >= 0",
+    "min_rate": Input("--min-rate", "connection attempts (UDP: datagrams) per second, a "
+                      "number >= 0",
                       "only edges with at least this traffic"),
     "search": Input("--search", "text of at most 512 characters, no control characters",
                     "only edges with an end whose name contains this"),

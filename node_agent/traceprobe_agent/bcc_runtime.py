@@ -75,7 +75,17 @@ _FLIP_GRACE_SECONDS = 0.02
 SOCK_OPS_PROGRAMS = {"on_sock_create": ("CGROUP_SOCK", CgroupAttach.INET_SOCK_CREATE),
                      "on_sock_ops": ("SOCK_OPS", CgroupAttach.SOCK_OPS),
                      "on_egress": ("CGROUP_SKB", CgroupAttach.INET_EGRESS),
-                     "on_ingress": ("CGROUP_SKB", CgroupAttach.INET_INGRESS)}
+                     "on_ingress": ("CGROUP_SKB", CgroupAttach.INET_INGRESS),
+                     "on_udp4_sendmsg": ("CGROUP_SOCK_ADDR", CgroupAttach.UDP4_SENDMSG),
+                     "on_udp6_sendmsg": ("CGROUP_SOCK_ADDR", CgroupAttach.UDP6_SENDMSG)}
+
+
+def load_cgroup_func(prog: Any, bpf: Any, name: str, kind: str, attach: CgroupAttach) -> Any:
+    """Program `name` of the BCC module `prog` loaded as `kind` (a BPF.* program type
+    name); a sock_addr program names its attach point at load, or the kernel refuses it."""
+    if kind == "CGROUP_SOCK_ADDR":
+        return prog.load_func(name.encode(), bpf.CGROUP_SOCK_ADDR, attach_type=int(attach))
+    return prog.load_func(name.encode(), getattr(bpf, kind))
 
 
 class ConnTracker:
@@ -116,7 +126,7 @@ class ConnTracker:
         try:
             for name in links:
                 kind, attach = SOCK_OPS_PROGRAMS[name]
-                fn = self._prog.load_func(name.encode(), getattr(self._bcc.BPF, kind))
+                fn = load_cgroup_func(self._prog, self._bcc.BPF, name, kind, attach)
                 self._fds.extend(link_cgroup(fn.fd, cgroup_dir, attach))
                 self._linked.append(f"cgroup/{name}")
         except Exception as exc:  # bcc raises bare Exception: one named error instead

@@ -24,6 +24,8 @@ class CgroupAttach(enum.IntEnum):
     INET_EGRESS = 1
     INET_SOCK_CREATE = 2
     SOCK_OPS = 3
+    UDP4_SENDMSG = 14
+    UDP6_SENDMSG = 15
 
 
 def link_cgroup(prog_fd: int, cgroup_dir: str,

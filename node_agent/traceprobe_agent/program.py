@@ -97,7 +97,8 @@ class ProgramPlan:
         if self.core != SOCK_OPS:
             return ()
         return ("on_sock_create", "on_sock_ops") + (
-            ("on_egress", "on_ingress") if {"bytes", "udp"} & set(self.kinds) else ())
+            ("on_egress", "on_ingress") if {"bytes", "udp"} & set(self.kinds) else ()) + (
+            ("on_udp4_sendmsg", "on_udp6_sendmsg") if "udp" in self.kinds else ())
 
     @property
     def runnable(self) -> bool:

@@ -372,3 +372,31 @@ def test_udp_flows_are_edges_with_their_peers_in_the_sock_ops_core(
     echoed = rec.one(role="server", transport="udp", local_ip=b.ip)
     assert echoed.cgroup_id == b.cgroup_id and echoed.pid is None  # from before the agent
     assert not any(r.role.value == "udp" for r in rec.records)  # no peerless records
+
+
+def test_udp_to_a_cluster_ip_stays_on_the_address_the_application_named(
+        pod_factory: Any, service_factory: Any, bpf_ready: None) -> None:
+    """A node process (hostNetwork) sends to a ClusterIP, which netfilter's OUTPUT hook
+    DNATs to the server pod before the egress program sees the datagram, and gets its
+    answers back from the ClusterIP: unconnected (sendto) and connected sockets alike put
+    both directions on one client edge to the ClusterIP, none on the pod's address."""
+    node = pod_factory.create("node-proc", "traffic", host_network=True)
+    b = pod_factory.create("names-0", "traffic", labels={"app": "names"})
+    echo = udp_echo(b, 5353)
+    svc = service_factory.create("names", "traffic", [b], 53, 5353, protocol="UDP")
+    rec = Recorder(frozenset({"connections", "udp"}), core="sock_ops")
+    try:
+        sent = udp_call(node, svc.cluster_ip, "", 53, [100, 300])["v4"]
+        connected = udp_call(node, svc.cluster_ip, "", 53, [50, 7000], "--connect")["v4"]
+        rec.flush()
+    finally:
+        stop(echo)
+        rec.agent.close()
+    client = rec.edge(role="client", transport="udp", cgroup_id=node.cgroup_id,
+                      remote_ip=svc.cluster_ip, remote_port=53)
+    assert (client["datagrams_sent"], client["datagrams_received"], client["bytes_sent"],
+            client["bytes_received"]) == (4, 4, sent[0] + connected[0], sent[1] + connected[1])
+    assert not [r for r in rec.records if r.remote_ip == b.ip and r.role == "client"]
+    server = rec.edge(role="server", transport="udp", local_ip=b.ip, local_port=5353)
+    assert (server["datagrams_received"], server["bytes_received"]) == (
+        4, sent[0] + connected[0])

@@ -57,6 +57,15 @@ def peers(log: str) -> list[str]:
     return [line.split()[1] for line in log.splitlines() if line.startswith("peer ")]
 
 
+def udp_echo(port: int) -> list[str]:
+    """A UDP server (IPv4) answering each datagram with one half its size."""
+    return ["python3", "-u", SCRIPT, "udp-echo", str(port), "--ready-file", READY_FILE]
+
+
+def udp_call(host: str, port: int, sizes: list[int]) -> list[str]:
+    return ["python3", "-u", SCRIPT, "udp-call", host, str(port), *map(str, sizes)]
+
+
 def dial(host: str, port: int, request: int, *extra: str) -> list[str]:
     return ["python3", "-u", SCRIPT, "dial", host, str(port), str(request), *extra]
 
@@ -101,9 +110,12 @@ def service(name: str, ns: str, port: int, target: int, *,
             "spec": spec}
 
 
-def cluster_probe(name: str, namespaces: list[str], interval: str = "2s") -> dict[str, Any]:
+def cluster_probe(name: str, namespaces: list[str], interval: str = "2s",
+                  probes: list[str] | None = None) -> dict[str, Any]:
+    """`probes`: its kinds (None: the schema's defaults)."""
+    spec: dict[str, Any] = {"interval": interval, "namespaceSelector": {"matchExpressions": [
+        {"key": "kubernetes.io/metadata.name", "operator": "In", "values": namespaces}]}}
+    if probes is not None:
+        spec["probes"] = probes
     return {"apiVersion": "traceprobe.io/v1alpha1", "kind": "ClusterTraceProbe",
-            "metadata": {"name": name},
-            "spec": {"interval": interval, "namespaceSelector": {"matchExpressions": [
-                {"key": "kubernetes.io/metadata.name", "operator": "In",
-                 "values": namespaces}]}}}
+            "metadata": {"name": name}, "spec": spec}

@@ -4,18 +4,19 @@
                      [--ready-file PATH] [--log-peers]
     traffic.py dial HOST PORT REQUEST_BYTES [--count N] [--parallel P] [--hold S]
     traffic.py stream HOST PORT BYTES
-    traffic.py udp-echo PORT COUNT
-    traffic.py udp-call HOST HOST6 PORT SIZE...
+    traffic.py udp-echo PORT [--count N] [--family 4|46] [--ready-file PATH]
+    traffic.py udp-call HOST PORT SIZE... [--host6 HOST6] [--connect]
 
 `serve` prints "ready" once listening (and creates --ready-file, for an exec
 readiness probe that adds no connection of its own); with --log-peers it prints
 "peer IP PORT" for each connection it accepts. It reads each request fully (until the
 client half-closes), answers RESPONSE_BYTES and closes (or resets with --reset).
 `dial` prints one JSON line: connections completed, failed (with errno names),
-bytes sent and received. `udp-echo` answers each of COUNT datagrams (IPv4 and IPv6)
-with one half its size, then prints what it received; `udp-call` sends each SIZE
-once over an unconnected IPv4 socket (sendto) and once over a connected IPv6 one
-(send), waits for each answer, and prints the bytes each way per family. Plain
+bytes sent and received. `udp-echo` answers each datagram (IPv4, and IPv6 with
+--family 46) with one half its size; after N of them (0: never) it prints what it
+received and exits. `udp-call` sends each SIZE once over an unconnected IPv4 socket
+(sendto; connected with --connect), and with --host6 once more over a connected IPv6
+one (send), waits for each answer, and prints the bytes each way per family. Plain
 stdlib Python: it runs under /usr/bin/python3.
 """
 
@@ -111,15 +112,18 @@ def dial(host: str, port: int, request: int, count: int, parallel: int, hold: fl
     print(json.dumps({**counts, "failed": failed}), flush=True)
 
 
-def udp_echo(port: int, count: int) -> None:
-    socks = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM),
-             socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)]
-    socks[1].setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+def udp_echo(port: int, count: int, family: str, ready_file: str) -> None:
+    socks = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM)]
     socks[0].bind(("0.0.0.0", port))
-    socks[1].bind(("::", port))
+    if family == "46":
+        socks.append(socket.socket(socket.AF_INET6, socket.SOCK_DGRAM))
+        socks[1].setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        socks[1].bind(("::", port))
     print("ready", flush=True)
+    if ready_file:
+        open(ready_file, "w").close()
     seen = {"in": 0, "bytes_in": 0}
-    for _ in range(count):
+    while count <= 0 or seen["in"] < count:
         ready, _, _ = select.select(socks, [], [])
         data, peer = ready[0].recvfrom(65535)
         seen["in"] += 1
@@ -128,20 +132,28 @@ def udp_echo(port: int, count: int) -> None:
     print(json.dumps(seen), flush=True)
 
 
-def udp_call(host: str, host6: str, port: int, sizes: list[int]) -> None:
+def udp_call(host: str, port: int, sizes: list[int], host6: str, connect: bool) -> None:
     v4 = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    v6 = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
-    v6.connect((host6, port))
-    for s in (v4, v6):
-        s.settimeout(10)
-    done = {"v4": [0, 0], "v6": [0, 0]}
+    v4.settimeout(10)
+    if connect:
+        v4.connect((host, port))
+    v6 = None
+    if host6:
+        v6 = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+        v6.settimeout(10)
+        v6.connect((host6, port))
+    done = {"v4": [0, 0], **({"v6": [0, 0]} if v6 else {})}
     for n in sizes:
-        v4.sendto(b"q" * n, (host, port))
+        if connect:
+            v4.send(b"q" * n)
+        else:
+            v4.sendto(b"q" * n, (host, port))
         done["v4"][0] += n
         done["v4"][1] += len(v4.recv(65535))
-        v6.send(b"q" * n)
-        done["v6"][0] += n
-        done["v6"][1] += len(v6.recv(65535))
+        if v6 is not None:
+            v6.send(b"q" * n)
+            done["v6"][0] += n
+            done["v6"][1] += len(v6.recv(65535))
     print(json.dumps(done), flush=True)
 
 
@@ -168,17 +180,20 @@ def main() -> None:
     d.add_argument("--payload", default="q", help="text repeated to fill each request")
     e = sub.add_parser("udp-echo")
     e.add_argument("port", type=int)
-    e.add_argument("count", type=int)
+    e.add_argument("--count", type=int, default=0)
+    e.add_argument("--family", choices=("4", "46"), default="4")
+    e.add_argument("--ready-file", default="")
     c = sub.add_parser("udp-call")
     c.add_argument("host")
-    c.add_argument("host6")
     c.add_argument("port", type=int)
     c.add_argument("sizes", type=int, nargs="+")
+    c.add_argument("--host6", default="")
+    c.add_argument("--connect", action="store_true")
     a = p.parse_args()
     if a.cmd == "udp-echo":
-        udp_echo(a.port, a.count)
+        udp_echo(a.port, a.count, a.family, a.ready_file)
     elif a.cmd == "udp-call":
-        udp_call(a.host, a.host6, a.port, a.sizes)
+        udp_call(a.host, a.port, a.sizes, a.host6, a.connect)
     elif a.cmd == "serve":
         serve(a.port, a.response, a.reset, a.count, a.family, a.ready_file, a.log_peers)
     else:

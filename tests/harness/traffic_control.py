@@ -24,17 +24,21 @@ def dial(pod: Any, host: str, port: int, request: int, *extra: str) -> dict[str,
     return dict(json.loads(out.stdout))
 
 
-def udp_echo(pod: Any, port: int, count: int) -> subprocess.Popen[str]:
-    """A UDP echo server in `pod` for `count` datagrams; finish() reads what it saw."""
+def udp_echo(pod: Any, port: int, count: int = 0) -> subprocess.Popen[str]:
+    """A UDP echo server in `pod`, IPv4 and IPv6, for `count` datagrams (0: until
+    stopped); finish() reads what it saw."""
     proc: subprocess.Popen[str] = pod.popen(
-        [PY, TRAFFIC, "udp-echo", str(port), str(count)], stdout=subprocess.PIPE, text=True)
+        [PY, TRAFFIC, "udp-echo", str(port), "--count", str(count), "--family", "46"],
+        stdout=subprocess.PIPE, text=True)
     assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
     return proc
 
 
-def udp_call(pod: Any, host: str, host6: str, port: int, sizes: list[int]) -> dict[str, Any]:
-    out = pod.run([PY, TRAFFIC, "udp-call", host, host6, str(port), *map(str, sizes)],
-                  timeout=120)
+def udp_call(pod: Any, host: str, host6: str, port: int, sizes: list[int],
+             *extra: str) -> dict[str, Any]:
+    """traffic.py udp-call in `pod` (host6 "": IPv4 only); its JSON line."""
+    out = pod.run([PY, TRAFFIC, "udp-call", host, str(port), *map(str, sizes),
+                   "--host6", host6, *extra], timeout=120)
     return dict(json.loads(out.stdout))
 
 

@@ -11,7 +11,9 @@ what a real Collector received must both show it.
     matrix/frontend ──80──► Service matrix/flaky: every connection reset
     matrix/hostnet (hostNetwork Deployment) ──80──► Service matrix/api
     matrix/batch (Job) ──80──► Service matrix/api
+    matrix/frontend ──5353/udp──► matrix-data/names (datagrams to its pod IP)
     between two rounds the frontend pod and one api pod are deleted and replaced.
+The probe counts UDP too: the frontend's lookups at CoreDNS are a UDP edge of their own.
 """
 
 from __future__ import annotations
@@ -29,8 +31,9 @@ from harness import node_shop as shop
 from harness.collector import Collector
 from harness.node import RealNode
 from harness.node_release import ChartRelease, all_ready, apply, running
-from harness.truth import BACKENDS, BYTES, CONNS, FAILURES, collector_edges
+from harness.truth import BACKENDS, BYTES, CONNS, DATAGRAMS, FAILURES, collector_edges
 from harness.waiting import wait_until
+from traceprobe_api.probe import DEFAULT_KINDS
 
 pytestmark = pytest.mark.timeout(900)
 CLUSTER = "node-matrix"
@@ -42,6 +45,8 @@ FRONTEND, HOSTNET, BATCH = (f"workload:{APP}/{n}" for n in ("frontend", "hostnet
 API_SVC, FLAKY_SVC = f"service:{APP}/api", f"service:{APP}/flaky"
 BACKENDS_OF_API = {f"workload:{APP}/api": "api", f"workload:{APP}/api-canary": "api-canary"}
 STORE_POD = f"workload:{DATA}/store"
+NAMES_POD = f"workload:{DATA}/names"
+UDP_SIZES = [40, 512, 1400, 3000]  # DNS-like, and one past the MTU
 WARMUP = f"workload:{APP}/warmup"
 PODS = 7  # running in APP: api x2, api-canary, flaky, frontend, warmup, hostnet
 
@@ -51,7 +56,7 @@ def _manifests(image: str) -> list[dict[str, Any]]:
     return [
         shop.namespace(APP), shop.namespace(DATA),
         shop.traffic_configmap(APP), shop.traffic_configmap(DATA),
-        shop.cluster_probe("matrix", [APP, DATA]),
+        shop.cluster_probe("matrix", [APP, DATA], probes=[*DEFAULT_KINDS, "udp"]),
         shop.deployment("api", APP, image, shop.serve(8080, 100), replicas=2, port=8080,
                         labels={"tier": "api"}),
         shop.deployment("api-canary", APP, image, shop.serve(8080, 100), port=8080,
@@ -61,6 +66,7 @@ def _manifests(image: str) -> list[dict[str, Any]]:
         shop.service("flaky", APP, 80, 8081),
         shop.statefulset("store", DATA, image, shop.serve(5432, 50), 5432),
         shop.service("store", DATA, 5432, 5432, headless=True),
+        shop.deployment("names", DATA, image, shop.udp_echo(5353), port=5353),
         shop.deployment("frontend", APP, image, idle),
         shop.deployment("warmup", APP, image, idle),
         shop.deployment("hostnet", APP, image, idle, host_network=True),
@@ -75,6 +81,7 @@ class Matrix:
     truth: dict[str, dict[str, Any]] = field(default_factory=dict)
     split: dict[str, int] = field(default_factory=dict)  # api workload -> accepted
     peers: list[str] = field(default_factory=list)  # addresses the api servers saw
+    udp: dict[str, Any] = field(default_factory=dict)  # udp-call's bytes each way
     _logs: dict[str, str] = field(default_factory=dict)  # pod -> its log, deleted ones too
 
     def pod(self, app: str, ns: str = APP) -> str:
@@ -84,8 +91,10 @@ class Matrix:
     def dial(self, app: str, host: str, port: int, request: int, *extra: str
              ) -> dict[str, Any]:
         """Run the generator in the app's pod; its JSON line is the truth."""
-        out = self.node.kubectl("exec", "-n", APP, self.pod(app), "--",
-                                *shop.dial(host, port, request, *extra)).stdout
+        return self.run(app, shop.dial(host, port, request, *extra))
+
+    def run(self, app: str, command: list[str]) -> dict[str, Any]:
+        out = self.node.kubectl("exec", "-n", APP, self.pod(app), "--", *command).stdout
         return dict(json.loads(out))
 
     def keep_logs(self, app: str) -> None:
@@ -118,6 +127,8 @@ def _run_matrix(m: Matrix, image: str) -> None:
     m.truth["refused"] = m.dial("frontend", STORE, 5433, 1, "--count", "2")
     m.truth["reset"] = m.dial("frontend", FLAKY, 80, 100, "--count", "2", "--hold", "0.3")
     m.truth["hostnet"] = m.dial("hostnet", API, 80, 30, "--count", "3")
+    (names,) = running(node, DATA, "app=names")
+    m.udp = m.run("frontend", shop.udp_call(names["status"]["podIP"], 5353, UDP_SIZES))
     # A pod deleted and replaced: the frontend and one api pod get successors.
     old = {m.pod("frontend"), running(node, APP, "app=api")[0]["metadata"]["name"]}
     m.keep_logs("api")
@@ -147,7 +158,7 @@ def matrix(real_node: RealNode, world_dir: Path) -> Iterator[Matrix]:
         image = real_node.image("workload")
         apply(real_node, *_manifests(image))
         wait_until(lambda: _ready(real_node, APP, PODS) and _ready(
-            real_node, DATA, 1), 180, "the matrix pods ready", diagnose=real_node.diagnose_pods)
+            real_node, DATA, 2), 180, "the matrix pods ready", diagnose=real_node.diagnose_pods)
         _run_matrix(m, image)
         yield m
     finally:
@@ -183,9 +194,10 @@ def _ours(edge: dict[str, Any]) -> bool:
     return WARMUP not in ends and any(f":{APP}/" in e or f":{DATA}/" in e for e in ends)
 
 
-def _drawn(matrix: Matrix) -> dict[tuple[str, str, int], dict[str, Any]]:
+def _drawn(matrix: Matrix, transport: str = "tcp") -> dict[tuple[str, str, int], dict[str, Any]]:
     return {(e["source"], e["target"], e["port"]): e
-            for e in matrix.release.api_map()["edges"] if _ours(e)}
+            for e in matrix.release.api_map()["edges"]
+            if _ours(e) and e["transport"] == transport}
 
 
 def test_the_map_draws_exactly_the_matrix(matrix: Matrix) -> None:
@@ -208,6 +220,39 @@ def test_the_map_draws_exactly_the_matrix(matrix: Matrix) -> None:
     assert edges[(FRONTEND, FLAKY_SVC, 80)]["failures"]["reset"] == 2
     for key in EXPECTED:
         assert edges[key]["failures"]["refused"] == 0 or key[2] == 5433, edges[key]
+
+
+def test_udp_flows_are_edges_with_their_peers_on_the_map(matrix: Matrix) -> None:
+    """The frontend's datagrams to the names pod: one udp edge seen from both sides,
+    datagrams and bytes each way as the generator sent and received them; and its
+    lookups at CoreDNS (not selected by the probe) an edge to the kube-dns Service, seen
+    from the frontend's side only."""
+    sent, received = matrix.udp["v4"]
+    n = len(UDP_SIZES)
+    assert (sent, received) == (sum(UDP_SIZES), sum(s // 2 for s in UDP_SIZES))
+    figures = ("datagramsSent", "datagramsReceived", "bytesSent", "bytesReceived")
+
+    def names_edge() -> tuple[Any, ...] | None:
+        edge = _drawn(matrix, "udp").get((FRONTEND, NAMES_POD, 5353))
+        return tuple(edge[f] for f in figures) if edge else None
+
+    try:
+        wait_until(lambda: names_edge() == (n, n, sent, received), 60, "the udp edge's counts")
+    except AssertionError:
+        assert names_edge() == (n, n, sent, received), matrix.release.diagnose()
+    udp = _drawn(matrix, "udp")
+    assert udp[(FRONTEND, NAMES_POD, 5353)]["observedBy"] == ["client", "server"]
+    assert udp[(FRONTEND, NAMES_POD, 5353)]["connections"] == 0
+    dns = [e for (source, target, port), e in udp.items()
+           if source == FRONTEND and target == "service:kube-system/kube-dns" and port == 53]
+    assert dns and dns[0]["datagramsSent"] >= 1 and dns[0]["datagramsReceived"] >= 1, udp
+    assert dns[0]["observedBy"] == ["client"]  # CoreDNS is no pod the probe selects
+    def exported() -> float | None:
+        return collector_edges(matrix.collector, DATAGRAMS, CLUSTER, (APP,),
+                               **{"network.io.direction": "transmit"}).get(
+            (f"{APP}/frontend", f"{DATA}/names", 5353))
+
+    assert wait_until(lambda: exported() == n, 60, "the datagrams at the Collector")
 
 
 def test_service_edges_break_down_to_the_backends_kube_proxy_chose(matrix: Matrix) -> None:

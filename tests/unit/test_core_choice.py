@@ -51,7 +51,8 @@ def test_udp_in_the_sock_ops_core_links_the_packet_programs_without_bytes() -> N
     plan = plan_program({"udp"}, NO_TRACEPOINTS, 65536, core=SOCK_OPS)
     assert plan.kinds == ("connections", "udp") and not plan.missing
     assert "-DWITH_UDP" in plan.cflags and "-DWITH_BYTES" not in plan.cflags
-    assert plan.links == ("on_sock_create", "on_sock_ops", "on_egress", "on_ingress")
+    assert plan.links == ("on_sock_create", "on_sock_ops", "on_egress", "on_ingress",
+                          "on_udp4_sendmsg", "on_udp6_sendmsg")
 
 
 def test_disabled_tracepoints_need_a_core_that_attaches_them() -> None:
