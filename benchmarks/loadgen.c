@@ -404,21 +404,28 @@ int main(int argc, char **argv)
 {
     sigset_t set;
     signal(SIGPIPE, SIG_IGN);
-    if (argc == 7 && !strcmp(argv[1], "serve")) {
+    int udp = argc > 1 && !strncmp(argv[1], "udp", 3); /* udpserve, udpping */
+    if (argc == 7 && !strcmp(argv[1] + (udp ? 3 : 0), "serve")) {
         parse_addr(argv[2], argv[3]);
         req_bytes = size_arg(argv[5]);
         resp_bytes = size_arg(argv[6]);
         block_signals(&set);
-        start_listening();
-        for (int i = 0; i < atoi(argv[4]); i++)
-            spawn(serve_worker, NULL);
+        if (!udp)
+            start_listening();
+        for (int i = 0; i < atoi(argv[4]); i++) {
+            if (udp)
+                spawn(udp_serve_worker, (void *)(long)udp_bound());
+            else
+                spawn(serve_worker, NULL);
+        }
         return wait_and_report(&set);
     }
-    if (argc == 8 && !strcmp(argv[1], "churn")) {
+    if (argc == 8 && (!strcmp(argv[1], "churn") || !strcmp(argv[1], "udpping"))) {
         parse_addr(argv[2], argv[3]);
         req_bytes = size_arg(argv[6]);
         resp_bytes = size_arg(argv[7]);
-        return run_clients(churn_worker, atoi(argv[4]), atof(argv[5]));
+        return run_clients(udp ? udp_ping_worker : churn_worker, atoi(argv[4]),
+                           atof(argv[5]));
     }
     if (argc == 4 && !strcmp(argv[1], "sink")) {
         parse_addr(argv[2], argv[3]);
@@ -431,21 +438,6 @@ int main(int argc, char **argv)
         parse_addr(argv[2], argv[3]);
         chunk_bytes = size_arg(argv[6]);
         return run_clients(bulk_worker, atoi(argv[4]), atof(argv[5]));
-    }
-    if (argc == 7 && !strcmp(argv[1], "udpserve")) {
-        parse_addr(argv[2], argv[3]);
-        req_bytes = size_arg(argv[5]);
-        resp_bytes = size_arg(argv[6]);
-        block_signals(&set);
-        for (int i = 0; i < atoi(argv[4]); i++)
-            spawn(udp_serve_worker, (void *)(long)udp_bound());
-        return wait_and_report(&set);
-    }
-    if (argc == 8 && !strcmp(argv[1], "udpping")) {
-        parse_addr(argv[2], argv[3]);
-        req_bytes = size_arg(argv[6]);
-        resp_bytes = size_arg(argv[7]);
-        return run_clients(udp_ping_worker, atoi(argv[4]), atof(argv[5]));
     }
     fprintf(stderr, "usage: see the comment at the top of benchmarks/loadgen.c\n");
     return 2;

@@ -18,9 +18,8 @@ from typing import Any
 
 import pytest
 
+from harness.recorder import Recorder as AgentRecorder
 from harness.traffic_control import PY, dial, serve, stop
-from traceprobe_agent.agent import Agent, AgentConfig
-from traceprobe_api.records import ConnectionRecord
 
 KINDS = frozenset({"connections", "bytes", "failures", "retransmits", "rtt"})
 
@@ -104,12 +103,9 @@ def kernel(pod: Any, port: int) -> dict[str, int]:
     return {k: int(found.get(k, 0)) for k in ("bytes_acked", "bytes_received")}  # 0: left out
 
 
-class Recorder:
+class Recorder(AgentRecorder):
     def __init__(self, core: str) -> None:
-        self.records: list[ConnectionRecord] = []
-        self.agent = Agent("node-1", self.records.extend, core=core)
-        self.agent.apply(AgentConfig(KINDS, 65536, 1.0))
-        assert self.agent.stats.core == core
+        super().__init__(KINDS, core)
 
     def sums(self, pod: Any, role: str, port: int) -> dict[str, int]:
         self.agent.tick()
