@@ -50,6 +50,10 @@ enum counter {
     C_STALE_REPLACED,     /* a socket connected again; its old entry was replaced */
     C_UNSELECTED,         /* a connection or datagram of a process no probe selects */
     C_PREEXISTING,        /* a connection opened before the agent, counted from now on */
+    C_REQ_MAP_FULL,       /* a request was not counted: requests map or storage full */
+    C_HTTP_DESYNC,        /* an HTTP stream's framing was lost; it waits for a head */
+    C_HTTP_PENDING_FULL,  /* more HTTP requests in flight than followed; one not counted */
+    C_HTTP_UNMATCHED,     /* an HTTP response to no request seen; not counted */
     C_MAX,
 };
 

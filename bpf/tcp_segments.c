@@ -5,8 +5,6 @@
  * header.
  */
 
-#define barrier_var(v) asm volatile("" : "+r"(v))
-
 /* A connection found open at its first segment out: the agent started after it. */
 static __always_inline void adopt(struct __sk_buff *skb, struct bpf_sock *sk,
                                   struct bpf_tcp_sock *tp)
@@ -97,7 +95,7 @@ static __always_inline struct sock_state *segment_state(struct __sk_buff *skb, u
         return 0;
     }
 #endif
-#ifndef WITH_BYTES
+#if !defined(WITH_BYTES) && !defined(WITH_HTTP)
     return 0; /* linked for UDP alone */
 #endif
     if (sk->protocol != IPPROTO_TCP_)
@@ -122,12 +120,9 @@ static __always_inline struct sock_state *segment_state(struct __sk_buff *skb, u
 }
 
 
-int on_egress(struct __sk_buff *skb)
+/* What the connection received, as of this segment out. */
+static __always_inline void egress_bytes(struct sock_state *st, struct bpf_tcp_sock *tp)
 {
-    struct bpf_tcp_sock *tp;
-    struct sock_state *st = segment_state(skb, 0, 1, &tp);
-    if (!st)
-        return 1;
     u32 una = tp->snd_una;
     if (una != st->base_una) {
         /* Under the socket lock no ACK is being processed: the pair is consistent. */
@@ -147,12 +142,26 @@ int on_egress(struct __sk_buff *skb)
     if (st->flags & S_FIN_SENT)
         acked = st->acked;
     if (received == st->received && acked == st->acked)
-        return 1;
+        return;
     u64 now = bpf_ktime_get_ns();
     if (now - st->report_ns < REPORT_NS)
-        return 1;
+        return;
     report(st, edge_of(st, &st->key), acked, received, tp->total_retrans, tp->srtt_us >> 3,
            now, 0);
+}
+
+int on_egress(struct __sk_buff *skb)
+{
+    struct bpf_tcp_sock *tp;
+    struct sock_state *st = segment_state(skb, 0, 1, &tp);
+    if (!st)
+        return 1;
+#ifdef WITH_BYTES
+    egress_bytes(st, tp);
+#endif
+#ifdef WITH_HTTP
+    http_segment(skb, full_sock(skb), st, 1); /* last: it may tail-call */
+#endif
     return 1;
 }
 
@@ -185,13 +194,10 @@ static __always_inline int ack_of(struct __sk_buff *skb, u32 *ack, u32 *seq)
     return 1;
 }
 
-int on_ingress(struct __sk_buff *skb)
+/* What the connection's peer acknowledged, as of this segment in. */
+static __always_inline void ingress_bytes(struct __sk_buff *skb, struct sock_state *st,
+                                          struct bpf_tcp_sock *tp)
 {
-    /* Once our FIN is out, the close callback counts the rest. */
-    struct bpf_tcp_sock *tp;
-    struct sock_state *st = segment_state(skb, S_FIN_SENT, 0, &tp);
-    if (!st)
-        return 1;
     /* Only an in-order segment is sure to have its ACK applied (an out-of-window one
      * is dropped unread); the others are picked up at the next report. The socket's
      * snd_una and bytes_acked may be changing on another CPU right now, so the advance
@@ -214,10 +220,30 @@ int on_ingress(struct __sk_buff *skb)
         acked = st->acked;
     u32 retrans = tp->total_retrans;
     if (acked == st->acked && retrans == st->retrans)
-        return 1;
+        return;
     u64 now = bpf_ktime_get_ns();
     if (now - st->report_ns < REPORT_NS)
-        return 1;
+        return;
     report(st, edge_of(st, &st->key), acked, st->received, retrans, tp->srtt_us >> 3, now, 0);
+}
+
+int on_ingress(struct __sk_buff *skb)
+{
+    struct bpf_tcp_sock *tp;
+    struct sock_state *st = segment_state(skb, 0, 0, &tp);
+    if (!st) {
+#ifdef WITH_HTTP
+        http_unstamped(skb); /* last: it may tail-call */
+#endif
+        return 1;
+    }
+#ifdef WITH_BYTES
+    /* Once our FIN is out, the close callback counts the rest. */
+    if (!(st->flags & S_FIN_SENT))
+        ingress_bytes(skb, st, tp);
+#endif
+#ifdef WITH_HTTP
+    http_segment(skb, full_sock(skb), st, 0); /* last: it may tail-call */
+#endif
     return 1;
 }

@@ -43,6 +43,7 @@ class Probe(StrEnum):
     RTT = "rtt"  # smoothed round-trip time
     UDP = "udp"  # UDP flows (off by default: chatty, and no connection state to join on)
     DNS = "dns"  # DNS answers received name external peers (only DNS responses are read)
+    HTTP = "http"  # HTTP/1.x requests: method, status and latency (sock_ops core only)
 
 
 DEFAULT_PROBES = [Probe.CONNECTIONS, Probe.FAILURES, Probe.BYTES, Probe.RETRANSMITS, Probe.RTT,

@@ -11,11 +11,12 @@ import functools
 import ipaddress
 from datetime import datetime
 from enum import StrEnum
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, Field
+from pydantic import AfterValidator, Field, model_validator
 
 from traceprobe_api.base import ObservedModel
+from traceprobe_api.latency import BUCKETS
 
 MAX_COUNT = 2**53 - 1
 """The largest counter a record may carry, and where the map's sums stop (saturate):
@@ -40,6 +41,38 @@ _Port = Annotated[int, Field(ge=0, le=65535)]
 _Address = Annotated[str, Field(max_length=45), AfterValidator(_address)]
 _Name = Annotated[str, Field(max_length=253)]  # a DNS subdomain: node, pod, workload names
 _Namespace = Annotated[str, Field(max_length=63)]
+
+
+MAX_REQUEST_ROWS = 512
+"""Method x status rows in one record: methods are a fixed set and a status a number
+in 100-599, so an edge's interval holds few; more is refused as malformed."""
+HTTP_METHODS = ("GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE",
+                "PATCH")
+"""bpf/http_messages.h's METHOD_* 1 … 9; any other method is "_OTHER"."""
+
+
+class RequestCounts(ObservedModel):
+    """Requests of one method answered with one status on an edge in one interval, as
+    the record's side saw them (role client: the client's time to first byte of the
+    response; server: the server's time to answer). Only these parsed fields ever
+    leave the node: no path, query, header or body."""
+
+    protocol: Literal["http"]
+    method: Literal["GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS",
+                    "TRACE", "PATCH", "_OTHER"]
+    status: Annotated[int, Field(ge=100, le=599)]
+    count: Annotated[int, Field(ge=1, le=MAX_COUNT)]
+    duration_sum_ns: _Count = 0
+    duration_buckets: Annotated[dict[Annotated[int, Field(ge=0, lt=BUCKETS)], _Count],
+                                Field(max_length=BUCKETS)] = Field(default_factory=dict)
+    """Latency bucket (traceprobe_api.latency) -> requests; they sum to `count`."""
+
+    @model_validator(mode="after")
+    def _buckets_add_up(self) -> RequestCounts:
+        if sum(self.duration_buckets.values()) != self.count:
+            raise ValueError(f"durationBuckets sum to {sum(self.duration_buckets.values())},"
+                             f" not to count {self.count}")
+        return self
 
 
 _new, _set = object.__new__, object.__setattr__  # pydantic's own fast path, by hand
@@ -118,6 +151,9 @@ class ConnectionRecord(ObservedModel):
                         Field(max_length=MAX_BACKENDS)] = Field(default_factory=dict)
     """Client role to a NATed address (a ClusterIP): connections per real
     destination `ip:port`, read from conntrack (kube-proxy DNAT)."""
+    requests: Annotated[list[RequestCounts], Field(max_length=MAX_REQUEST_ROWS)] | None = None
+    """TCP, probe kind `http`: the requests answered on this edge in the interval (None:
+    none, which keeps the wire form of every other record as it was)."""
 
     def replaced(self, **update: Any) -> ConnectionRecord:
         """A copy with `update` applied, not validated again: for hot paths whose

@@ -52,7 +52,7 @@ def _row(edge: MapEdge, labels: dict[str, str], wide: bool) -> list[str]:
            else rate(edge.connections_per_second), rate(edge.failures_per_second),
            f"{100 * edge.error_rate:.1f}%", bytes_rate(edge.bytes_sent_per_second),
            bytes_rate(edge.bytes_received_per_second), micros(edge.rtt.p50_us),
-           micros(edge.rtt.p99_us)]
+           micros(edge.rtt.p99_us), *_requests(edge)]
     if wide:
         f = edge.failures
         by_client, by_server = edge.rtt_by_client, edge.rtt_by_server
@@ -64,18 +64,33 @@ def _row(edge: MapEdge, labels: dict[str, str], wide: bool) -> list[str]:
     return row
 
 
+def _requests(edge: MapEdge) -> list[str]:
+    """REQ/S, REQ ERR and REQ P50/P99 (the client's latency where a client side saw the
+    requests, else the server's), over every protocol; `-` for an edge without any."""
+    if not edge.requests:
+        return ["-", "-", "-"]
+    total = sum(r.requests for r in edge.requests)
+    errors = sum(r.errors for r in edge.requests)
+    first = edge.requests[0]
+    latency = first.latency_by_client or first.latency_by_server
+    quantiles = "-" if latency is None else "/".join(
+        "-" if q is None else micros(q * 1000) for q in (latency.p50_ms, latency.p99_ms))
+    return [rate(sum(r.requests_per_second for r in edge.requests)),
+            f"{100 * errors / total:.1f}%" if total else "-", quantiles]
+
+
 def edge_table(snapshot: MapSnapshot, wide: bool = False) -> str:
     """Edges by traffic (connection attempts/s or UDP datagrams/s, then bytes/s). RTT
     P50/P99 take every sample, either side's; wide adds each side's own: RETRANS
     CLIENT/SERVER are the packets the client resent (client → server) / the server
     resent (server → client), RTT P50 CLIENT/SERVER as each side measured it, `-` for a
-    side without an agent."""
+    side without an agent. REQ columns are the requests answered (probe kind http)."""
     if not snapshot.edges:
         return f"No edges in the last {snapshot.window_seconds:g}s match.\n"
     nodes = {node.id: node for node in snapshot.nodes}
     labels = {node_id: views.label_of(node_id, nodes) for node_id in nodes}
     headers = ["SOURCE", "TARGET", "PORT", "CONN/S", "FAIL/S", "ERRORS", "TX/S", "RX/S",
-               "RTT P50", "RTT P99"]
+               "RTT P50", "RTT P99", "REQ/S", "REQ ERR", "REQ P50/P99"]
     if wide:
         headers += ["REFUSED/TIMEOUT/RESET", "RETRANS CLIENT/SERVER", "RTT P50 CLIENT/SERVER",
                     "OBSERVED BY", "PROBES"]

@@ -22,6 +22,7 @@ from traceprobe_agent.bpf_links import (
     return_freed_memory,
 )
 from traceprobe_agent.kernel_headers import KERNEL_SOURCE_ENV, find_kernel_headers
+from traceprobe_agent.request_rows import add_requests
 
 __all__ = ["BpfUnavailable", "CgroupAttach", "ConnTracker", "DnsTap", "preflight"]
 
@@ -62,7 +63,8 @@ def preflight() -> None:
 
 
 COUNTER_NAMES = ("conn_map_full", "edge_map_full", "untracked_io", "unattributed_close",
-                 "stale_replaced", "unselected", "preexisting_sockets")  # enum counter
+                 "stale_replaced", "unselected", "preexisting_sockets", "request_map_full",
+                 "http_desync", "http_pending_full", "http_unmatched")  # enum counter
 EDGE_FIELDS = ("opened", "closed", "refused", "timeouts", "resets", "bytes_sent",
                "bytes_received", "retransmits", "rtt_sum_us", "rtt_samples", "rtt_max_us",
                "duration_sum_ns")
@@ -101,7 +103,8 @@ class ConnTracker:
     def __init__(self, source: str, cflags: list[str],
                  kprobes: tuple[tuple[str, str, str], ...] = (),
                  cgroup_dir: str | None = None, links: tuple[str, ...] = (),
-                 max_connections: int = 0) -> None:
+                 max_connections: int = 0,
+                 tail_calls: tuple[tuple[str, int, str], ...] = ()) -> None:
         preflight()
         self._bcc = _import_bcc()
         self._fds: list[int] = []
@@ -113,17 +116,25 @@ class ConnTracker:
         if links:
             if cgroup_dir is None:
                 raise ValueError("the sock_ops core's programs need a cgroup v2 directory")
-            self._link_sock_ops(cgroup_dir, links)
+            self._link_sock_ops(cgroup_dir, links, tail_calls)
         self.kprobe_problem = self._attach_kprobes(kprobes)
         self._active = self._prog["active"]
         self._maps = (self._prog["edges0"], self._prog["edges1"])
+        self._requests = (self._prog["requests0"], self._prog["requests1"]) if tail_calls \
+            else ()
         self.verdicts = CgroupVerdicts(self._prog["cgroup_verdicts"])
         self._selected = 0
         self.batch_ops = True
 
-    def _link_sock_ops(self, cgroup_dir: str, links: tuple[str, ...]) -> None:
-        """All of `links` linked, or none (BpfUnavailable)."""
+    def _link_sock_ops(self, cgroup_dir: str, links: tuple[str, ...],
+                       tail_calls: tuple[tuple[str, int, str], ...]) -> None:
+        """All of `links` linked, or none (BpfUnavailable); `tail_calls` (program array,
+        index, program) are loaded first, as cgroup_skb programs the links call."""
         try:
+            for table, index, name in tail_calls:
+                fn = self._prog.load_func(name.encode(), self._bcc.BPF.CGROUP_SKB)
+                progs = self._prog[table]
+                progs[progs.Key(index)] = progs.Leaf(fn.fd)
             for name in links:
                 kind, attach = SOCK_OPS_PROGRAMS[name]
                 fn = load_cgroup_func(self._prog, self._bcc.BPF, name, kind, attach)
@@ -167,28 +178,32 @@ class ConnTracker:
                       + [f"raw_tracepoint/{text(tp)}" for tp in self._prog.raw_tracepoint_fds]
                       + self._kprobes + self._linked)
 
-    def drain(self) -> list[tuple[dict[str, Any], dict[str, int]]]:
-        """Everything counted since the last drain (the other map keeps counting)."""
+    def drain(self) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+        """Everything counted since the last drain (the other map keeps counting); an
+        edge's answered requests (probe kind http) are its value's `requests`."""
         old = self._selected
         self._selected = 1 - old
         self._active[self._active.Key(0)] = self._active.Leaf(self._selected)
         time.sleep(_FLIP_GRACE_SECONDS)
-        table = self._maps[old]
-        items: list[tuple[Any, Any]]
-        if self.batch_ops:
-            try:
-                items = list(table.items_lookup_and_delete_batch())
-            except Exception:  # kernel without batch ops: fall back, keep working
-                self.batch_ops = False
-        if not self.batch_ops:
-            items = list(table.items())
-            for key, _ in items:
-                del table[key]
-        edges = [(self._key(k), self._val(v)) for k, v in items]
+        edges = [(self._key(k), self._val(v)) for k, v in self._take(self._maps[old])]
+        if self._requests:
+            add_requests(edges, [(self._key(k.edge), k, v)
+                                 for k, v in self._take(self._requests[old])])
         # The batch buffers are sized for a full map (MBs); hand them back now.
-        del items
         return_freed_memory()
         return edges
+
+    def _take(self, table: Any) -> list[tuple[Any, Any]]:
+        """Every entry of `table`, deleted from it."""
+        if self.batch_ops:
+            try:
+                return list(table.items_lookup_and_delete_batch())
+            except Exception:  # kernel without batch ops: fall back, keep working
+                self.batch_ops = False
+        items = list(table.items())
+        for key, _ in items:
+            del table[key]
+        return items
 
     @staticmethod
     def _key(k: Any) -> dict[str, Any]:

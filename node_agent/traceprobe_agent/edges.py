@@ -7,7 +7,7 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
-from traceprobe_api.records import ConnectionRecord, Role
+from traceprobe_api.records import ConnectionRecord, RequestCounts, Role
 
 AF_INET, AF_INET6 = 2, 10
 # edge_maps.h's ROLE_*: (role, transport).
@@ -26,7 +26,7 @@ def format_ip(family: int, raw: bytes) -> str | None:
 
 
 _SPAN = ("first_open_ns", "last_open_ns")
-_NOT_COUNTS = {"comm", *_SPAN}
+_NOT_COUNTS = {"comm", "requests", *_SPAN}
 
 
 def _when(monotonic_ns: int, end: datetime, end_monotonic_ns: int,
@@ -66,6 +66,8 @@ def to_record(key: dict[str, Any], val: dict[str, Any], node: str, start: dateti
         pid=key["tgid"] or None, comm=val.get("comm", ""), cgroup_id=key["cgroup"],
         cgroup_path=cgroup_path(key["cgroup"]) if key["cgroup"] else None,
         interval_start=start, interval_end=end, active_from=first, active_until=last,
+        requests=[RequestCounts.model_validate(row) for row in val["requests"]]
+        if val.get("requests") else None,
         **counts,
     )
 

@@ -23,11 +23,12 @@ SOURCE = "conn_tracker.c"
 SOCK_OPS, TRACEPOINT = "sock_ops", "tracepoint"
 CORES = (SOCK_OPS, TRACEPOINT)
 _CORE_SOURCES = {SOCK_OPS: ("edge_maps.h", "sock_storage.h", "udp_datagrams.h",
-                            "sock_ops_core.c", "tcp_segments.c"),
+                            "sock_ops_core.c", "http_messages.h", "tcp_segments.c"),
                  TRACEPOINT: ("edge_maps.h", SOURCE)}
 
 _FLAGS = {"bytes": "WITH_BYTES", "failures": "WITH_FAILURES",
-          "retransmits": "WITH_RETRANS", "rtt": "WITH_RTT", "udp": "WITH_UDP"}
+          "retransmits": "WITH_RETRANS", "rtt": "WITH_RTT", "udp": "WITH_UDP",
+          "http": "WITH_HTTP"}
 DNS_SOURCE = "dns_answers.c"  # its own program (cgroup_skb), not a flag of SOURCE
 BYTES_KPROBE_SOURCE = "conn_bytes_kprobe.c"  # appended to SOURCE when it stands in
 # (kind, kernel function, program): attached by name, not by BCC's prefixes.
@@ -64,6 +65,9 @@ def edges_for(connections: int, cpus: int) -> int:
     per_cpu_cap = EDGE_MAP_BUDGET_BYTES // (EDGE_VALUE_BYTES * max(1, cpus))
     return max(MIN_MAP_ENTRIES, min(connections // 4, per_cpu_cap))
 _FALLBACK_NEEDS = "kprobes ({})"
+_NEEDS_CORE = "the sock_ops core"
+#: Kinds only the sock_ops core observes: requests are parsed from its segments.
+SOCK_OPS_KINDS = frozenset({"http"})
 
 
 def core_sources() -> tuple[str, ...]:
@@ -97,8 +101,15 @@ class ProgramPlan:
         if self.core != SOCK_OPS:
             return ()
         return ("on_sock_create", "on_sock_ops") + (
-            ("on_egress", "on_ingress") if {"bytes", "udp"} & set(self.kinds) else ()) + (
+            ("on_egress", "on_ingress") if {"bytes", "udp", "http"} & set(self.kinds) else ()) + (
             ("on_udp4_sendmsg", "on_udp6_sendmsg") if "udp" in self.kinds else ())
+
+    @property
+    def tail_calls(self) -> tuple[tuple[str, int, str], ...]:
+        """(program array, index, program) the sock_ops core's links call."""
+        if self.core != SOCK_OPS or "http" not in self.kinds:
+            return ()
+        return (("http_progs", 0, "http_out"), ("http_progs", 1, "http_in"))
 
     @property
     def runnable(self) -> bool:
@@ -108,8 +119,13 @@ class ProgramPlan:
         """A one-line reason when not everything requested runs."""
         if not self.missing:
             return None
-        parts = [f"{kind} needs {', '.join(tps)}" for kind, tps in sorted(self.missing.items())]
-        return "tracepoints missing: " + "; ".join(parts)
+        core_only = sorted(k for k, needs in self.missing.items() if needs == [_NEEDS_CORE])
+        parts = [f"{kind} needs {', '.join(tps)}" for kind, tps in sorted(self.missing.items())
+                 if kind not in core_only]
+        text = ["tracepoints missing: " + "; ".join(parts)] if parts else []
+        if core_only:
+            text.append(f"{', '.join(core_only)} needs {_NEEDS_CORE}, which is not loaded")
+        return "; ".join(text)
 
 
 def plan_program(requested: set[str], features: KernelFeatures, max_connections: int,
@@ -130,6 +146,9 @@ def plan_program(requested: set[str], features: KernelFeatures, max_connections:
     kprobes: tuple[tuple[str, str, str], ...] = ()
     for kind in ALL_KINDS:
         if kind not in wanted:
+            continue
+        if kind in SOCK_OPS_KINDS:
+            missing[kind] = [_NEEDS_CORE]
             continue
         absent = features.missing_for("bytes" if kind == "udp" else kind)
         if absent and kind == "bytes" and features.kprobes:

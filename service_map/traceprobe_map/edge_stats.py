@@ -9,6 +9,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from traceprobe_map.peers import Peer
+from traceprobe_map.request_tally import RequestTally
 
 COUNTERS = ("connections", "refused", "timeouts", "resets", "bytes_sent", "bytes_received",
             "retransmits", "rtt_sum_us", "rtt_samples", "server_retransmits",
@@ -149,6 +150,9 @@ class EdgeStats:
     (`conntracked` > 0); else connections each backend's own agent accepted."""
     conntracked: int = 0
     """Client records that carried conntrack backends (each: parts <= its attempts)."""
+    requests: RequestTally | None = None
+    """Requests answered on the edge (probe kind http), both sides' apart; None until
+    a record carries some (most edges never do)."""
     # Shared immutable sets (names_with/names_union): one set object serves every
     # bucket and edge with the same names, instead of six sets per edge per bucket.
     observed_by: Names = NO_NAMES
@@ -193,6 +197,13 @@ class EdgeStats:
                                        in server.rtt_histogram.items() if key < 0})
         if server.server_rtt_max_us > self.server_rtt_max_us:
             self.server_rtt_max_us = server.server_rtt_max_us
+        if server.requests:
+            self.tally().add(server.requests, side="server")
+
+    def tally(self) -> RequestTally:
+        if self.requests is None:
+            self.requests = RequestTally()
+        return self.requests
 
     def add_counts(self, other: EdgeStats) -> None:
         for name in COUNTERS:
@@ -201,6 +212,8 @@ class EdgeStats:
             self.rtt_histogram.update(other.rtt_histogram)
         if other.backends:
             self.backends.update(other.backends)
+        if other.requests:
+            self.tally().add(other.requests)
 
     def subtract_counts(self, other: EdgeStats) -> None:
         """Take a bucket's counts back out (it left the window); names and the
@@ -213,6 +226,8 @@ class EdgeStats:
         if other.backends:
             self.backends.subtract(other.backends)
             self.backends = +self.backends
+        if other.requests and self.requests is not None:
+            self.requests.subtract(other.requests)
 
     def names(self) -> NameSets:
         return (self.observed_by, self.src_pods, self.dst_pods, self.src_nodes,

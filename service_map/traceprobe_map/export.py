@@ -28,6 +28,7 @@ from typing import Any
 
 from opentelemetry.sdk.metrics.export import (
     AggregationTemporality,
+    Histogram,
     Metric,
     MetricExporter,
     MetricExportResult,
@@ -42,6 +43,7 @@ from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from traceprobe_map.buckets import EdgeKey
 from traceprobe_map.edge_stats import EdgeStats
 from traceprobe_map.peers import Peer
+from traceprobe_map.request_export import SG_FAILED, SG_TOTAL, graph_requests, record_requests
 from traceprobe_map.series import Instrument, SeriesStore
 
 log = logging.getLogger("traceprobe.map.export")
@@ -156,8 +158,6 @@ _RTT_COUNT = Instrument("traceprobe.edge.rtt.count", "{sample}",
 _BACKEND_ATTEMPTS = Instrument(
     "traceprobe.edge.backend.attempts", "{attempt}",
     "Attempts to a Service, by the backend kube-proxy sent them to (k8s.dst.backend.*)")
-_SG_TOTAL = Instrument("traces_service_graph_request_total", "", "")
-_SG_FAILED = Instrument("traces_service_graph_request_failed_total", "", "")
 SCOPE = InstrumentationScope("traceprobe.service_map")
 POINTS_PER_REQUEST = 5000
 """~2 MB of OTLP: Collectors refuse gRPC messages over 4 MiB and HTTP bodies over 20 MiB
@@ -172,10 +172,13 @@ def _batches(metrics: list[Metric], size: int) -> Iterator[list[Metric]]:
         points = list(metric.data.data_points)
         while points:
             part, points = points[:room], points[room:]
+            data = Histogram(data_points=part,  # type: ignore[arg-type]
+                             aggregation_temporality=AggregationTemporality.CUMULATIVE) \
+                if isinstance(metric.data, Histogram) else Sum(
+                    data_points=part, is_monotonic=True,  # type: ignore[arg-type]
+                    aggregation_temporality=AggregationTemporality.CUMULATIVE)
             batch.append(Metric(name=metric.name, description=metric.description,
-                                unit=metric.unit, data=Sum(
-                                    data_points=part, is_monotonic=True,  # type: ignore[arg-type]
-                                    aggregation_temporality=AggregationTemporality.CUMULATIVE)))
+                                unit=metric.unit, data=data))
             room -= len(part)
             if not room:
                 yield batch
@@ -247,13 +250,18 @@ class EdgeExporter:
                     measured = {**attrs, RTT_OBSERVER: observer}
                     add(_RTT_SUM, sum_us, measured)
                     add(_RTT_COUNT, samples, measured)
+            if s.requests:
+                record_requests(self.series, key, s.requests, attrs, now, now_ns)
             if self.service_graph:
                 sg = {"client": key.src.name, "server": key.dst.name,
                       "client_service_namespace": key.src.namespace or "",
                       "server_service_namespace": key.dst.namespace or "",
                       "connection_type": "" if key.dst.kind == "workload" else key.dst.kind}
-                add(_SG_TOTAL, s.attempts, sg)
-                add(_SG_FAILED, s.failures, sg)
+                if s.requests:  # the graph counts requests where there are any
+                    graph_requests(self.series, s.requests, sg, now, now_ns)
+                else:
+                    add(SG_TOTAL, s.attempts, sg)
+                    add(SG_FAILED, s.failures, sg)
 
     def _export(self, timeout_millis: float = 10_000) -> bool:
         with self._lock:

@@ -32,6 +32,7 @@ from traceprobe_map.edge_stats import (
     split_buckets,
 )
 from traceprobe_map.peers import Peer
+from traceprobe_map.request_tally import RequestSummary, summaries
 
 NO_BUCKETS: Counter[int] = Counter()  # read only
 _Count = Annotated[int, Field(ge=0)]
@@ -140,6 +141,8 @@ class MapEdge(ObservedModel):
     backends_unknown: _Count | None = None
     """backendsFrom conntrack: attempts whose DNAT flow the agent never saw (an event
     lost, conntrack started late); 0 normally."""
+    requests: list[RequestSummary] = Field(default_factory=list)
+    """Per protocol (probe kind http): requests, errors and each side's latency."""
     observed_by: list[str] = Field(default_factory=list)
     """client, server or both: which sides' agents saw it."""
     probes: list[str] = Field(default_factory=list)
@@ -247,6 +250,7 @@ def build_snapshot(edges: dict[EdgeKey, EdgeStats], cluster: str, window_seconds
             backends_from=_backends_from(s),
             backends_unknown=max(0, attempts - sum(s.backends.values())) if s.conntracked
             else None,
+            requests=summaries(s.requests, per_second),
             observed_by=sorted(s.observed_by), probes=sorted(s.probes)))
     out.sort(key=lambda e: (-e.attempts, e.id))
     return MapSnapshot(cluster=cluster, generated_at=generated_at, window_seconds=window_seconds,

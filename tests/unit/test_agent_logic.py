@@ -51,7 +51,23 @@ def test_plan_flags_and_degradation() -> None:
     dead = plan_program({"bytes"}, _features(**{"sock__inet_sock_set_state": False}), 65536)
     assert not dead.runnable and dead.kinds == ()
     with pytest.raises(ValueError, match="unknown probe kinds"):
-        plan_program({"http"}, _features(), 1)
+        plan_program({"grpc"}, _features(), 1)
+
+
+def test_http_runs_on_the_sock_ops_core_only() -> None:
+    tracepoint = plan_program({"bytes", "http"}, _features(), 65536)
+    assert "http" not in tracepoint.kinds and "-DWITH_HTTP" not in tracepoint.cflags
+    assert tracepoint.runnable and tracepoint.tail_calls == ()
+    assert tracepoint.problem() == "http needs the sock_ops core, which is not loaded"
+    no_tp = plan_program({"http", "rtt"}, _features(**{"tcp__tcp_probe": False}), 65536)
+    assert no_tp.problem() == ("tracepoints missing: rtt needs tcp:tcp_probe; "
+                               "http needs the sock_ops core, which is not loaded")
+    sock_ops = plan_program({"http"}, _features(), 65536, core="sock_ops")
+    assert "http" in sock_ops.kinds and "-DWITH_HTTP" in sock_ops.cflags
+    assert "-DWITH_BYTES" not in sock_ops.cflags  # http alone counts no bytes
+    assert {"on_egress", "on_ingress"} <= set(sock_ops.links)
+    assert [name for _, _, name in sock_ops.tail_calls] == ["http_out", "http_in"]
+    assert sock_ops.problem() is None
 
 
 def test_bytes_fall_back_to_kprobes_only_where_the_kernel_has_them() -> None:

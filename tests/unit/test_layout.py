@@ -44,6 +44,7 @@ def test_operator_folder_holds_only_the_operator() -> None:
 
 
 QUERY_MODEL = {"traceprobe_map", "traceprobe_map.views", "traceprobe_map.snapshot",
+               "traceprobe_map.request_tally",
                "traceprobe_map.graph_exports"}
 
 

@@ -111,9 +111,11 @@
     for (const e of snapshot.edges) {
       need(e.source); need(e.target);
       const rate = attempts(e);
-      edges.push({ group: "edges", classes: e.errorRate > 0 ? "traffic failing" : "traffic",
+      const req = (e.requests || [])[0]; // requests, where a probe parses them, say more
+      const errorRate = Math.max(e.errorRate, req ? req.errorRate : 0);
+      edges.push({ group: "edges", classes: errorRate > 0 ? "traffic failing" : "traffic",
         data: { id: e.id, source: e.source, target: e.target, width: edgeWidth(rate),
-          colour: edgeColour(e.errorRate), label: `${fmtRate(rate)}/s` } });
+          colour: edgeColour(errorRate), label: req ? requestLabel(req) : `${fmtRate(rate)}/s` } });
       for (const b of e.backends || []) {
         need(b.id);
         edges.push({ group: "edges", classes: "backend",
@@ -280,6 +282,33 @@
       [`by the ${side}: p99`, fmtUs(r.p99Us), `${field}.p99Us`, r.p99Us],
       [`by the ${side}: samples`, String(r.samples || 0), `${field}.samples`, r.samples || 0]];
   }
+  function requestLatency(r) { // the client's time to first byte, else the server's
+    return r.latencyByClient || r.latencyByServer || null;
+  }
+  function requestLabel(r) {
+    const l = requestLatency(r);
+    return `${fmtRate(r.requestsPerSecond)} req/s, ${fmtPct(r.errorRate)}`
+      + (l && l.p99Ms != null ? `, p99 ${fmtUs(l.p99Ms * 1000)}` : "");
+  }
+  function latencyRows(side, field, l) {
+    if (l == null) return [[`latency by the ${side}`, UNSEEN, field, ""]];
+    return ["p50", "p95", "p99"].map((q) => [`by the ${side}: ${q}`,
+      l[`${q}Ms`] == null ? "–" : fmtUs(l[`${q}Ms`] * 1000), `${field}.${q}Ms`, l[`${q}Ms`]]);
+  }
+  function requestRows(e) { // per protocol: rate, errors, statuses, each side's latency
+    return (e.requests || []).flatMap((r, i) => [
+      [`Requests (${r.protocol})`, null],
+      ["per second", `${fmtRate(r.requestsPerSecond)}/s`, `requests.${i}.requestsPerSecond`,
+        r.requestsPerSecond],
+      ["in window", String(r.requests), `requests.${i}.requests`, r.requests],
+      ["errors", `${r.errors} (${fmtPct(r.errorRate)})`, `requests.${i}.errors`, r.errors],
+      ["by status", Object.entries(r.byStatus || {}).map(([s, n]) => `${s}: ${n}`).join(", "),
+        `requests.${i}.byStatus`, Object.keys(r.byStatus || {}).join(",")],
+      ["counted by", r.countedBy, `requests.${i}.countedBy`, r.countedBy],
+      ...latencyRows("client", `requests.${i}.latencyByClient`, r.latencyByClient),
+      ...latencyRows("server", `requests.${i}.latencyByServer`, r.latencyByServer),
+    ]);
+  }
   function datagramRows(e) { // UDP has no connections: datagrams each way instead
     return [["Datagrams", null],
       ["client → server", `${fmtRate(e.datagramsSentPerSecond)}/s`, "datagramsSentPerSecond",
@@ -300,6 +329,7 @@
     fill(`${labelOf(e.source)} → ${labelOf(e.target)}`, [
       ["Port", e.port == null ? e.transport : `${e.port}/${e.transport}`, "port", e.port],
       ...(e.transport === "udp" ? datagramRows(e) : []),
+      ...requestRows(e),
       ["Connections", null],
       ["per second", `${fmtRate(e.connectionsPerSecond)}/s`, "connectionsPerSecond",
         e.connectionsPerSecond],

@@ -1,0 +1,39 @@
+"""The kernel's request counts (bpf/http_messages.h's requests maps) onto the edges
+they were answered on (pure: attribute reads of the entries bcc_runtime drained)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from traceprobe_api.records import HTTP_METHODS
+
+METHODS = ("_OTHER", *HTTP_METHODS)  # by METHOD_*: 0 is any other method
+PROTOCOLS = {1: "http"}  # PROTO_*
+
+
+def _ident(key: dict[str, Any]) -> tuple[Any, ...]:
+    return tuple(key.values())
+
+
+def request_row(k: Any, v: Any) -> dict[str, Any]:
+    """One requests-map entry (struct req_key, struct req_val) as RequestCounts fields."""
+    method = int(k.method)
+    return {"protocol": PROTOCOLS.get(int(k.protocol), "unknown"),
+            "method": METHODS[method] if method < len(METHODS) else "_OTHER",
+            "status": int(k.status), "count": int(v.count),
+            "duration_sum_ns": int(v.duration_sum_ns),
+            "duration_buckets": {i: int(n) for i, n in enumerate(v.buckets) if n}}
+
+
+def add_requests(edges: list[tuple[dict[str, Any], dict[str, Any]]],
+                 entries: list[tuple[dict[str, Any], Any, Any]]) -> None:
+    """Each (edge key, req_key, req_val) onto its edge's value as a `requests` row, in
+    place; an edge with requests but no other count this interval is added."""
+    by_edge = {_ident(key): val for key, val in edges}
+    for key, k, v in entries:
+        val = by_edge.get(_ident(key))
+        if val is None:
+            comm = bytes(v.comm).split(b"\0", 1)[0].decode(errors="replace")
+            val = by_edge[_ident(key)] = {"comm": comm}
+            edges.append((key, val))
+        val.setdefault("requests", []).append(request_row(k, v))

@@ -1,0 +1,46 @@
+"""An edge's requests as OTLP: semantic-convention latency histograms, and Grafana's
+service-graph series counting requests (pure, onto the map's SeriesStore).
+
+`http.client.request.duration` holds what client-side agents measured (request's first
+segment out to the response's first segment in), `http.server.request.duration` the
+server side's, each by `http.request.method` and `http.response.status_code`, in the
+kernel's buckets (traceprobe_api.latency) as explicit bounds in seconds.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from traceprobe_map.buckets import EdgeKey
+from traceprobe_map.request_tally import RequestTally, is_error, summaries
+from traceprobe_map.series import Instrument, SeriesStore
+
+HTTP_DURATION = {
+    "client": Instrument("http.client.request.duration", "s",
+                         "Duration of HTTP client requests (to the response's first byte)"),
+    "server": Instrument("http.server.request.duration", "s",
+                         "Duration of HTTP server requests (to the response's first byte)")}
+SG_SECONDS = {"client": Instrument("traces_service_graph_request_client_seconds", "s", ""),
+              "server": Instrument("traces_service_graph_request_server_seconds", "s", "")}
+SG_TOTAL = Instrument("traces_service_graph_request_total", "", "")
+SG_FAILED = Instrument("traces_service_graph_request_failed_total", "", "")
+
+
+def record_requests(series: SeriesStore, key: EdgeKey, tally: RequestTally,
+                    attrs: dict[str, Any], now: float, now_ns: int) -> None:
+    for (side, _, method, status), (buckets, sum_ns) in tally.histograms().items():
+        point = {**attrs, "server.address": key.dst.name, "http.request.method": method,
+                 "http.response.status_code": status}
+        if is_error(side, status):
+            point["error.type"] = str(status)
+        series.add_histogram(HTTP_DURATION[side], buckets, sum_ns, point, now, now_ns)
+
+
+def graph_requests(series: SeriesStore, tally: RequestTally, sg: dict[str, Any], now: float,
+                   now_ns: int) -> None:
+    """Requests (once, by the side that counts them) and both sides' latency."""
+    for summary in summaries(tally, 1.0):
+        series.add(SG_TOTAL, summary.requests, sg, now, now_ns)
+        series.add(SG_FAILED, summary.errors, sg, now, now_ns)
+    for (side, _, _, _), (buckets, sum_ns) in tally.histograms().items():
+        series.add_histogram(SG_SECONDS[side], buckets, sum_ns, sg, now, now_ns)
