@@ -2,14 +2,16 @@
 its connection cores.
 
 Runs, interleaved in one invocation (per repeat and workload: baseline, tracepoint,
-sock_ops, hooks-tracepoint, hooks-sock_ops, tcplife), a connection-churn workload on
-loopback and between two network namespaces, a bulk-transfer workload, and UDP
+sock_ops, sock_ops-http, hooks-tracepoint, hooks-sock_ops, tcplife), a connection-churn
+workload on loopback and between two network namespaces, a bulk-transfer workload, UDP
 request/response datagrams between the namespaces (the agent with its udp kind on;
-tcplife sees no UDP), and prints
+tcplife sees no UDP), and HTTP/1.1 keep-alive requests from wrk to nginx between the
+namespaces, and prints
 medians, ratios to the no-agent baseline, the observers' CPU and memory, lost events
 and an accuracy check of what the agent recorded against what the generator did.
 tracepoint and sock_ops are the agent with `--core tracepoint` (tracepoints) and
-`--core sock_ops` (cgroup v2 socket programs); hooks-<core> attaches empty programs to
+`--core sock_ops` (cgroup v2 socket programs); sock_ops-http is the latter with http
+added to its probe kinds (the request layer); hooks-<core> attaches empty programs to
 exactly the hooks that core's agent attached: the floor any observer on those hooks
 pays. Two extra passes measure inside single runs: BPF run statistics per program, and
 a `perf record -a` profile of where the CPU went.
@@ -33,16 +35,19 @@ from dataclasses import replace
 from pathlib import Path
 from types import FrameType
 
-from benchmarks import bpfcost, cpuprofile, procs, report, targets, workloads
+from benchmarks import bpfcost, cpuprofile, http_workload, procs, report, workloads
 from benchmarks.build import build_loadgen
 from benchmarks.netns import Namespaces, reap_stale
-from benchmarks.observers import CORES, OBSERVERS, TCPLIFE, ObserverFailed, program_names
+from benchmarks.observer_base import ObserverFailed
+from benchmarks.observers import AGENTS, CORES, OBSERVERS, TCPLIFE, program_names
+from benchmarks.overhead_tables import describe, print_tables
 from benchmarks.results import BASELINE, Run
 from traceprobe_agent.cgroups import cgroup2_mount
 
 # Each floor after both cores, so it mirrors what its own core attached in this repeat.
-VARIANTS = (BASELINE, *CORES, *(f"hooks-{core}" for core in CORES), "tcplife")
-DEFAULT_WORKLOADS = ("loopback-churn", "netns-churn", "loopback-bulk", "netns-udp")
+VARIANTS = (BASELINE, *AGENTS, *(f"hooks-{core}" for core in CORES), "tcplife")
+DEFAULT_WORKLOADS = ("loopback-churn", "netns-churn", "loopback-bulk", "netns-udp",
+                     "netns-http")
 START_TIMEOUT = 180.0
 REPEATS = 5
 
@@ -60,10 +65,13 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=4, help="churn client threads (4)")
     p.add_argument("--server-workers", type=int, default=4, help="churn server threads (4)")
     p.add_argument("--bulk-connections", type=int, default=1, help="bulk streams (1)")
+    p.add_argument("--http-threads", type=int, default=2, help="wrk threads (2)")
+    p.add_argument("--http-connections", type=int, default=8,
+                   help="wrk keep-alive connections, over all its threads (8)")
     p.add_argument("--no-pin", action="store_true",
                    help="let the scheduler place bulk sender and receiver (default: CPU 0 / 1)")
     p.add_argument("--workloads", default=",".join(DEFAULT_WORKLOADS),
-                   help="comma-separated, of loopback-churn,netns-churn,loopback-bulk,netns-bulk")
+                   help=f"comma-separated, of {','.join(workloads.NAMES)}")
     p.add_argument("--variants", default=",".join(VARIANTS),
                    help=f"comma-separated subset of {','.join(VARIANTS)}")
     p.add_argument("--settle", type=float, default=1.5,
@@ -73,7 +81,8 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--profile-seconds", type=float, default=4.0,
                    help="length of the extra perf-profile pass (0: skip it)")
     p.add_argument("--no-install", action="store_true",
-                   help="do not apt-get install bpfcc-tools or linux-perf when missing")
+                   help="do not apt-get install bpfcc-tools, linux-perf, nginx-light or "
+                        "wrk when missing")
     return p.parse_args(argv)
 
 
@@ -133,22 +142,6 @@ def run_one(variant: str, workload: workloads.Workload, settings: workloads.Sett
     return run
 
 
-def describe(run: Run) -> str:
-    head = f"{run.workload:<15} {run.variant:<16}"
-    if not run.ok or run.result is None:
-        return f"{head} FAILED: {run.error}"
-    r = run.result
-    rate = (f"{r.rate:,.0f} {workloads.UNITS[r.workload.kind]}/s" if r.workload.exchanges
-            else f"{r.rate / 1e6:,.0f} MB/s")
-    extra = ""
-    if run.acc is not None and (u := run.unaccounted()) is not None:
-        extra = f", unaccounted cli/srv {u[0]}/{u[1]}, drops {run.drops()}"
-    if run.cpu is not None and run.rss is not None:
-        extra += f", obs CPU {run.cpu:.2f}s RSS {run.rss / 1e6:.0f} MB"
-    other = f", other CPU {run.other_cpu:.0%}" if run.other_cpu is not None else ""
-    return f"{head} {rate}, failed {r.failed}{other}{extra}"
-
-
 def _interrupt(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
 
@@ -182,12 +175,22 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\n  NOTE: tcplife-bpfcc unavailable ({why}); its rows show n/a.", flush=True)
         running.remove("tcplife")
         runs += [Run(0, "tcplife", n, error=f"tcplife-bpfcc unavailable: {why}") for n in names]
+    if "netns-http" in names and (why := http_workload.ensure_tools(not args.no_install)):
+        print(f"\n  NOTE: nginx or wrk unavailable ({why}); netns-http rows show n/a.",
+              flush=True)
+        names_run = [n for n in names if n != "netns-http"]
+        runs += [Run(0, v, "netns-http", error=f"nginx or wrk unavailable: {why}")
+                 for v in variants]
+    else:
+        names_run = names
     settings = workloads.Settings(args.seconds, args.threads, args.server_workers,
-                                  args.bulk_connections, not args.no_pin)
-    total = len(names) * len(running) * args.repeats
+                                  args.bulk_connections, not args.no_pin, args.http_threads,
+                                  args.http_connections)
+    total = len(names_run) * len(running) * args.repeats
+    stale = reap_stale() + http_workload.reap_stale()
     say(f"{total} runs of {args.seconds:g}s (+ observer start-up), then the BPF cost and "
-        f"profile passes; "
-        f"removed stale namespaces: {reap_stale() or 'none'}")
+        f"profile passes; removed stale namespaces and nginx directories: "
+        f"{stale or 'none'}")
     costs: list[Run] = []
     profiled: list[Run] = []
     perf_missing = (cpuprofile.ensure_perf(not args.no_install)
@@ -199,10 +202,10 @@ def main(argv: list[str] | None = None) -> int:
         with Namespaces() as ns:
             all_wl = workloads.all_workloads(ns)
             try:
-                for name in names:  # unmeasured: first-run effects hit no variant
+                for name in names_run:  # unmeasured: first-run effects hit no variant
                     workloads.run(all_wl[name], replace(settings, seconds=2.0), binary)
                 for repeat in range(args.repeats):
-                    for name in names:
+                    for name in names_run:
                         for v in running:
                             runs.append(run_one(v, all_wl[name], settings, binary, repeat,
                                                 args.settle))
@@ -212,7 +215,7 @@ def main(argv: list[str] | None = None) -> int:
                 if args.bpf_stats_seconds > 0 and observers:
                     short = replace(settings, seconds=args.bpf_stats_seconds)
                     with bpfcost.stats_enabled() as enabled:
-                        for name in names if enabled else []:
+                        for name in names_run if enabled else []:
                             for v in observers:
                                 costs.append(run_one(v, all_wl[name], short, binary, -1,
                                                      args.settle))
@@ -220,7 +223,7 @@ def main(argv: list[str] | None = None) -> int:
                 if args.profile_seconds > 0 and perf_missing is None:
                     short = replace(settings, seconds=args.profile_seconds)
                     with tempfile.TemporaryDirectory(prefix="tpb-perf-") as tmp:
-                        for name in names:
+                        for name in names_run:
                             for v in running:
                                 data = Path(tmp) / f"{name}-{v}.data"
                                 profiled.append(run_one(v, all_wl[name], short, binary, -2,
@@ -242,38 +245,6 @@ def main(argv: list[str] | None = None) -> int:
               f"{report.agent_fingerprint()}); each agent run compiles them anew, so these "
               "results mix versions.")
     return 0
-
-
-def print_tables(runs: list[Run], costs: list[Run], profiled: list[Run], names: list[str],
-                 variants: list[str], settings: workloads.Settings) -> None:
-    print(f"\nSettings: {settings.seconds:g} s per run, {len({r.repeat for r in runs if r.ok})} "
-          f"interleaved repeats ({', '.join(variants)} per repeat and workload); "
-          f"churn: {settings.threads} client threads, {settings.server_workers} server "
-          f"threads, {workloads.REQUEST_BYTES} B request, {workloads.RESPONSE_BYTES} B "
-          f"response, server closes first; bulk: {settings.bulk_connections} stream(s) of "
-          f"{workloads.CHUNK_BYTES // 1024} KiB writes"
-          f"{', sender on CPU 0, receiver on CPU 1' if settings.pin_bulk else ''}; udp: "
-          f"{settings.threads} client sockets, {settings.server_workers} server sockets "
-          "(SO_REUSEPORT), one datagram each way per exchange, the same sizes, agents with "
-          "udp added to their probes. Namespaces keep no TIME_WAIT sockets "
-          "(tcp_max_tw_buckets=0), so runs do not inherit each other's.")
-    print(report.LEGEND)
-    summaries = {}
-    for name in names:
-        text, summaries[name] = report.workload_block(runs, name, variants,
-                                                      workloads.kind_of(name))
-        print(f"\n{name}\n{text}")
-    notes = report.anomalies_block(runs, names, variants)
-    if notes:
-        print(f"\nNotes\n{notes}")
-    print(f"\nTargets\n{targets.targets_block(summaries, profiled)}")
-    if costs:
-        print("\nBPF program cost (separate run per workload with kernel.bpf_stats_enabled=1; "
-              "not part of the ratios above)\n" + bpfcost.render(costs))
-    if profiled:
-        print(f"\nWhere the CPU went (separate run per workload and variant under perf record "
-              f"-a -g at {cpuprofile.FREQUENCY_HZ} Hz; not part of the ratios above)\n"
-              + report.profile_block(profiled))
 
 
 if __name__ == "__main__":

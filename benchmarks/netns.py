@@ -7,13 +7,16 @@
   namespaces so no link ever appears in the host's namespace.
 
 No routes lead anywhere else. Namespaces of a run that died without cleaning up
-(its pid is gone) are removed by the next run.
+(its pid is gone) are removed by the next run, and so is every process still inside
+them (nginx's workers outlive a SIGKILLed master).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
+import signal
 import subprocess
 from dataclasses import dataclass
 
@@ -67,13 +70,25 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def _delete(name: str) -> None:
+    """Delete a namespace and end what still runs in it: deleting it alone would leave
+    those processes serving in a namespace no one can reach."""
+    pids = subprocess.run(["ip", "netns", "pids", name], capture_output=True,
+                          text=True).stdout.split()
+    for pid in pids:
+        if pid.isdigit() and int(pid) != os.getpid():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(pid), signal.SIGKILL)
+    subprocess.run(["ip", "netns", "del", name], capture_output=True)
+
+
 def reap_stale() -> list[str]:
     """Delete tpb-* namespaces left by runs that no longer exist; return their names."""
     removed = []
     for name in list_namespaces():
         m = _NAME.match(name)
         if m and int(m.group(1)) != os.getpid() and not _alive(int(m.group(1))):
-            subprocess.run(["ip", "netns", "del", name], capture_output=True)
+            _delete(name)
             removed.append(name)
     return removed
 
@@ -122,5 +137,5 @@ class Namespaces:
     def remove(self) -> None:
         # Deleting a namespace removes its veth end, and with it the peer.
         for ns in reversed(self.created):
-            subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+            _delete(ns)
         self.created.clear()

@@ -1,5 +1,6 @@
 """The observers under test: the traceprobe agent (standalone) with either connection
-core, each core's hooks-only floor, and tcplife-bpfcc.
+core, the sock_ops core with its request layer (probe kind http) on, each core's
+hooks-only floor, and tcplife-bpfcc.
 
 Each is started fresh for one workload, waited for until it has attached, and
 stopped gracefully afterwards (the agent flushes its last interval on SIGTERM;
@@ -16,12 +17,9 @@ import shlex
 import signal
 import subprocess
 import sys
-import tempfile
 import threading
-import time
 import urllib.request
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Any, ClassVar
@@ -29,6 +27,7 @@ from typing import Any, ClassVar
 from prometheus_client.parser import text_string_to_metric_families
 
 from benchmarks import procs
+from benchmarks.observer_base import Accounting, Observer, ObserverFailed, tail
 from benchmarks.workloads import WorkloadResult
 from traceprobe_agent.bcc_runtime import SOCK_OPS_PROGRAMS
 from traceprobe_api.probe import DEFAULT_KINDS
@@ -39,75 +38,13 @@ _LOST = re.compile(r"[Pp]ossibly lost (\d+) samples")
 _URL = re.compile(r"(http://127\.0\.0\.1:\d+)/metrics")
 
 
-class ObserverFailed(RuntimeError):
-    """The observer could not start or stop; the message says why."""
-
-
-@dataclass
-class Accounting:
-    """What the observer recorded about one workload's traffic (None: not available)."""
-
-    client_conns: int | None = None   # opened + refused + timeouts, client side
-    server_conns: int | None = None   # opened, server side
-    client_bytes: int | None = None   # bytes sent, client side
-    server_bytes: int | None = None   # bytes received, server side
-    drops: dict[str, int] = field(default_factory=dict)
-
-
-class Observer:
-    name: str
-    proc: subprocess.Popen[Any]
-    udp = False  # the workload is UDP: an agent turns its udp probe kind on
-
-    def __init__(self) -> None:
-        self.tmp = tempfile.TemporaryDirectory(prefix="tpb-")
-        self.out_path = Path(self.tmp.name) / "stdout"
-        self.err_path = Path(self.tmp.name) / "stderr"
-
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
-
-    def start(self, timeout: float) -> None:
-        raise NotImplementedError
-
-    def before_stop(self) -> None:
-        """Called after the workload and a settling pause, while still running."""
-
-    def stop(self) -> None:
-        raise NotImplementedError
-
-    def account(self, result: WorkloadResult) -> Accounting:
-        raise NotImplementedError
-
-    def close(self) -> None:
-        if getattr(self, "proc", None) is not None:
-            procs.stop(self.proc, timeout=5)
-        self.tmp.cleanup()
-
-    def _wait_until(self, ready: threading.Event | None, timeout: float,
-                    predicate: Any = None) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if (ready is not None and ready.wait(0.1)) or (predicate and predicate()):
-                return
-            if self.proc.poll() is not None:
-                break
-            time.sleep(0.1)
-        code = self.proc.poll()
-        tail = _tail(self.err_path) or _tail(self.out_path)
-        state = f"exited with {code}" if code is not None else f"not ready after {timeout:.0f}s"
-        raise ObserverFailed(f"{self.name} {state}: {tail}")
-
-
-def _tail(path: Path, chars: int = 400) -> str:
-    try:
-        return path.read_text(errors="replace").strip()[-chars:]
-    except OSError:
-        return ""
-
-
 CORES = ("tracepoint", "sock_ops")  # the agent's --core choices, one variant each
+HTTP_VARIANT = "sock_ops-http"  # the sock_ops agent with http added to its probe kinds
+AGENTS = (*CORES, HTTP_VARIANT)
+# Each agent variant's hooks-only floor: the request layer adds no hook (it runs in the
+# same cgroup_skb programs, and in their tail calls).
+FLOORS = {"tracepoint": "hooks-tracepoint", "sock_ops": "hooks-sock_ops",
+          HTTP_VARIANT: "hooks-sock_ops"}
 
 
 def _probes(args: list[str]) -> list[str]:
@@ -121,7 +58,8 @@ def _probes(args: list[str]) -> list[str]:
 
 
 class Agent(Observer):
-    """`python -m traceprobe_agent --standalone --interval 1 --metrics-port 0 --core CORE`."""
+    """`python -m traceprobe_agent --standalone --interval 1 --metrics-port 0 --core CORE`,
+    with `http` added to its probe kinds if asked."""
 
     # What each core attached last time (its hooks-only floor mirrors it); until it has
     # run: the default probe kinds on a kernel with every hook.
@@ -135,15 +73,22 @@ class Agent(Observer):
                               if "udp" not in name),  # udp is no default kind
                             "cgroup_skb/dns_ingress"])}
 
-    def __init__(self, core: str) -> None:
+    # What the http variant attached when it differs from its floor's (the sock_ops
+    # agent's): then that floor misses hooks (only with TRACEPROBE_BENCH_AGENT_ARGS).
+    floor_misses: ClassVar[list[str]] = []
+
+    def __init__(self, core: str, http: bool = False) -> None:
         super().__init__()
-        self.core, self.name = core, f"agent --core {core}"
+        self.core, self.http = core, http
+        self.name = f"agent --core {core}" + (" +http" if http else "")
 
     def start(self, timeout: float) -> None:
         # e.g. "--probes connections,bytes" to price one probe kind
         extra = shlex.split(os.environ.get("TRACEPROBE_BENCH_AGENT_ARGS", ""))
-        if self.udp:
-            extra += ["--probes", ",".join([*_probes(extra), "udp"])]
+        added = [k for k, on in (("udp", self.udp), ("http", self.http))
+                 if on and k not in _probes(extra)]
+        if added:
+            extra += ["--probes", ",".join([*_probes(extra), *added])]
         argv = [sys.executable, "-m", "traceprobe_agent", "--standalone", "--interval", "1",
                 "--metrics-port", "0", *extra,
                 "--core", self.core]  # last: the variant's core wins over the line above
@@ -175,8 +120,11 @@ class Agent(Observer):
                     if msg.get("ready"):
                         self.programs = list(msg.get("programs", []))
                         self.ran_core = msg.get("core")
-                        if self.ran_core == self.core:
+                        if self.ran_core == self.core and not self.http:
                             Agent.last_programs[self.core] = self.programs
+                        elif self.ran_core == self.core:
+                            Agent.floor_misses = sorted(
+                                set(self.programs) - set(Agent.last_programs[self.core]))
                         ready.set()
 
     def before_stop(self) -> None:
@@ -196,7 +144,7 @@ class Agent(Observer):
         self.out.close()
         if code != 0:
             raise ObserverFailed(f"{self.name} exited with {code} on SIGTERM: "
-                                 f"{_tail(self.err_path)}")
+                                 f"{tail(self.err_path)}")
 
     def records(self) -> list[dict[str, Any]]:
         rows = []
@@ -209,7 +157,10 @@ class Agent(Observer):
         ip, port = result.workload.where.server_ip, result.workload.port
         acc = Accounting(client_conns=0, server_conns=0, client_bytes=0, server_bytes=0,
                          drops=getattr(self, "drops", {}))
+        if self.http:
+            acc.client_requests = acc.server_requests = 0
         udp = result.workload.kind == "udp"  # exchanges are the client's datagrams
+        servers = (None, result.server_pid, *result.server_workers)
         for r in self.records():
             role, pid = r.get("role"), r.get("pid")
             client = server = False
@@ -222,7 +173,7 @@ class Agent(Observer):
                           and pid == result.client_pid)
             elif role == "server":
                 server = (r.get("localIp") == ip and r.get("localPort") == port
-                          and pid in (None, result.server_pid))
+                          and pid in servers)
             if client:
                 acc.client_conns += r.get("datagramsSent", 0) if udp else (
                     r.get("opened", 0) + r.get("refused", 0) + r.get("timeouts", 0))
@@ -230,6 +181,12 @@ class Agent(Observer):
             elif server:
                 acc.server_conns += r.get("datagramsReceived", 0) if udp else r.get("opened", 0)
                 acc.server_bytes += r.get("bytesReceived", 0)
+            if self.http and (client or server):
+                answered = sum(q.get("count", 0) for q in r.get("requests") or [])
+                if client:
+                    acc.client_requests = (acc.client_requests or 0) + answered
+                else:
+                    acc.server_requests = (acc.server_requests or 0) + answered
         return acc
 
 
@@ -243,7 +200,7 @@ class Tcplife(Observer):
         self.err = self.err_path.open("w")
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}  # like a terminal: a line at a time
         self.proc = procs.spawn([TCPLIFE], stdout=self.out, stderr=self.err, env=env)
-        self._wait_until(None, timeout, lambda: "PID" in _tail(self.out_path, 10_000))
+        self._wait_until(None, timeout, lambda: "PID" in tail(self.out_path, 10_000))
 
     def stop(self) -> None:
         procs.stop(self.proc, signal.SIGINT, timeout=30)
@@ -287,13 +244,13 @@ class HooksOnly(Observer):
         self.proc = procs.spawn([sys.executable, "-m", "benchmarks.hooks_only",
                                  *Agent.last_programs[self.core]], cwd=REPO,
                                 stdout=subprocess.DEVNULL, stderr=self.err)
-        self._wait_until(None, timeout, lambda: '"ready"' in _tail(self.err_path))
+        self._wait_until(None, timeout, lambda: '"ready"' in tail(self.err_path))
 
     def stop(self) -> None:
         code = procs.stop(self.proc, signal.SIGTERM, timeout=30)
         self.err.close()
         if code != 0:
-            raise ObserverFailed(f"{self.name} exited with {code}: {_tail(self.err_path)}")
+            raise ObserverFailed(f"{self.name} exited with {code}: {tail(self.err_path)}")
 
     def account(self, result: WorkloadResult) -> Accounting:
         return Accounting()  # records nothing
@@ -301,6 +258,7 @@ class HooksOnly(Observer):
 
 OBSERVERS: dict[str, Callable[[], Observer]] = {
     **{core: partial(Agent, core) for core in CORES},
+    HTTP_VARIANT: partial(Agent, "sock_ops", http=True),
     **{f"hooks-{core}": partial(HooksOnly, core) for core in CORES},
     "tcplife": Tcplife}
 

@@ -11,6 +11,7 @@ import os
 import shutil
 import signal
 import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +45,48 @@ def stop(proc: subprocess.Popen[Any], sig: int = signal.SIGTERM, timeout: float 
     if proc in _children:
         _children.remove(proc)
     return proc.returncode
+
+
+def wait_rusage(proc: subprocess.Popen[Any], timeout: float) -> tuple[int, float]:
+    """Wait for a child to exit: (exit code, its user + system CPU seconds), from the
+    kernel's accounting of the reaped child (a generator that reports no CPU itself).
+    Killed (and an error) past `timeout`."""
+    deadline = time.monotonic() + timeout
+    while True:
+        pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+        if pid == proc.pid:
+            proc.returncode = os.waitstatus_to_exitcode(status)
+            if proc in _children:
+                _children.remove(proc)
+            return proc.returncode, usage.ru_utime + usage.ru_stime
+        if time.monotonic() > deadline:
+            stop(proc, timeout=5)
+            raise RuntimeError(f"{proc.args!r} still running after {timeout:.0f}s")
+        time.sleep(0.02)
+
+
+def children(pid: int) -> list[int]:
+    """The live processes whose parent is `pid`."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:
+            continue  # exited meanwhile
+        if int(text[text.rindex(")") + 2:].split()[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
+
+
+def kill_leftovers(pids: list[int], comm: str) -> None:
+    """SIGKILL those of `pids` still alive as `comm` (workers of a server that did not
+    take them along when it was stopped)."""
+    for pid in pids:
+        try:
+            if Path(f"/proc/{pid}/comm").read_text().strip() == comm:
+                os.kill(pid, signal.SIGKILL)
+        except (OSError, ProcessLookupError):
+            continue  # gone already
 
 
 def stop_all() -> None:

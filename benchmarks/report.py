@@ -17,6 +17,8 @@ from benchmarks.workloads import UNITS
 
 TARGET_CONN_RATIO, TARGET_BULK_RATIO, TARGET_RSS_MB = 0.97, 0.99, 150.0
 TARGET_OVER_FLOOR = 0.010  # prof-est a core's programs may lose beyond its own floor
+TARGET_HTTP_RATIO = 0.95  # the request layer on (sock_ops-http) vs no agent, on HTTP
+TARGET_HTTP_ON_OFF = 0.98  # sock_ops-http vs sock_ops where no request is made
 MB = 1e6
 NA = "n/a"
 LEGEND = """
@@ -24,7 +26,10 @@ How to read the tables
   variants baseline: no observer. tracepoint, sock_ops: the traceprobe agent with --core
            tracepoint (tracepoints, raw tracepoints) or --core sock_ops (cgroup v2 socket
            programs linked at the cgroup2 root), each with its DNS tap (cgroup skb
-           ingress). hooks-tracepoint, hooks-sock_ops: empty programs on exactly the hooks
+           ingress). sock_ops-http: the sock_ops agent with http added to its probe kinds
+           (HTTP/1.x requests parsed in the same cgroup skb programs and their tail calls;
+           its floor is hooks-sock_ops). hooks-tracepoint, hooks-sock_ops: empty programs
+           on exactly the hooks
            that core's agent attached (its ready line), the floor of any observer there
            (an empty sock_ops program turns on no callbacks, so that floor leaves out the
            ones its core asks for). tcplife: tcplife-bpfcc.
@@ -59,10 +64,16 @@ How to read the tables
   drops    agent: kernel drop counters (conn_map_full, edge_map_full); tcplife: samples
            its perf buffer lost ("Possibly lost N samples").
   recorded client-side connections the observer saw for the generator's pid (agent:
-           opened + refused + timeouts) / attempted by the generator (completed + failed).
+           opened + refused + timeouts) / attempted by the generator (completed + failed;
+           http: the connections nginx accepted, wrk's address check included, + wrk's
+           connect errors).
   unaccounted  generator's count minus observer's, summed over repeats; client side as
            above, server side: connections accepted vs recorded as opened (bulk: bytes sent
-           vs bytesSent, bytes received vs bytesReceived)."""
+           vs bytesSent, bytes received vs bytesReceived).
+  requests http: requests the agent counted answered (its records' requests), client
+           and server side / wrk's count and nginx's (stub_status). wrk leaves out the
+           few in flight when it stops, nginx counts them: a client count between the
+           two misses nothing; the server's must be nginx's. n/a: no request layer."""
 
 
 def table(header: Sequence[str], rows: Sequence[Sequence[str]], indent: str = "  ") -> str:
@@ -141,7 +152,8 @@ def workload_block(runs: list[Run], workload: str, variants: list[str],
     churn = kind != "bulk"  # counted in exchanges: connections, or datagrams answered
     unit = UNITS[kind]
     # udp has no target of its own: the churn target's column, for comparison.
-    target = TARGET_CONN_RATIO if churn else TARGET_BULK_RATIO
+    target = {"bulk": TARGET_BULK_RATIO, "http": TARGET_HTTP_RATIO}.get(kind,
+                                                                       TARGET_CONN_RATIO)
     header = ["variant", f"{unit}/s" if churn else "MB/s", "other CPU", "ratio",
               "[min - max]", f">={target}", "med/med", "cpu-est", "work-est", "steal",
               f"gen CPU us/{unit}" if churn else "gen CPU s/GiB",
@@ -149,6 +161,8 @@ def workload_block(runs: list[Run], workload: str, variants: list[str],
               f"RSS MB<={TARGET_RSS_MB:.0f}", "peak MB",
               "drops/lost", "recorded/expected" if churn else "bytes counted/sent",
               "unaccounted cli/srv" + ("" if churn else " bytes") + " (=0)"]
+    if kind == "http":  # requests are not connections: counted beside them
+        header += ["requests cli/srv", "wrk/nginx", "unaccounted req (=0)"]
     scale = 1.0 if churn else 1 / MB
     rows, summaries = [], {}
     for v in variants:
@@ -176,8 +190,20 @@ def workload_block(runs: list[Run], workload: str, variants: list[str],
             num(s.drops()) if obs else "",
             _recorded(s, churn) if obs else "",
             _cell_unaccounted(s) if obs else "",
+            *(_request_cells(s, obs) if kind == "http" else []),
         ])
     return table(header, rows), summaries
+
+
+def _request_cells(s: Summary, observer: bool) -> list[str]:
+    """Requests the observer counted (n/a: it counts none), beside wrk's and nginx's."""
+    counted = s.requests()
+    truth = [(r.result.completed, r.result.served or 0) for r in s.ok_runs() if r.result]
+    ours = "/".join(f"{sum(t[i] for t in truth):,}" for i in (0, 1)) if truth else NA
+    if not observer or counted is None:
+        return [NA if observer else "", ours, NA if observer else ""]
+    u = s.unaccounted_requests()
+    return [f"{counted[0]:,}/{counted[1]:,}", ours, NA if u is None else f"{u[0]:,} / {u[1]:,}"]
 
 
 def _recorded(s: Summary, churn: bool) -> str:

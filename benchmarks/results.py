@@ -6,11 +6,12 @@ import statistics
 from dataclasses import dataclass, field
 
 from benchmarks.cpuprofile import Shares
-from benchmarks.observers import Accounting
+from benchmarks.observer_base import Accounting
 from benchmarks.workloads import WorkloadResult
 
 BASELINE = "baseline"
-DROP_CAUSES = ("conn_map_full", "edge_map_full", "lost samples")  # events lost, not anomalies
+# Events lost, not anomalies (a full requests map loses requests).
+DROP_CAUSES = ("conn_map_full", "edge_map_full", "request_map_full", "lost samples")
 
 
 @dataclass
@@ -36,7 +37,8 @@ class Run:
 
     @property
     def units(self) -> float:
-        """Connections (churn), answered datagrams (udp) or GiB (bulk) the workload moved."""
+        """Connections (churn), answered datagrams (udp) or requests (http), or GiB (bulk)
+        the workload moved."""
         assert self.result is not None
         if self.result.workload.exchanges:
             return float(self.result.completed)
@@ -55,7 +57,8 @@ class Run:
         return self.machine_cpu / self.units
 
     def unaccounted(self) -> tuple[int, int] | None:
-        """(client, server) connections the observer missed (churn) or bytes (bulk)."""
+        """(client, server) connections the observer missed (churn, http), datagrams
+        (udp) or bytes (bulk)."""
         r, a = self.result, self.acc
         if r is None or a is None or a.client_conns is None or a.server_conns is None:
             return None
@@ -63,7 +66,20 @@ class Run:
             if a.client_bytes is None or a.server_bytes is None:
                 return None
             return r.bytes_sent - a.client_bytes, r.server_bytes_received - a.server_bytes
-        return r.completed + r.failed - a.client_conns, r.server_accepted - a.server_conns
+        return r.attempted - a.client_conns, r.server_accepted - a.server_conns
+
+    def unaccounted_requests(self) -> tuple[int, int] | None:
+        """(client, server) http requests the observer missed; None when it counts none.
+        The server answered `served`; wrk counted `completed`, less the few still in
+        flight when it stopped, which the client may or may not have seen answered: a
+        client count between the two misses nothing, beyond them is off by the rest."""
+        r, a = self.result, self.acc
+        if r is None or a is None or r.served is None or a.client_requests is None \
+                or a.server_requests is None:
+            return None
+        low, high, got = r.completed, r.served, a.client_requests
+        client = low - got if got < low else high - got if got > high else 0
+        return client, r.served - a.server_requests
 
     def drops(self) -> int:
         return sum(v for k, v in (self.acc.drops if self.acc else {}).items()
@@ -164,19 +180,36 @@ class Summary:
         return out
 
     def unaccounted(self) -> tuple[int, int] | None:
-        pairs = [u for r in self.ok_runs() if (u := r.unaccounted()) is not None]
-        if not pairs:
-            return None
-        return sum(c for c, _ in pairs), sum(s for _, s in pairs)
+        return _summed([r.unaccounted() for r in self.ok_runs()])
+
+    def unaccounted_requests(self) -> tuple[int, int] | None:
+        return _summed([r.unaccounted_requests() for r in self.ok_runs()])
+
+    def requests(self) -> tuple[int, int] | None:
+        """http requests the observer counted, client and server side, over the runs;
+        None when it counts none."""
+        return _summed([(r.acc.client_requests, r.acc.server_requests)
+                        if r.acc and r.acc.client_requests is not None
+                        and r.acc.server_requests is not None else None
+                        for r in self.ok_runs()])
 
     def expected(self) -> int:
-        """Connections (churn) or bytes (bulk) the generator produced over all repeats."""
+        """Connections (churn, http), datagrams (udp) or bytes (bulk) the generator
+        produced over all repeats."""
         total = 0
         for r in self.ok_runs():
             assert r.result is not None
             w = r.result
-            total += w.bytes_sent if w.workload.kind == "bulk" else w.completed + w.failed
+            total += w.bytes_sent if w.workload.kind == "bulk" else w.attempted
         return total
+
+
+def _summed(pairs: list[tuple[int, int] | None]) -> tuple[int, int] | None:
+    """The runs' (client, server) pairs added up (None: no run has one)."""
+    known = [p for p in pairs if p is not None]
+    if not known:
+        return None
+    return sum(c for c, _ in known), sum(s for _, s in known)
 
 
 def summarise(runs: list[Run], workload: str, variant: str) -> Summary:

@@ -1,5 +1,7 @@
 """The workloads: a server in one namespace, the generator's clients in another
-(or the same, for loopback), run for a fixed time; results from both ends."""
+(or the same, for loopback), run for a fixed time; results from both ends. The HTTP
+workload's server and clients are nginx and wrk (http_workload.py), the rest are
+loadgen.c's."""
 
 from __future__ import annotations
 
@@ -10,24 +12,25 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from benchmarks import procs
+from benchmarks import http_workload, procs
 from benchmarks.netns import Namespaces, Placement, in_ns
 
-CHURN_PORT, BULK_PORT, UDP_PORT = 7070, 7071, 7072
+CHURN_PORT, BULK_PORT, UDP_PORT, HTTP_PORT = 7070, 7071, 7072, 7073
 REQUEST_BYTES, RESPONSE_BYTES = 64, 256
 CHUNK_BYTES = 128 * 1024
 NAMES = ("loopback-churn", "netns-churn", "loopback-bulk", "netns-bulk", "loopback-udp",
-         "netns-udp")
+         "netns-udp", "netns-http")
 
 
 @dataclass(frozen=True)
 class Workload:
     name: str
-    kind: str  # "churn", "bulk" or "udp" (request/response datagrams)
+    kind: str  # "churn", "bulk", "udp" (request/response datagrams) or "http" (requests)
 
     @property
     def exchanges(self) -> bool:
-        """Counted in exchanges (a connection, a datagram answered), not in bytes."""
+        """Counted in exchanges (a connection, a datagram or request answered), not in
+        bytes."""
         return self.kind != "bulk"
     where: Placement
     port: int
@@ -40,13 +43,15 @@ class Settings:
     server_workers: int = 4   # churn server accept threads
     bulk_connections: int = 1
     pin_bulk: bool = True     # bulk sender on CPU 0, receiver on CPU 1: steadier numbers
+    http_threads: int = 2     # wrk's threads
+    http_connections: int = 8  # wrk's keep-alive connections, shared by its threads
 
 
 @dataclass
 class WorkloadResult:
     workload: Workload
     seconds: float
-    completed: int             # churn: connections; bulk: streamed; udp: answered
+    completed: int             # churn: connections; bulk: streamed; udp, http: answered
     failed: int
     bytes_sent: int            # client payload written
     server_accepted: int
@@ -56,15 +61,29 @@ class WorkloadResult:
     client_cpu: float
     server_cpu: float
     errors: dict[str, int] = field(default_factory=dict)
+    # http: requests are not connections. The client's connections (None: completed +
+    # failed, as for churn), requests the server answered (wrk leaves out those still in
+    # flight when it stops) and the server's worker processes (they own the sockets).
+    connections: int | None = None
+    served: int | None = None
+    server_workers: tuple[int, ...] = ()
 
     @property
     def rate(self) -> float:
-        """Connections/s (churn), answered datagrams/s (udp) or bytes/s (bulk)."""
+        """Connections/s (churn), answered datagrams/s (udp) or requests/s (http), or
+        bytes/s (bulk)."""
         done = self.completed if self.workload.exchanges else self.bytes_sent
         return done / self.seconds if self.seconds > 0 else 0.0
 
+    @property
+    def attempted(self) -> int:
+        """Connections (churn, http) or datagrams (udp) the clients tried."""
+        return self.connections if self.connections is not None else (
+            self.completed + self.failed)
 
-UNITS = {"churn": "conn", "udp": "exch", "bulk": "MiB"}  # what a workload's rate counts
+
+# What a workload's rate counts.
+UNITS = {"churn": "conn", "udp": "exch", "http": "req", "bulk": "MiB"}
 
 
 def kind_of(name: str) -> str:
@@ -80,6 +99,7 @@ def all_workloads(ns: Namespaces) -> dict[str, Workload]:
         "netns-bulk": Workload("netns-bulk", "bulk", ns.veth, BULK_PORT),
         "loopback-udp": Workload("loopback-udp", "udp", ns.loopback, UDP_PORT),
         "netns-udp": Workload("netns-udp", "udp", ns.veth, UDP_PORT),
+        "netns-http": Workload("netns-http", "http", ns.veth, HTTP_PORT),
     }
 
 
@@ -93,6 +113,8 @@ def _last_json(text: str, who: str) -> dict[str, Any]:
 
 def run(workload: Workload, settings: Settings, binary: Path) -> WorkloadResult:
     """Start the server, run the clients for settings.seconds, stop the server."""
+    if workload.kind == "http":
+        return http_workload.run(workload, settings)
     w, exe, ip, port = workload.where, str(binary), workload.where.server_ip, str(workload.port)
     if workload.exchanges:  # the same sizes, over connections or datagrams
         serve, dial = ("serve", "churn") if workload.kind == "churn" else (

@@ -11,28 +11,23 @@ from __future__ import annotations
 import json
 import subprocess
 from collections import Counter
-from pathlib import Path
 from typing import Any
 
 from harness.recorder import Recorder
-from harness.traffic_control import PY, stop
+from harness.traffic_control import HTTP_TRAFFIC as HTTP
+from harness.traffic_control import PY, http_call, http_serve, stop
 from traceprobe_api.latency import quantiles
 
-HTTP = str(Path(__file__).resolve().parents[1] / "harness" / "http_traffic.py")
 PORT = 8080
 KINDS = frozenset({"connections", "bytes", "http"})
 
 
-def _server(pod: Any, *extra: str) -> subprocess.Popen[str]:
-    proc: subprocess.Popen[str] = pod.popen([PY, HTTP, "serve", str(PORT), *extra],
-                                            stdout=subprocess.PIPE, text=True)
-    assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
-    return proc
+def _server(pod: Any) -> subprocess.Popen[str]:
+    return http_serve(pod, PORT)
 
 
 def call(pod: Any, host: str, *requests: str) -> list[dict[str, Any]]:
-    out = pod.run([PY, HTTP, "call", host, str(PORT), *requests], timeout=120)
-    return list(json.loads(out.stdout))
+    return http_call(pod, host, PORT, *requests)
 
 
 def curl(pod: Any, *args: str) -> Counter[tuple[str, int]]:

@@ -14,7 +14,7 @@ import pytest
 from harness.install import apply_probe, install
 from harness.map_world import MapWorld
 from harness.pods import PodFactory
-from harness.traffic_control import dial, serve, stop
+from harness.traffic_control import dial, http_call, http_serve, serve, stop
 from harness.waiting import wait_until
 
 
@@ -38,20 +38,29 @@ def test_marker_in_traffic_is_in_no_output(world: tuple[MapWorld, PodFactory],
     client = node.create("leaky-1", "payload", owner=("Deployment", "leaky"))
     server_pod = node.create("sink-0", "payload", owner=("StatefulSet", "sink"))
     w.start_map(collector.grpc_endpoint)
-    apply_probe(w.cp, "payload", "payload", "{interval: 1s}")
+    apply_probe(w.cp, "payload", "payload",
+                "{interval: 1s, probes: [connections, bytes, dns, http]}")
     w.start_agent("payload-node")
     server = serve(server_pod, 8443, 64)
+    # HTTP parsed in the kernel: the marker in bodies both ways and in a request's path.
+    web = http_serve(server_pod, 8080, "--marker", marker)
     try:
         wait_until(lambda: dial(client, server_pod.ip, 8443, 1) and any(
             e["target"] == "workload:payload/sink" for e in w.api_map()["edges"]),
             timeout=90, what="agent attached")
         truth = dial(client, server_pod.ip, 8443, 4096, "--count", "5", "--payload", marker)
+        answers = http_call(client, server_pod.ip, 8080, "GET:/size/4096", "POST:/echo:4096",
+                            f"GET:/{marker}", "--marker", marker)
     finally:
-        stop(server)
+        stop(server, web)
     assert truth["completed"] == 5 and truth["sent"] == 5 * 4096
+    assert [a["status"] for a in answers] == [200, 200, 404]
     wait_until(lambda: collector.find("traceprobe.edge.bytes", **{
         "k8s.src.name": "leaky", "network.io.direction": "transmit"}), timeout=30,
         what="bytes exported")
+    wait_until(lambda: sum(int(p.extra.get("count", 0)) for p in collector.find(
+        "http.client.request.duration", **{"k8s.src.name": "leaky"})) >= 3, timeout=30,
+        what="requests exported")
     base = f"http://127.0.0.1:{w.http_port}"
     outputs = {
         "collector": collector.output.read_text(),
@@ -65,5 +74,9 @@ def test_marker_in_traffic_is_in_no_output(world: tuple[MapWorld, PodFactory],
     leaks = [name for name, text in outputs.items() if marker in text]
     assert not leaks, f"payload bytes found in {leaks}"
     assert all(outputs.values()), "every output was read"
-    edge = next(e for e in w.api_map()["edges"] if e["target"] == "workload:payload/sink")
+    edge = next(e for e in w.api_map()["edges"] if e["target"] == "workload:payload/sink"
+                and e["port"] == 8443)
     assert edge["bytesSent"] >= 5 * 4096  # counted, not captured
+    web_edge = next(e for e in w.api_map()["edges"] if e["target"] == "workload:payload/sink"
+                    and e["port"] == 8080)
+    assert web_edge["requests"][0]["byStatus"] == {"200": 2, "404": 1}

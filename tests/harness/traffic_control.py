@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 TRAFFIC = str(Path(__file__).resolve().parent / "traffic.py")
+HTTP_TRAFFIC = str(Path(__file__).resolve().parent / "http_traffic.py")
 PY = "/usr/bin/python3"  # Debian's: present on every node, stdlib is all traffic.py needs
 
 
@@ -40,6 +41,20 @@ def udp_call(pod: Any, host: str, host6: str, port: int, sizes: list[int],
     out = pod.run([PY, TRAFFIC, "udp-call", host, str(port), *map(str, sizes),
                    "--host6", host6, *extra], timeout=120)
     return dict(json.loads(out.stdout))
+
+
+def http_serve(pod: Any, port: int, *extra: str) -> subprocess.Popen[str]:
+    """http_traffic.py's HTTP/1.1 server in `pod`, once it listens."""
+    proc: subprocess.Popen[str] = pod.popen([PY, HTTP_TRAFFIC, "serve", str(port), *extra],
+                                            stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+    return proc
+
+
+def http_call(pod: Any, host: str, port: int, *requests: str) -> list[dict[str, Any]]:
+    """http_traffic.py call in `pod`: each request's method, status and seconds."""
+    out = pod.run([PY, HTTP_TRAFFIC, "call", host, str(port), *requests], timeout=120)
+    return list(json.loads(out.stdout))
 
 
 def finish(proc: subprocess.Popen[str], timeout: float = 10) -> dict[str, Any]:
