@@ -239,6 +239,46 @@ def test_a_udp_edge_shows_datagrams_each_way(browser: Any) -> None:
         "datagramsSent": "120 → / 60 ←", "connections": "0"}
 
 
+def test_an_edge_with_requests_shows_rate_errors_and_each_sides_latency(
+        browser: Any) -> None:
+    """An HTTP edge: labelled by requests/s, error % and p99; its panel gives requests/s,
+    errors, statuses and p50/p95/p99 as the client and as the server measured them."""
+    snapshot = shop.shop_snapshot()
+    latency = {"samples": 600, "meanMs": 3.0, "p50Ms": 2.5, "p95Ms": 8.0, "p99Ms": 12.0}
+    api = MapEdge.model_validate({
+        "id": f"{shop.STORE}->{shop.FRONTEND}:8080/tcp", "source": shop.STORE,
+        "target": shop.FRONTEND, "port": 8080, "transport": "tcp", "connections": 3,
+        "observedBy": ["client", "server"], "requests": [{
+            "protocol": "http", "requests": 600, "requestsPerSecond": 600 / shop.WINDOW,
+            "errors": 30, "errorRate": 0.05, "countedBy": "client",
+            "byStatus": {"200": 570, "503": 30}, "byMethod": {"GET": 600},
+            "latencyByClient": latency, "latencyByServer": {**latency, "p50Ms": 1.5}}]})
+    source = shop.StaticSource(snapshot.model_copy(update={"edges": [*snapshot.edges, api]}))
+    with local_server(source) as url:
+        context = browser.new_context(viewport={"width": 1400, "height": 900})
+        page = context.new_page()
+        page.goto(url)
+        page.wait_for_function(READY, timeout=30_000)
+        label = page.evaluate(f"() => window.traceprobeMap.cy.getElementById('{api.id}')"
+                              ".data('label')")
+        _click_edge(page, api.id)
+        page.wait_for_function("() => !document.querySelector('#panel').hidden && document"
+                               ".querySelector('#panel').dataset.id.endsWith(':8080/tcp')")
+        numbers = _panel(page)
+        context.close()
+    assert label == "10.0 req/s, 5.0 %, p99 12.00 ms"  # 600 in a 60 s window
+    assert {k: numbers[k] for k in (
+        "requests.0.requestsPerSecond", "requests.0.requests", "requests.0.errors",
+        "requests.0.byStatus", "requests.0.countedBy", "requests.0.latencyByClient.p50Ms",
+        "requests.0.latencyByClient.p99Ms", "requests.0.latencyByServer.p50Ms")} == {
+        "requests.0.requestsPerSecond": "10.0/s",
+        "requests.0.requests": "600", "requests.0.errors": "30 (5.0 %)",
+        "requests.0.byStatus": "200: 570, 503: 30", "requests.0.countedBy": "client",
+        "requests.0.latencyByClient.p50Ms": "2.50 ms",
+        "requests.0.latencyByClient.p99Ms": "12.00 ms",
+        "requests.0.latencyByServer.p50Ms": "1.50 ms"}
+
+
 def test_node_panel_lists_pods_nodes_and_ports(page: Any) -> None:
     x, y = page.evaluate(f"""() => {{
         const cy = window.traceprobeMap.cy;

@@ -76,7 +76,9 @@ def test_requests_between_nodes_are_counted_once_and_exported(
     try:
         wait_until(warm, timeout=90, what="agents attached and reporting requests")
         time.sleep(2)  # the last warm-up's records are in; count from the map's base
-        base = edge()["requests"][0]
+        found = edge()
+        assert found is not None
+        base = found["requests"][0]
         before = Counter({int(s): n for s, n in base["byStatus"].items()})
         got = http_call(client, server.ip, PORT, *(["GET:/size/100"] * 20
                                                    + ["GET:/status/404"] * 5
@@ -113,9 +115,12 @@ def test_requests_between_nodes_are_counted_once_and_exported(
     for side, name in sides.items():
         wanted = Counter({("GET", 200): http[side]["samples"] - 10, ("POST", 200): 3,
                           ("GET", 404): 5, ("GET", 503): 2})
+
+        def complete(name: str = name, wanted: Counter[tuple[str, int]] = wanted) -> bool:
+            return _exported(collector, name) == wanted
+
         try:
-            wait_until(lambda name=name, wanted=wanted: _exported(collector, name) == wanted,
-                       timeout=60, what=f"{side} histograms at the collector")
+            wait_until(complete, timeout=60, what=f"{side} histograms at the collector")
         except AssertionError:
             assert _exported(collector, name) == wanted
             raise

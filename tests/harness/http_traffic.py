@@ -1,10 +1,10 @@
 """Known HTTP/1.1 traffic, run inside netns pods: the truth for the request tests.
 
-    http_traffic.py serve PORT [--marker TEXT]
+    http_traffic.py serve PORT [--marker TEXT] [--ready-file PATH]
     http_traffic.py call HOST PORT REQUEST... [--close] [--marker TEXT]
     http_traffic.py pipeline HOST PORT PATH...
 
-`serve` (prints "ready" once listening) answers, keep-alive:
+`serve` (prints "ready" once listening, and creates --ready-file) answers, keep-alive:
     /size/N         200 with N body bytes (HEAD: the headers alone)
     /status/C       status C with a short body
     /chunked/N/K    200, N body bytes in K chunks (Transfer-Encoding: chunked)
@@ -90,8 +90,10 @@ class Handler(BaseHTTPRequestHandler):
         self._route()
 
 
-def serve(port: int) -> None:
+def serve(port: int, ready_file: str) -> None:
     server = ThreadingHTTPServer(("0.0.0.0", port), Handler)
+    if ready_file:
+        open(ready_file, "w").close()
     print("ready", flush=True)
     server.serve_forever()
 
@@ -141,6 +143,7 @@ def main() -> None:
     s = sub.add_parser("serve")
     s.add_argument("port", type=int)
     s.add_argument("--marker", default="")
+    s.add_argument("--ready-file", default="")
     c = sub.add_parser("call")
     c.add_argument("host")
     c.add_argument("port", type=int)
@@ -155,7 +158,7 @@ def main() -> None:
     if getattr(args, "marker", ""):
         MARKER = args.marker.encode()
     if args.mode == "serve":
-        serve(args.port)
+        serve(args.port, args.ready_file)
     elif args.mode == "call":
         call(args.host, args.port, args.requests, args.close)
     else:

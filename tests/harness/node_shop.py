@@ -7,20 +7,22 @@ from __future__ import annotations
 
 from typing import Any
 
-from harness.traffic_control import TRAFFIC
+from harness.traffic_control import HTTP_TRAFFIC, TRAFFIC
 
 MOUNT = "/opt/traffic"
 SCRIPT = f"{MOUNT}/traffic.py"
+HTTP_SCRIPT = f"{MOUNT}/http_traffic.py"
 CONFIGMAP = "traffic-generator"
 READY_FILE = "/tmp/serving"
 
 
 def traffic_configmap(namespace: str) -> dict[str, Any]:
-    with open(TRAFFIC, encoding="utf-8") as f:
-        script = f.read()
+    scripts = {}
+    for path, key in ((TRAFFIC, "traffic.py"), (HTTP_TRAFFIC, "http_traffic.py")):
+        with open(path, encoding="utf-8") as f:
+            scripts[key] = f.read()
     return {"apiVersion": "v1", "kind": "ConfigMap",
-            "metadata": {"name": CONFIGMAP, "namespace": namespace},
-            "data": {"traffic.py": script}}
+            "metadata": {"name": CONFIGMAP, "namespace": namespace}, "data": scripts}
 
 
 def namespace(name: str) -> dict[str, Any]:
@@ -68,6 +70,16 @@ def udp_call(host: str, port: int, sizes: list[int]) -> list[str]:
 
 def dial(host: str, port: int, request: int, *extra: str) -> list[str]:
     return ["python3", "-u", SCRIPT, "dial", host, str(port), str(request), *extra]
+
+
+def http_serve(port: int) -> list[str]:
+    """An HTTP/1.1 server (tests/harness/http_traffic.py serve)."""
+    return ["python3", "-u", HTTP_SCRIPT, "serve", str(port), "--ready-file", READY_FILE]
+
+
+def http_call(host: str, port: int, *requests: str) -> list[str]:
+    """Requests on one keep-alive connection; prints each one's method and status."""
+    return ["python3", "-u", HTTP_SCRIPT, "call", host, str(port), *requests]
 
 
 IDLE = ["sleep", "infinity"]  # a client that tests drive with `kubectl exec`

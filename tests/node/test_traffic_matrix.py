@@ -12,14 +12,17 @@ what a real Collector received must both show it.
     matrix/hostnet (hostNetwork Deployment) ──80──► Service matrix/api
     matrix/batch (Job) ──80──► Service matrix/api
     matrix/frontend ──5353/udp──► matrix-data/names (datagrams to its pod IP)
+    matrix/frontend ──80──► Service matrix/catalog ⇢ matrix/catalog: HTTP requests
     between two rounds the frontend pod and one api pod are deleted and replaced.
-The probe counts UDP too: the frontend's lookups at CoreDNS are a UDP edge of their own.
+The probe counts UDP too: the frontend's lookups at CoreDNS are a UDP edge of their own;
+and HTTP requests, which the catalog's real HTTP server answered.
 """
 
 from __future__ import annotations
 
 import json
 import time
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,12 +46,16 @@ STORE = f"store-0.store.{DATA}.svc.cluster.local"
 FLAKY = f"flaky.{APP}.svc.cluster.local"
 FRONTEND, HOSTNET, BATCH = (f"workload:{APP}/{n}" for n in ("frontend", "hostnet", "batch"))
 API_SVC, FLAKY_SVC = f"service:{APP}/api", f"service:{APP}/flaky"
+CATALOG = f"catalog.{APP}.svc.cluster.local"
+CATALOG_SVC = f"service:{APP}/catalog"
+CATALOG_CALLS = ["GET:/size/300"] * 6 + ["GET:/status/404"] * 2 + ["POST:/echo:20000"] * 2 \
+    + ["GET:/status/500"]
 BACKENDS_OF_API = {f"workload:{APP}/api": "api", f"workload:{APP}/api-canary": "api-canary"}
 STORE_POD = f"workload:{DATA}/store"
 NAMES_POD = f"workload:{DATA}/names"
 UDP_SIZES = [40, 512, 1400, 3000]  # DNS-like, and one past the MTU
 WARMUP = f"workload:{APP}/warmup"
-PODS = 7  # running in APP: api x2, api-canary, flaky, frontend, warmup, hostnet
+PODS = 8  # running in APP: api x2, api-canary, flaky, frontend, warmup, hostnet, catalog
 
 
 def _manifests(image: str) -> list[dict[str, Any]]:
@@ -56,7 +63,7 @@ def _manifests(image: str) -> list[dict[str, Any]]:
     return [
         shop.namespace(APP), shop.namespace(DATA),
         shop.traffic_configmap(APP), shop.traffic_configmap(DATA),
-        shop.cluster_probe("matrix", [APP, DATA], probes=[*DEFAULT_KINDS, "udp"]),
+        shop.cluster_probe("matrix", [APP, DATA], probes=[*DEFAULT_KINDS, "udp", "http"]),
         shop.deployment("api", APP, image, shop.serve(8080, 100), replicas=2, port=8080,
                         labels={"tier": "api"}),
         shop.deployment("api-canary", APP, image, shop.serve(8080, 100), port=8080,
@@ -67,6 +74,8 @@ def _manifests(image: str) -> list[dict[str, Any]]:
         shop.statefulset("store", DATA, image, shop.serve(5432, 50), 5432),
         shop.service("store", DATA, 5432, 5432, headless=True),
         shop.deployment("names", DATA, image, shop.udp_echo(5353), port=5353),
+        shop.deployment("catalog", APP, image, shop.http_serve(8080), port=8080),
+        shop.service("catalog", APP, 80, 8080),
         shop.deployment("frontend", APP, image, idle),
         shop.deployment("warmup", APP, image, idle),
         shop.deployment("hostnet", APP, image, idle, host_network=True),
@@ -82,6 +91,7 @@ class Matrix:
     split: dict[str, int] = field(default_factory=dict)  # api workload -> accepted
     peers: list[str] = field(default_factory=list)  # addresses the api servers saw
     udp: dict[str, Any] = field(default_factory=dict)  # udp-call's bytes each way
+    http: list[dict[str, Any]] = field(default_factory=list)  # each request and its status
     _logs: dict[str, str] = field(default_factory=dict)  # pod -> its log, deleted ones too
 
     def pod(self, app: str, ns: str = APP) -> str:
@@ -129,6 +139,8 @@ def _run_matrix(m: Matrix, image: str) -> None:
     m.truth["hostnet"] = m.dial("hostnet", API, 80, 30, "--count", "3")
     (names,) = running(node, DATA, "app=names")
     m.udp = m.run("frontend", shop.udp_call(names["status"]["podIP"], 5353, UDP_SIZES))
+    m.http = json.loads(node.kubectl("exec", "-n", APP, m.pod("frontend"), "--",
+                                     *shop.http_call(CATALOG, 80, *CATALOG_CALLS)).stdout)
     # A pod deleted and replaced: the frontend and one api pod get successors.
     old = {m.pod("frontend"), running(node, APP, "app=api")[0]["metadata"]["name"]}
     m.keep_logs("api")
@@ -184,6 +196,7 @@ EXPECTED = {  # (source, target, port): connections, as the generator counted th
     (FRONTEND, FLAKY_SVC, 80): 2,
     (HOSTNET, API_SVC, 80): 3,
     (BATCH, API_SVC, 80): 3,
+    (FRONTEND, CATALOG_SVC, 80): 1,  # one keep-alive connection for every request
 }
 REFUSED = {(FRONTEND, STORE_POD, 5433): 2}
 
@@ -253,6 +266,35 @@ def test_udp_flows_are_edges_with_their_peers_on_the_map(matrix: Matrix) -> None
             (f"{APP}/frontend", f"{DATA}/names", 5353))
 
     assert wait_until(lambda: exported() == n, 60, "the datagrams at the Collector")
+
+
+def test_http_requests_through_a_service_are_counted_once_with_both_sides_latency(
+        matrix: Matrix) -> None:
+    """The frontend's requests to the catalog Service: on its edge exactly the statuses
+    the client got, counted by the client; the catalog pod's own view joins the same
+    edge (its time to answer) and the Collector has the client's histogram."""
+    truth = {str(s): n for s, n in Counter(r["status"] for r in matrix.http).items()}
+    assert truth == {"200": 8, "404": 2, "500": 1}
+
+    def statuses() -> dict[str, int] | None:
+        edge = _drawn(matrix).get((FRONTEND, CATALOG_SVC, 80))
+        return edge["requests"][0]["byStatus"] if edge and edge["requests"] else None
+
+    try:
+        wait_until(lambda: statuses() == truth, 60, "the catalog edge's requests")
+    except AssertionError:
+        assert statuses() == truth, matrix.release.diagnose()
+    (http,) = _drawn(matrix)[(FRONTEND, CATALOG_SVC, 80)]["requests"]
+    assert (http["countedBy"], http["requests"], http["errors"]) == ("client", 11, 3)
+    assert http["latencyByClient"]["samples"] == 11
+    assert http["latencyByServer"] and http["latencyByServer"]["samples"] == 11
+
+    def exported() -> int:
+        return sum(int(p.extra["count"]) for p in matrix.collector.find(
+            "http.client.request.duration", **{"k8s.cluster.name": CLUSTER,
+                                               "k8s.src.name": "frontend"}))
+
+    assert wait_until(lambda: exported() == 11, 60, "the requests at the Collector")
 
 
 def test_service_edges_break_down_to_the_backends_kube_proxy_chose(matrix: Matrix) -> None:
