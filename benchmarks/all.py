@@ -3,13 +3,13 @@
 
 Runs, one after the other, each as its own process (each cleans up after itself,
 also on Ctrl-C): agent overhead (no agent vs the agent's tracepoint and sock_ops
-connection cores vs each core's hooks-only floor vs tcplife-bpfcc, BPF cost per
-connection, where the CPU went, agent CPU and RSS), service-map merge scale,
-apply-to-Ready of a probe, OTLP export throughput. Prints a machine header and each
-benchmark's tables as they come; --write-docs also writes all of it to
-docs/benchmarks.md (with --only: replaces just the sections of the benchmarks run,
-each under this run's machine header, and keeps the others). --quick passes each
-benchmark its short settings (a smoke run, about 10 minutes in all).
+connection cores, and sock_ops with its HTTP request layer, vs each core's hooks-only
+floor vs tcplife-bpfcc, BPF cost per connection, where the CPU went, agent CPU and
+RSS), service-map merge scale, apply-to-Ready of a probe, OTLP export throughput.
+Prints a machine header and each benchmark's tables as they come; --write-docs also
+writes all of it to docs/benchmarks.md (with --only: replaces just the sections of the
+benchmarks run, each under this run's machine header, and keeps the others). --quick
+passes each benchmark its short settings (a smoke run, about 13 minutes in all).
 Run as root (BPF, network namespaces); without root the two that need it are skipped.
 """
 
@@ -43,9 +43,10 @@ class Bench:
 
 
 BENCHES = (
-    Bench("agent_overhead", "Agent overhead: connection churn, bulk transfer and UDP, no agent vs "
-          "the tracepoint and sock_ops cores vs each core's hooks-only floor vs "
-          "tcplife-bpfcc; BPF cost per connection; where the CPU went; agent CPU and RSS",
+    Bench("agent_overhead", "Agent overhead: connection churn, bulk transfer, UDP and HTTP, "
+          "no agent vs the tracepoint and sock_ops cores (and sock_ops with its request "
+          "layer) vs each core's hooks-only floor vs tcplife-bpfcc; BPF cost per "
+          "connection; where the CPU went; agent CPU and RSS",
           ("--seconds", "2", "--repeats", "2", "--bpf-stats-seconds", "2",
            "--profile-seconds", "2"), True),
     Bench("map_scale", "Service-map merge scale", ("--quick",), False),

@@ -57,6 +57,14 @@ def _probes(args: list[str]) -> list[str]:
     return list(DEFAULT_KINDS)
 
 
+def with_kinds(args: list[str], *kinds: str) -> list[str]:
+    """The agent's extra arguments with `kinds` added to the probe kinds they ask for
+    (a later --probes wins)."""
+    asked = _probes(args)
+    added = [k for k in kinds if k not in asked]
+    return [*args, "--probes", ",".join([*asked, *added])] if added else list(args)
+
+
 class Agent(Observer):
     """`python -m traceprobe_agent --standalone --interval 1 --metrics-port 0 --core CORE`,
     with `http` added to its probe kinds if asked."""
@@ -84,11 +92,8 @@ class Agent(Observer):
 
     def start(self, timeout: float) -> None:
         # e.g. "--probes connections,bytes" to price one probe kind
-        extra = shlex.split(os.environ.get("TRACEPROBE_BENCH_AGENT_ARGS", ""))
-        added = [k for k, on in (("udp", self.udp), ("http", self.http))
-                 if on and k not in _probes(extra)]
-        if added:
-            extra += ["--probes", ",".join([*_probes(extra), *added])]
+        extra = with_kinds(shlex.split(os.environ.get("TRACEPROBE_BENCH_AGENT_ARGS", "")),
+                           *(k for k, on in (("udp", self.udp), ("http", self.http)) if on))
         argv = [sys.executable, "-m", "traceprobe_agent", "--standalone", "--interval", "1",
                 "--metrics-port", "0", *extra,
                 "--core", self.core]  # last: the variant's core wins over the line above

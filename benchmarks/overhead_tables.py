@@ -17,11 +17,12 @@ def describe(run: Run) -> str:
     extra = ""
     if run.acc is not None and (u := run.unaccounted()) is not None:
         extra = f", unaccounted cli/srv {u[0]}/{u[1]}, drops {run.drops()}"
+        if (q := run.unaccounted_requests()) is not None:
+            extra += f", requests unaccounted cli/srv {q[0]}/{q[1]}"
     if run.cpu is not None and run.rss is not None:
         extra += f", obs CPU {run.cpu:.2f}s RSS {run.rss / 1e6:.0f} MB"
     other = f", other CPU {run.other_cpu:.0%}" if run.other_cpu is not None else ""
     return f"{head} {rate}, failed {r.failed}{other}{extra}"
-
 
 
 def print_tables(runs: list[Run], costs: list[Run], profiled: list[Run], names: list[str],

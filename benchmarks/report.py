@@ -29,10 +29,9 @@ How to read the tables
            ingress). sock_ops-http: the sock_ops agent with http added to its probe kinds
            (HTTP/1.x requests parsed in the same cgroup skb programs and their tail calls;
            its floor is hooks-sock_ops). hooks-tracepoint, hooks-sock_ops: empty programs
-           on exactly the hooks
-           that core's agent attached (its ready line), the floor of any observer there
-           (an empty sock_ops program turns on no callbacks, so that floor leaves out the
-           ones its core asks for). tcplife: tcplife-bpfcc.
+           on exactly the hooks that core's agent attached (its ready line), the floor of
+           any observer there (an empty sock_ops program turns on no callbacks, so that
+           floor leaves out the ones its core asks for). tcplife: tcplife-bpfcc.
   medians over the repeats; [min - max] across them.
   other CPU  share of the machine's CPU time busy with neither the generator nor the
            observer during the traffic (other tenants, kworkers, ksoftirqd): noise gauge.
@@ -61,8 +60,8 @@ How to read the tables
   obs      the observer process (agent, hooks-only loader or tcplife): CPU from
            /proc/PID/stat over the traffic and settling time; RSS = VmRSS at the end of
            the traffic; peak = max VmHWM (includes the BCC compile).
-  drops    agent: kernel drop counters (conn_map_full, edge_map_full); tcplife: samples
-           its perf buffer lost ("Possibly lost N samples").
+  drops    agent: kernel drop counters (conn_map_full, edge_map_full, request_map_full);
+           tcplife: samples its perf buffer lost ("Possibly lost N samples").
   recorded client-side connections the observer saw for the generator's pid (agent:
            opened + refused + timeouts) / attempted by the generator (completed + failed;
            http: the connections nginx accepted, wrk's address check included, + wrk's

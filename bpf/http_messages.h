@@ -510,8 +510,8 @@ struct http_step_ctx {
     u32 requests;
 };
 BPF_PERCPU_ARRAY(http_steps, struct http_step_ctx, 2);
-/* http_out and http_in, each calling itself for the segment's next step. */
-BPF_PROG_ARRAY(http_progs, 2);
+/* http_step, calling itself for the segment's next step. */
+BPF_PROG_ARRAY(http_progs, 1);
 #define HTTP_STEPS 32 /* windows and chunks followed in one segment: the tail-call limit */
 
 /* The HTTP messages in segment `skb` of the counted connection `st`, `egress` or not:
@@ -563,7 +563,7 @@ static __always_inline void http_segment(struct __sk_buff *skb, struct bpf_sock 
     c->len = len;
     c->steps = 0;
     c->requests = requests;
-    http_progs.call(skb, slot);
+    http_progs.call(skb, 0);
 }
 
 /* A segment in on a server socket whose owner is not known yet (its listener is older
@@ -584,17 +584,39 @@ static __always_inline void http_unstamped(struct __sk_buff *skb)
         http_segment(skb, sk, st, 0);
 }
 
+/* Whether `skb`, a segment of `sk`, goes out: its source port is the socket's own (a
+ * step cannot be told which program called it, and one program verifies in half the
+ * time of two; a connection to itself has no second direction to tell apart). */
+static __always_inline int outgoing(struct __sk_buff *skb, struct bpf_sock *sk)
+{
+    u8 *data = (u8 *)(long)skb->data;
+    u8 *end = (u8 *)(long)skb->data_end;
+    u32 l4 = 40;
+    if (data + 1 > end)
+        return 0;
+    if ((data[0] >> 4) == 4)
+        l4 = (data[0] & 0x0f) * 4;
+    if (l4 < 20 || l4 > 60)
+        return 0;
+    u16 *ports = (void *)(data + l4);
+    if ((void *)(ports + 1) > (void *)end)
+        return 0;
+    return bpf_ntohs(ports[0]) == sk->src_port;
+}
+
 /* One step of the segment http_segment() began: a window of a head or a chunk-size
  * line, then the next step while the segment holds more. */
-static __always_inline int http_step(struct __sk_buff *skb, int egress)
+int http_step(struct __sk_buff *skb)
 {
-    int slot = !egress;
-    struct http_step_ctx *c = http_steps.lookup(&slot);
     struct bpf_sock *sk = skb->sk;
-    if (!c || !sk)
+    if (!sk)
         return 1;
     sk = bpf_sk_fullsock(sk);
     if (!sk)
+        return 1;
+    int slot = !outgoing(skb, sk);
+    struct http_step_ctx *c = http_steps.lookup(&slot);
+    if (!c)
         return 1;
     struct sock_state *st = socks.sk_storage_get(sk, 0, 0);
     struct http_state *h = https.sk_storage_get(sk, 0, 0);
@@ -625,16 +647,6 @@ static __always_inline int http_step(struct __sk_buff *skb, int egress)
         head(skb, st, h, d, c->requests, at, d->next, len - ahead, c->now);
     if ((d->next == before && d->mode == mode) || ++c->steps >= HTTP_STEPS)
         return 1;
-    http_progs.call(skb, slot);
+    http_progs.call(skb, 0);
     return 1;
-}
-
-int http_out(struct __sk_buff *skb)
-{
-    return http_step(skb, 1);
-}
-
-int http_in(struct __sk_buff *skb)
-{
-    return http_step(skb, 0);
 }

@@ -109,7 +109,7 @@ class ProgramPlan:
         """(program array, index, program) the sock_ops core's links call."""
         if self.core != SOCK_OPS or "http" not in self.kinds:
             return ()
-        return (("http_progs", 0, "http_out"), ("http_progs", 1, "http_in"))
+        return (("http_progs", 0, "http_step"),)
 
     @property
     def runnable(self) -> bool:

@@ -66,7 +66,7 @@ def test_http_runs_on_the_sock_ops_core_only() -> None:
     assert "http" in sock_ops.kinds and "-DWITH_HTTP" in sock_ops.cflags
     assert "-DWITH_BYTES" not in sock_ops.cflags  # http alone counts no bytes
     assert {"on_egress", "on_ingress"} <= set(sock_ops.links)
-    assert [name for _, _, name in sock_ops.tail_calls] == ["http_out", "http_in"]
+    assert [name for _, _, name in sock_ops.tail_calls] == ["http_step"]
     assert sock_ops.problem() is None
 
 
