@@ -54,6 +54,8 @@ enum counter {
     C_HTTP_DESYNC,        /* an HTTP stream's framing was lost; it waits for a head */
     C_HTTP_PENDING_FULL,  /* more HTTP requests in flight than followed; one not counted */
     C_HTTP_UNMATCHED,     /* an HTTP response to no request seen; not counted */
+    C_DNS_PENDING_FULL,   /* more DNS queries in flight on a socket than kept; one lost */
+    C_DNS_UNMATCHED,      /* a DNS response to no query seen; not counted */
     C_MAX,
 };
 

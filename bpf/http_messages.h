@@ -25,19 +25,12 @@
  * times leaves the kernel: no path, header or body byte is stored.
  *
  * Maps: `https` SK_STORAGE struct http_state, created only for connections found to be
- * HTTP; requests0/1 HASH struct req_key -> struct req_val (MAX_REQS each), switched by
- * edge_maps.h's `active` and drained with the edges.
+ * HTTP; answered requests go to request_maps.h's.
  */
 
 #define HTTP_HEAD_MAX 256    /* one window of a head, scanned at once; a power of two */
 #define HTTP_HEAD_WINDOWS 16 /* windows one head may take: heads of at least 4 KiB */
 #define HTTP_PENDING 8       /* requests in flight on one connection (pipelining) */
-#define HTTP_BUCKETS 102     /* see bucket_of() */
-#ifndef MAX_REQS
-#define MAX_REQS 4096
-#endif
-
-#define PROTO_HTTP 1
 
 /* What a direction of the stream expects at `next`. */
 #define M_FIRST 0 /* nothing seen yet: a head at the start of the first data */
@@ -69,26 +62,6 @@ struct http_state {
 
 BPF_SK_STORAGE(https, struct http_state);
 
-struct req_key {
-    struct edge_key edge;
-    u16 status;  /* the response's status code */
-    u8 method;   /* METHOD_*, 0 for any other */
-    u8 protocol; /* PROTO_HTTP */
-    u32 pad;
-};
-
-struct req_val {
-    u64 count;
-    u64 duration_sum_ns;
-    u32 buckets[HTTP_BUCKETS];
-    char comm[16];
-};
-
-BPF_HASH(requests0, struct req_key, struct req_val, MAX_REQS);
-BPF_HASH(requests1, struct req_key, struct req_val, MAX_REQS);
-/* A new entry's first value (too big for the stack): zero but for the comm. */
-BPF_PERCPU_ARRAY(req_init, struct req_val, 1);
-
 /* The window being scanned, and what the scan found (per CPU: too big for the stack).
  * 16 bytes of slack past the window keep the masked reads of a line's start in bounds. */
 struct http_scratch {
@@ -101,53 +74,6 @@ struct http_scratch {
     u32 flags;   /* H_* */
 };
 BPF_PERCPU_ARRAY(http_scratch, struct http_scratch, 1);
-
-/* Bucket 0 is under 1.024 us; then four per octave (2^o, 1.25, 1.5, 1.75 x 2^o) from
- * 2^10 to 2^35 ns (34 s); the last is everything above. user space has the bounds. */
-static __always_inline u32 bucket_of(u64 ns)
-{
-    if (ns < (1ULL << 10))
-        return 0;
-    u32 o = 0;
-    u64 v = ns;
-    if (v >> 32) { v >>= 32; o += 32; }
-    if (v >> 16) { v >>= 16; o += 16; }
-    if (v >> 8) { v >>= 8; o += 8; }
-    if (v >> 4) { v >>= 4; o += 4; }
-    if (v >> 2) { v >>= 2; o += 2; }
-    if (v >> 1) { o += 1; }
-    if (o >= 35)
-        return HTTP_BUCKETS - 1;
-    return 1 + (o - 10) * 4 + ((ns >> (o - 2)) & 3);
-}
-
-static __always_inline void count_request(struct sock_state *st, u8 method, u16 status,
-                                          u64 ns)
-{
-    struct req_key key = {.status = status, .method = method, .protocol = PROTO_HTTP};
-    __builtin_memcpy(&key.edge, &st->key, sizeof(key.edge));
-    int zero = 0;
-    u32 *sel = active.lookup(&zero);
-    int second = sel && *sel;
-    struct req_val *val = second ? requests1.lookup(&key) : requests0.lookup(&key);
-    if (!val) {
-        struct req_val *init = req_init.lookup(&zero);
-        if (!init)
-            return;
-        __builtin_memcpy(init->comm, st->comm, sizeof(init->comm));
-        val = second ? requests1.lookup_or_try_init(&key, init)
-                     : requests0.lookup_or_try_init(&key, init);
-        if (!val) {
-            count(C_REQ_MAP_FULL);
-            return;
-        }
-    }
-    __sync_fetch_and_add(&val->count, 1);
-    __sync_fetch_and_add(&val->duration_sum_ns, ns);
-    u32 b = bucket_of(ns);
-    if (b < HTTP_BUCKETS)
-        __sync_fetch_and_add(&val->buckets[b], 1);
-}
 
 /* 8 bytes of the window at `at` (any offset: masked into the buffer and its slack). */
 static __always_inline u64 word_at(struct http_scratch *s, u32 at)
@@ -384,7 +310,7 @@ static __always_inline int head_begins(struct sock_state *st, struct http_state 
     }
     u32 slot = h->first & (HTTP_PENDING - 1);
     u8 method = h->method[slot];
-    count_request(st, method, status, now - h->sent_ns[slot]);
+    count_request(&st->key, st->comm, PROTO_HTTP, method, status, now - h->sent_ns[slot]);
     h->first = (h->first + 1) & (HTTP_PENDING - 1);
     h->waiting--;
     if (method == METHOD_HEAD || status == 204 || status == 304)

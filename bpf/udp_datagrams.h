@@ -14,10 +14,11 @@
 
 #ifdef WITH_UDP
 /* Addresses and ports of a UDP datagram from its headers (skb data starts at the IP
- * header), oriented to the local socket; its payload bytes. 0: not UDP, or a fragment
+ * header), oriented to the local socket; its payload bytes and where they start. 0:
+ * not UDP, or a fragment
  * past the first (the hooks see whole datagrams, so this is only a guard). */
 static __always_inline int udp_header(struct __sk_buff *skb, int egress, struct edge_key *key,
-                                      u16 *lport, u16 *rport, u32 *payload)
+                                      u16 *lport, u16 *rport, u32 *payload, u32 *at)
 {
     u8 ip[40];
     u32 l4;
@@ -45,6 +46,7 @@ static __always_inline int udp_header(struct __sk_buff *skb, int egress, struct 
     *lport = bpf_ntohs(ports[egress ? 0 : 1]);
     *rport = bpf_ntohs(ports[egress ? 1 : 0]);
     *payload = skb->len - l4 - 8;
+    *at = l4 + 8;
     return 1;
 }
 
@@ -143,8 +145,8 @@ static __always_inline void datagram(struct __sk_buff *skb, struct bpf_sock *sk,
     }
     struct edge_key key = {};
     u16 lport, rport;
-    u32 payload;
-    if (!udp_header(skb, egress, &key, &lport, &rport, &payload))
+    u32 payload, at;
+    if (!udp_header(skb, egress, &key, &lport, &rport, &payload, &at))
         return;
     if (egress)
         app_peer(st, sk, &key, &rport, named);
@@ -159,5 +161,9 @@ static __always_inline void datagram(struct __sk_buff *skb, struct bpf_sock *sk,
     add(egress ? &e->opened : &e->closed, n);
     add(egress ? &e->bytes_sent : &e->bytes_received, payload);
     note_open(e, bpf_ktime_get_ns());
+#ifdef WITH_DNS_REQUESTS
+    if (n == 1) /* a GSO batch is no DNS */
+        dns_datagram(skb, sk, st, &key, rport, at, payload, egress);
+#endif
 }
 #endif

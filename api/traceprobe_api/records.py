@@ -44,23 +44,29 @@ _Namespace = Annotated[str, Field(max_length=63)]
 
 
 MAX_REQUEST_ROWS = 512
-"""Method x status rows in one record: methods are a fixed set and a status a number
-in 100-599, so an edge's interval holds few; more is refused as malformed."""
+"""Method x status rows in one record: methods are a fixed set and a status a small
+number, so an edge's interval holds few; more is refused as malformed."""
 HTTP_METHODS = ("GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE",
                 "PATCH")
 """bpf/http_messages.h's METHOD_* 1 … 9; any other method is "_OTHER"."""
+DNS_TYPES = ("A", "AAAA", "CNAME", "MX", "TXT", "SRV", "PTR", "NS", "SOA", "HTTPS", "ANY")
+"""bpf/dns_requests.h's QTYPE_* 1 … 11: the question's type; any other is "_OTHER"."""
+_STATUSES = {"http": (100, 599), "dns": (0, 15)}  # status codes; DNS response codes
+_METHODS = {"http": {*HTTP_METHODS, "_OTHER"}, "dns": {*DNS_TYPES, "_OTHER"}}
 
 
 class RequestCounts(ObservedModel):
     """Requests of one method answered with one status on an edge in one interval, as
     the record's side saw them (role client: the client's time to first byte of the
     response; server: the server's time to answer). Only these parsed fields ever
-    leave the node: no path, query, header or body."""
+    leave the node: no path, query, name, header or body.
 
-    protocol: Literal["http"]
-    method: Literal["GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS",
-                    "TRACE", "PATCH", "_OTHER"]
-    status: Annotated[int, Field(ge=100, le=599)]
+    HTTP: `method` is the request's method, `status` the response's status code. DNS:
+    `method` is the question's type, `status` the response code (0 NOERROR, 3 NXDOMAIN)."""
+
+    protocol: Literal["http", "dns"]
+    method: Annotated[str, Field(max_length=8)]
+    status: Annotated[int, Field(ge=0, le=599)]
     count: Annotated[int, Field(ge=1, le=MAX_COUNT)]
     duration_sum_ns: _Count = 0
     duration_buckets: Annotated[dict[Annotated[int, Field(ge=0, lt=BUCKETS)], _Count],
@@ -69,6 +75,12 @@ class RequestCounts(ObservedModel):
 
     @model_validator(mode="after")
     def _buckets_add_up(self) -> RequestCounts:
+        low, high = _STATUSES[self.protocol]
+        if not low <= self.status <= high:
+            raise ValueError(f"{self.protocol} status {self.status} is not in {low}-{high}")
+        if self.method not in _METHODS[self.protocol]:
+            raise ValueError(f"{self.method!r} is no {self.protocol} method; one of "
+                             f"{sorted(_METHODS[self.protocol])}")
         if sum(self.duration_buckets.values()) != self.count:
             raise ValueError(f"durationBuckets sum to {sum(self.duration_buckets.values())},"
                              f" not to count {self.count}")

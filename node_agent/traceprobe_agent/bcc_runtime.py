@@ -64,7 +64,8 @@ def preflight() -> None:
 
 COUNTER_NAMES = ("conn_map_full", "edge_map_full", "untracked_io", "unattributed_close",
                  "stale_replaced", "unselected", "preexisting_sockets", "request_map_full",
-                 "http_desync", "http_pending_full", "http_unmatched")  # enum counter
+                 "http_desync", "http_pending_full", "http_unmatched", "dns_pending_full",
+                 "dns_unmatched")  # enum counter
 EDGE_FIELDS = ("opened", "closed", "refused", "timeouts", "resets", "bytes_sent",
                "bytes_received", "retransmits", "rtt_sum_us", "rtt_samples", "rtt_max_us",
                "duration_sum_ns")
@@ -104,7 +105,8 @@ class ConnTracker:
                  kprobes: tuple[tuple[str, str, str], ...] = (),
                  cgroup_dir: str | None = None, links: tuple[str, ...] = (),
                  max_connections: int = 0,
-                 tail_calls: tuple[tuple[str, int, str], ...] = ()) -> None:
+                 tail_calls: tuple[tuple[str, int, str], ...] = (),
+                 requests: bool = False) -> None:
         preflight()
         self._bcc = _import_bcc()
         self._fds: list[int] = []
@@ -120,7 +122,7 @@ class ConnTracker:
         self.kprobe_problem = self._attach_kprobes(kprobes)
         self._active = self._prog["active"]
         self._maps = (self._prog["edges0"], self._prog["edges1"])
-        self._requests = (self._prog["requests0"], self._prog["requests1"]) if tail_calls \
+        self._requests = (self._prog["requests0"], self._prog["requests1"]) if requests \
             else ()
         self.verdicts = CgroupVerdicts(self._prog["cgroup_verdicts"])
         self._selected = 0

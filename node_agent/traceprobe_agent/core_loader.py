@@ -45,7 +45,8 @@ class CoreLoader:
                 return ConnTracker(bpf_source(*plan.sources), list(plan.cflags),
                                    cgroup_dir=self.cgroup_dir, links=plan.links,
                                    max_connections=plan.max_connections,
-                                   tail_calls=plan.tail_calls), plan
+                                   tail_calls=plan.tail_calls,
+                                   requests=plan.counts_requests), plan
             except BpfUnavailable as exc:
                 if self.preference == SOCK_OPS:
                     raise

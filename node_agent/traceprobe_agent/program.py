@@ -22,8 +22,9 @@ SOURCE = "conn_tracker.c"
 #: (preferred), or tracepoints (where cgroup v2 or those program types are missing).
 SOCK_OPS, TRACEPOINT = "sock_ops", "tracepoint"
 CORES = (SOCK_OPS, TRACEPOINT)
-_CORE_SOURCES = {SOCK_OPS: ("edge_maps.h", "sock_storage.h", "udp_datagrams.h",
-                            "sock_ops_core.c", "http_messages.h", "tcp_segments.c"),
+_CORE_SOURCES = {SOCK_OPS: ("edge_maps.h", "sock_storage.h", "request_maps.h",
+                            "dns_requests.h", "udp_datagrams.h", "sock_ops_core.c",
+                            "http_messages.h", "tcp_segments.c"),
                  TRACEPOINT: ("edge_maps.h", SOURCE)}
 
 _FLAGS = {"bytes": "WITH_BYTES", "failures": "WITH_FAILURES",
@@ -112,6 +113,11 @@ class ProgramPlan:
         return (("http_progs", 0, "http_step"),)
 
     @property
+    def counts_requests(self) -> bool:
+        """The program has request_maps.h's maps (HTTP, or DNS lookups on UDP edges)."""
+        return "-DWITH_HTTP" in self.cflags or "-DWITH_DNS_REQUESTS" in self.cflags
+
+    @property
     def runnable(self) -> bool:
         return "connections" in self.kinds
 
@@ -189,6 +195,8 @@ def _plan_sock_ops(requested: set[str], max_connections: int, max_edges: int | N
     kinds = tuple(k for k in ALL_KINDS if k in wanted)
     conns, edges, cflags = _sizes(max_connections, max_edges, cpus)
     cflags += [f"-D{_FLAGS[k]}" for k in kinds if k in _FLAGS]
+    if {"dns", "udp"} <= set(kinds):
+        cflags.append("-DWITH_DNS_REQUESTS")  # lookups on the UDP edges to resolvers
     return ProgramPlan(kinds, {}, conns, edges, tuple(cflags), core=SOCK_OPS)
 
 

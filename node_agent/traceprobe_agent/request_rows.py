@@ -5,10 +5,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from traceprobe_api.records import HTTP_METHODS
+from traceprobe_api.records import DNS_TYPES, HTTP_METHODS
 
-METHODS = ("_OTHER", *HTTP_METHODS)  # by METHOD_*: 0 is any other method
-PROTOCOLS = {1: "http"}  # PROTO_*
+PROTOCOLS = {1: "http", 2: "dns"}  # PROTO_*
+METHODS = {"http": ("_OTHER", *HTTP_METHODS),  # by METHOD_*: 0 is any other method
+           "dns": ("_OTHER", *DNS_TYPES)}      # by QTYPE_* (dns_requests.h)
 
 
 def _ident(key: dict[str, Any]) -> tuple[Any, ...]:
@@ -17,9 +18,9 @@ def _ident(key: dict[str, Any]) -> tuple[Any, ...]:
 
 def request_row(k: Any, v: Any) -> dict[str, Any]:
     """One requests-map entry (struct req_key, struct req_val) as RequestCounts fields."""
-    method = int(k.method)
-    return {"protocol": PROTOCOLS.get(int(k.protocol), "unknown"),
-            "method": METHODS[method] if method < len(METHODS) else "_OTHER",
+    method, protocol = int(k.method), PROTOCOLS.get(int(k.protocol), "unknown")
+    names = METHODS.get(protocol, ("_OTHER",))
+    return {"protocol": protocol, "method": names[method] if method < len(names) else "_OTHER",
             "status": int(k.status), "count": int(v.count),
             "duration_sum_ns": int(v.duration_sum_ns),
             "duration_buckets": {i: int(n) for i, n in enumerate(v.buckets) if n}}

@@ -3,8 +3,11 @@ service-graph series counting requests (pure, onto the map's SeriesStore).
 
 `http.client.request.duration` holds what client-side agents measured (request's first
 segment out to the response's first segment in), `http.server.request.duration` the
-server side's, each by `http.request.method` and `http.response.status_code`, in the
-kernel's buckets (traceprobe_api.latency) as explicit bounds in seconds.
+server side's, each by `http.request.method` and `http.response.status_code`;
+`dns.lookup.duration` the clients' DNS lookups (query out to response in) by
+`dns.question.type` (the question's type, never its name) with the response code's name
+as `error.type` unless NOERROR; all in the kernel's buckets (traceprobe_api.latency) as
+explicit bounds in seconds.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ from __future__ import annotations
 from typing import Any
 
 from traceprobe_map.buckets import EdgeKey
-from traceprobe_map.request_tally import RequestTally, is_error, summaries
+from traceprobe_map.request_tally import RequestTally, is_error, status_name, summaries
 from traceprobe_map.series import Instrument, SeriesStore
 
 HTTP_DURATION = {
@@ -20,6 +23,8 @@ HTTP_DURATION = {
                          "Duration of HTTP client requests (to the response's first byte)"),
     "server": Instrument("http.server.request.duration", "s",
                          "Duration of HTTP server requests (to the response's first byte)")}
+DNS_LOOKUP = Instrument("dns.lookup.duration", "s",
+                        "Duration of DNS lookups, query out to response in, at the client")
 SG_SECONDS = {"client": Instrument("traces_service_graph_request_client_seconds", "s", ""),
               "server": Instrument("traces_service_graph_request_server_seconds", "s", "")}
 SG_TOTAL = Instrument("traces_service_graph_request_total", "", "")
@@ -28,12 +33,19 @@ SG_FAILED = Instrument("traces_service_graph_request_failed_total", "", "")
 
 def record_requests(series: SeriesStore, key: EdgeKey, tally: RequestTally,
                     attrs: dict[str, Any], now: float, now_ns: int) -> None:
-    for (side, _, method, status), (buckets, sum_ns) in tally.histograms().items():
-        point = {**attrs, "server.address": key.dst.name, "http.request.method": method,
-                 "http.response.status_code": status}
-        if is_error(side, status):
-            point["error.type"] = str(status)
-        series.add_histogram(HTTP_DURATION[side], buckets, sum_ns, point, now, now_ns)
+    for (side, protocol, method, status), (buckets, sum_ns) in tally.histograms().items():
+        point = {**attrs, "server.address": key.dst.name}
+        if protocol == "dns":
+            if side != "client":
+                continue  # the conventions time lookups only where they are made
+            point["dns.question.type"] = method
+            instrument = DNS_LOOKUP
+        else:
+            point |= {"http.request.method": method, "http.response.status_code": status}
+            instrument = HTTP_DURATION[side]
+        if is_error(side, protocol, status):
+            point["error.type"] = status_name(protocol, status)
+        series.add_histogram(instrument, buckets, sum_ns, point, now, now_ns)
 
 
 def graph_requests(series: SeriesStore, tally: RequestTally, sg: dict[str, Any], now: float,

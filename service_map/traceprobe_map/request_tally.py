@@ -92,12 +92,15 @@ class RequestSummary(ObservedModel):
     requests: _Count = 0
     requests_per_second: _Rate = 0.0
     errors: _Count = 0
-    """Client side: 4xx and 5xx answers; server side (when only it saw the edge): 5xx."""
+    """HTTP: 4xx and 5xx answers on the client side, 5xx on the server side (when only it
+    saw the edge); DNS: every response code but NOERROR."""
     error_rate: Annotated[float, Field(ge=0, le=1)] = 0.0
     counted_by: Side = "client"
     """Whose records the counts are: the client's when a client-side agent saw any."""
     by_status: dict[str, _Count] = Field(default_factory=dict)
+    """HTTP: by status code; DNS: by response code name (NOERROR, NXDOMAIN, ...)."""
     by_method: dict[str, _Count] = Field(default_factory=dict)
+    """HTTP: by method; DNS: by the question's type (A, AAAA, ...)."""
     latency_by_client: Latency | None = None
     """Time from the request's first segment out to the response's first segment in,
     at the client; None when no client-side agent saw the requests."""
@@ -105,7 +108,21 @@ class RequestSummary(ObservedModel):
     """Time from the request's first segment in to the response's first segment out."""
 
 
-def is_error(side: str, status: int) -> bool:
+DNS_RCODES = ("NOERROR", "FORMERR", "SERVFAIL", "NXDOMAIN", "NOTIMP", "REFUSED", "YXDOMAIN",
+              "YXRRSET", "NXRRSET", "NOTAUTH", "NOTZONE")
+
+
+def status_name(protocol: str, status: int) -> str:
+    """HTTP: the code; DNS: the response code's name (RFC 1035/2136), else its number."""
+    if protocol == "dns":
+        return DNS_RCODES[status] if status < len(DNS_RCODES) else str(status)
+    return str(status)
+
+
+def is_error(side: str, protocol: str, status: int) -> bool:
+    """HTTP: 5xx, and 4xx on the client side; DNS: any response code but NOERROR."""
+    if protocol == "dns":
+        return status != 0
     return status >= 500 or (side == "client" and status >= 400)
 
 
@@ -137,9 +154,9 @@ def summaries(tally: RequestTally | None, per_second: float) -> list[RequestSumm
         errors = 0
         for (s, p, method, status), n in tally.counts.items():
             if s == side and p == protocol:
-                by_status[str(status)] += n
+                by_status[status_name(protocol, status)] += n
                 by_method[method] += n
-                errors += n if is_error(s, status) else 0
+                errors += n if is_error(s, protocol, status) else 0
         total = sum(by_status.values())
         out.append(RequestSummary(
             protocol=protocol, requests=total, requests_per_second=total * per_second,

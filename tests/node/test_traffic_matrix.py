@@ -260,6 +260,13 @@ def test_udp_flows_are_edges_with_their_peers_on_the_map(matrix: Matrix) -> None
            if source == FRONTEND and target == "service:kube-system/kube-dns" and port == 53]
     assert dns and dns[0]["datagramsSent"] >= 1 and dns[0]["datagramsReceived"] >= 1, udp
     assert dns[0]["observedBy"] == ["client"]  # CoreDNS is no pod the probe selects
+    # Its lookups are requests too (kinds dns and udp): every name the frontend resolved
+    # was answered (NOERROR; search-path tries may add NXDOMAINs), timed by the client.
+    (lookups,) = dns[0]["requests"]
+    assert lookups["protocol"] == "dns" and lookups["byStatus"].get("NOERROR", 0) >= 1, lookups
+    assert set(lookups["byStatus"]) <= {"NOERROR", "NXDOMAIN"}, lookups
+    assert lookups["countedBy"] == "client" and lookups["latencyByServer"] is None
+    assert lookups["latencyByClient"]["samples"] == lookups["requests"]
     def exported() -> float | None:
         return collector_edges(matrix.collector, DATAGRAMS, CLUSTER, (APP,),
                                **{"network.io.direction": "transmit"}).get(

@@ -67,7 +67,17 @@ def test_http_runs_on_the_sock_ops_core_only() -> None:
     assert "-DWITH_BYTES" not in sock_ops.cflags  # http alone counts no bytes
     assert {"on_egress", "on_ingress"} <= set(sock_ops.links)
     assert [name for _, _, name in sock_ops.tail_calls] == ["http_step"]
-    assert sock_ops.problem() is None
+    assert sock_ops.problem() is None and sock_ops.counts_requests
+
+
+def test_dns_lookups_are_requests_where_udp_edges_are_counted() -> None:
+    both = plan_program({"dns", "udp"}, _features(), 65536, core="sock_ops")
+    assert "-DWITH_DNS_REQUESTS" in both.cflags and both.counts_requests
+    assert both.tail_calls == ()  # no HTTP: no tail call
+    alone = plan_program({"dns"}, _features(), 65536, core="sock_ops")
+    assert "-DWITH_DNS_REQUESTS" not in alone.cflags and not alone.counts_requests
+    tracepoint = plan_program({"dns", "udp"}, _features(), 65536)
+    assert "-DWITH_DNS_REQUESTS" not in tracepoint.cflags
 
 
 def test_bytes_fall_back_to_kprobes_only_where_the_kernel_has_them() -> None:

@@ -226,3 +226,40 @@ def test_a_connection_only_edge_keeps_its_service_graph_of_connections() -> None
     metrics = _metrics(capture)
     assert [p.value for p in metrics["traces_service_graph_request_total"]] == [7]
     assert "http.client.request.duration" not in metrics
+
+
+def _dns_rows(*rows: tuple[str, int, int]) -> list[dict[str, Any]]:
+    return [{"protocol": "dns", "method": t, "status": rcode, "count": n,
+             "durationSumNs": n * MS, "durationBuckets": {bucket_of(MS): n}}
+            for t, rcode, n in rows]
+
+
+def test_dns_lookups_name_their_codes_count_every_failure_and_export_lookup_time() -> None:
+    asked = _rec(Role.CLIENT, _dns_rows(("A", 0, 7), ("AAAA", 3, 2), ("A", 2, 1)),
+                 transport="udp", opened=0, remotePort=53)
+    (stats,) = merge([asked], _resolver()).edges.values()
+    key = EdgeKey(WEB, API, 53, "udp")
+    (dns,) = build_snapshot({key: stats}, "c", 10, datetime.now(UTC)).edges[0].requests
+    assert (dns.protocol, dns.requests, dns.errors) == ("dns", 10, 3)  # NXDOMAIN, SERVFAIL
+    assert dns.by_status == {"NOERROR": 7, "NXDOMAIN": 2, "SERVFAIL": 1}
+    assert dns.by_method == {"A": 8, "AAAA": 2}
+    capture = _Capture()
+    exporter = EdgeExporter(capture, "c", interval_seconds=3600)
+    exporter.record({key: stats})
+    assert exporter.flush()
+    exporter.shutdown()
+    points = _metrics(capture)["dns.lookup.duration"]
+    by = {(p.attributes["dns.question.type"], p.attributes.get("error.type")): p.count
+          for p in points}
+    assert by == {("A", None): 7, ("AAAA", "NXDOMAIN"): 2, ("A", "SERVFAIL"): 1}
+    assert "http.client.request.duration" not in _metrics(capture)
+
+
+def test_records_hold_each_protocol_to_its_own_methods_and_codes() -> None:
+    ok = _dns_rows(("AAAA", 3, 1))[0]
+    RequestCounts.model_validate(ok)
+    for bad in ({**ok, "status": 16}, {**ok, "method": "GET"},
+                {**_rows(("GET", 200, 1, MS))[0], "method": "AAAA"},
+                {**_rows(("GET", 200, 1, MS))[0], "status": 3}):
+        with pytest.raises(ValidationError):
+            RequestCounts.model_validate(bad)
