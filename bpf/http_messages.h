@@ -5,7 +5,8 @@
  * http_segment() for every segment of a counted connection.
  *
  * Detection is by the bytes: a connection is HTTP when the first data in its request
- * direction (out for a client, in for a server) starts with a known method. A client
+ * direction (out for a client, in for a server) starts with a known method; one that
+ * starts a TLS handshake or cleartext HTTP/2 is counted as such, unparsed. A client
  * socket sees requests go out and responses come in; a server socket the reverse.
  *
  * Framing follows the stream by TCP sequence number, so neither a message split over
@@ -219,6 +220,32 @@ static __always_inline u16 status_of(struct http_scratch *s)
     if (s->buf[8] != ' ' || a < '1' || a > '5' || b < '0' || b > '9' || c < '0' || c > '9')
         return 0;
     return (a - '0') * 100 + (b - '0') * 10 + (c - '0');
+}
+
+/* A connection whose first request-direction bytes are TLS (a handshake record) or
+ * cleartext HTTP/2 (its preface: gRPC without TLS, say) is not parsed: it is counted,
+ * so the map says what it cannot see. */
+static __always_inline void unparsed(struct bpf_sock *sk, struct sock_state *st, u64 w,
+                                     u32 len)
+{
+    u8 protocol = 0;
+    if (len >= 8 && w == 0x5448202a20495250ULL) /* "PRI * HT" */
+        protocol = PROTO_HTTP2;
+    else if (len >= 5 && (w & 0xff) == 0x16 && ((w >> 8) & 0xff) == 0x03 &&
+             ((w >> 16) & 0xff) <= 0x04)
+        protocol = PROTO_TLS;
+    if (!protocol)
+        return;
+    if (!(st->flags & S_UNSTAMPED)) {
+        count_request(&st->key, st->comm, protocol, 0, 0, 0);
+        return;
+    }
+    /* Its owner is named at its first segment out, which is to come: the socket's
+     * cgroup is the owner (the process unknown), as it will be then. */
+    struct edge_key key = st->key;
+    key.cgroup = bpf_sk_cgroup_id(sk);
+    if (!skipped(key.cgroup))
+        count_request(&key, st->comm, protocol, 0, 0, 0);
 }
 
 /* The TCP payload of `skb` (data starts at the IP header): its length, 0 when there is
@@ -461,6 +488,7 @@ static __always_inline void http_segment(struct __sk_buff *skb, struct bpf_sock 
         u64 w = 0;
         if (len < 8 || bpf_skb_load_bytes(skb, off, &w, 8) || !method_of(w)) {
             st->flags |= S_NOT_HTTP;
+            unparsed(sk, st, w, len);
             return;
         }
         h = https.sk_storage_get(sk, 0, BPF_SK_STORAGE_GET_F_CREATE);

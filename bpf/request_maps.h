@@ -15,6 +15,8 @@
 
 #define PROTO_HTTP 1
 #define PROTO_DNS 2
+#define PROTO_TLS 3   /* connections seen to be TLS, not parsed: a count alone */
+#define PROTO_HTTP2 4 /* connections seen to be cleartext HTTP/2, not parsed */
 
 struct req_key {
     struct edge_key edge;

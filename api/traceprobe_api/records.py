@@ -166,6 +166,9 @@ class ConnectionRecord(ObservedModel):
     requests: Annotated[list[RequestCounts], Field(max_length=MAX_REQUEST_ROWS)] | None = None
     """TCP, probe kind `http`: the requests answered on this edge in the interval (None:
     none, which keeps the wire form of every other record as it was)."""
+    unparsed: dict[Literal["tls", "http2"], Annotated[int, Field(ge=1, le=MAX_COUNT)]] | None = None
+    """Probe kind `http`: connections opened here that were TLS or cleartext HTTP/2 (by
+    their first bytes), whose requests are not parsed: what the map cannot see."""
 
     def replaced(self, **update: Any) -> ConnectionRecord:
         """A copy with `update` applied, not validated again: for hot paths whose

@@ -26,7 +26,7 @@ def format_ip(family: int, raw: bytes) -> str | None:
 
 
 _SPAN = ("first_open_ns", "last_open_ns")
-_NOT_COUNTS = {"comm", "requests", *_SPAN}
+_NOT_COUNTS = {"comm", "requests", "unparsed", *_SPAN}
 
 
 def _when(monotonic_ns: int, end: datetime, end_monotonic_ns: int,
@@ -67,7 +67,7 @@ def to_record(key: dict[str, Any], val: dict[str, Any], node: str, start: dateti
         cgroup_path=cgroup_path(key["cgroup"]) if key["cgroup"] else None,
         interval_start=start, interval_end=end, active_from=first, active_until=last,
         requests=[RequestCounts.model_validate(row) for row in val["requests"]]
-        if val.get("requests") else None,
+        if val.get("requests") else None, unparsed=val.get("unparsed"),
         **counts,
     )
 

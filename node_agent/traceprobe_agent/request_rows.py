@@ -8,6 +8,7 @@ from typing import Any
 from traceprobe_api.records import DNS_TYPES, HTTP_METHODS
 
 PROTOCOLS = {1: "http", 2: "dns"}  # PROTO_*
+UNPARSED = {3: "tls", 4: "http2"}  # PROTO_* counted as connections, not parsed
 METHODS = {"http": ("_OTHER", *HTTP_METHODS),  # by METHOD_*: 0 is any other method
            "dns": ("_OTHER", *DNS_TYPES)}      # by QTYPE_* (dns_requests.h)
 
@@ -28,8 +29,9 @@ def request_row(k: Any, v: Any) -> dict[str, Any]:
 
 def add_requests(edges: list[tuple[dict[str, Any], dict[str, Any]]],
                  entries: list[tuple[dict[str, Any], Any, Any]]) -> None:
-    """Each (edge key, req_key, req_val) onto its edge's value as a `requests` row, in
-    place; an edge with requests but no other count this interval is added."""
+    """Each (edge key, req_key, req_val) onto its edge's value as a `requests` row (TLS
+    and HTTP/2 as `unparsed` connections), in place; an edge with requests but no other
+    count this interval is added."""
     by_edge = {_ident(key): val for key, val in edges}
     for key, k, v in entries:
         val = by_edge.get(_ident(key))
@@ -37,4 +39,9 @@ def add_requests(edges: list[tuple[dict[str, Any], dict[str, Any]]],
             comm = bytes(v.comm).split(b"\0", 1)[0].decode(errors="replace")
             val = by_edge[_ident(key)] = {"comm": comm}
             edges.append((key, val))
-        val.setdefault("requests", []).append(request_row(k, v))
+        unparsed = UNPARSED.get(int(k.protocol))
+        if unparsed:
+            found = val.setdefault("unparsed", {})
+            found[unparsed] = found.get(unparsed, 0) + int(v.count)
+        else:
+            val.setdefault("requests", []).append(request_row(k, v))

@@ -257,7 +257,7 @@ class EdgeExporter:
                       "client_service_namespace": key.src.namespace or "",
                       "server_service_namespace": key.dst.namespace or "",
                       "connection_type": "" if key.dst.kind == "workload" else key.dst.kind}
-                if s.requests:  # the graph counts requests where there are any
+                if s.requests and s.requests.counts:  # requests, where there are any
                     graph_requests(self.series, s.requests, sg, now, now_ns)
                 else:
                     add(SG_TOTAL, s.attempts, sg)

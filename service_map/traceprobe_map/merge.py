@@ -195,8 +195,12 @@ def fold(records: Iterable[ConnectionRecord], resolver: Resolver,
             stats.timeouts += f["timeouts"]
             stats.resets += f["resets"]
         stats.duration_sum_ns += f["duration_sum_ns"]
-        if f["requests"]:
-            stats.tally().add_rows("client" if role is client_role else "server", f["requests"])
+        if f["requests"] or f["unparsed"]:  # usually neither
+            side = "client" if role is client_role else "server"
+            if f["requests"]:
+                stats.tally().add_rows(side, f["requests"])
+            if f["unparsed"]:
+                stats.tally().add_unparsed(side, f["unparsed"])
         if probes and probes is not stats.probes:
             stats.probes = names_union(stats.probes, probes)
     part.records += seen

@@ -27,12 +27,17 @@ DNS_LOOKUP = Instrument("dns.lookup.duration", "s",
                         "Duration of DNS lookups, query out to response in, at the client")
 SG_SECONDS = {"client": Instrument("traces_service_graph_request_client_seconds", "s", ""),
               "server": Instrument("traces_service_graph_request_server_seconds", "s", "")}
+UNPARSED = Instrument("traceprobe.edge.unparsed.connections", "{connection}",
+                      "Connections whose requests are not parsed, by network.protocol.name"
+                      " (tls, http2)")
 SG_TOTAL = Instrument("traces_service_graph_request_total", "", "")
 SG_FAILED = Instrument("traces_service_graph_request_failed_total", "", "")
 
 
 def record_requests(series: SeriesStore, key: EdgeKey, tally: RequestTally,
                     attrs: dict[str, Any], now: float, now_ns: int) -> None:
+    for protocol, n in tally.unparsed_connections().items():
+        series.add(UNPARSED, n, {**attrs, "network.protocol.name": protocol}, now, now_ns)
     for (side, protocol, method, status), (buckets, sum_ns) in tally.histograms().items():
         point = {**attrs, "server.address": key.dst.name}
         if protocol == "dns":

@@ -31,6 +31,20 @@ class RequestTally:
     """(side, protocol, method, status, latency bucket) -> requests."""
     duration_ns: Counter[tuple[str, str, str, int]] = field(default_factory=Counter)
     """(side, protocol, method, status) -> latency summed."""
+    unparsed: Counter[tuple[str, str]] = field(default_factory=Counter)
+    """(side, protocol) -> connections seen to be TLS or HTTP/2, not parsed."""
+
+    def add_unparsed(self, side: Side, connections: dict[str, int]) -> None:
+        for protocol, n in connections.items():
+            self.unparsed[(side, protocol)] += n
+
+    def unparsed_connections(self) -> dict[str, int]:
+        """protocol -> connections, counted as requests are (the client's, if seen)."""
+        out: dict[str, int] = {}
+        for protocol in sorted({p for _, p in self.unparsed}):
+            client = self.unparsed.get(("client", protocol), 0)
+            out[protocol] = client or self.unparsed.get(("server", protocol), 0)
+        return out
 
     def add_rows(self, side: Side, rows: Iterable[RequestCounts]) -> None:
         for row in rows:
@@ -64,10 +78,10 @@ class RequestTally:
 
     def _pairs(self, other: RequestTally) -> list[tuple[Counter, Counter]]:  # type: ignore[type-arg]
         return [(self.counts, other.counts), (self.latency, other.latency),
-                (self.duration_ns, other.duration_ns)]
+                (self.duration_ns, other.duration_ns), (self.unparsed, other.unparsed)]
 
     def __bool__(self) -> bool:
-        return bool(self.counts)
+        return bool(self.counts or self.unparsed)
 
 
 _Count = Annotated[int, Field(ge=0)]

@@ -143,6 +143,9 @@ class MapEdge(ObservedModel):
     lost, conntrack started late); 0 normally."""
     requests: list[RequestSummary] = Field(default_factory=list)
     """Per protocol (probe kind http): requests, errors and each side's latency."""
+    unparsed_connections: dict[str, _Count] = Field(default_factory=dict)
+    """Probe kind http: connections seen to be `tls` or `http2` (cleartext, gRPC say),
+    whose requests are not parsed: what the map cannot see."""
     observed_by: list[str] = Field(default_factory=list)
     """client, server or both: which sides' agents saw it."""
     probes: list[str] = Field(default_factory=list)
@@ -251,6 +254,7 @@ def build_snapshot(edges: dict[EdgeKey, EdgeStats], cluster: str, window_seconds
             backends_unknown=max(0, attempts - sum(s.backends.values())) if s.conntracked
             else None,
             requests=summaries(s.requests, per_second),
+            unparsed_connections=s.requests.unparsed_connections() if s.requests else {},
             observed_by=sorted(s.observed_by), probes=sorted(s.probes)))
     out.sort(key=lambda e: (-e.attempts, e.id))
     return MapSnapshot(cluster=cluster, generated_at=generated_at, window_seconds=window_seconds,

@@ -136,3 +136,44 @@ def test_latency_quantiles_match_the_clients_own_timing(
 def quantiles_of(ordered: list[float], *qs: float) -> list[float]:
     """Nearest-rank quantiles of sorted samples."""
     return [ordered[min(len(ordered) - 1, max(0, int(q * len(ordered) + 0.5) - 1))] for q in qs]
+
+
+def test_tls_and_cleartext_http2_connections_are_counted_as_not_parsed(
+        pod_factory: Any, bpf_ready: None, tmp_path: Any) -> None:
+    """What the agent cannot parse, it says: real TLS (curl to openssl's server) and
+    cleartext HTTP/2 (curl's prior knowledge) are counted per edge as connections of
+    that protocol, with no requests made up for them."""
+    from harness.pki import make_ca, server_cert
+
+    a = pod_factory.create("h2-client", "traffic")
+    b = pod_factory.create("tls-server", "traffic")
+    cert, key = server_cert(tmp_path, make_ca(tmp_path, "ca"), "tls")
+    tls = b.popen(["openssl", "s_server", "-quiet", "-accept", "8443", "-cert", str(cert),
+                   "-key", str(key), "-www"], stdout=subprocess.DEVNULL,
+                  stderr=subprocess.DEVNULL)
+    web = _server(b)
+    rec = Recorder(KINDS, core="sock_ops")
+    try:
+        for _ in range(30):  # openssl's server listens a moment after it starts
+            if a.run(["curl", "-sk", "-o", "/dev/null", f"https://{b.ip}:8443/"],
+                     check=False).returncode == 0:
+                break
+        for _ in range(2):
+            a.run(["curl", "-sk", "-o", "/dev/null", f"https://{b.ip}:8443/"])
+        a.run(["curl", "-s", "-o", "/dev/null", "--http2-prior-knowledge",
+               f"http://{b.ip}:{PORT}/size/10"], check=False)  # http.server speaks 1.1 only
+        rec.flush()
+        tls_seen = sum((r.unparsed or {}).get("tls", 0) for r in rec.records
+                       if r.role == "client" and r.cgroup_id == a.cgroup_id
+                       and r.remote_port == 8443)
+        h2_seen = [r.unparsed for r in rec.records if r.role == "client"
+                   and r.cgroup_id == a.cgroup_id and r.remote_port == PORT]
+        served = sum((r.unparsed or {}).get("tls", 0) for r in rec.records
+                     if r.role == "server" and r.cgroup_id == b.cgroup_id and r.local_port == 8443)
+        assert tls_seen >= 3 and served == tls_seen  # the first tries may find no listener
+        assert h2_seen == [{"http2": 1}]
+        assert not any(r.requests for r in rec.records if r.cgroup_id == a.cgroup_id
+                       and r.remote_port == 8443)
+    finally:
+        stop(tls, web)
+        rec.agent.close()

@@ -263,3 +263,23 @@ def test_records_hold_each_protocol_to_its_own_methods_and_codes() -> None:
                 {**_rows(("GET", 200, 1, MS))[0], "status": 3}):
         with pytest.raises(ValidationError):
             RequestCounts.model_validate(bad)
+
+
+def test_tls_and_http2_connections_are_said_to_be_unparsed() -> None:
+    client = _rec(Role.CLIENT, [], requests=None, unparsed={"tls": 3, "http2": 1})
+    server = _rec(Role.SERVER, [], requests=None, unparsed={"tls": 3})
+    (stats,) = merge([client, server], _resolver()).edges.values()
+    key = EdgeKey(WEB, API, 8080, "tcp")
+    (edge,) = build_snapshot({key: stats}, "c", 10, datetime.now(UTC)).edges
+    assert edge.unparsed_connections == {"http2": 1, "tls": 3}  # counted once
+    assert edge.requests == []
+    capture = _Capture()
+    exporter = EdgeExporter(capture, "c", interval_seconds=3600, service_graph=True)
+    exporter.record({key: stats})
+    assert exporter.flush()
+    exporter.shutdown()
+    metrics = _metrics(capture)
+    assert {p.attributes["network.protocol.name"]: p.value
+            for p in metrics["traceprobe.edge.unparsed.connections"]} == {"tls": 3, "http2": 1}
+    # No request was parsed: the service graph counts the edge's connections.
+    assert [p.value for p in metrics["traces_service_graph_request_total"]] == [1]

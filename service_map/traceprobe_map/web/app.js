@@ -296,7 +296,9 @@
       l[`${q}Ms`] == null ? "–" : fmtUs(l[`${q}Ms`] * 1000), `${field}.${q}Ms`, l[`${q}Ms`]]);
   }
   function requestRows(e) { // per protocol: rate, errors, statuses, each side's latency
-    return (e.requests || []).flatMap((r, i) => [
+    const unparsed = Object.entries(e.unparsedConnections || {});
+    return unparsed.map(([p, n]) => [`not parsed: ${p}`, `${n} connections`,
+      `unparsedConnections.${p}`, n]).concat((e.requests || []).flatMap((r, i) => [
       [`Requests (${r.protocol})`, null],
       ["per second", `${fmtRate(r.requestsPerSecond)}/s`, `requests.${i}.requestsPerSecond`,
         r.requestsPerSecond],
@@ -307,7 +309,7 @@
       ["counted by", r.countedBy, `requests.${i}.countedBy`, r.countedBy],
       ...latencyRows("client", `requests.${i}.latencyByClient`, r.latencyByClient),
       ...latencyRows("server", `requests.${i}.latencyByServer`, r.latencyByServer),
-    ]);
+    ]));
   }
   function datagramRows(e) { // UDP has no connections: datagrams each way instead
     return [["Datagrams", null],
