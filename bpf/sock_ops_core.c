@@ -71,9 +71,13 @@
  * segments as datagrams. A socket from before the agent is owned by its cgroup (process
  * unknown) and takes its role from the first datagram seen.
  *
+ * Requests (WITH_HTTP; DNS with WITH_DNS_REQUESTS) are parsed from the payload the
+ * cgroup_skb programs see: http_messages.h and dns_requests.h have their rules.
+ *
  * Files, in the loader's order after edge_maps.h: sock_storage.h (socket state and
- * on_sock_create), udp_datagrams.h (on_udp4_sendmsg, on_udp6_sendmsg), this file
- * (on_sock_ops), tcp_segments.c (on_egress, on_ingress).
+ * on_sock_create), request_maps.h, dns_requests.h, udp_datagrams.h (on_udp4_sendmsg,
+ * on_udp6_sendmsg), this file (on_sock_ops), http_messages.h (http_step, tail-called),
+ * tcp_segments.c (on_egress, on_ingress).
  *
  * Minimum kernel: 5.10 (PARSE_ALL_HDR_OPT, skb data in sock_ops, bpf_sk_cgroup_id in
  * cgroup_skb). Fallback: conn_tracker.c, chosen when this does not load or attach.
