@@ -127,6 +127,7 @@ def run_one(variant: str, workload: workloads.Workload, settings: workloads.Sett
             run.cpu = procs.cpu_seconds(observer.pid) - cpu0
             bpf1 = procs.bpf_programs(observer.pid)
             names = program_names(sorted(bpf1))  # while the programs still exist
+            run.tail_calls = bpfcost.tail_calls(observer.pid)
             run.bpf = {names[i]: (c - bpf0.get(i, (0, 0))[0], t - bpf0.get(i, (0, 0))[1])
                        for i, (c, t) in bpf1.items()}
             observer.before_stop()

@@ -14,15 +14,12 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from benchmarks import procs
 from benchmarks.report import table
 from benchmarks.results import Run
 from benchmarks.workloads import UNITS, kind_of
 
 SYSCTL = Path("/proc/sys/kernel/bpf_stats_enabled")
-# Programs the agent reaches only by tail call, and their callers. The kernel's run
-# statistics are taken around the program a hook runs, so a tail call's runs are
-# counted nowhere and its time is in its caller's.
-TAIL_CALLED = {"http_out": "on_egress", "http_in": "on_ingress"}
 
 
 def foreign_hooks(cgroup_root: Path | None) -> list[str]:
@@ -35,6 +32,35 @@ def foreign_hooks(cgroup_root: Path | None) -> list[str]:
     found += [f"{p.get('fd_type')} {p.get('tracepoint') or p.get('func')} (pid {p.get('pid')})"
               for p in _bpftool("perf", "show")]
     return found
+
+
+def tail_calls(pid: int) -> dict[str, list[str]]:
+    """Programs that process `pid` reaches only by tail call -> the programs calling
+    them (those of its programs that use the same program array), as the kernel has
+    them. The kernel's run statistics are taken around the program a hook runs, so a
+    tail call's runs are counted nowhere and its time is in its caller's."""
+    arrays = procs.prog_arrays(pid)
+    if not arrays:
+        return {}
+    progs = {p.get("id"): p for p in _bpftool("prog", "show")}
+    mine = set(procs.bpf_programs(pid))
+    called: dict[str, list[str]] = {}
+    for array in arrays:
+        targets = {_prog_id(e) for e in _bpftool("map", "dump", "id", str(array))}
+        callers = sorted(str(progs[i].get("name")) for i in mine - targets
+                         if i in progs and array in progs[i].get("map_ids", []))
+        for t in targets:
+            if t in progs:
+                called[str(progs[t].get("name"))] = callers
+    return called
+
+
+def _prog_id(entry: dict[str, Any]) -> int:
+    """The program id a program array's entry holds (bpftool's JSON, with or without
+    BTF to format it)."""
+    if isinstance(entry.get("formatted"), dict):
+        return int(entry["formatted"]["value"])
+    return int.from_bytes(bytes(int(b, 16) for b in entry.get("value", [])), "little")
 
 
 def _bpftool(*args: str) -> list[dict[str, Any]]:
@@ -65,6 +91,7 @@ def stats_enabled() -> Iterator[bool]:
 def render(runs: list[Run]) -> str:
     """Rows per observer and program; columns per workload: runs/unit, ns/run."""
     workloads = list(dict.fromkeys(r.workload for r in runs))
+    called = {prog: callers for r in runs for prog, callers in r.tail_calls.items()}
     header = ["observer", "program"]
     for w in workloads:
         unit = UNITS[kind_of(w)]
@@ -88,8 +115,8 @@ def render(runs: list[Run]) -> str:
             for w in workloads:
                 cnt, ns = per_prog[prog].get(w, (0, 0))
                 u = units.get(w) or 0
-                if not cnt and prog in TAIL_CALLED:
-                    row += ["tail call", f"in {TAIL_CALLED[prog]}"]
+                if not cnt and prog in called:
+                    row += ["tail call", f"in {'/'.join(called[prog])}"]
                     continue
                 row += [f"{cnt / u:.2f}" if u else "n/a", f"{ns / cnt:.0f}" if cnt else "-"]
                 total[w] = total.get(w, 0.0) + (ns / u if u else 0.0)
@@ -98,8 +125,6 @@ def render(runs: list[Run]) -> str:
         for w in workloads:
             row += ["", f"{total[w]:,.0f}" if w in total and units.get(w) else "n/a"]
         rows.append(row)
-    shown = sorted({p for r in runs for p in r.bpf} & set(TAIL_CALLED))
-    note = (f"\n  ({', '.join(shown)}: tail calls, whose runs the kernel does not count; "
-            f"their time is in their callers' ns/run: "
-            f"{', '.join(f'{p} in {TAIL_CALLED[p]}' for p in shown)})") if shown else ""
+    note = (f"\n  ({', '.join(sorted(called))}: tail called, so the kernel counts none of "
+            "its runs: its time is in its callers' ns/run)") if called else ""
     return table(header, rows) + note

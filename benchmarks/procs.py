@@ -162,3 +162,17 @@ def bpf_programs(pid: int) -> dict[int, tuple[int, int]]:
             prog = int(fields["prog_id"])
             progs[prog] = max(progs.get(prog, (0, 0)), stats)
     return progs
+
+
+def prog_arrays(pid: int) -> list[int]:
+    """Ids of the BPF program arrays (tail-call tables) whose fds `pid` holds."""
+    found = []
+    for info in Path(f"/proc/{pid}/fdinfo").iterdir():
+        try:
+            text = info.read_text()
+        except OSError:
+            continue
+        fields = dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
+        if fields.get("map_type", "").strip() == "3":  # BPF_MAP_TYPE_PROG_ARRAY
+            found.append(int(fields["map_id"]))
+    return found

@@ -25,6 +25,7 @@ class Run:
     hwm: int | None = None        # observer VmHWM (peak, compile included)
     acc: Accounting | None = None
     bpf: dict[str, tuple[int, int]] = field(default_factory=dict)  # program -> (runs, ns)
+    tail_calls: dict[str, list[str]] = field(default_factory=dict)  # program -> callers
     error: str | None = None
     other_cpu: float | None = None  # share of all CPUs busy with neither generator nor observer
     machine_cpu: float | None = None  # CPU seconds of work on all CPUs, any context, no steal

@@ -13,7 +13,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # benchmarks/: not installed
 from benchmarks import procs
-from benchmarks.bpfcost import render
+from benchmarks.bpfcost import _prog_id, render
 from benchmarks.cpuprofile import Shares
 from benchmarks.http_workload import nginx_config, parse_stub_status, parse_wrk
 from benchmarks.netns import Placement
@@ -157,10 +157,20 @@ def test_requests_on_vs_off_is_the_profile_estimates_ratio() -> None:
 
 def test_tail_called_programs_are_shown_as_counted_in_their_callers() -> None:
     run = _run("sock_ops-http", "netns-http", 1000)
-    run.bpf = {"on_egress": (2000, 1_600_000), "http_out": (0, 0)}
+    run.bpf = {"on_egress": (2000, 1_600_000), "on_ingress": (2000, 1_400_000),
+               "http_step": (0, 0)}
+    run.tail_calls = {"http_step": ["on_egress", "on_ingress"]}
     text = render([run])
-    assert "http_out" in text and "tail call" in text and "in on_egress" in text
-    assert "their time is in their callers' ns/run: http_out in on_egress" in text
+    step = next(line for line in text.splitlines() if "http_step" in line)
+    assert step.split()[-4:] == ["tail", "call", "in", "on_egress/on_ingress"]
+    total = next(line for line in text.splitlines() if "TOTAL" in line)
+    assert total.split()[-1] == "3,000"  # (1.6 + 1.4 ms) / 1000 requests: the callers hold it
+    assert "http_step: tail called" in text
+
+
+def test_bpftool_program_array_entries_with_or_without_btf() -> None:
+    assert _prog_id({"key": 0, "formatted": {"key": 0, "value": 5160}}) == 5160
+    assert _prog_id({"key": ["0x00"] * 4, "value": ["0x28", "0x14", "0x00", "0x00"]}) == 5160
 
 
 def test_a_child_is_reaped_with_its_cpu_time() -> None:
