@@ -159,15 +159,16 @@ def _status(sock: Path, timeout: float = 5.0) -> tuple[int, int]:
     return parse_stub_status(data.decode(errors="replace"))
 
 
-def _wait_status(server: subprocess.Popen[bytes], sock: Path, timeout: float) -> tuple[int, int]:
+def _wait_status(server: subprocess.Popen[bytes], where: Path,
+                 timeout: float) -> tuple[int, int]:
     """The first status answer: nginx's workers are up and serving."""
     deadline = time.monotonic() + timeout
     while True:
         try:
-            return _status(sock)
+            return _status(where / "status.sock")
         except OSError:
             if server.poll() is not None or time.monotonic() > deadline:
-                err = server.stderr.read().decode(errors="replace") if server.stderr else ""
+                err = (where / "error.log").read_text(errors="replace")
                 raise RuntimeError(f"nginx did not start: {err.strip()[-300:]}") from None
             time.sleep(0.05)
 
@@ -183,12 +184,15 @@ def run(workload: Workload, settings: Settings) -> WorkloadResult:
     (where / "www" / "index.html").write_bytes(b"x" * (BODY_BYTES - 1) + b"\n")
     conf = where / "nginx.conf"
     conf.write_text(nginx_config(where, w.server_ip, workload.port))
-    server = procs.spawn(in_ns(w.server_ns, [NGINX, "-p", str(where), "-c", str(conf),
-                                             "-e", "stderr"]),
-                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    # A file, not a pipe: nothing reads a pipe while wrk runs, and a full one would stall
+    # nginx.
+    with (where / "error.log").open("wb") as log:
+        server = procs.spawn(in_ns(w.server_ns, [NGINX, "-p", str(where), "-c", str(conf),
+                                                 "-e", "stderr"]),
+                             stdout=subprocess.DEVNULL, stderr=log)
     workers: list[int] = []
     try:
-        before = _wait_status(server, where / "status.sock", 10.0)
+        before = _wait_status(server, where, 10.0)
         workers = procs.children(server.pid)
         seconds = max(1, round(settings.seconds))
         client = procs.spawn(in_ns(w.client_ns, [
