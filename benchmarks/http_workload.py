@@ -205,6 +205,8 @@ def run(workload: Workload, settings: Settings) -> WorkloadResult:
         if code != 0:
             raise RuntimeError(f"wrk exited with {code}: {out.strip()[-300:]}")
         report = parse_wrk(out)
+        # Again: a worker may still have been forking when the first status came.
+        workers = sorted({*workers, *procs.children(server.pid)})
         after = _status(where / "status.sock")
         server_cpu = sum(procs.cpu_seconds(p) for p in [server.pid, *workers]
                          if Path(f"/proc/{p}").exists())
