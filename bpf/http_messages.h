@@ -29,6 +29,7 @@
  * HTTP; answered requests go to request_maps.h's.
  */
 
+#ifdef WITH_HTTP
 #define HTTP_HEAD_MAX 256    /* one window of a head, scanned at once; a power of two */
 #define HTTP_HEAD_WINDOWS 16 /* windows one head may take: heads of at least 4 KiB */
 #define HTTP_PENDING 8       /* requests in flight on one connection (pipelining) */
@@ -604,3 +605,4 @@ int http_step(struct __sk_buff *skb)
     http_progs.call(skb, 0);
     return 1;
 }
+#endif
