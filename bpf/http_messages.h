@@ -508,6 +508,8 @@ static __always_inline void http_segment(struct __sk_buff *skb, struct bpf_sock 
     }
     if (d->mode == M_CLOSE)
         return;
+    if (d->mode != M_LOST && (s32)(d->next - seq) >= (s32)len)
+        return; /* a body's segment: what is followed starts in a later one */
     int slot = !egress;
     struct http_step_ctx *c = http_steps.lookup(&slot);
     if (!c)
@@ -600,8 +602,9 @@ int http_step(struct __sk_buff *skb)
         chunk(skb, d, at, len - ahead);
     else
         head(skb, st, h, d, c->requests, at, d->next, len - ahead, c->now);
-    if ((d->next == before && d->mode == mode) || ++c->steps >= HTTP_STEPS)
-        return 1;
+    if ((d->next == before && d->mode == mode) || ++c->steps >= HTTP_STEPS ||
+        d->mode == M_CLOSE || d->mode == M_LOST || (s32)(d->next - seq) >= (s32)len)
+        return 1; /* nothing more in this segment */
     http_progs.call(skb, 0);
     return 1;
 }
