@@ -36,7 +36,7 @@ from harness.install import install  # noqa: E402
 from harness.map_world import MapWorld  # noqa: E402
 from harness.pods import PodFactory  # noqa: E402
 from harness.services import ServiceFactory  # noqa: E402
-from harness.traffic_control import PY, TRAFFIC, serve  # noqa: E402
+from harness.traffic_control import HTTP_TRAFFIC, PY, TRAFFIC, http_serve, serve  # noqa: E402
 from harness.world import OperatorWorld  # noqa: E402
 
 NODE = "demo-node-1"
@@ -144,12 +144,16 @@ def run(args: argparse.Namespace, stop: threading.Event) -> int:
         cart_svc = services.create("cart", "shop", [cart], 80, 8080)
         pay_svc = services.create("payments", "pay", [pay_a, pay_b], 80, 8080)
         world.start_agent(NODE)
-        running = [serve(cart, 8080, 300), serve(store, 5432, 2000), serve(pay_a, 8080, 50),
+        # The cart speaks HTTP: the map shows its requests, statuses and latency too.
+        running = [http_serve(cart, 8080), serve(store, 5432, 2000), serve(pay_a, 8080, 50),
                    serve(pay_b, 8080, 50), serve(partner, 443, 4000),
                    dns.popen([PY, DNS, "serve", "53", f"{PARTNER}={partner.ip}"],
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)]
         running += [
-            _dialer(frontend, cart_svc.cluster_ip, 80, 0.5),
+            frontend.popen(["sh", "-c", f"while :; do {PY} {HTTP_TRAFFIC} call "
+                            f"{cart_svc.cluster_ip} 80 GET:/size/300 GET:/size/1200 "
+                            "POST:/echo:500 GET:/status/404 >/dev/null; sleep 0.5; done"],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL),
             _dialer(cart, store.ip, 5432, 0.3),
             _dialer(cart, pay_svc.cluster_ip, 80, 1.0),
             _dialer(frontend, store.ip, 6379, 1.0),  # the failing call: nothing listens
@@ -179,6 +183,10 @@ def run(args: argparse.Namespace, stop: threading.Event) -> int:
             stop.wait()
         summary = world.api_map()
         say(f"stopping ({len(summary['edges'])} edges, {len(summary['nodes'])} nodes on the map)")
+        for edge in summary["edges"]:
+            for r in edge.get("requests", []):
+                say(f"requests {edge['source']} -> {edge['target']}: {r['requests']} {r['protocol']}"
+                    f", {r['errors']} errors, by status {r['byStatus']}")
         if args.print_map:
             print(json.dumps(summary, indent=1))
         missing = _missing_edges(summary)

@@ -4,6 +4,7 @@ exits 1."""
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 
@@ -19,6 +20,13 @@ def test_demo_draws_the_shop_and_exits_zero(bpf_ready: None) -> None:
     assert "missing from the map" not in out, out[-3000:]
     assert result.returncode == 0, out[-3000:]
     assert "[demo] live:" in out and "removed everything the demo made" in out
+    # The cart speaks HTTP: its requests are on the map, one in four a 404 (a round of
+    # four in flight when the map was read may lack its 404 yet).
+    (line,) = [row for row in out.splitlines() if "requests workload:shop/frontend ->" in row]
+    found = re.search(r": (\d+) http, (\d+) errors", line)
+    assert found, line
+    total, errors = int(found[1]), int(found[2])
+    assert total >= 8 and abs(4 * errors - total) <= 3, line
 
 
 def test_demo_on_a_real_node_installs_with_helm_and_exits_zero(bpf_ready: None) -> None:
