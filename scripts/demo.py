@@ -185,8 +185,8 @@ def run(args: argparse.Namespace, stop: threading.Event) -> int:
         say(f"stopping ({len(summary['edges'])} edges, {len(summary['nodes'])} nodes on the map)")
         for edge in summary["edges"]:
             for r in edge.get("requests", []):
-                say(f"requests {edge['source']} -> {edge['target']}: {r['requests']} {r['protocol']}"
-                    f", {r['errors']} errors, by status {r['byStatus']}")
+                say(f"requests {edge['source']} -> {edge['target']}: {r['requests']} "
+                    f"{r['protocol']}, {r['errors']} errors, by status {r['byStatus']}")
         if args.print_map:
             print(json.dumps(summary, indent=1))
         missing = _missing_edges(summary)
