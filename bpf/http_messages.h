@@ -151,17 +151,22 @@ static __always_inline int scan_head(struct http_scratch *s, u32 n)
     volatile u32 *np = &s->n;
     *np = n;
     for (u32 w = 0; w < HTTP_HEAD_MAX / 8; w++) {
-        if (w * 8 >= *np)
+        u32 at = w * 8;
+        if (at >= *np)
             break;
-        u64 v = word_at(s, w * 8);
-        u64 x = v ^ 0x0a0a0a0a0a0a0a0aULL;
-        if (!((x - 0x0101010101010101ULL) & ~x & 0x8080808080808080ULL))
-            continue;
-#pragma unroll
-        for (u32 b = 0; b < 8; b++) {
-            u32 i = w * 8 + b;
-            if (i >= *np || ((v >> (8 * b)) & 0xff) != '\n')
-                continue;
+        /* 0x80 in each byte of v that is a newline, exactly (no borrow between bytes). */
+        u64 x = word_at(s, at) ^ 0x0a0a0a0a0a0a0a0aULL;
+        u64 lines = ~(((x & 0x7f7f7f7f7f7f7f7fULL) + 0x7f7f7f7f7f7f7f7fULL) | x |
+                      0x7f7f7f7f7f7f7f7fULL);
+        u32 left = *np - at;
+        if (left < 8)
+            lines &= (1ULL << (8 * left)) - 1; /* bytes past the window are not its */
+        /* Newline by newline: the lowest one's byte is 7 minus the top byte of its bit
+         * (moved to bit 8k) times 0x0706..00, a multiply instead of a search. */
+        for (u32 k = 0; k < 8 && lines; k++) {
+            u64 low = lines & -lines;
+            lines &= lines - 1;
+            u32 i = at + 7 - (u32)(((low >> 7) * 0x0706050403020100ULL) >> 56);
             u32 line = *linep;
             if (i == line || (i == line + 1 && s->buf[line & (HTTP_HEAD_MAX - 1)] == '\r')) {
                 s->end = i + 1;
