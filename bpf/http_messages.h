@@ -124,7 +124,6 @@ static __always_inline void length_value(struct http_scratch *s)
     at--;
     u64 n = 0;
     u32 digits = 0;
-#pragma unroll
     for (u32 k = 0; k < 21; k++) {
         u8 c = s->buf[(at + k) & (HTTP_HEAD_MAX - 1)];
         if (c == ' ' && !digits)
@@ -431,7 +430,6 @@ static __always_inline void chunk(struct __sk_buff *skb, struct http_dir *d, u32
     }
     u64 size = 0;
     u32 digits = 0, nl = 0;
-#pragma unroll
     for (u32 i = 0; i < sizeof(line); i++) {
         u8 c = line[i];
         if (i >= n)
