@@ -76,8 +76,8 @@
  *
  * Files, in the loader's order after edge_maps.h: sock_storage.h (socket state and
  * on_sock_create), request_maps.h, dns_requests.h, udp_datagrams.h (on_udp4_sendmsg,
- * on_udp6_sendmsg), this file (on_sock_ops), http_messages.h (http_step, tail-called),
- * tcp_segments.c (on_egress, on_ingress).
+ * on_udp6_sendmsg), this file (on_sock_ops), http_heads.h, http_messages.h,
+ * http_segments.h (http_step, tail-called), tcp_segments.c (on_egress, on_ingress).
  *
  * Minimum kernel: 5.10 (PARSE_ALL_HDR_OPT, skb data in sock_ops, bpf_sk_cgroup_id in
  * cgroup_skb). Fallback: conn_tracker.c, chosen when this does not load or attach.

@@ -22,7 +22,7 @@ from traceprobe_agent.bpf_links import (
     return_freed_memory,
 )
 from traceprobe_agent.kernel_headers import KERNEL_SOURCE_ENV, find_kernel_headers
-from traceprobe_agent.request_rows import add_requests
+from traceprobe_agent.kernel_rows import add_requests, edge_key, edge_value
 
 __all__ = ["BpfUnavailable", "CgroupAttach", "ConnTracker", "DnsTap", "preflight"]
 
@@ -66,9 +66,6 @@ COUNTER_NAMES = ("conn_map_full", "edge_map_full", "untracked_io", "unattributed
                  "stale_replaced", "unselected", "preexisting_sockets", "request_map_full",
                  "http_desync", "http_pending_full", "http_unmatched", "dns_pending_full",
                  "dns_unmatched")  # enum counter
-EDGE_FIELDS = ("opened", "closed", "refused", "timeouts", "resets", "bytes_sent",
-               "bytes_received", "retransmits", "rtt_sum_us", "rtt_samples", "rtt_max_us",
-               "duration_sum_ns")
 # Programs may still be writing the map we just switched away from; they run
 # for microseconds with preemption off, so this wait makes the drain lossless.
 _FLIP_GRACE_SECONDS = 0.02
@@ -187,9 +184,9 @@ class ConnTracker:
         self._selected = 1 - old
         self._active[self._active.Key(0)] = self._active.Leaf(self._selected)
         time.sleep(_FLIP_GRACE_SECONDS)
-        edges = [(self._key(k), self._val(v)) for k, v in self._take(self._maps[old])]
+        edges = [(edge_key(k), edge_value(v)) for k, v in self._take(self._maps[old])]
         if self._requests:
-            add_requests(edges, [(self._key(k.edge), k, v)
+            add_requests(edges, [(edge_key(k.edge), k, v)
                                  for k, v in self._take(self._requests[old])])
         # The batch buffers are sized for a full map (MBs); hand them back now.
         return_freed_memory()
@@ -206,26 +203,6 @@ class ConnTracker:
         for key, _ in items:
             del table[key]
         return items
-
-    @staticmethod
-    def _key(k: Any) -> dict[str, Any]:
-        return {"cgroup": int(k.cgroup), "tgid": int(k.tgid), "port": int(k.port),
-                "family": int(k.family), "role": int(k.role),
-                "laddr": bytes(k.laddr), "raddr": bytes(k.raddr)}
-
-    @staticmethod
-    def _val(per_cpu: Any) -> dict[str, Any]:
-        """One edge's per-CPU values, summed (the max of maxima, the widest span of
-        opening times: `*_open_ns` are CLOCK_MONOTONIC, 0 when no connection counted)."""
-        out: dict[str, Any] = {name: sum(int(getattr(v, name)) for v in per_cpu)
-                               for name in EDGE_FIELDS}
-        out["rtt_max_us"] = max(int(v.rtt_max_us) for v in per_cpu)
-        opened = [int(v.first_open_ns) for v in per_cpu if v.first_open_ns]
-        out["first_open_ns"] = min(opened, default=0)
-        out["last_open_ns"] = max(int(v.last_open_ns) for v in per_cpu)
-        comms = (bytes(v.comm).split(b"\0", 1)[0] for v in per_cpu)
-        out["comm"] = next((c for c in comms if c), b"").decode(errors="replace")
-        return out
 
     def counters(self) -> dict[str, int]:
         table = self._prog["counters"]

@@ -24,7 +24,8 @@ SOCK_OPS, TRACEPOINT = "sock_ops", "tracepoint"
 CORES = (SOCK_OPS, TRACEPOINT)
 _CORE_SOURCES = {SOCK_OPS: ("edge_maps.h", "sock_storage.h", "request_maps.h",
                             "dns_requests.h", "udp_datagrams.h", "sock_ops_core.c",
-                            "http_messages.h", "tcp_segments.c"),
+                            "http_heads.h", "http_messages.h", "http_segments.h",
+                            "tcp_segments.c"),
                  TRACEPOINT: ("edge_maps.h", SOURCE)}
 
 _FLAGS = {"bytes": "WITH_BYTES", "failures": "WITH_FAILURES",

@@ -7,7 +7,7 @@ from types import SimpleNamespace
 from typing import Any
 
 from traceprobe_agent.edges import to_record
-from traceprobe_agent.request_rows import add_requests
+from traceprobe_agent.kernel_rows import add_requests
 from traceprobe_api.latency import BUCKETS
 from traceprobe_api.records import Role
 

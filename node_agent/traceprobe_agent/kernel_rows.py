@@ -1,11 +1,38 @@
-"""The kernel's request counts (bpf/http_messages.h's requests maps) onto the edges
-they were answered on (pure: attribute reads of the entries bcc_runtime drained)."""
+"""The kernel's drained entries as plain dicts (pure: attribute reads of what
+bcc_runtime drained): edges (bpf/edge_maps.h), and the requests answered on them
+(bpf/request_maps.h) joined onto their edges."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from traceprobe_api.records import DNS_TYPES, HTTP_METHODS
+
+EDGE_FIELDS = ("opened", "closed", "refused", "timeouts", "resets", "bytes_sent",
+               "bytes_received", "retransmits", "rtt_sum_us", "rtt_samples", "rtt_max_us",
+               "duration_sum_ns")
+
+
+def edge_key(k: Any) -> dict[str, Any]:
+    """A struct edge_key's fields."""
+    return {"cgroup": int(k.cgroup), "tgid": int(k.tgid), "port": int(k.port),
+            "family": int(k.family), "role": int(k.role),
+            "laddr": bytes(k.laddr), "raddr": bytes(k.raddr)}
+
+
+def edge_value(per_cpu: Any) -> dict[str, Any]:
+    """One edge's per-CPU values, summed (the max of maxima, the widest span of
+    opening times: `*_open_ns` are CLOCK_MONOTONIC, 0 when no connection counted)."""
+    out: dict[str, Any] = {name: sum(int(getattr(v, name)) for v in per_cpu)
+                           for name in EDGE_FIELDS}
+    out["rtt_max_us"] = max(int(v.rtt_max_us) for v in per_cpu)
+    opened = [int(v.first_open_ns) for v in per_cpu if v.first_open_ns]
+    out["first_open_ns"] = min(opened, default=0)
+    out["last_open_ns"] = max(int(v.last_open_ns) for v in per_cpu)
+    comms = (bytes(v.comm).split(b"\0", 1)[0] for v in per_cpu)
+    out["comm"] = next((c for c in comms if c), b"").decode(errors="replace")
+    return out
+
 
 PROTOCOLS = {1: "http", 2: "dns"}  # PROTO_*
 UNPARSED = {3: "tls", 4: "http2"}  # PROTO_* counted as connections, not parsed
