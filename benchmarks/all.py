@@ -106,8 +106,11 @@ def header(argv: list[str]) -> str:
             f"Command: python -m benchmarks.all {' '.join(argv)}".rstrip())
 
 
-def plan(quick: bool, only: list[str]) -> list[Result]:
-    return [Result(b, [*(b.quick if quick else ())]) for b in BENCHES if b.name in only]
+def plan(quick: bool, only: list[str], repeats: int | None = None) -> list[Result]:
+    """`repeats`: the agent overhead's (its default otherwise)."""
+    return [Result(b, [*(b.quick if quick else ()), *(
+        ("--repeats", str(repeats)) if repeats and b.name == "agent_overhead" else ())])
+        for b in BENCHES if b.name in only]
 
 
 def summary(results: list[Result]) -> str:
@@ -171,6 +174,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quick", action="store_true", help="short settings for every benchmark")
     p.add_argument("--only", default=",".join(NAMES),
                    help=f"comma-separated subset of {','.join(NAMES)}")
+    p.add_argument("--repeats", type=int, default=None,
+                   help="the agent overhead's interleaved repeats (default: its own, 5)")
     p.add_argument("--write-docs", action="store_true",
                    help=f"write {DOCS.relative_to(REPO)} (with --only: just their sections)")
     args = p.parse_args(argv)
@@ -181,7 +186,9 @@ def main(argv: list[str] | None = None) -> int:
         signal.signal(sig, _interrupt)
     head = header(argv)
     print(head, flush=True)
-    results = plan(args.quick, only)
+    if args.repeats is not None and args.repeats < 1:
+        p.error(f"--repeats must be 1 or more, not {args.repeats}")
+    results = plan(args.quick, only, args.repeats)
     try:
         for r in results:
             if r.bench.root and os.geteuid() != 0:

@@ -32,3 +32,10 @@ def test_docs_keep_the_intro_the_machine_and_each_output_verbatim() -> None:
     assert "skipped: needs root" in page
     assert "exited 1" in page and "```text\nboom\n```" in page
     assert page.count("## ") == 4  # three benchmarks and the summary
+
+
+def test_repeats_go_to_the_agent_overhead_alone() -> None:
+    agent, scale = plan(False, ["agent_overhead", "map_scale"], repeats=3)
+    assert agent.argv == ["--repeats", "3"] and scale.argv == []
+    (quick,) = plan(True, ["agent_overhead"], repeats=2)
+    assert quick.argv[-2:] == ["--repeats", "2"]
