@@ -12,7 +12,7 @@
 #define H_CHUNKED 2 /* Transfer-Encoding: chunked seen */
 
 /* The window being scanned, and what the scan found (per CPU: too big for the stack).
- * 16 bytes of slack past the window keep the masked reads of a line's start in bounds. */
+ * 32 bytes of slack past the window keep the masked reads of a line's start in bounds. */
 struct http_scratch {
     u8 buf[HTTP_HEAD_MAX + 32];
     u32 n;       /* bytes in the window */

@@ -6,13 +6,14 @@
  */
 
 #ifdef WITH_HTTP
-/* Where a segment's steps stand, between tail calls: [0] egress, [1] ingress (a
- * softirq's ingress may run amid a process's egress on one CPU, not amid another). */
+/* Where a segment's steps stand, between tail calls: [0] egress, [1] ingress. The
+ * segment itself (offsets, sequence number, direction) is read again from the packet at
+ * each step: a softirq may send or receive on this CPU between two steps of a process's
+ * segment and reuse the slot, which then costs that segment its time and step count,
+ * never another segment's bytes. */
 struct http_step_ctx {
     u64 now;
-    u32 off, seq, len;
     u32 steps;
-    u32 requests;
 };
 BPF_PERCPU_ARRAY(http_steps, struct http_step_ctx, 2);
 /* http_step, calling itself for the segment's next step. */
@@ -66,11 +67,7 @@ static __always_inline void http_segment(struct __sk_buff *skb, struct bpf_sock 
     if (!c)
         return;
     c->now = bpf_ktime_get_ns();
-    c->off = off;
-    c->seq = seq;
-    c->len = len;
     c->steps = 0;
-    c->requests = requests;
     http_progs.call(skb, 0);
 }
 
@@ -122,16 +119,18 @@ int http_step(struct __sk_buff *skb)
     sk = bpf_sk_fullsock(sk);
     if (!sk)
         return 1;
-    int slot = !outgoing(skb, sk);
+    int egress = outgoing(skb, sk), slot = !egress;
     struct http_step_ctx *c = http_steps.lookup(&slot);
-    if (!c)
+    u32 off, seq;
+    u32 len = tcp_payload(skb, &off, &seq);
+    if (!c || !len)
         return 1;
     struct sock_state *st = socks.sk_storage_get(sk, 0, 0);
     struct http_state *h = https.sk_storage_get(sk, 0, 0);
     if (!st || !h)
         return 1;
-    struct http_dir *d = c->requests ? &h->req : &h->resp;
-    u32 seq = c->seq, len = c->len;
+    int requests = egress == (st->key.role == ROLE_CLIENT);
+    struct http_dir *d = requests ? &h->req : &h->resp;
     u8 mode = d->mode;
     if (mode == M_CLOSE)
         return 1;
@@ -148,11 +147,11 @@ int http_step(struct __sk_buff *skb)
     }
     if ((u32)ahead >= len)
         return 1; /* in a later segment */
-    u32 at = c->off + ahead, before = d->next;
+    u32 at = off + ahead, before = d->next;
     if (mode == M_CHUNK)
         chunk(skb, d, at, len - ahead);
     else
-        head(skb, st, h, d, c->requests, at, d->next, len - ahead, c->now);
+        head(skb, st, h, d, requests, at, d->next, len - ahead, c->now);
     if ((d->next == before && d->mode == mode) || ++c->steps >= HTTP_STEPS ||
         d->mode == M_CLOSE || d->mode == M_LOST || (s32)(d->next - seq) >= (s32)len)
         return 1; /* nothing more in this segment */
