@@ -229,10 +229,13 @@ def finish(part: Partial, resolver: Resolver, recent: Recent | None = None,
     def counted_on(target: EdgeKey, server: EdgeStats) -> EdgeStats:
         """The client edge that counts `server`, now marked as seen by it too."""
         if target not in edges:
-            # Counted in a neighbouring window: here only who saw it, and where, joins.
+            # Counted in a neighbouring window: here only who saw it, and where, joins
+            # (and the server's latency: its requests were counted with the client's).
             edges[target] = EdgeStats()
             owned.add(target)
             carried.add(target)
+            if server.requests:
+                edges[target].tally().client_elsewhere = True
         mine = own(target)
         mine.merge_sides(server)
         return mine

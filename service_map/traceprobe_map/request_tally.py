@@ -33,6 +33,9 @@ class RequestTally:
     """(side, protocol, method, status) -> latency summed."""
     unparsed: Counter[tuple[str, str]] = field(default_factory=Counter)
     """(side, protocol) -> connections seen to be TLS or HTTP/2, not parsed."""
+    client_elsewhere: bool = False
+    """A client side counted these requests in a neighbouring bucket (merge.finish): the
+    server's figures here are its latency, not requests to count again."""
 
     def add_unparsed(self, side: Side, connections: dict[str, int]) -> None:
         for protocol, n in connections.items():
@@ -43,7 +46,8 @@ class RequestTally:
         out: dict[str, int] = {}
         for protocol in sorted({p for _, p in self.unparsed}):
             client = self.unparsed.get(("client", protocol), 0)
-            out[protocol] = client or self.unparsed.get(("server", protocol), 0)
+            out[protocol] = client if client or self.client_elsewhere else self.unparsed.get(
+                ("server", protocol), 0)
         return out
 
     def add_rows(self, side: Side, rows: Iterable[RequestCounts]) -> None:
@@ -66,6 +70,7 @@ class RequestTally:
 
     def add(self, other: RequestTally, side: Side | None = None) -> None:
         """`other`'s counts (of one side only, when given) added to these."""
+        self.client_elsewhere = self.client_elsewhere or other.client_elsewhere
         for mine, theirs in self._pairs(other):
             mine.update({k: n for k, n in theirs.items() if side is None or k[0] == side})
 
@@ -162,7 +167,7 @@ def summaries(tally: RequestTally | None, per_second: float) -> list[RequestSumm
     out = []
     for protocol in sorted({p for _, p, _, _ in tally.counts}):
         sides = {s for s, p, _, _ in tally.counts if p == protocol}
-        side: Side = "client" if "client" in sides else "server"
+        side: Side = "client" if "client" in sides or tally.client_elsewhere else "server"
         by_status: Counter[str] = Counter()
         by_method: Counter[str] = Counter()
         errors = 0
