@@ -89,29 +89,13 @@ static __always_inline void unparsed(struct bpf_sock *sk, struct sock_state *st,
         count_request(&key, st->comm, protocol, 0, 0, 0);
 }
 
-/* The TCP payload of `skb` (data starts at the IP header): its length, 0 when there is
- * none or the headers are not in the linear part; its offset and sequence number. */
+/* The TCP payload of `skb`: its length, 0 when there is none or the headers are not in
+ * the linear part; its offset and sequence number. */
 static __always_inline u32 tcp_payload(struct __sk_buff *skb, u32 *off, u32 *seq)
 {
-    u8 *data = (u8 *)(long)skb->data;
-    u8 *end = (u8 *)(long)skb->data_end;
     u32 l4;
-
-    if (data + 1 > end)
-        return 0;
-    if ((data[0] >> 4) == 4) {
-        l4 = (data[0] & 0x0f) * 4;
-        if (data + 20 > end || data[9] != IPPROTO_TCP_)
-            return 0;
-    } else {
-        l4 = 40;
-        if (data + 40 > end || data[6] != IPPROTO_TCP_)
-            return 0;
-    }
-    if (l4 < 20 || l4 > 60)
-        return 0;
-    struct tcphdr *th = (void *)(data + l4);
-    if ((void *)(th + 1) > (void *)end)
+    struct tcphdr *th = tcp_header(skb, &l4);
+    if (!th)
         return 0;
     u32 at = l4 + th->doff * 4;
     if (skb->len <= at)

@@ -94,19 +94,9 @@ static __always_inline void http_unstamped(struct __sk_buff *skb)
  * time of two; a connection to itself has no second direction to tell apart). */
 static __always_inline int outgoing(struct __sk_buff *skb, struct bpf_sock *sk)
 {
-    u8 *data = (u8 *)(long)skb->data;
-    u8 *end = (u8 *)(long)skb->data_end;
-    u32 l4 = 40;
-    if (data + 1 > end)
-        return 0;
-    if ((data[0] >> 4) == 4)
-        l4 = (data[0] & 0x0f) * 4;
-    if (l4 < 20 || l4 > 60)
-        return 0;
-    u16 *ports = (void *)(data + l4);
-    if ((void *)(ports + 1) > (void *)end)
-        return 0;
-    return bpf_ntohs(ports[0]) == sk->src_port;
+    u32 l4;
+    struct tcphdr *th = tcp_header(skb, &l4);
+    return th && bpf_ntohs(th->source) == sk->src_port;
 }
 
 /* One step of the segment http_segment() began: a window of a head or a chunk-size

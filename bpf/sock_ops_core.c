@@ -91,6 +91,35 @@
 
 #define TCP_FLAG_FIN_ 0x01
 
+/* The TCP header of segment `skb` (data starts at the IP header), and where it starts;
+ * 0 when the segment is not TCP or its headers are not in the linear part (IPv6
+ * extension headers too: rare on TCP). */
+static __always_inline struct tcphdr *tcp_header(struct __sk_buff *skb, u32 *at)
+{
+    u8 *data = (u8 *)(long)skb->data;
+    u8 *end = (u8 *)(long)skb->data_end;
+    u32 l4;
+
+    if (data + 1 > end)
+        return 0;
+    if ((data[0] >> 4) == 4) {
+        l4 = (data[0] & 0x0f) * 4;
+        if (data + 20 > end || data[9] != IPPROTO_TCP_)
+            return 0;
+    } else {
+        l4 = 40;
+        if (data + 40 > end || data[6] != IPPROTO_TCP_)
+            return 0;
+    }
+    if (l4 < 20 || l4 > 60)
+        return 0;
+    struct tcphdr *th = (void *)(data + l4);
+    if ((void *)(th + 1) > (void *)end)
+        return 0;
+    *at = l4;
+    return th;
+}
+
 static __always_inline void add_rtt(struct edge_val *e, u32 srtt_us)
 {
     __sync_fetch_and_add(&e->rtt_sum_us, srtt_us);

@@ -165,29 +165,13 @@ int on_egress(struct __sk_buff *skb)
     return 1;
 }
 
-/* The ack and sequence numbers of a TCP segment (skb data starts at the IP header);
- * 0 when it is not TCP with the ACK flag, or not in the linear part. */
+/* The ack and sequence numbers of a TCP segment; 0 when it is not TCP with the ACK
+ * flag, or not in the linear part. */
 static __always_inline int ack_of(struct __sk_buff *skb, u32 *ack, u32 *seq)
 {
-    u8 *data = (u8 *)(long)skb->data;
-    u8 *end = (u8 *)(long)skb->data_end;
     u32 l4;
-
-    if (data + 1 > end)
-        return 0;
-    if ((data[0] >> 4) == 4) {
-        l4 = (data[0] & 0x0f) * 4;
-        if (data + 20 > end || data[9] != IPPROTO_TCP_)
-            return 0;
-    } else {
-        l4 = 40;
-        if (data + 40 > end || data[6] != IPPROTO_TCP_)
-            return 0; /* extension headers too: rare on TCP, caught at the next segment */
-    }
-    if (l4 < 20 || l4 > 60)
-        return 0;
-    struct tcphdr *th = (void *)(data + l4);
-    if ((void *)(th + 1) > (void *)end || !th->ack)
+    struct tcphdr *th = tcp_header(skb, &l4);
+    if (!th || !th->ack)
         return 0;
     *ack = bpf_ntohl(th->ack_seq);
     *seq = bpf_ntohl(th->seq);

@@ -4,7 +4,6 @@ service proxy. Screenshots land in test-artifacts/ (gitignored)."""
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -12,32 +11,22 @@ from typing import Any
 import pytest
 
 from harness import known_maps as shop
+from harness.map_page import READY, chromium
+from harness.map_page import click_edge as _click_edge
+from harness.map_page import drawn as _drawn
+from harness.map_page import panel as _panel
 from harness.map_server import local_server, proxied_map
-from harness.prereq import missing, require_root
+from harness.prereq import require_root
 from harness.tools import REPO
-from traceprobe_map.snapshot import MapEdge
 
-CHROMIUM = "/usr/bin/chromium"
 ARTIFACTS = REPO / "test-artifacts"
-# Root needs --no-sandbox; the rest keeps Chromium off the (closed) network at start.
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync"]
-READY = "() => window.traceprobeMap && window.traceprobeMap.ready"
+
 
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    if not os.access(CHROMIUM, os.X_OK):
-        missing(f"{CHROMIUM} not installed (make setup installs Debian's chromium)")
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        missing("playwright not installed (make setup installs the dev extra)")
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield browser
-        browser.close()
+    with chromium() as launched:
+        yield launched
 
 
 @pytest.fixture
@@ -76,56 +65,11 @@ def _painted(page: Any, at_least: int) -> int:
     return int(page.evaluate(PAINTED))
 
 
-def _drawn(page: Any) -> tuple[set[str], set[str]]:
-    nodes, edges = page.evaluate("""() => {
-        const cy = window.traceprobeMap.cy;
-        return [cy.nodes().filter((n) => !n.data('isGroup')).map((n) => n.id()),
-                cy.edges('.traffic').map((e) => e.id())];
-    }""")
-    return set(nodes), set(edges)
-
-
 def _refreshed(page: Any, action: Any) -> None:
     """Run `action`, then wait until the page has drawn the answer it caused."""
     before = page.evaluate("() => window.traceprobeMap.refreshes")
     action()
     page.wait_for_function(f"() => window.traceprobeMap.refreshes > {before}", timeout=15_000)
-
-
-def _click_edge(page: Any, edge_id: str) -> None:
-    """A real mouse click on an edge as drawn, at a point of it no node or label covers
-    (the layout is random: the middle may lie under some other node) and inside the
-    graph's box: an open panel narrows it, and an edge beyond its edge is first brought
-    into view as a person would, by fitting the graph to the box."""
-    x, y = page.evaluate("""(id) => {
-        const cy = window.traceprobeMap.cy;
-        const edge = cy.getElementById(id);
-        const pick = () => {
-            const a = edge.renderedSourceEndpoint(), b = edge.renderedTargetEndpoint();
-            const boxes = cy.nodes().filter((n) => !n.isParent())
-                .map((n) => n.renderedBoundingBox());
-            const free = (p) => boxes.every((bb) => p.x < bb.x1 - 4 || p.x > bb.x2 + 4
-                                                   || p.y < bb.y1 - 4 || p.y > bb.y2 + 4);
-            const view = cy.container().getBoundingClientRect();
-            const inside = (p) => p.x > 4 && p.x < view.width - 4 && p.y > 4
-                && p.y < view.height - 4;
-            const points = [0.5, 0.4, 0.6, 0.3, 0.7, 0.2, 0.8].map(
-                (t) => ({ x: a.x + t * (b.x - a.x), y: a.y + t * (b.y - a.y) }))
-                .filter(inside);
-            return [points.find(free), points[0]];
-        };
-        let [p, any] = pick();
-        if (!p) { cy.fit(undefined, 30); [p, any] = pick(); }
-        p = p || any;
-        const box = cy.container().getBoundingClientRect();
-        return [box.left + p.x, box.top + p.y];
-    }""", edge_id)
-    page.mouse.click(x, y)
-
-
-def _panel(page: Any) -> dict[str, str]:
-    return dict(page.evaluate("""() => Object.fromEntries([...document.querySelectorAll(
-        '#panel dd[data-field]')].map((dd) => [dd.dataset.field, dd.textContent]))"""))
 
 
 def test_page_draws_the_scenario(page: Any) -> None:
@@ -207,76 +151,6 @@ def test_edge_panel_says_which_side_measured_what(page: Any) -> None:
     assert "rttByServer.samples" not in numbers
     assert {"by the client → server", "by the server → client",
             "measured by the server"} <= set(labels)
-
-
-def test_a_udp_edge_shows_datagrams_each_way(browser: Any) -> None:
-    """UDP has no connections: its panel gives datagrams per second each way and the
-    window's counts, and the edge is drawn by them."""
-    snapshot = shop.shop_snapshot()
-    # A pair no other edge joins: a click on it cannot land on a TCP edge beside it.
-    dns = MapEdge(id=f"{shop.STORE}->{shop.FRONTEND}:53/udp", source=shop.STORE,
-                  target=shop.FRONTEND, port=53, transport="udp", datagrams_sent=120,
-                  datagrams_received=60, datagrams_sent_per_second=120 / shop.WINDOW,
-                  datagrams_received_per_second=60 / shop.WINDOW, bytes_sent=4800,
-                  bytes_sent_per_second=4800 / shop.WINDOW, observed_by=["client", "server"])
-    source = shop.StaticSource(snapshot.model_copy(update={"edges": [*snapshot.edges, dns]}))
-    with local_server(source) as url:
-        context = browser.new_context(viewport={"width": 1400, "height": 900})
-        page = context.new_page()
-        page.goto(url)
-        page.wait_for_function(READY, timeout=30_000)
-        assert dns.id in _drawn(page)[1]
-        _click_edge(page, dns.id)
-        page.wait_for_function("() => !document.querySelector('#panel').hidden && document"
-                               ".querySelector('#panel').dataset.id.endsWith('/udp')")
-        numbers = _panel(page)
-        context.close()
-    assert {k: numbers[k] for k in ("port", "datagramsSentPerSecond",
-                                    "datagramsReceivedPerSecond", "datagramsSent",
-                                    "connections")} == {
-        "port": "53/udp", "datagramsSentPerSecond": f"{120 / shop.WINDOW:.2f}/s",
-        "datagramsReceivedPerSecond": f"{60 / shop.WINDOW:.2f}/s",
-        "datagramsSent": "120 → / 60 ←", "connections": "0"}
-
-
-def test_an_edge_with_requests_shows_rate_errors_and_each_sides_latency(
-        browser: Any) -> None:
-    """An HTTP edge: labelled by requests/s, error % and p99; its panel gives requests/s,
-    errors, statuses and p50/p95/p99 as the client and as the server measured them."""
-    snapshot = shop.shop_snapshot()
-    latency = {"samples": 600, "meanMs": 3.0, "p50Ms": 2.5, "p95Ms": 8.0, "p99Ms": 12.0}
-    api = MapEdge.model_validate({
-        "id": f"{shop.STORE}->{shop.FRONTEND}:8080/tcp", "source": shop.STORE,
-        "target": shop.FRONTEND, "port": 8080, "transport": "tcp", "connections": 3,
-        "observedBy": ["client", "server"], "requests": [{
-            "protocol": "http", "requests": 600, "requestsPerSecond": 600 / shop.WINDOW,
-            "errors": 30, "errorRate": 0.05, "countedBy": "client",
-            "byStatus": {"200": 570, "503": 30}, "byMethod": {"GET": 600},
-            "latencyByClient": latency, "latencyByServer": {**latency, "p50Ms": 1.5}}]})
-    source = shop.StaticSource(snapshot.model_copy(update={"edges": [*snapshot.edges, api]}))
-    with local_server(source) as url:
-        context = browser.new_context(viewport={"width": 1400, "height": 900})
-        page = context.new_page()
-        page.goto(url)
-        page.wait_for_function(READY, timeout=30_000)
-        label = page.evaluate(f"() => window.traceprobeMap.cy.getElementById('{api.id}')"
-                              ".data('label')")
-        _click_edge(page, api.id)
-        page.wait_for_function("() => !document.querySelector('#panel').hidden && document"
-                               ".querySelector('#panel').dataset.id.endsWith(':8080/tcp')")
-        numbers = _panel(page)
-        context.close()
-    assert label == "10.0 req/s, 5.0 %, p99 12.00 ms"  # 600 in a 60 s window
-    assert {k: numbers[k] for k in (
-        "requests.0.requestsPerSecond", "requests.0.requests", "requests.0.errors",
-        "requests.0.byStatus", "requests.0.countedBy", "requests.0.latencyByClient.p50Ms",
-        "requests.0.latencyByClient.p99Ms", "requests.0.latencyByServer.p50Ms")} == {
-        "requests.0.requestsPerSecond": "10.0/s",
-        "requests.0.requests": "600", "requests.0.errors": "30 (5.0 %)",
-        "requests.0.byStatus": "200: 570, 503: 30", "requests.0.countedBy": "client",
-        "requests.0.latencyByClient.p50Ms": "2.50 ms",
-        "requests.0.latencyByClient.p99Ms": "12.00 ms",
-        "requests.0.latencyByServer.p50Ms": "1.50 ms"}
 
 
 def test_node_panel_lists_pods_nodes_and_ports(page: Any) -> None:
