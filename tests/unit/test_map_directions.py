@@ -8,13 +8,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from opentelemetry.sdk.metrics.export import (
-    MetricExporter,
-    MetricExportResult,
-    MetricsData,
-    NumberDataPoint,
-)
+from opentelemetry.sdk.metrics.export import NumberDataPoint
 
+from harness.otlp_capture import Capture
 from traceprobe_api.records import ConnectionRecord, Role
 from traceprobe_cli.render import edge_table
 from traceprobe_map import views
@@ -183,24 +179,7 @@ def test_node_graph_and_cli_name_each_side_and_mark_the_unobserved_one() -> None
     assert cells == {"shop/web": "8/3", "203.0.113.7": "-/3"}
 
 
-class _Capture(MetricExporter):
-    def __init__(self) -> None:
-        super().__init__()
-        self.batches: list[MetricsData] = []
-
-    def export(self, metrics_data: MetricsData, timeout_millis: float = 10_000,
-               **kwargs: Any) -> MetricExportResult:
-        self.batches.append(metrics_data)
-        return MetricExportResult.SUCCESS
-
-    def force_flush(self, timeout_millis: float = 10_000) -> bool:
-        return True
-
-    def shutdown(self, timeout_millis: float = 30_000, **kwargs: Any) -> None:
-        pass
-
-
-def _points(capture: _Capture, name: str) -> list[tuple[dict[str, Any], float]]:
+def _points(capture: Capture, name: str) -> list[tuple[dict[str, Any], float]]:
     last = capture.batches[-1]
     return [(dict(p.attributes or {}), p.value) for rm in last.resource_metrics
             for sm in rm.scope_metrics for m in sm.metrics if m.name == name
@@ -215,7 +194,7 @@ def _by(points: Sequence[tuple[dict[str, Any], float]], src: str,
 def test_otlp_retransmits_by_direction_and_rtt_by_observer() -> None:
     """transmit = client → server (as for bytes), receive = server → client; RTT points
     name the side that measured them; a side without an agent exports nothing."""
-    capture = _Capture()
+    capture = Capture()
     exporter = EdgeExporter(capture, "c", interval_seconds=3600)
     both = merge([_client(), _server()], _resolver()).edges
     outside = merge([_server(remote_ip="203.0.113.7")], _resolver()).edges
@@ -247,7 +226,7 @@ def test_udp_edges_carry_datagrams_each_way_to_the_snapshot_otlp_and_cli() -> No
             edge.datagrams_received) == ("udp", 0, 30, 6)
     assert edge.datagrams_sent_per_second == pytest.approx(0.5)
     assert views.traffic_rate(edge) == pytest.approx(36 / 60)
-    capture = _Capture()
+    capture = Capture()
     exporter = EdgeExporter(capture, "c", interval_seconds=3600)
     exporter.record(edges)
     assert exporter.flush()

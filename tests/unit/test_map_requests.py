@@ -8,15 +8,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from opentelemetry.sdk.metrics.export import (
-    HistogramDataPoint,
-    MetricExporter,
-    MetricExportResult,
-    MetricsData,
-    NumberDataPoint,
-)
+from opentelemetry.sdk.metrics.export import HistogramDataPoint, NumberDataPoint
 from pydantic import ValidationError
 
+from harness.otlp_capture import Capture
 from traceprobe_api.latency import BUCKETS, UPPER_BOUNDS_NS, bucket_of, bucket_range, quantiles
 from traceprobe_api.records import ConnectionRecord, RequestCounts, Role
 from traceprobe_cli.render import edge_table
@@ -158,24 +153,7 @@ def test_records_refuse_requests_that_do_not_add_up() -> None:
         _rec(Role.CLIENT, _rows(*[("GET", 200, 1, MS)] * 513))
 
 
-class _Capture(MetricExporter):
-    def __init__(self) -> None:
-        super().__init__()
-        self.batches: list[MetricsData] = []
-
-    def export(self, metrics_data: MetricsData, timeout_millis: float = 10_000,
-               **kwargs: Any) -> MetricExportResult:
-        self.batches.append(metrics_data)
-        return MetricExportResult.SUCCESS
-
-    def force_flush(self, timeout_millis: float = 10_000) -> bool:
-        return True
-
-    def shutdown(self, timeout_millis: float = 30_000, **kwargs: Any) -> None:
-        pass
-
-
-def _metrics(capture: _Capture) -> dict[str, list[Any]]:
+def _metrics(capture: Capture) -> dict[str, list[Any]]:
     out: dict[str, list[Any]] = {}
     for rm in capture.batches[-1].resource_metrics:
         for sm in rm.scope_metrics:
@@ -185,7 +163,7 @@ def _metrics(capture: _Capture) -> dict[str, list[Any]]:
 
 
 def test_otlp_has_semantic_convention_histograms_and_a_request_service_graph() -> None:
-    capture = _Capture()
+    capture = Capture()
     exporter = EdgeExporter(capture, "c", interval_seconds=3600, service_graph=True)
     edges = merge([_rec(Role.CLIENT, CLIENT_ROWS), _rec(Role.SERVER, SERVER_ROWS)],
                   _resolver()).edges
@@ -218,7 +196,7 @@ def test_otlp_has_semantic_convention_histograms_and_a_request_service_graph() -
 
 
 def test_a_connection_only_edge_keeps_its_service_graph_of_connections() -> None:
-    capture = _Capture()
+    capture = Capture()
     exporter = EdgeExporter(capture, "c", interval_seconds=3600, service_graph=True)
     exporter.record({EdgeKey(WEB, API, 5432, "tcp"): EdgeStats(connections=7, resets=1)})
     assert exporter.flush()
@@ -243,7 +221,7 @@ def test_dns_lookups_name_their_codes_count_every_failure_and_export_lookup_time
     assert (dns.protocol, dns.requests, dns.errors) == ("dns", 10, 3)  # NXDOMAIN, SERVFAIL
     assert dns.by_status == {"NOERROR": 7, "NXDOMAIN": 2, "SERVFAIL": 1}
     assert dns.by_method == {"A": 8, "AAAA": 2}
-    capture = _Capture()
+    capture = Capture()
     exporter = EdgeExporter(capture, "c", interval_seconds=3600)
     exporter.record({key: stats})
     assert exporter.flush()
@@ -273,7 +251,7 @@ def test_tls_and_http2_connections_are_said_to_be_unparsed() -> None:
     (edge,) = build_snapshot({key: stats}, "c", 10, datetime.now(UTC)).edges
     assert edge.unparsed_connections == {"http2": 1, "tls": 3}  # counted once
     assert edge.requests == []
-    capture = _Capture()
+    capture = Capture()
     exporter = EdgeExporter(capture, "c", interval_seconds=3600, service_graph=True)
     exporter.record({key: stats})
     assert exporter.flush()
