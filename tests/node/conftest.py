@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from harness.node import RealNode
+from harness.node_matrix import Matrix, running_matrix
 from harness.node_session import NodeBusy, exclusive_node
 from harness.prereq import missing, require_root
 from harness.tools import ToolMissing
@@ -24,3 +25,10 @@ def real_node(world_dir: Path, _reaped: None) -> Iterator[RealNode]:
             yield node
     except (NodeBusy, ToolMissing) as exc:
         missing(str(exc))
+
+
+@pytest.fixture(scope="session")
+def matrix(real_node: RealNode, world_dir: Path) -> Iterator[Matrix]:
+    """The traffic matrix, run once for both of its test modules."""
+    with running_matrix(real_node, world_dir) as m:
+        yield m
