@@ -56,6 +56,10 @@ enum counter {
     C_HTTP_UNMATCHED,     /* an HTTP response to no request seen; not counted */
     C_DNS_PENDING_FULL,   /* more DNS queries in flight on a socket than kept; one lost */
     C_DNS_UNMATCHED,      /* a DNS response to no query seen; not counted */
+    C_DB_DESYNC,          /* a Postgres or Redis stream's framing was lost; not followed */
+    C_DB_PENDING_FULL,    /* more database requests in flight than followed; one lost */
+    C_DB_UNMATCHED,       /* a database response to no request seen; not counted */
+    C_DB_SKIMMED,         /* a Postgres response's rows passed over to its end unframed */
     C_MAX,
 };
 

@@ -1,109 +1,27 @@
 /* http_messages.h - HTTP/1.x requests on the sock_ops core's TCP segments (WITH_HTTP):
  * each request and its response, parsed from the payload of the segments the core's
  * cgroup_skb programs already see, counted per edge, method and status with a latency
- * histogram: the rules, the per-connection state and the framing. In the loader's
- * order: http_heads.h (a head's bytes), this file, http_segments.h (where segments
- * enter, and the tail-called step), then tcp_segments.c, whose programs call
- * http_segment() for every segment of a counted connection.
+ * histogram: the rules and the framing, on tcp_streams.h's state. In the loader's
+ * order: http_heads.h (a head's bytes), this file, http_segments.h (the tail-called
+ * step).
  *
  * Detection is by the bytes: a connection is HTTP when the first data in its request
- * direction (out for a client, in for a server) starts with a known method; one that
- * starts a TLS handshake or cleartext HTTP/2 is counted as such, unparsed. A client
- * socket sees requests go out and responses come in; a server socket the reverse.
+ * direction (out for a client, in for a server) starts with a known method.
  *
- * Framing follows the stream by TCP sequence number, so neither a message split over
- * many segments nor several in one segment (pipelining) is miscounted: each head is
- * scanned for its end (the empty line), Content-Length and `Transfer-Encoding:
- * chunked`; the next message starts after the body, or the chunks are followed from
- * size line to size line. A retransmitted segment lies before the point followed and
- * is ignored. A response without a length runs to the close. When the point followed
- * is lost (a segment not seen, a head beyond HTTP_HEAD_WINDOWS windows), the direction
- * waits for data that starts with a method (requests) or "HTTP/1." (responses) at a
- * segment's start, and C_HTTP_DESYNC counts it.
+ * Each head is scanned for its end (the empty line), Content-Length and
+ * `Transfer-Encoding: chunked`; the next message starts after the body, or the chunks
+ * are followed from size line to size line. A response without a length runs to the
+ * close. When the point followed is lost (a segment not seen, a head beyond
+ * HTTP_HEAD_WINDOWS windows), the direction waits for data that starts with a method
+ * (requests) or "HTTP/1." (responses) at a segment's start, and C_HTTP_DESYNC counts it.
  *
- * Latency is from the first segment of a request's head to the first of its response's
- * head, as this socket saw them: the client's time to first byte, or the server's time
- * to answer. Requests in flight wait in a per-connection FIFO (HTTP_PENDING deep;
- * responses come in request order). Nothing but the method, the status code and the
- * times leaves the kernel: no path, header or body byte is stored.
- *
- * Maps: `https` SK_STORAGE struct http_state, created only for connections found to be
- * HTTP; answered requests go to request_maps.h's.
+ * Latency is the client's time to first byte, or the server's time to answer. Nothing
+ * but the method, the status code and the times leaves the kernel: no path, header or
+ * body byte is stored.
  */
 
 #ifdef WITH_HTTP
 #define HTTP_HEAD_WINDOWS 16 /* windows one head may take: heads of at least 4 KiB */
-#define HTTP_PENDING 8       /* requests in flight on one connection (pipelining) */
-
-/* What a direction of the stream expects at `next`. */
-#define M_FIRST 0 /* nothing seen yet: a head at the start of the first data */
-#define M_HEAD 1  /* a head starts at next */
-#define M_REST 2  /* the rest of a head (split over segments) starts at next */
-#define M_CHUNK 3 /* a chunk-size line starts at next */
-#define M_CLOSE 4 /* a body that runs to the close */
-#define M_LOST 5  /* out of step: waiting for a head at a segment's start */
-
-
-struct http_dir {
-    u32 next;   /* sequence number of what `mode` expects */
-    u8 mode;
-    u8 flags;   /* M_REST: the H_* of the head's part already scanned */
-    u16 status; /* M_REST: the response's status (0 for a request) */
-    u32 parts;  /* M_REST: windows of the head scanned so far */
-    u64 length; /* M_REST: the Content-Length already seen */
-};
-
-struct http_state {
-    struct http_dir req, resp;
-    u64 sent_ns[HTTP_PENDING];
-    u8 method[HTTP_PENDING];
-    u8 first;                /* oldest request in flight */
-    u8 waiting;              /* requests in flight */
-};
-
-BPF_SK_STORAGE(https, struct http_state);
-
-/* A connection whose first request-direction bytes are TLS (a handshake record) or
- * cleartext HTTP/2 (its preface: gRPC without TLS, say) is not parsed: it is counted,
- * so the map says what it cannot see. */
-static __always_inline void unparsed(struct bpf_sock *sk, struct sock_state *st, u64 w,
-                                     u32 len)
-{
-    u8 protocol = 0;
-    if (len >= 8 && w == 0x5448202a20495250ULL) /* "PRI * HT" */
-        protocol = PROTO_HTTP2;
-    else if (len >= 5 && (w & 0xff) == 0x16 && ((w >> 8) & 0xff) == 0x03 &&
-             ((w >> 16) & 0xff) <= 0x04)
-        protocol = PROTO_TLS;
-    if (!protocol)
-        return;
-    if (!(st->flags & S_UNSTAMPED)) {
-        count_request(&st->key, st->comm, protocol, 0, 0, 0);
-        return;
-    }
-    /* Its owner is named at its first segment out, which is to come: the socket's
-     * cgroup is the owner (the process unknown), as it will be then. */
-    struct edge_key key = st->key;
-    key.cgroup = bpf_sk_cgroup_id(sk);
-    if (!skipped(key.cgroup))
-        count_request(&key, st->comm, protocol, 0, 0, 0);
-}
-
-/* The TCP payload of `skb`: its length, 0 when there is none or the headers are not in
- * the linear part; its offset and sequence number. */
-static __always_inline u32 tcp_payload(struct __sk_buff *skb, u32 *off, u32 *seq)
-{
-    u32 l4;
-    struct tcphdr *th = tcp_header(skb, &l4);
-    if (!th)
-        return 0;
-    u32 at = l4 + th->doff * 4;
-    if (skb->len <= at)
-        return 0;
-    *off = at;
-    *seq = bpf_ntohl(th->seq);
-    return skb->len - at;
-}
 
 /* Up to HTTP_HEAD_MAX bytes of the payload at `at` into the window; how many. */
 static __always_inline u32 load_window(struct __sk_buff *skb, struct http_scratch *s, u32 at,
@@ -121,7 +39,7 @@ static __always_inline u32 load_window(struct __sk_buff *skb, struct http_scratc
 
 #define H_NOBODY 4 /* M_REST: a response that has no body (to HEAD, 204, 304) */
 
-static __always_inline void desync(struct http_dir *d)
+static __always_inline void desync(struct stream_dir *d)
 {
     d->mode = M_LOST;
     count(C_HTTP_DESYNC);
@@ -129,8 +47,8 @@ static __always_inline void desync(struct http_dir *d)
 
 /* A head begun at this segment's `first` byte: a request is queued, a response
  * answers the oldest. 0 when the bytes start no head of the kind expected. */
-static __always_inline int head_begins(struct sock_state *st, struct http_state *h,
-                                       struct http_scratch *s, struct http_dir *d,
+static __always_inline int head_begins(struct sock_state *st, struct stream_state *h,
+                                       struct http_scratch *s, struct stream_dir *d,
                                        int requests, u64 now)
 {
     d->flags = 0;
@@ -139,14 +57,7 @@ static __always_inline int head_begins(struct sock_state *st, struct http_state 
         u8 method = method_of(word_at(s, 0));
         if (!method)
             return 0;
-        if (h->waiting >= HTTP_PENDING) {
-            count(C_HTTP_PENDING_FULL);
-            return 1;
-        }
-        u32 slot = (h->first + h->waiting) & (HTTP_PENDING - 1);
-        h->sent_ns[slot] = now;
-        h->method[slot] = method;
-        h->waiting++;
+        queue_request(h, method, now, C_HTTP_PENDING_FULL);
         d->status = 0;
         return 1;
     }
@@ -156,22 +67,15 @@ static __always_inline int head_begins(struct sock_state *st, struct http_state 
     d->status = status;
     if (status < 200 && status != 101)
         return 1; /* informational: the final response is still to come */
-    if (!h->waiting) {
-        count(C_HTTP_UNMATCHED);
-        return 1;
-    }
-    u32 slot = h->first & (HTTP_PENDING - 1);
-    u8 method = h->method[slot];
-    count_request(&st->key, st->comm, PROTO_HTTP, method, status, now - h->sent_ns[slot]);
-    h->first = (h->first + 1) & (HTTP_PENDING - 1);
-    h->waiting--;
-    if (method == METHOD_HEAD || status == 204 || status == 304)
+    u8 method = h->method[h->first & (STREAM_PENDING - 1)];
+    if (h->waiting && (method == METHOD_HEAD || status == 204 || status == 304))
         d->flags = H_NOBODY;
+    answer(st, h, status, now, C_HTTP_UNMATCHED);
     return 1;
 }
 
 /* Where the stream goes after a head that ends at sequence number `end`. */
-static __always_inline void head_ends(struct http_state *h, struct http_dir *d,
+static __always_inline void head_ends(struct stream_state *h, struct stream_dir *d,
                                       struct http_scratch *s, u32 end)
 {
     u32 flags = s->flags | d->flags;
@@ -194,7 +98,7 @@ static __always_inline void head_ends(struct http_state *h, struct http_dir *d,
  * number `seq_at`: the stream then expects what follows the head, or the rest of it
  * (at the start of the line the window ended in, or at the next segment). */
 static __always_inline void head(struct __sk_buff *skb, struct sock_state *st,
-                                 struct http_state *h, struct http_dir *d, int requests,
+                                 struct stream_state *h, struct stream_dir *d, int requests,
                                  u32 at, u32 seq_at, u32 avail, u64 now)
 {
     int zero = 0;
@@ -237,7 +141,7 @@ static __always_inline void head(struct __sk_buff *skb, struct sock_state *st,
 
 /* A chunk-size line at payload offset `at`: the next one (or the head after the last
  * chunk and its empty trailer) becomes what the stream expects. */
-static __always_inline void chunk(struct __sk_buff *skb, struct http_dir *d, u32 at,
+static __always_inline void chunk(struct __sk_buff *skb, struct stream_dir *d, u32 at,
                                   u32 avail)
 {
     u8 line[32] = {};

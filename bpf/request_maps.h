@@ -7,7 +7,8 @@
  * and requests are few beside segments, so the adds are atomic instead.
  */
 
-#if defined(WITH_HTTP) || defined(WITH_DNS_REQUESTS)
+#if defined(WITH_HTTP) || defined(WITH_DNS_REQUESTS) || defined(WITH_POSTGRES) || \
+    defined(WITH_REDIS)
 #define REQ_BUCKETS 102 /* see bucket_of() */
 #ifndef MAX_REQS
 #define MAX_REQS 4096
@@ -17,13 +18,16 @@
 #define PROTO_DNS 2
 #define PROTO_TLS 3   /* connections seen to be TLS, not parsed: a count alone */
 #define PROTO_HTTP2 4 /* connections seen to be cleartext HTTP/2, not parsed */
+#define PROTO_POSTGRES 5
+#define PROTO_REDIS 6
 
 struct req_key {
     struct edge_key edge;
-    u16 status;  /* HTTP: the status code; DNS: the response code */
-    u8 method;   /* HTTP: METHOD_*; DNS: QTYPE_*; 0 for any other */
+    u32 status;  /* HTTP: the status code; DNS: the response code; Postgres: the
+                  * SQLSTATE, base 36 (0: success); Redis: 1 for an error reply */
+    u8 method;   /* HTTP: METHOD_*; DNS: QTYPE_*; Postgres: OP_*; Redis: CMD_*; 0: other */
     u8 protocol; /* PROTO_* */
-    u32 pad;
+    u16 pad;
 };
 
 struct req_val {
@@ -61,7 +65,7 @@ static __always_inline u32 bucket_of(u64 ns)
 
 /* One answered request on `edge` (its owner's `comm`), `ns` from request to response. */
 static __always_inline void count_request(struct edge_key *edge, char *comm, u8 protocol,
-                                          u8 method, u16 status, u64 ns)
+                                          u8 method, u32 status, u64 ns)
 {
     struct req_key key = {.status = status, .method = method, .protocol = protocol};
     __builtin_memcpy(&key.edge, edge, sizeof(key.edge));

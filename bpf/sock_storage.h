@@ -21,7 +21,7 @@
                           * until its first segment out names its cgroup */
 #define S_UDP_ROLE 256   /* UDP: key.role set by the first datagram */
 #define S_UDP_DST 512    /* UDP: udp_dst holds the address the pending sendmsg named */
-#define S_NOT_HTTP 1024  /* its first request-direction data was no HTTP request */
+#define S_NOT_PARSED 1024 /* its first request-direction data was no protocol parsed */
 
 #define BPF_F_CLONE_ (1U << 9)
 /* Keeps clang from using another register holding `v` than the one just checked. */

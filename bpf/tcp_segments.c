@@ -95,7 +95,7 @@ static __always_inline struct sock_state *segment_state(struct __sk_buff *skb, u
         return 0;
     }
 #endif
-#if !defined(WITH_BYTES) && !defined(WITH_HTTP)
+#if !defined(WITH_BYTES) && !defined(WITH_STREAMS)
     return 0; /* linked for UDP alone */
 #endif
     if (sk->protocol != IPPROTO_TCP_)
@@ -159,8 +159,8 @@ int on_egress(struct __sk_buff *skb)
 #ifdef WITH_BYTES
     egress_bytes(st, tp);
 #endif
-#ifdef WITH_HTTP
-    http_segment(skb, full_sock(skb), st, 1); /* last: it may tail-call */
+#ifdef WITH_STREAMS
+    stream_segment(skb, full_sock(skb), st, 1); /* last: it may tail-call */
 #endif
     return 1;
 }
@@ -216,8 +216,8 @@ int on_ingress(struct __sk_buff *skb)
     struct bpf_tcp_sock *tp;
     struct sock_state *st = segment_state(skb, 0, 0, &tp);
     if (!st) {
-#ifdef WITH_HTTP
-        http_unstamped(skb); /* last: it may tail-call */
+#ifdef WITH_STREAMS
+        stream_unstamped(skb); /* last: it may tail-call */
 #endif
         return 1;
     }
@@ -226,8 +226,8 @@ int on_ingress(struct __sk_buff *skb)
     if (!(st->flags & S_FIN_SENT))
         ingress_bytes(skb, st, tp);
 #endif
-#ifdef WITH_HTTP
-    http_segment(skb, full_sock(skb), st, 0); /* last: it may tail-call */
+#ifdef WITH_STREAMS
+    stream_segment(skb, full_sock(skb), st, 0); /* last: it may tail-call */
 #endif
     return 1;
 }

@@ -10,7 +10,8 @@ VENV="${TRACEPROBE_VENV:-$REPO/.venv}"
 STAMPS="$REPO/.setup-stamps"
 SYSTEM_PYTHON=/usr/bin/python3   # Debian's python: python3-bpfcc is built for it
 APT_PACKAGES=(python3-bpfcc bpftool iproute2 iptables conntrack linux-headers-amd64
-              python3-venv openssl curl procps iputils-ping netcat-openbsd)
+              python3-venv openssl curl procps iputils-ping netcat-openbsd
+              postgresql redis-server)  # the last two: real servers for the request tests
 
 say() { printf '[setup] %s\n' "$*"; }
 die() { printf '[setup] ERROR: %s\n' "$*" >&2; exit 1; }

@@ -51,8 +51,29 @@ HTTP_METHODS = ("GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "T
 """bpf/http_messages.h's METHOD_* 1 … 9; any other method is "_OTHER"."""
 DNS_TYPES = ("A", "AAAA", "CNAME", "MX", "TXT", "SRV", "PTR", "NS", "SOA", "HTTPS", "ANY")
 """bpf/dns_requests.h's QTYPE_* 1 … 11: the question's type; any other is "_OTHER"."""
-_STATUSES = {"http": (100, 599), "dns": (0, 15)}  # status codes; DNS response codes
-_METHODS = {"http": {*HTTP_METHODS, "_OTHER"}, "dns": {*DNS_TYPES, "_OTHER"}}
+POSTGRES_OPERATIONS = (
+    "SELECT", "INSERT", "UPDATE", "DELETE", "MERGE", "WITH", "BEGIN", "START", "COMMIT", "END",
+    "ROLLBACK", "RELEASE", "CREATE", "ALTER", "DROP", "TRUNCATE", "COPY", "SET", "SHOW",
+    "RESET", "CALL", "DO", "EXPLAIN", "ANALYZE", "VACUUM", "LISTEN", "NOTIFY", "UNLISTEN",
+    "PREPARE", "EXECUTE", "DECLARE", "FETCH", "CLOSE", "DISCARD", "LOCK", "GRANT", "REVOKE",
+    "VALUES", "TABLE")
+"""bpf/pg_messages.h's PG_OPERATIONS 1 …: a statement's first keyword; else "_OTHER"."""
+REDIS_COMMANDS = (
+    "GET", "SET", "DEL", "EXISTS", "EXPIRE", "TTL", "INCR", "INCRBY", "DECR", "MGET", "MSET",
+    "GETDEL", "SETEX", "SETNX", "APPEND", "HGET", "HSET", "HDEL", "HGETALL", "HINCRBY",
+    "HMGET", "LPUSH", "RPUSH", "LPOP", "RPOP", "LRANGE", "LLEN", "SADD", "SREM", "SMEMBERS",
+    "SCARD", "ZADD", "ZRANGE", "ZREM", "ZSCORE", "PUBLISH", "PING", "AUTH", "SELECT", "HELLO",
+    "CLIENT", "INFO", "MULTI", "EXEC", "WATCH", "EVAL", "EVALSHA", "SCAN", "KEYS", "TYPE",
+    "FLUSHDB", "XADD", "XREAD", "COMMAND", "CONFIG")
+"""bpf/redis_messages.h's REDIS_COMMANDS 1 …: a command's name; any other is "_OTHER"."""
+SQLSTATE_LIMIT = 36 ** 5
+"""A Postgres status is the SQLSTATE's five characters (0-9, A-Z) in base 36: 0 is
+success ("00000"); 1 ("00001") an error whose code was not read."""
+_STATUSES = {"http": (100, 599), "dns": (0, 15), "postgresql": (0, SQLSTATE_LIMIT - 1),
+             "redis": (0, 1)}  # status codes; DNS response codes; SQLSTATE; error reply
+_METHODS = {"http": {*HTTP_METHODS, "_OTHER"}, "dns": {*DNS_TYPES, "_OTHER"},
+            "postgresql": {*POSTGRES_OPERATIONS, "_OTHER"},
+            "redis": {*REDIS_COMMANDS, "_OTHER"}}
 
 
 class RequestCounts(ObservedModel):
@@ -62,11 +83,13 @@ class RequestCounts(ObservedModel):
     leave the node: no path, query, name, header or body.
 
     HTTP: `method` is the request's method, `status` the response's status code. DNS:
-    `method` is the question's type, `status` the response code (0 NOERROR, 3 NXDOMAIN)."""
+    `method` is the question's type, `status` the response code (0 NOERROR, 3 NXDOMAIN).
+    PostgreSQL: `method` is the statement's first keyword, `status` its SQLSTATE (see
+    SQLSTATE_LIMIT). Redis: `method` is the command, `status` 1 for an error reply."""
 
-    protocol: Literal["http", "dns"]
+    protocol: Literal["http", "dns", "postgresql", "redis"]
     method: Annotated[str, Field(max_length=8)]
-    status: Annotated[int, Field(ge=0, le=599)]
+    status: Annotated[int, Field(ge=0, lt=SQLSTATE_LIMIT)]
     count: Annotated[int, Field(ge=1, le=MAX_COUNT)]
     duration_sum_ns: _Count = 0
     duration_buckets: Annotated[dict[Annotated[int, Field(ge=0, lt=BUCKETS)], _Count],

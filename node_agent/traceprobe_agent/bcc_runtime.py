@@ -65,7 +65,8 @@ def preflight() -> None:
 COUNTER_NAMES = ("conn_map_full", "edge_map_full", "untracked_io", "unattributed_close",
                  "stale_replaced", "unselected", "preexisting_sockets", "request_map_full",
                  "http_desync", "http_pending_full", "http_unmatched", "dns_pending_full",
-                 "dns_unmatched")  # enum counter
+                 "dns_unmatched", "db_desync", "db_pending_full", "db_unmatched",
+                 "db_skimmed")  # enum counter
 # Programs may still be writing the map we just switched away from; they run
 # for microseconds with preemption off, so this wait makes the drain lossless.
 _FLIP_GRACE_SECONDS = 0.02

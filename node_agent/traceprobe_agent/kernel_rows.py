@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from traceprobe_api.records import DNS_TYPES, HTTP_METHODS
+from traceprobe_api.records import DNS_TYPES, HTTP_METHODS, POSTGRES_OPERATIONS, REDIS_COMMANDS
 
 EDGE_FIELDS = ("opened", "closed", "refused", "timeouts", "resets", "bytes_sent",
                "bytes_received", "retransmits", "rtt_sum_us", "rtt_samples", "rtt_max_us",
@@ -34,10 +34,12 @@ def edge_value(per_cpu: Any) -> dict[str, Any]:
     return out
 
 
-PROTOCOLS = {1: "http", 2: "dns"}  # PROTO_*
+PROTOCOLS = {1: "http", 2: "dns", 5: "postgresql", 6: "redis"}  # PROTO_*
 UNPARSED = {3: "tls", 4: "http2"}  # PROTO_* counted as connections, not parsed
 METHODS = {"http": ("_OTHER", *HTTP_METHODS),  # by METHOD_*: 0 is any other method
-           "dns": ("_OTHER", *DNS_TYPES)}      # by QTYPE_* (dns_requests.h)
+           "dns": ("_OTHER", *DNS_TYPES),      # by QTYPE_* (dns_requests.h)
+           "postgresql": ("_OTHER", *POSTGRES_OPERATIONS),  # by OP_* (pg_messages.h)
+           "redis": ("_OTHER", *REDIS_COMMANDS)}            # by CMD_* (redis_messages.h)
 
 
 def _ident(key: dict[str, Any]) -> tuple[Any, ...]:

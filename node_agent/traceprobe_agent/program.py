@@ -24,13 +24,14 @@ SOCK_OPS, TRACEPOINT = "sock_ops", "tracepoint"
 CORES = (SOCK_OPS, TRACEPOINT)
 _CORE_SOURCES = {SOCK_OPS: ("edge_maps.h", "sock_storage.h", "request_maps.h",
                             "dns_requests.h", "udp_datagrams.h", "sock_ops_core.c",
-                            "http_heads.h", "http_messages.h", "http_segments.h",
-                            "tcp_segments.c"),
+                            "tcp_streams.h", "http_heads.h", "http_messages.h",
+                            "http_segments.h", "pg_messages.h", "redis_messages.h",
+                            "stream_segments.h", "tcp_segments.c"),
                  TRACEPOINT: ("edge_maps.h", SOURCE)}
 
 _FLAGS = {"bytes": "WITH_BYTES", "failures": "WITH_FAILURES",
           "retransmits": "WITH_RETRANS", "rtt": "WITH_RTT", "udp": "WITH_UDP",
-          "http": "WITH_HTTP"}
+          "http": "WITH_HTTP", "postgres": "WITH_POSTGRES", "redis": "WITH_REDIS"}
 DNS_SOURCE = "dns_answers.c"  # its own program (cgroup_skb), not a flag of SOURCE
 BYTES_KPROBE_SOURCE = "conn_bytes_kprobe.c"  # appended to SOURCE when it stands in
 # (kind, kernel function, program): attached by name, not by BCC's prefixes.
@@ -69,7 +70,11 @@ def edges_for(connections: int, cpus: int) -> int:
 _FALLBACK_NEEDS = "kprobes ({})"
 _NEEDS_CORE = "the sock_ops core"
 #: Kinds only the sock_ops core observes: requests are parsed from its segments.
-SOCK_OPS_KINDS = frozenset({"http"})
+SOCK_OPS_KINDS = frozenset({"http", "postgres", "redis"})
+#: Each request protocol's tail-called step: (program array, index, program).
+_STEPS = {"http": ("stream_progs", 0, "http_step"),  # STEP_* in bpf/tcp_streams.h
+          "postgres": ("stream_progs", 1, "pg_step"),
+          "redis": ("stream_progs", 2, "redis_step")}
 
 
 def core_sources() -> tuple[str, ...]:
@@ -103,20 +108,23 @@ class ProgramPlan:
         if self.core != SOCK_OPS:
             return ()
         return ("on_sock_create", "on_sock_ops") + (
-            ("on_egress", "on_ingress") if {"bytes", "udp", "http"} & set(self.kinds) else ()) + (
+            ("on_egress", "on_ingress") if ({"bytes", "udp"} | SOCK_OPS_KINDS) & set(self.kinds)
+            else ()) + (
             ("on_udp4_sendmsg", "on_udp6_sendmsg") if "udp" in self.kinds else ())
 
     @property
     def tail_calls(self) -> tuple[tuple[str, int, str], ...]:
         """(program array, index, program) the sock_ops core's links call."""
-        if self.core != SOCK_OPS or "http" not in self.kinds:
+        if self.core != SOCK_OPS:
             return ()
-        return (("http_progs", 0, "http_step"),)
+        return tuple(_STEPS[k] for k in self.kinds if k in _STEPS)
 
     @property
     def counts_requests(self) -> bool:
-        """The program has request_maps.h's maps (HTTP, or DNS lookups on UDP edges)."""
-        return "-DWITH_HTTP" in self.cflags or "-DWITH_DNS_REQUESTS" in self.cflags
+        """The program has request_maps.h's maps (a request protocol, or DNS lookups on
+        UDP edges)."""
+        return bool({"-DWITH_DNS_REQUESTS", *(f"-D{_FLAGS[k]}" for k in SOCK_OPS_KINDS)}
+                    & set(self.cflags))
 
     @property
     def runnable(self) -> bool:

@@ -7,7 +7,9 @@ server side's, each by `http.request.method` and `http.response.status_code`;
 `dns.lookup.duration` the clients' DNS lookups (query out to response in) by
 `dns.question.type` (the question's type, never its name) with the response code's name
 as `error.type` unless NOERROR; all in the kernel's buckets (traceprobe_api.latency) as
-explicit bounds in seconds.
+explicit bounds in seconds; `db.client.operation.duration` the clients' PostgreSQL
+statements and Redis commands (request out to the response's first byte in) by
+`db.system.name`, `db.operation.name` and, on errors, `db.response.status_code`.
 """
 
 from __future__ import annotations
@@ -25,6 +27,10 @@ HTTP_DURATION = {
                          "Duration of HTTP server requests (to the response's first byte)")}
 DNS_LOOKUP = Instrument("dns.lookup.duration", "s",
                         "Duration of DNS lookups, query out to response in, at the client")
+DB_OPERATION = Instrument("db.client.operation.duration", "s",
+                          "Duration of database client operations (to the response's first"
+                          " byte)")
+DB_SYSTEMS = {"postgresql", "redis"}
 SG_SECONDS = {"client": Instrument("traces_service_graph_request_client_seconds", "s", ""),
               "server": Instrument("traces_service_graph_request_server_seconds", "s", "")}
 UNPARSED = Instrument("traceprobe.edge.unparsed.connections", "{connection}",
@@ -45,6 +51,13 @@ def record_requests(series: SeriesStore, key: EdgeKey, tally: RequestTally,
                 continue  # the conventions time lookups only where they are made
             point["dns.question.type"] = method
             instrument = DNS_LOOKUP
+        elif protocol in DB_SYSTEMS:
+            if side != "client":
+                continue  # the conventions define the client's duration only
+            point |= {"db.system.name": protocol, "db.operation.name": method}
+            if is_error(side, protocol, status) and protocol == "postgresql":
+                point["db.response.status_code"] = status_name(protocol, status)
+            instrument = DB_OPERATION
         else:
             point |= {"http.request.method": method, "http.response.status_code": status}
             instrument = HTTP_DURATION[side]

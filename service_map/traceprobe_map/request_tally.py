@@ -112,14 +112,17 @@ class RequestSummary(ObservedModel):
     requests_per_second: _Rate = 0.0
     errors: _Count = 0
     """HTTP: 4xx and 5xx answers on the client side, 5xx on the server side (when only it
-    saw the edge); DNS: every response code but NOERROR."""
+    saw the edge); DNS: every response code but NOERROR; PostgreSQL: every SQLSTATE but
+    00000; Redis: error replies."""
     error_rate: Annotated[float, Field(ge=0, le=1)] = 0.0
     counted_by: Side = "client"
     """Whose records the counts are: the client's when a client-side agent saw any."""
     by_status: dict[str, _Count] = Field(default_factory=dict)
-    """HTTP: by status code; DNS: by response code name (NOERROR, NXDOMAIN, ...)."""
+    """HTTP: by status code; DNS: by response code name (NOERROR, NXDOMAIN, ...);
+    PostgreSQL: by SQLSTATE; Redis: OK or ERROR."""
     by_method: dict[str, _Count] = Field(default_factory=dict)
-    """HTTP: by method; DNS: by the question's type (A, AAAA, ...)."""
+    """HTTP: by method; DNS: by the question's type (A, AAAA, ...); PostgreSQL: by the
+    statement's first keyword (SELECT, ...); Redis: by command."""
     latency_by_client: Latency | None = None
     """Time from the request's first segment out to the response's first segment in,
     at the client; None when no client-side agent saw the requests."""
@@ -131,16 +134,34 @@ DNS_RCODES = ("NOERROR", "FORMERR", "SERVFAIL", "NXDOMAIN", "NOTIMP", "REFUSED",
               "YXRRSET", "NXRRSET", "NOTAUTH", "NOTZONE")
 
 
+_BASE36 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+
+
+def sqlstate(status: int) -> str:
+    """A Postgres status (records.SQLSTATE_LIMIT) as its five characters."""
+    chars = []
+    for _ in range(5):
+        status, digit = divmod(status, 36)
+        chars.append(_BASE36[digit])
+    return "".join(reversed(chars))
+
+
 def status_name(protocol: str, status: int) -> str:
-    """HTTP: the code; DNS: the response code's name (RFC 1035/2136), else its number."""
+    """HTTP: the code; DNS: the response code's name (RFC 1035/2136), else its number;
+    PostgreSQL: the SQLSTATE; Redis: OK or ERROR (an error reply)."""
     if protocol == "dns":
         return DNS_RCODES[status] if status < len(DNS_RCODES) else str(status)
+    if protocol == "postgresql":
+        return sqlstate(status)
+    if protocol == "redis":
+        return "ERROR" if status else "OK"
     return str(status)
 
 
 def is_error(side: str, protocol: str, status: int) -> bool:
-    """HTTP: 5xx, and 4xx on the client side; DNS: any response code but NOERROR."""
-    if protocol == "dns":
+    """HTTP: 5xx, and 4xx on the client side; DNS: any response code but NOERROR;
+    PostgreSQL: any SQLSTATE but 00000; Redis: an error reply."""
+    if protocol in ("dns", "postgresql", "redis"):
         return status != 0
     return status >= 500 or (side == "client" and status >= 400)
 

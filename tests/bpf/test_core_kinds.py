@@ -12,8 +12,11 @@ from traceprobe_agent.program import SOCK_OPS, bpf_source, plan_program
 BASE = {"connections", "failures", "bytes", "retransmits", "rtt"}
 
 
-@pytest.mark.parametrize("extra", [(), ("udp",), ("udp", "dns"), ("http",)],
-                         ids=lambda e: "+".join(e) or "base")
+MIXES = [(), ("udp",), ("udp", "dns"), ("http",), ("postgres",), ("redis",),
+         ("http", "postgres", "redis", "udp", "dns")]
+
+
+@pytest.mark.parametrize("extra", MIXES, ids=lambda e: "+".join(e) or "base")
 def test_the_core_loads_and_links_for_each_mix_of_kinds(bpf_ready: None,
                                                         extra: tuple[str, ...]) -> None:
     root = cgroup2_mount()
