@@ -64,7 +64,7 @@ def _redis(args: argparse.Namespace) -> list[dict[str, Any]]:
     if args.pipeline:
         pipe = client.pipeline(transaction=False)
         for words in commands:
-            pipe.execute_command(*words)
+            pipe.execute_command(*words)  # type: ignore[no-untyped-call]
         started = time.monotonic()
         replies = pipe.execute(raise_on_error=False)
         for words, reply in zip(commands, replies, strict=True):
@@ -76,7 +76,7 @@ def _redis(args: argparse.Namespace) -> list[dict[str, Any]]:
         started = time.monotonic()
         outcome = "OK"
         try:
-            client.execute_command(*words)
+            client.execute_command(*words)  # type: ignore[no-untyped-call]
         except redis.ResponseError:
             outcome = "ERROR"
         out.append({"operation": words[0].upper(), "outcome": outcome,

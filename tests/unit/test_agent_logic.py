@@ -70,6 +70,22 @@ def test_http_runs_on_the_sock_ops_core_only() -> None:
     assert sock_ops.problem() is None and sock_ops.counts_requests
 
 
+def test_each_database_kind_brings_its_own_step_on_the_sock_ops_core_only() -> None:
+    tracepoint = plan_program({"postgres", "redis"}, _features(), 65536)
+    assert tracepoint.problem() == ("postgres, redis needs the sock_ops core, which is not"
+                                    " loaded")
+    assert not tracepoint.counts_requests and tracepoint.tail_calls == ()
+    sock_ops = plan_program({"postgres", "redis", "http"}, _features(), 65536,
+                            core="sock_ops")
+    assert {"-DWITH_POSTGRES", "-DWITH_REDIS", "-DWITH_HTTP"} <= set(sock_ops.cflags)
+    assert sock_ops.tail_calls == (("stream_progs", 0, "http_step"),
+                                   ("stream_progs", 1, "pg_step"),
+                                   ("stream_progs", 2, "redis_step"))
+    redis = plan_program({"redis"}, _features(), 65536, core="sock_ops")
+    assert redis.counts_requests and {"on_egress", "on_ingress"} <= set(redis.links)
+    assert [name for _, _, name in redis.tail_calls] == ["redis_step"]
+
+
 def test_dns_lookups_are_requests_where_udp_edges_are_counted() -> None:
     both = plan_program({"dns", "udp"}, _features(), 65536, core="sock_ops")
     assert "-DWITH_DNS_REQUESTS" in both.cflags and both.counts_requests
