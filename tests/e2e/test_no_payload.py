@@ -4,13 +4,17 @@ Collector received — while the traffic itself is fully counted."""
 
 from __future__ import annotations
 
+import json
 import secrets
+import sys
 import urllib.request
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
+from harness import db_servers
+from harness.db_servers import DB_TRAFFIC
 from harness.install import apply_probe, install
 from harness.map_world import MapWorld
 from harness.pods import PodFactory
@@ -39,11 +43,13 @@ def test_marker_in_traffic_is_in_no_output(world: tuple[MapWorld, PodFactory],
     server_pod = node.create("sink-0", "payload", owner=("StatefulSet", "sink"))
     w.start_map(collector.grpc_endpoint)
     apply_probe(w.cp, "payload", "payload",
-                "{interval: 1s, probes: [connections, bytes, dns, http]}")
+                "{interval: 1s, probes: [connections, bytes, dns, http, postgres, redis]}")
     w.start_agent("payload-node")
     server = serve(server_pod, 8443, 64)
     # HTTP parsed in the kernel: the marker in bodies both ways and in a request's path.
     web = http_serve(server_pod, 8080, "--marker", marker)
+    # Statements and commands too: in keys, values, a statement and an error's message.
+    pg, redis = db_servers.postgres(server_pod, 5432), db_servers.redis(server_pod, 6379)
     try:
         wait_until(lambda: dial(client, server_pod.ip, 8443, 1) and any(
             e["target"] == "workload:payload/sink" for e in w.api_map()["edges"]),
@@ -51,8 +57,15 @@ def test_marker_in_traffic_is_in_no_output(world: tuple[MapWorld, PodFactory],
         truth = dial(client, server_pod.ip, 8443, 4096, "--count", "5", "--payload", marker)
         answers = http_call(client, server_pod.ip, 8080, "GET:/size/4096", "POST:/echo:4096",
                             f"GET:/{marker}", "--marker", marker)
+        db = [json.loads(client.run([sys.executable, DB_TRAFFIC, *call]).stdout) for call in (
+            ["pg", server_pod.ip, "5432", f"SELECT '{marker}'", f"SELECT * FROM {marker}"],
+            ["redis", server_pod.ip, "6379", f"SET {marker} {marker}", f"GET {marker}"])]
     finally:
         stop(server, web)
+        pg.stop()
+        redis.stop()
+    assert [[r["outcome"] for r in calls] for calls in db] == [["00000", "42P01"],
+                                                                ["OK", "OK"]]
     assert truth["completed"] == 5 and truth["sent"] == 5 * 4096
     assert [a["status"] for a in answers] == [200, 200, 404]
     wait_until(lambda: collector.find("traceprobe.edge.bytes", **{
@@ -80,3 +93,7 @@ def test_marker_in_traffic_is_in_no_output(world: tuple[MapWorld, PodFactory],
     web_edge = next(e for e in w.api_map()["edges"] if e["target"] == "workload:payload/sink"
                     and e["port"] == 8080)
     assert web_edge["requests"][0]["byStatus"] == {"200": 2, "404": 1}
+    by_port = {e["port"]: e.get("requests") for e in w.api_map()["edges"]
+               if e["target"] == "workload:payload/sink"}
+    assert by_port[5432][0]["byStatus"] == {"00000": 1, "42P01": 1}
+    assert by_port[6379][0]["byMethod"] == {"GET": 1, "SET": 1}
