@@ -9,9 +9,10 @@ REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="${TRACEPROBE_VENV:-$REPO/.venv}"
 STAMPS="$REPO/.setup-stamps"
 SYSTEM_PYTHON=/usr/bin/python3   # Debian's python: python3-bpfcc is built for it
+# The last line: real servers, and Debian's clients, for the request tests.
 APT_PACKAGES=(python3-bpfcc bpftool iproute2 iptables conntrack linux-headers-amd64
               python3-venv openssl curl procps iputils-ping netcat-openbsd
-              postgresql redis-server)  # the last two: real servers for the request tests
+              postgresql redis-server python3-psycopg2 python3-redis)
 
 say() { printf '[setup] %s\n' "$*"; }
 die() { printf '[setup] ERROR: %s\n' "$*" >&2; exit 1; }

@@ -10,6 +10,7 @@ request's outcome and time themselves, and Redis's own INFO commandstats.
 from __future__ import annotations
 
 import json
+import sys
 from collections import Counter
 from typing import Any
 
@@ -23,12 +24,14 @@ from traceprobe_map.request_tally import sqlstate
 
 PG, REDIS = 5432, 6379
 KINDS = frozenset({"connections", "bytes", "postgres", "redis"})
-PY = __import__("sys").executable  # the test's Python: it has psycopg and redis-py
+PY = sys.executable  # the test's Python: psycopg 3 (the extended protocol) and redis-py 5+
+DEBIAN_PY = "/usr/bin/python3"  # Debian's psycopg2 (the simple protocol) and redis-py 4
 
 
 def call(pod: Any, system: str, host: str, port: int, *requests: str,
-         extra: tuple[str, ...] = ()) -> list[dict[str, Any]]:
-    out = pod.run([PY, DB_TRAFFIC, system, host, str(port), *requests, *extra], timeout=180)
+         extra: tuple[str, ...] = (), python: str = PY) -> list[dict[str, Any]]:
+    out = pod.run([python, DB_TRAFFIC, system, host, str(port), *requests, *extra],
+                  timeout=180)
     return list(json.loads(out.stdout))
 
 
@@ -77,7 +80,8 @@ def test_postgres_statements_by_operation_and_sqlstate_match_what_the_client_got
         pods: tuple[Any, Any]) -> None:
     """Success and three kinds of error; a transaction; a result of 20,000 rows over
     many segments followed by more statements (framing kept); the SSL request a client
-    sends first when it prefers TLS, refused: counted exactly on both sides."""
+    sends first when it prefers TLS, refused; the extended protocol (psycopg 3) and the
+    simple one (psycopg2): counted exactly on both sides."""
     a, b = pods
     server = db_servers.postgres(b, PG)
     rec = Recorder(KINDS, core="sock_ops")
@@ -85,9 +89,10 @@ def test_postgres_statements_by_operation_and_sqlstate_match_what_the_client_got
         results = call(a, "pg", b.ip, PG, *STATEMENTS)
         results += call(a, "pg", b.ip, PG, "SELECT 4", "SELECT * FROM missing",
                         extra=("--sslmode", "prefer"))
+        results += call(a, "pg", b.ip, PG, *STATEMENTS[:9], python=DEBIAN_PY)
         truth = truth_of(results)
-        assert truth[("SELECT", "42P01")] == 2 and truth[("INSERT", "23505")] == 1
-        assert truth[("SELECT", "22012")] == 1 and sum(truth.values()) == 18
+        assert truth[("SELECT", "42P01")] == 3 and truth[("INSERT", "23505")] == 2
+        assert truth[("SELECT", "22012")] == 2 and sum(truth.values()) == 27
         client, served = both_sides(rec, "postgresql", a, b, PG)
         assert client == truth
         assert served == truth
@@ -177,9 +182,10 @@ def test_redis_commands_by_command_and_outcome_match_what_the_client_got(
         results = call(a, "redis", b.ip, REDIS, *COMMANDS, *big, "LRANGE big 0 -1", "GET k2")
         results += call(a, "redis", b.ip, REDIS, *(["INCR n", "GET n", "INCR k2"] * 5),
                         extra=("--pipeline",))
+        results += call(a, "redis", b.ip, REDIS, "GET k", "INCR k2", python=DEBIAN_PY)
         truth = truth_of(results)
         assert truth[("_OTHER", "ERROR")] == 0
-        assert truth[("HINCRBY", "ERROR")] == 1 and truth[("INCR", "ERROR")] == 6
+        assert truth[("HINCRBY", "ERROR")] == 1 and truth[("INCR", "ERROR")] == 7
         truth[("_OTHER", "ERROR")] = truth.pop(("NOSUCHCOMMAND", "ERROR"))
         client, served = both_sides(rec, "redis", a, b, REDIS)
         assert client == truth

@@ -12,9 +12,13 @@ edges of it the map draws.
     matrix/batch (Job) ──80──► Service matrix/api
     matrix/frontend ──5353/udp──► matrix-data/names (datagrams to its pod IP)
     matrix/frontend ──80──► Service matrix/catalog ⇢ matrix/catalog: HTTP requests
+    matrix/frontend ──5432──► Service matrix-data/ledger: PostgreSQL statements
+    matrix/frontend ──6379──► Service matrix-data/cache: Redis commands
     between two rounds the frontend pod and one api pod are deleted and replaced.
 The probe counts UDP too: the frontend's lookups at CoreDNS are a UDP edge of their own;
-and HTTP requests, which the catalog's real HTTP server answered.
+and HTTP requests, which the catalog's real HTTP server answered, and the statements and
+commands real PostgreSQL and Redis servers answered (Debian's clients: psycopg2's simple
+protocol, redis-py).
 """
 
 from __future__ import annotations
@@ -43,6 +47,13 @@ FRONTEND, HOSTNET, BATCH = (f"workload:{APP}/{n}" for n in ("frontend", "hostnet
 API_SVC, FLAKY_SVC = f"service:{APP}/api", f"service:{APP}/flaky"
 CATALOG = f"catalog.{APP}.svc.cluster.local"
 CATALOG_SVC = f"service:{APP}/catalog"
+LEDGER, CACHE = f"ledger.{DATA}.svc.cluster.local", f"cache.{DATA}.svc.cluster.local"
+LEDGER_SVC, CACHE_SVC = f"service:{DATA}/ledger", f"service:{DATA}/cache"
+LEDGER_CALLS = ["CREATE TABLE items (id int PRIMARY KEY)", "INSERT INTO items VALUES (1)",
+                "INSERT INTO items VALUES (1)", "SELECT * FROM items", "SELECT * FROM nowhere",
+                "SELECT generate_series(1, 5000)", "DELETE FROM items"]
+CACHE_CALLS = ["SET visits 1", "INCR visits", "GET visits", "HSET cart sku 2",
+               "INCR cart", "LPUSH recent a b c", "LRANGE recent 0 -1", "GET nothing"]
 CATALOG_CALLS = ["GET:/size/300"] * 6 + ["GET:/status/404"] * 2 + ["POST:/echo:20000"] * 2 \
     + ["GET:/status/500"]
 BACKENDS_OF_API = {f"workload:{APP}/api": "api", f"workload:{APP}/api-canary": "api-canary"}
@@ -58,7 +69,8 @@ def _manifests(image: str) -> list[dict[str, Any]]:
     return [
         shop.namespace(APP), shop.namespace(DATA),
         shop.traffic_configmap(APP), shop.traffic_configmap(DATA),
-        shop.cluster_probe("matrix", [APP, DATA], probes=[*DEFAULT_KINDS, "udp", "http"]),
+        shop.cluster_probe("matrix", [APP, DATA],
+                           probes=[*DEFAULT_KINDS, "udp", "http", "postgres", "redis"]),
         shop.deployment("api", APP, image, shop.serve(8080, 100), replicas=2, port=8080,
                         labels={"tier": "api"}),
         shop.deployment("api-canary", APP, image, shop.serve(8080, 100), port=8080,
@@ -70,6 +82,10 @@ def _manifests(image: str) -> list[dict[str, Any]]:
         shop.service("store", DATA, 5432, 5432, headless=True),
         shop.deployment("names", DATA, image, shop.udp_echo(5353), port=5353),
         shop.deployment("catalog", APP, image, shop.http_serve(8080), port=8080),
+        shop.deployment("ledger", DATA, image, shop.db_serve("pg", 5432), port=5432),
+        shop.service("ledger", DATA, 5432, 5432),
+        shop.deployment("cache", DATA, image, shop.db_serve("redis", 6379), port=6379),
+        shop.service("cache", DATA, 6379, 6379),
         shop.service("catalog", APP, 80, 8080),
         shop.deployment("frontend", APP, image, idle),
         shop.deployment("warmup", APP, image, idle),
@@ -87,6 +103,7 @@ class Matrix:
     peers: list[str] = field(default_factory=list)  # addresses the api servers saw
     udp: dict[str, Any] = field(default_factory=dict)  # udp-call's bytes each way
     http: list[dict[str, Any]] = field(default_factory=list)  # each request and its status
+    db: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # pg/redis: outcomes
     _logs: dict[str, str] = field(default_factory=dict)  # pod -> its log, deleted ones too
 
     def pod(self, app: str, ns: str = APP) -> str:
@@ -136,6 +153,10 @@ def _run_matrix(m: Matrix, image: str) -> None:
     m.udp = m.run("frontend", shop.udp_call(names["status"]["podIP"], 5353, UDP_SIZES))
     m.http = json.loads(node.kubectl("exec", "-n", APP, m.pod("frontend"), "--",
                                      *shop.http_call(CATALOG, 80, *CATALOG_CALLS)).stdout)
+    for system, host, port, calls in (("pg", LEDGER, 5432, LEDGER_CALLS),
+                                      ("redis", CACHE, 6379, CACHE_CALLS)):
+        m.db[system] = json.loads(node.kubectl("exec", "-n", APP, m.pod("frontend"), "--",
+                                               *shop.db_call(system, host, port, *calls)).stdout)
     # A pod deleted and replaced: the frontend and one api pod get successors.
     old = {m.pod("frontend"), running(node, APP, "app=api")[0]["metadata"]["name"]}
     m.keep_logs("api")
@@ -166,7 +187,7 @@ def running_matrix(real_node: RealNode, world_dir: Path) -> Iterator[Matrix]:
         image = real_node.image("workload")
         apply(real_node, *_manifests(image))
         wait_until(lambda: _ready(real_node, APP, PODS) and _ready(
-            real_node, DATA, 2), 180, "the matrix pods ready", diagnose=real_node.diagnose_pods)
+            real_node, DATA, 4), 180, "the matrix pods ready", diagnose=real_node.diagnose_pods)
         _run_matrix(m, image)
         yield m
     finally:

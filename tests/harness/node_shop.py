@@ -1,5 +1,6 @@
 """Workloads of real pods for the real node, as manifests: every container runs the
-workload image (Debian + python3) with tests/harness/traffic.py mounted from a
+workload image (Debian + python3, PostgreSQL, Redis and their Python clients) with
+tests/harness/traffic.py (and http_traffic.py, db_traffic.py) mounted from a
 ConfigMap, so the same generator that is the truth of the simulated tiers serves and
 dials here, through kube-proxy Services and CoreDNS names."""
 
@@ -7,18 +8,21 @@ from __future__ import annotations
 
 from typing import Any
 
+from harness.db_servers import DB_TRAFFIC
 from harness.traffic_control import HTTP_TRAFFIC, TRAFFIC
 
 MOUNT = "/opt/traffic"
 SCRIPT = f"{MOUNT}/traffic.py"
 HTTP_SCRIPT = f"{MOUNT}/http_traffic.py"
+DB_SCRIPT = f"{MOUNT}/db_traffic.py"
 CONFIGMAP = "traffic-generator"
 READY_FILE = "/tmp/serving"
 
 
 def traffic_configmap(namespace: str) -> dict[str, Any]:
     scripts = {}
-    for path, key in ((TRAFFIC, "traffic.py"), (HTTP_TRAFFIC, "http_traffic.py")):
+    for path, key in ((TRAFFIC, "traffic.py"), (HTTP_TRAFFIC, "http_traffic.py"),
+                      (DB_TRAFFIC, "db_traffic.py")):
         with open(path, encoding="utf-8") as f:
             scripts[key] = f.read()
     return {"apiVersion": "v1", "kind": "ConfigMap",
@@ -80,6 +84,17 @@ def http_serve(port: int) -> list[str]:
 def http_call(host: str, port: int, *requests: str) -> list[str]:
     """Requests on one keep-alive connection; prints each one's method and status."""
     return ["python3", "-u", HTTP_SCRIPT, "call", host, str(port), *requests]
+
+
+def db_serve(system: str, port: int) -> list[str]:
+    """Debian's postgres or redis-server (tests/harness/db_traffic.py pg-/redis-serve)."""
+    return ["python3", "-u", DB_SCRIPT, f"{system}-serve", str(port), "--ready-file",
+            READY_FILE]
+
+
+def db_call(system: str, host: str, port: int, *requests: str) -> list[str]:
+    """Statements (pg) or commands (redis) on one connection; prints each outcome."""
+    return ["python3", "-u", DB_SCRIPT, system, host, str(port), *requests]
 
 
 IDLE = ["sleep", "infinity"]  # a client that tests drive with `kubectl exec`

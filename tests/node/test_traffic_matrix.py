@@ -16,12 +16,14 @@ from harness.node_matrix import (
     APP,
     BACKENDS_OF_API,
     BATCH,
+    CACHE_SVC,
     CATALOG_SVC,
     CLUSTER,
     DATA,
     FLAKY_SVC,
     FRONTEND,
     HOSTNET,
+    LEDGER_SVC,
     STORE_POD,
     WARMUP,
     Matrix,
@@ -51,6 +53,8 @@ EXPECTED = {  # (source, target, port): connections, as the generator counted th
     (HOSTNET, API_SVC, 80): 3,
     (BATCH, API_SVC, 80): 3,
     (FRONTEND, CATALOG_SVC, 80): 1,  # one keep-alive connection for every request
+    (FRONTEND, LEDGER_SVC, 5432): 1,  # likewise for every statement
+    (FRONTEND, CACHE_SVC, 6379): 1,   # and every command
 }
 REFUSED = {(FRONTEND, STORE_POD, 5433): 2}
 

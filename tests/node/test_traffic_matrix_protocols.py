@@ -1,6 +1,7 @@
 """The real node's traffic matrix, by protocol (tests/harness/node_matrix.py): UDP
-flows as edges with their peers and CoreDNS's lookups as DNS requests, and HTTP requests
-through a Service, each against what the generator sent and got.
+flows as edges with their peers and CoreDNS's lookups as DNS requests, HTTP requests,
+PostgreSQL statements and Redis commands through Services, each against what the
+generator sent and got.
 """
 
 from __future__ import annotations
@@ -12,10 +13,12 @@ import pytest
 
 from harness.node_matrix import (
     APP,
+    CACHE_SVC,
     CATALOG_SVC,
     CLUSTER,
     DATA,
     FRONTEND,
+    LEDGER_SVC,
     NAMES_POD,
     UDP_SIZES,
     Matrix,
@@ -96,3 +99,48 @@ def test_http_requests_through_a_service_are_counted_once_with_both_sides_latenc
     assert wait_until(lambda: exported() == 11, 60, "the requests at the Collector")
 
 
+
+
+def _outcomes(results: list[dict[str, Any]]) -> tuple[dict[str, int], dict[str, int]]:
+    return (dict(Counter(r["outcome"] for r in results)),
+            dict(Counter(r["operation"] for r in results)))
+
+
+@pytest.mark.parametrize(("system", "target", "port", "protocol"), [
+    ("pg", LEDGER_SVC, 5432, "postgresql"), ("redis", CACHE_SVC, 6379, "redis")])
+def test_database_requests_through_a_service_match_what_the_client_got(
+        matrix: Matrix, system: str, target: str, port: int, protocol: str) -> None:
+    """The frontend's statements to real PostgreSQL (psycopg2: a Query each) and
+    commands to real Redis: on the Service's edge exactly the outcomes and operations
+    the client got, counted by the client, the server's own view joined to the edge,
+    and the Collector's db.client.operation.duration counts them all."""
+    by_outcome, by_operation = _outcomes(matrix.db[system])
+    n = len(matrix.db[system])
+    if system == "pg":
+        assert by_outcome == {"00000": 5, "23505": 1, "42P01": 1}
+    else:
+        assert by_outcome == {"OK": 7, "ERROR": 1}  # INCR of a hash
+
+    def seen() -> tuple[dict[str, int], dict[str, int]] | None:
+        edge = _drawn(matrix).get((FRONTEND, target, port))
+        if not edge or not edge.get("requests"):
+            return None
+        (requests,) = edge["requests"]
+        return requests["byStatus"], requests["byMethod"]
+
+    try:
+        wait_until(lambda: seen() == (by_outcome, by_operation), 60, f"the {system} edge")
+    except AssertionError:
+        assert seen() == (by_outcome, by_operation), matrix.release.diagnose()
+    (requests,) = _drawn(matrix)[(FRONTEND, target, port)]["requests"]
+    assert (requests["protocol"], requests["countedBy"]) == (protocol, "client")
+    assert requests["errors"] == n - by_outcome.get("00000", by_outcome.get("OK", 0))
+    assert requests["latencyByClient"]["samples"] == n
+    assert requests["latencyByServer"] and requests["latencyByServer"]["samples"] == n
+
+    def exported() -> int:
+        return sum(int(p.extra["count"]) for p in matrix.collector.find(
+            "db.client.operation.duration", **{"k8s.cluster.name": CLUSTER,
+                                               "db.system.name": protocol}))
+
+    assert wait_until(lambda: exported() == n, 60, f"the {system} operations at the Collector")
