@@ -1,8 +1,8 @@
-/* dns_requests.h - DNS lookups on the sock_ops core's UDP datagrams (WITH_DNS_REQUESTS,
- * with WITH_UDP): each query and its response, matched by ID and peer port, counted on
- * the datagram's edge by question type and response code with the time between them.
- * Loaded after request_maps.h, before udp_datagrams.h, whose datagram() hands over
- * each datagram's payload.
+/* dns_requests.h - DNS lookups on the sock_ops core (WITH_DNS_REQUESTS): each query and
+ * its response, matched by ID and peer port, counted on the edge by question type and
+ * response code with the time between them. Loaded after request_maps.h, before
+ * udp_datagrams.h, whose datagram() hands over each UDP datagram's payload (WITH_UDP),
+ * and dns_streams.h, which hands over each message of DNS over TCP.
  *
  * Detection is by the bytes, not the port: a datagram is DNS when its 12-byte header is
  * a standard query or response (opcode QUERY, one question, Z clear; a query carries no
@@ -77,11 +77,11 @@ static __always_inline u8 question_type(struct __sk_buff *skb, u32 at)
     return qtype_of(bpf_ntohs(type));
 }
 
-/* The DNS message in datagram `skb` (payload at `at`, `len` bytes) of socket `sk`,
- * owned as `st`, on edge `key` with the peer's port `rport`. */
-static __always_inline void dns_datagram(struct __sk_buff *skb, struct bpf_sock *sk,
-                                         struct sock_state *st, struct edge_key *key,
-                                         u16 rport, u32 at, u32 len, int egress)
+/* The DNS message in `skb` (at `at`, `len` bytes) of socket `sk`, owned as `st`, on
+ * edge `key` with the peer's port `rport`; queries go this way when `queries`. */
+static __always_inline void dns_message(struct __sk_buff *skb, struct bpf_sock *sk,
+                                        struct sock_state *st, struct edge_key *key,
+                                        u16 rport, u32 at, u32 len, int queries)
 {
     u16 h[6];
     if (len < 17 || bpf_skb_load_bytes(skb, at, h, 12))
@@ -90,8 +90,7 @@ static __always_inline void dns_datagram(struct __sk_buff *skb, struct bpf_sock 
     if (((flags >> 11) & 0xf) || (flags & 0x40) || bpf_ntohs(h[2]) != 1)
         return; /* not a standard query or its response */
     int response = flags >> 15;
-    int query_out = key->role == ROLE_UDP_CLIENT;
-    if (response == (egress == query_out))
+    if (response == queries)
         return; /* the other way round: not this socket's lookups */
     if (!response) {
         if (h[3])

@@ -1,7 +1,7 @@
 /* stream_segments.h - where a TCP segment enters the request parse: stream_segment(),
  * called by tcp_segments.c's programs for each segment of a counted connection, finds
  * the connection's protocol from its first request-direction bytes and hands each
- * segment to that protocol's step (http_step, pg_step, redis_step), a tail-called
+ * segment to that protocol's step (http_step, pg_step, redis_step, dns_step), a tail-called
  * program that parses part of it and calls itself for the next part, so each program
  * stays within what the verifier follows (WITH_STREAMS).
  */
@@ -22,13 +22,18 @@ static __always_inline u8 stream_protocol(u64 w, u32 len)
     if (resp_command(w, len))
         return PROTO_REDIS;
 #endif
+#ifdef WITH_DNS_REQUESTS
+    if (dns_query_start(w, len))
+        return PROTO_DNS;
+#endif
     return 0;
 }
 
 static __always_inline u32 step_of(u8 protocol)
 {
     return protocol == PROTO_HTTP ? STEP_HTTP
-         : protocol == PROTO_POSTGRES ? STEP_POSTGRES : STEP_REDIS;
+         : protocol == PROTO_POSTGRES ? STEP_POSTGRES
+         : protocol == PROTO_REDIS ? STEP_REDIS : STEP_DNS;
 }
 
 /* The requests in segment `skb` of the counted connection `st`, `egress` or not: a

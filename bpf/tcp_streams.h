@@ -1,9 +1,10 @@
 /* tcp_streams.h - what every request protocol parsed from TCP payload shares (HTTP/1.x,
- * PostgreSQL, Redis: WITH_HTTP, WITH_POSTGRES, WITH_REDIS): the per-connection state of
+ * PostgreSQL, Redis, DNS: WITH_HTTP, WITH_POSTGRES, WITH_REDIS, WITH_DNS_REQUESTS): the
+ * per-connection state of
  * its two directions, the requests in flight, the payload's place in a segment, and the
  * step a tail-called parse program takes. Loaded after request_maps.h, before the
  * protocols' files (http_heads.h, http_messages.h, http_segments.h, pg_messages.h,
- * redis_messages.h), then stream_segments.h, where segments enter.
+ * redis_messages.h, dns_streams.h), then stream_segments.h, where segments enter.
  *
  * A socket sees requests go out and responses come in when it is the client, the
  * reverse when it is the server. Each direction is followed by TCP sequence number
@@ -18,7 +19,8 @@
  * their programs.
  */
 
-#if defined(WITH_HTTP) || defined(WITH_POSTGRES) || defined(WITH_REDIS)
+#if defined(WITH_HTTP) || defined(WITH_POSTGRES) || defined(WITH_REDIS) || \
+    defined(WITH_DNS_REQUESTS)
 #define WITH_STREAMS
 #define STREAM_PENDING 16 /* requests in flight on one connection (pipelining) */
 #define STREAM_STEPS 32  /* steps in one segment: the tail-call limit */
@@ -40,6 +42,7 @@
 #define STEP_HTTP 0
 #define STEP_POSTGRES 1
 #define STEP_REDIS 2
+#define STEP_DNS 3
 
 struct stream_dir {
     u32 next;    /* sequence number of what `mode` expects */
@@ -78,7 +81,7 @@ struct step_ctx {
     u32 steps;
 };
 BPF_PERCPU_ARRAY(stream_steps, struct step_ctx, 2);
-BPF_PROG_ARRAY(stream_progs, 3); /* STEP_*: each step calls its own for the next */
+BPF_PROG_ARRAY(stream_progs, 4); /* STEP_*: each step calls its own for the next */
 /* Bytes of a message a database step reads (per CPU: read at variable offsets). */
 struct db_scratch {
     u8 buf[128];

@@ -163,7 +163,8 @@ static __always_inline void datagram(struct __sk_buff *skb, struct bpf_sock *sk,
     note_open(e, bpf_ktime_get_ns());
 #ifdef WITH_DNS_REQUESTS
     if (n == 1) /* a GSO batch is no DNS */
-        dns_datagram(skb, sk, st, &key, rport, at, payload, egress);
+        dns_message(skb, sk, st, &key, rport, at, payload,
+                    egress == (key.role == ROLE_UDP_CLIENT));
 #endif
 }
 #endif

@@ -26,7 +26,7 @@ _CORE_SOURCES = {SOCK_OPS: ("edge_maps.h", "sock_storage.h", "request_maps.h",
                             "dns_requests.h", "udp_datagrams.h", "sock_ops_core.c",
                             "tcp_streams.h", "http_heads.h", "http_messages.h",
                             "http_segments.h", "pg_messages.h", "redis_messages.h",
-                            "stream_segments.h", "tcp_segments.c"),
+                            "dns_streams.h", "stream_segments.h", "tcp_segments.c"),
                  TRACEPOINT: ("edge_maps.h", SOURCE)}
 
 _FLAGS = {"bytes": "WITH_BYTES", "failures": "WITH_FAILURES",
@@ -74,7 +74,8 @@ SOCK_OPS_KINDS = frozenset({"http", "postgres", "redis"})
 #: Each request protocol's tail-called step: (program array, index, program).
 _STEPS = {"http": ("stream_progs", 0, "http_step"),  # STEP_* in bpf/tcp_streams.h
           "postgres": ("stream_progs", 1, "pg_step"),
-          "redis": ("stream_progs", 2, "redis_step")}
+          "redis": ("stream_progs", 2, "redis_step"),
+          "dns": ("stream_progs", 3, "dns_step")}  # DNS over TCP
 
 
 def core_sources() -> tuple[str, ...]:
@@ -108,7 +109,8 @@ class ProgramPlan:
         if self.core != SOCK_OPS:
             return ()
         return ("on_sock_create", "on_sock_ops") + (
-            ("on_egress", "on_ingress") if ({"bytes", "udp"} | SOCK_OPS_KINDS) & set(self.kinds)
+            ("on_egress", "on_ingress") if ({"bytes", "udp", "dns"} | SOCK_OPS_KINDS)
+            & set(self.kinds)
             else ()) + (
             ("on_udp4_sendmsg", "on_udp6_sendmsg") if "udp" in self.kinds else ())
 
@@ -121,8 +123,7 @@ class ProgramPlan:
 
     @property
     def counts_requests(self) -> bool:
-        """The program has request_maps.h's maps (a request protocol, or DNS lookups on
-        UDP edges)."""
+        """The program has request_maps.h's maps (a request protocol, or DNS lookups)."""
         return bool({"-DWITH_DNS_REQUESTS", *(f"-D{_FLAGS[k]}" for k in SOCK_OPS_KINDS)}
                     & set(self.cflags))
 
@@ -204,8 +205,8 @@ def _plan_sock_ops(requested: set[str], max_connections: int, max_edges: int | N
     kinds = tuple(k for k in ALL_KINDS if k in wanted)
     conns, edges, cflags = _sizes(max_connections, max_edges, cpus)
     cflags += [f"-D{_FLAGS[k]}" for k in kinds if k in _FLAGS]
-    if {"dns", "udp"} <= set(kinds):
-        cflags.append("-DWITH_DNS_REQUESTS")  # lookups on the UDP edges to resolvers
+    if "dns" in kinds:
+        cflags.append("-DWITH_DNS_REQUESTS")  # lookups to resolvers, over TCP (and UDP)
     return ProgramPlan(kinds, {}, conns, edges, tuple(cflags), core=SOCK_OPS)
 
 

@@ -61,3 +61,32 @@ def test_dns_lookups_are_requests_by_type_and_response_code(
     finally:
         stop(server)
         rec.agent.close()
+
+
+def test_dns_over_tcp_lookups_are_requests_too(pod_factory: Any, bpf_ready: None) -> None:
+    """Lookups over TCP (each message after its length, many on one connection, asked
+    in turn and pipelined) with the probe's dns kind alone: the same requests by type and
+    response code, on both sides."""
+    a = pod_factory.create("dns-tcp-asker", "traffic")
+    b = pod_factory.create("dns-tcp-answerer", "traffic")
+    server = b.popen([PY, DNS, "serve", "53", "shop.example=10.1.2.3", "v6.example=fd00::7"],
+                     stdout=subprocess.PIPE, text=True)
+    assert server.stdout is not None and server.stdout.readline().strip() == "ready"
+    rec = Recorder(frozenset({"connections", "dns"}), core="sock_ops")
+    try:
+        questions = [f"{name}:{qtype}" for name, qtype in LOOKUPS]
+        answers = json.loads(a.run([PY, DNS, "resolve-tcp", b.ip, *questions]).stdout)
+        answers += json.loads(a.run([PY, DNS, "resolve-tcp", b.ip, *questions[:5],
+                                     "--pipeline"]).stdout)
+        truth = Counter((r["type"], r["rcode"]) for r in answers)
+        assert truth == Counter({("A", 0): 6, ("AAAA", 0): 4, ("A", 3): 2, ("AAAA", 3): 1})
+        rec.flush()
+        asked = _rows(rec, role="client", cgroup_id=a.cgroup_id, remote_port=53)
+        answered = _rows(rec, role="server", cgroup_id=b.cgroup_id, local_port=53)
+        assert asked == (truth, len(answers))
+        assert answered == (truth, len(answers))
+        counters = rec.agent.stats.kernel_counters
+        assert (counters["dns_unmatched"], counters["dns_pending_full"]) == (0, 0)
+    finally:
+        stop(server)
+        rec.agent.close()

@@ -89,9 +89,11 @@ def test_each_database_kind_brings_its_own_step_on_the_sock_ops_core_only() -> N
 def test_dns_lookups_are_requests_where_udp_edges_are_counted() -> None:
     both = plan_program({"dns", "udp"}, _features(), 65536, core="sock_ops")
     assert "-DWITH_DNS_REQUESTS" in both.cflags and both.counts_requests
-    assert both.tail_calls == ()  # no HTTP: no tail call
-    alone = plan_program({"dns"}, _features(), 65536, core="sock_ops")
-    assert "-DWITH_DNS_REQUESTS" not in alone.cflags and not alone.counts_requests
+    assert [name for _, _, name in both.tail_calls] == ["dns_step"]
+    alone = plan_program({"dns"}, _features(), 65536, core="sock_ops")  # DNS over TCP
+    assert "-DWITH_DNS_REQUESTS" in alone.cflags and alone.counts_requests
+    assert [name for _, _, name in alone.tail_calls] == ["dns_step"]
+    assert {"on_egress", "on_ingress"} <= set(alone.links)
     tracepoint = plan_program({"dns", "udp"}, _features(), 65536)
     assert "-DWITH_DNS_REQUESTS" not in tracepoint.cflags
 
