@@ -127,16 +127,6 @@ static __always_inline int scan_head(struct http_scratch *s, u32 n)
     return 0;
 }
 
-#define METHOD_GET 1
-#define METHOD_HEAD 2
-#define METHOD_POST 3
-#define METHOD_PUT 4
-#define METHOD_DELETE 5
-#define METHOD_CONNECT 6
-#define METHOD_OPTIONS 7
-#define METHOD_TRACE 8
-#define METHOD_PATCH 9
-
 /* The method a request line starts with (its first 8 bytes, little-endian); 0: none. */
 static __always_inline u8 method_of(u64 w)
 {

@@ -8,7 +8,7 @@
  */
 
 #if defined(WITH_HTTP) || defined(WITH_DNS_REQUESTS) || defined(WITH_POSTGRES) || \
-    defined(WITH_REDIS)
+    defined(WITH_REDIS) || defined(WITH_HTTP2)
 #define REQ_BUCKETS 102 /* see bucket_of() */
 #ifndef MAX_REQS
 #define MAX_REQS 4096
@@ -20,11 +20,13 @@
 #define PROTO_HTTP2 4 /* connections seen to be cleartext HTTP/2, not parsed */
 #define PROTO_POSTGRES 5
 #define PROTO_REDIS 6
+#define PROTO_GRPC 7
 
 struct req_key {
     struct edge_key edge;
     u32 status;  /* HTTP: the status code; DNS: the response code; Postgres: the
-                  * SQLSTATE, base 36 (0: success); Redis: 1 for an error reply */
+                  * SQLSTATE, base 36 (0: success); Redis: 1 for an error reply;
+                  * gRPC: the grpc-status */
     u8 method;   /* HTTP: METHOD_*; DNS: QTYPE_*; Postgres: OP_*; Redis: CMD_*; 0: other */
     u8 protocol; /* PROTO_* */
     u16 pad;

@@ -1,7 +1,8 @@
 /* stream_segments.h - where a TCP segment enters the request parse: stream_segment(),
  * called by tcp_segments.c's programs for each segment of a counted connection, finds
  * the connection's protocol from its first request-direction bytes and hands each
- * segment to that protocol's step (http_step, pg_step, redis_step, dns_step), a tail-called
+ * segment to that protocol's step (http_step, pg_step, redis_step, dns_step, h2_step), a
+ * tail-called
  * program that parses part of it and calls itself for the next part, so each program
  * stays within what the verifier follows (WITH_STREAMS).
  */
@@ -26,14 +27,21 @@ static __always_inline u8 stream_protocol(u64 w, u32 len)
     if (dns_query_start(w, len))
         return PROTO_DNS;
 #endif
+#ifdef WITH_HTTP2
+    if (h2_preface(w, len))
+        return PROTO_GRPC;
+#endif
     return 0;
 }
 
-static __always_inline u32 step_of(u8 protocol)
+static __always_inline u32 step_of(u8 protocol, u8 mode)
 {
+    if (protocol == PROTO_GRPC && mode == M_FIELDS)
+        return STEP_H2_FIELDS;
     return protocol == PROTO_HTTP ? STEP_HTTP
          : protocol == PROTO_POSTGRES ? STEP_POSTGRES
-         : protocol == PROTO_REDIS ? STEP_REDIS : STEP_DNS;
+         : protocol == PROTO_REDIS ? STEP_REDIS
+         : protocol == PROTO_DNS ? STEP_DNS : STEP_H2;
 }
 
 /* The requests in segment `skb` of the counted connection `st`, `egress` or not: a
@@ -72,7 +80,7 @@ static __always_inline void stream_segment(struct __sk_buff *skb, struct bpf_soc
         }
         h->protocol = protocol;
         h->req.mode = protocol == PROTO_POSTGRES ? M_UNTYPED : M_HEAD;
-        h->req.next = seq;
+        h->req.next = seq + (protocol == PROTO_GRPC ? 24 : 0); /* past HTTP/2's preface */
         h->resp.then = M_HEAD;
     }
     struct stream_dir *d = requests ? &h->req : &h->resp;
@@ -90,7 +98,7 @@ static __always_inline void stream_segment(struct __sk_buff *skb, struct bpf_soc
         return;
     c->now = bpf_ktime_get_ns();
     c->steps = 0;
-    stream_progs.call(skb, step_of(h->protocol));
+    stream_progs.call(skb, step_of(h->protocol, d->mode));
 }
 
 /* A segment in on a server socket whose owner is not known yet (its listener is older

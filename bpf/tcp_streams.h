@@ -1,10 +1,12 @@
 /* tcp_streams.h - what every request protocol parsed from TCP payload shares (HTTP/1.x,
- * PostgreSQL, Redis, DNS: WITH_HTTP, WITH_POSTGRES, WITH_REDIS, WITH_DNS_REQUESTS): the
+ * HTTP/2, PostgreSQL, Redis, DNS: WITH_HTTP, WITH_HTTP2, WITH_POSTGRES, WITH_REDIS,
+ * WITH_DNS_REQUESTS): the
  * per-connection state of
  * its two directions, the requests in flight, the payload's place in a segment, and the
  * step a tail-called parse program takes. Loaded after request_maps.h, before the
  * protocols' files (http_heads.h, http_messages.h, http_segments.h, pg_messages.h,
- * redis_messages.h, dns_streams.h), then stream_segments.h, where segments enter.
+ * redis_messages.h, dns_streams.h, h2_hpack.h, h2_frames.h), then stream_segments.h,
+ * where segments enter.
  *
  * A socket sees requests go out and responses come in when it is the client, the
  * reverse when it is the server. Each direction is followed by TCP sequence number
@@ -20,7 +22,7 @@
  */
 
 #if defined(WITH_HTTP) || defined(WITH_POSTGRES) || defined(WITH_REDIS) || \
-    defined(WITH_DNS_REQUESTS)
+    defined(WITH_DNS_REQUESTS) || defined(WITH_HTTP2)
 #define WITH_STREAMS
 #define STREAM_PENDING 16 /* requests in flight on one connection (pipelining) */
 #define STREAM_STEPS 32  /* steps in one segment: the tail-call limit */
@@ -37,12 +39,28 @@
 #define M_ANSWER 7  /* Postgres: the one-byte answer to an SSL or GSS request */
 #define M_SKIM 8    /* responses passed over: to the end of a Postgres one; for Redis,
                      * to the next command */
+#define M_FIELDS 9  /* HTTP/2: in a header block, `left` bytes of fields, then `type` of
+                     * padding */
+
+/* HTTP's methods (HTTP/1.x and HTTP/2); traceprobe_api.records.HTTP_METHODS. */
+#define METHOD_GET 1
+#define METHOD_HEAD 2
+#define METHOD_POST 3
+#define METHOD_PUT 4
+#define METHOD_DELETE 5
+#define METHOD_CONNECT 6
+#define METHOD_OPTIONS 7
+#define METHOD_TRACE 8
+#define METHOD_PATCH 9
 
 /* The tail-called step of each protocol, by index in stream_progs. */
 #define STEP_HTTP 0
 #define STEP_POSTGRES 1
 #define STEP_REDIS 2
 #define STEP_DNS 3
+#define STEP_H2 4
+#define STEP_H2_FIELDS 5
+#define H2_RING 8 /* HTTP/2: dynamic-table insertions remembered */
 
 struct stream_dir {
     u32 next;    /* sequence number of what `mode` expects */
@@ -66,7 +84,12 @@ struct stream_state {
     u8 waiting;  /* requests in flight */
     u8 protocol; /* PROTO_* */
     u8 hint;     /* Postgres: the operation of the statement parsed for the next Sync */
-    u64 names[STREAM_PENDING]; /* Redis: each command's name, its first 8 bytes */
+    u64 names[STREAM_PENDING]; /* Redis: each command's name, its first 8 bytes; HTTP/2:
+                                * each stream's ID and what its response said */
+    u16 h2_used;              /* HTTP/2: the slots holding a stream */
+    u16 h2_ring[H2_RING];     /* HTTP/2: what the server's last insertions were */
+    u32 h2_inserted;          /* HTTP/2: insertions into its dynamic table */
+    u8 h2_lost;               /* HTTP/2: insertions missed: the table is unknown */
 };
 
 BPF_SK_STORAGE(streams, struct stream_state);
@@ -81,12 +104,14 @@ struct step_ctx {
     u32 steps;
 };
 BPF_PERCPU_ARRAY(stream_steps, struct step_ctx, 2);
-BPF_PROG_ARRAY(stream_progs, 4); /* STEP_*: each step calls its own for the next */
+BPF_PROG_ARRAY(stream_progs, 6); /* STEP_*: each step calls its own for the next */
 /* Bytes of a message a database step reads (per CPU: read at variable offsets). */
 struct db_scratch {
     u8 buf[128];
     u32 answers; /* Redis: replies begun in this step, answered at its end */
     u32 errors;  /* Redis: which of them are errors, a bit each */
+    u32 value;   /* HTTP/2: the last HPACK integer or digits read, and its bytes: kept */
+    u32 used;    /* here, not in registers, so the verifier's paths meet after each */
 };
 BPF_PERCPU_ARRAY(db_scratch, struct db_scratch, 1);
 

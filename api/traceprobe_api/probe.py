@@ -44,6 +44,7 @@ class Probe(StrEnum):
     UDP = "udp"  # UDP flows (off by default: chatty, and no connection state to join on)
     DNS = "dns"  # DNS answers received name external peers (only DNS responses are read)
     HTTP = "http"  # HTTP/1.x requests: method, status and latency (sock_ops core only)
+    GRPC = "grpc"  # cleartext HTTP/2: gRPC calls by status, other HTTP/2 as http (sock_ops)
     POSTGRES = "postgres"  # PostgreSQL statements: operation, SQLSTATE, latency (sock_ops)
     REDIS = "redis"  # Redis commands: command, error replies, latency (sock_ops core only)
 

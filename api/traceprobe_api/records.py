@@ -48,7 +48,7 @@ MAX_REQUEST_ROWS = 512
 number, so an edge's interval holds few; more is refused as malformed."""
 HTTP_METHODS = ("GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE",
                 "PATCH")
-"""bpf/http_messages.h's METHOD_* 1 … 9; any other method is "_OTHER"."""
+"""bpf/tcp_streams.h's METHOD_* 1 … 9; any other method is "_OTHER"."""
 DNS_TYPES = ("A", "AAAA", "CNAME", "MX", "TXT", "SRV", "PTR", "NS", "SOA", "HTTPS", "ANY")
 """bpf/dns_requests.h's QTYPE_* 1 … 11: the question's type; any other is "_OTHER"."""
 POSTGRES_OPERATIONS = (
@@ -70,10 +70,11 @@ SQLSTATE_LIMIT = 36 ** 5
 """A Postgres status is the SQLSTATE's five characters (0-9, A-Z) in base 36: 0 is
 success ("00000"); 1 ("00001") an error whose code was not read."""
 _STATUSES = {"http": (100, 599), "dns": (0, 15), "postgresql": (0, SQLSTATE_LIMIT - 1),
-             "redis": (0, 1)}  # status codes; DNS response codes; SQLSTATE; error reply
+             "redis": (0, 1), "grpc": (0, 16)}  # status codes; DNS response codes;
+# SQLSTATE; error reply; gRPC status codes
 _METHODS = {"http": {*HTTP_METHODS, "_OTHER"}, "dns": {*DNS_TYPES, "_OTHER"},
             "postgresql": {*POSTGRES_OPERATIONS, "_OTHER"},
-            "redis": {*REDIS_COMMANDS, "_OTHER"}}
+            "redis": {*REDIS_COMMANDS, "_OTHER"}, "grpc": {*HTTP_METHODS, "_OTHER"}}
 
 
 class RequestCounts(ObservedModel):
@@ -85,9 +86,10 @@ class RequestCounts(ObservedModel):
     HTTP: `method` is the request's method, `status` the response's status code. DNS:
     `method` is the question's type, `status` the response code (0 NOERROR, 3 NXDOMAIN).
     PostgreSQL: `method` is the statement's first keyword, `status` its SQLSTATE (see
-    SQLSTATE_LIMIT). Redis: `method` is the command, `status` 1 for an error reply."""
+    SQLSTATE_LIMIT). Redis: `method` is the command, `status` 1 for an error reply. gRPC:
+    `method` is the HTTP/2 request's (POST), `status` the grpc-status (0 is OK)."""
 
-    protocol: Literal["http", "dns", "postgresql", "redis"]
+    protocol: Literal["http", "dns", "postgresql", "redis", "grpc"]
     method: Annotated[str, Field(max_length=8)]
     status: Annotated[int, Field(ge=0, lt=SQLSTATE_LIMIT)]
     count: Annotated[int, Field(ge=1, le=MAX_COUNT)]

@@ -34,12 +34,13 @@ def edge_value(per_cpu: Any) -> dict[str, Any]:
     return out
 
 
-PROTOCOLS = {1: "http", 2: "dns", 5: "postgresql", 6: "redis"}  # PROTO_*
+PROTOCOLS = {1: "http", 2: "dns", 5: "postgresql", 6: "redis", 7: "grpc"}  # PROTO_*
 UNPARSED = {3: "tls", 4: "http2"}  # PROTO_* counted as connections, not parsed
 METHODS = {"http": ("_OTHER", *HTTP_METHODS),  # by METHOD_*: 0 is any other method
            "dns": ("_OTHER", *DNS_TYPES),      # by QTYPE_* (dns_requests.h)
            "postgresql": ("_OTHER", *POSTGRES_OPERATIONS),  # by OP_* (pg_messages.h)
-           "redis": ("_OTHER", *REDIS_COMMANDS)}            # by CMD_* (redis_messages.h)
+           "redis": ("_OTHER", *REDIS_COMMANDS),            # by CMD_* (redis_messages.h)
+           "grpc": ("_OTHER", *HTTP_METHODS)}               # the HTTP/2 request's
 
 
 def _ident(key: dict[str, Any]) -> tuple[Any, ...]:

@@ -26,12 +26,14 @@ _CORE_SOURCES = {SOCK_OPS: ("edge_maps.h", "sock_storage.h", "request_maps.h",
                             "dns_requests.h", "udp_datagrams.h", "sock_ops_core.c",
                             "tcp_streams.h", "http_heads.h", "http_messages.h",
                             "http_segments.h", "pg_messages.h", "redis_messages.h",
-                            "dns_streams.h", "stream_segments.h", "tcp_segments.c"),
+                            "dns_streams.h", "h2_hpack.h", "h2_frames.h",
+                            "stream_segments.h", "tcp_segments.c"),
                  TRACEPOINT: ("edge_maps.h", SOURCE)}
 
 _FLAGS = {"bytes": "WITH_BYTES", "failures": "WITH_FAILURES",
           "retransmits": "WITH_RETRANS", "rtt": "WITH_RTT", "udp": "WITH_UDP",
-          "http": "WITH_HTTP", "postgres": "WITH_POSTGRES", "redis": "WITH_REDIS"}
+          "http": "WITH_HTTP", "postgres": "WITH_POSTGRES", "redis": "WITH_REDIS",
+          "grpc": "WITH_HTTP2"}
 DNS_SOURCE = "dns_answers.c"  # its own program (cgroup_skb), not a flag of SOURCE
 BYTES_KPROBE_SOURCE = "conn_bytes_kprobe.c"  # appended to SOURCE when it stands in
 # (kind, kernel function, program): attached by name, not by BCC's prefixes.
@@ -70,12 +72,14 @@ def edges_for(connections: int, cpus: int) -> int:
 _FALLBACK_NEEDS = "kprobes ({})"
 _NEEDS_CORE = "the sock_ops core"
 #: Kinds only the sock_ops core observes: requests are parsed from its segments.
-SOCK_OPS_KINDS = frozenset({"http", "postgres", "redis"})
+SOCK_OPS_KINDS = frozenset({"http", "grpc", "postgres", "redis"})
 #: Each request protocol's tail-called step: (program array, index, program).
 _STEPS = {"http": ("stream_progs", 0, "http_step"),  # STEP_* in bpf/tcp_streams.h
           "postgres": ("stream_progs", 1, "pg_step"),
           "redis": ("stream_progs", 2, "redis_step"),
-          "dns": ("stream_progs", 3, "dns_step")}  # DNS over TCP
+          "dns": ("stream_progs", 3, "dns_step"),  # DNS over TCP
+          "grpc": ("stream_progs", 4, "h2_step")}  # HTTP/2, gRPC's and any other
+_MORE_STEPS = {"grpc": (("stream_progs", 5, "h2_fields"),)}  # a second program
 
 
 def core_sources() -> tuple[str, ...]:
@@ -119,7 +123,8 @@ class ProgramPlan:
         """(program array, index, program) the sock_ops core's links call."""
         if self.core != SOCK_OPS:
             return ()
-        return tuple(_STEPS[k] for k in self.kinds if k in _STEPS)
+        return tuple(step for k in self.kinds if k in _STEPS
+                     for step in (_STEPS[k], *_MORE_STEPS.get(k, ())))
 
     @property
     def counts_requests(self) -> bool:

@@ -9,7 +9,8 @@ server side's, each by `http.request.method` and `http.response.status_code`;
 as `error.type` unless NOERROR; all in the kernel's buckets (traceprobe_api.latency) as
 explicit bounds in seconds; `db.client.operation.duration` the clients' PostgreSQL
 statements and Redis commands (request out to the response's first byte in) by
-`db.system.name`, `db.operation.name` and, on errors, `db.response.status_code`.
+`db.system.name`, `db.operation.name` and, on errors, `db.response.status_code`;
+`rpc.client.duration` / `rpc.server.duration` gRPC calls by `rpc.grpc.status_code`.
 """
 
 from __future__ import annotations
@@ -31,6 +32,11 @@ DB_OPERATION = Instrument("db.client.operation.duration", "s",
                           "Duration of database client operations (to the response's first"
                           " byte)")
 DB_SYSTEMS = {"postgresql", "redis"}
+RPC_DURATION = {
+    "client": Instrument("rpc.client.duration", "s",
+                         "Duration of gRPC calls at the client (to the response headers)"),
+    "server": Instrument("rpc.server.duration", "s",
+                         "Duration of gRPC calls at the server (to the response headers)")}
 SG_SECONDS = {"client": Instrument("traces_service_graph_request_client_seconds", "s", ""),
               "server": Instrument("traces_service_graph_request_server_seconds", "s", "")}
 UNPARSED = Instrument("traceprobe.edge.unparsed.connections", "{connection}",
@@ -51,6 +57,9 @@ def record_requests(series: SeriesStore, key: EdgeKey, tally: RequestTally,
                 continue  # the conventions time lookups only where they are made
             point["dns.question.type"] = method
             instrument = DNS_LOOKUP
+        elif protocol == "grpc":
+            point |= {"rpc.system": "grpc", "rpc.grpc.status_code": status}
+            instrument = RPC_DURATION[side]
         elif protocol in DB_SYSTEMS:
             if side != "client":
                 continue  # the conventions define the client's duration only

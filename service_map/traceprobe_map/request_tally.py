@@ -134,6 +134,10 @@ DNS_RCODES = ("NOERROR", "FORMERR", "SERVFAIL", "NXDOMAIN", "NOTIMP", "REFUSED",
               "YXRRSET", "NXRRSET", "NOTAUTH", "NOTZONE")
 
 
+GRPC_CODES = ("OK", "CANCELLED", "UNKNOWN", "INVALID_ARGUMENT", "DEADLINE_EXCEEDED",
+              "NOT_FOUND", "ALREADY_EXISTS", "PERMISSION_DENIED", "RESOURCE_EXHAUSTED",
+              "FAILED_PRECONDITION", "ABORTED", "OUT_OF_RANGE", "UNIMPLEMENTED", "INTERNAL",
+              "UNAVAILABLE", "DATA_LOSS", "UNAUTHENTICATED")
 _BASE36 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 
 
@@ -148,20 +152,23 @@ def sqlstate(status: int) -> str:
 
 def status_name(protocol: str, status: int) -> str:
     """HTTP: the code; DNS: the response code's name (RFC 1035/2136), else its number;
-    PostgreSQL: the SQLSTATE; Redis: OK or ERROR (an error reply)."""
+    PostgreSQL: the SQLSTATE; Redis: OK or ERROR (an error reply); gRPC: the status
+    code's name."""
     if protocol == "dns":
         return DNS_RCODES[status] if status < len(DNS_RCODES) else str(status)
     if protocol == "postgresql":
         return sqlstate(status)
     if protocol == "redis":
         return "ERROR" if status else "OK"
+    if protocol == "grpc":
+        return GRPC_CODES[status] if status < len(GRPC_CODES) else str(status)
     return str(status)
 
 
 def is_error(side: str, protocol: str, status: int) -> bool:
     """HTTP: 5xx, and 4xx on the client side; DNS: any response code but NOERROR;
-    PostgreSQL: any SQLSTATE but 00000; Redis: an error reply."""
-    if protocol in ("dns", "postgresql", "redis"):
+    PostgreSQL: any SQLSTATE but 00000; Redis: an error reply; gRPC: any status but OK."""
+    if protocol in ("dns", "postgresql", "redis", "grpc"):
         return status != 0
     return status >= 500 or (side == "client" and status >= 400)
 

@@ -12,8 +12,8 @@ from traceprobe_agent.program import SOCK_OPS, bpf_source, plan_program
 BASE = {"connections", "failures", "bytes", "retransmits", "rtt"}
 
 
-MIXES = [(), ("udp",), ("udp", "dns"), ("http",), ("postgres",), ("redis",),
-         ("http", "postgres", "redis", "udp", "dns")]
+MIXES = [(), ("udp",), ("udp", "dns"), ("dns",), ("http",), ("grpc",), ("postgres",),
+         ("redis",), ("http", "grpc", "postgres", "redis", "udp", "dns")]
 
 
 @pytest.mark.parametrize("extra", MIXES, ids=lambda e: "+".join(e) or "base")

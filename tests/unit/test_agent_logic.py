@@ -51,7 +51,7 @@ def test_plan_flags_and_degradation() -> None:
     dead = plan_program({"bytes"}, _features(**{"sock__inet_sock_set_state": False}), 65536)
     assert not dead.runnable and dead.kinds == ()
     with pytest.raises(ValueError, match="unknown probe kinds"):
-        plan_program({"grpc"}, _features(), 1)
+        plan_program({"smtp"}, _features(), 1)
 
 
 def test_http_runs_on_the_sock_ops_core_only() -> None:

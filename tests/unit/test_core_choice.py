@@ -40,7 +40,8 @@ def test_the_sock_ops_plan_needs_no_tracepoint_and_links_by_kind() -> None:
                             "dns_requests.h", "udp_datagrams.h", "sock_ops_core.c",
                             "tcp_streams.h", "http_heads.h", "http_messages.h",
                             "http_segments.h", "pg_messages.h", "redis_messages.h",
-                            "dns_streams.h", "stream_segments.h", "tcp_segments.c")
+                            "dns_streams.h", "h2_hpack.h", "h2_frames.h",
+                            "stream_segments.h", "tcp_segments.c")
     assert {"-DWITH_BYTES", "-DWITH_FAILURES", "-DWITH_RTT"} <= set(plan.cflags)
     assert "-DWITH_RETRANS" not in plan.cflags and plan.kprobes == ()
     assert plan.links == ("on_sock_create", "on_sock_ops", "on_egress", "on_ingress")
