@@ -12,14 +12,13 @@ import json
 import subprocess
 import sys
 from collections import Counter
-from pathlib import Path
 from typing import Any
 
 from harness.recorder import Recorder
+from harness.traffic_control import GRPC_TRAFFIC as GRPC
 from harness.traffic_control import stop
 from traceprobe_api.latency import quantiles
 
-GRPC = str(Path(__file__).resolve().parents[1] / "harness" / "grpc_traffic.py")
 PORT = 50051
 KINDS = frozenset({"connections", "bytes", "grpc"})
 

@@ -1,12 +1,12 @@
 """Known gRPC traffic from grpcio (C-core's HTTP/2 and HPACK), run inside netns pods: the
 truth for the gRPC request tests.
 
-    grpc_traffic.py serve PORT
+    grpc_traffic.py serve PORT [--ready-file PATH]
     grpc_traffic.py call HOST PORT CALL... [--concurrent]
 
-`serve` (prints "ready" once listening) answers unary calls to /traceprobe.Probe/Call:
-a request `status:N` ends with status code N (0 is OK, with a reply), `sleep:MS` answers
-OK after MS milliseconds. `call` makes each CALL on one channel (one HTTP/2 connection),
+`serve` (prints "ready" once listening, and creates --ready-file) answers unary calls
+to /traceprobe.Probe/Call: a request `status:N` ends with status code N (0 is OK, with
+a reply), `sleep:MS` answers OK after MS milliseconds. `call` makes each CALL on one channel (one HTTP/2 connection),
 in turn, or with --concurrent all at once (streams multiplexed on the connection), and
 prints one JSON line: per call its status code and the seconds it took. No protobuf:
 the messages are raw bytes.
@@ -38,13 +38,15 @@ def _answer(request: bytes, context: grpc.ServicerContext) -> bytes:
 _CODES = {code.value[0]: code.value for code in grpc.StatusCode}
 
 
-def serve(port: int) -> None:
+def serve(port: int, ready_file: str | None) -> None:
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=16))
     handler = grpc.method_handlers_generic_handler(
         "traceprobe.Probe", {"Call": grpc.unary_unary_rpc_method_handler(_answer)})
     server.add_generic_rpc_handlers([handler])
     server.add_insecure_port(f"[::]:{port}")
     server.start()
+    if ready_file:
+        open(ready_file, "w").close()
     print("ready", flush=True)
     server.wait_for_termination()
 
@@ -77,6 +79,7 @@ def main() -> None:
     sub = parser.add_subparsers(dest="cmd", required=True)
     s = sub.add_parser("serve")
     s.add_argument("port", type=int)
+    s.add_argument("--ready-file")
     c = sub.add_parser("call")
     c.add_argument("host")
     c.add_argument("port", type=int)
@@ -84,7 +87,7 @@ def main() -> None:
     c.add_argument("--concurrent", action="store_true")
     args = parser.parse_args()
     if args.cmd == "serve":
-        serve(args.port)
+        serve(args.port, args.ready_file)
     else:
         call(args.host, args.port, args.requests, args.concurrent)
 

@@ -14,11 +14,12 @@ edges of it the map draws.
     matrix/frontend ──80──► Service matrix/catalog ⇢ matrix/catalog: HTTP requests
     matrix/frontend ──5432──► Service matrix-data/ledger: PostgreSQL statements
     matrix/frontend ──6379──► Service matrix-data/cache: Redis commands
+    matrix/frontend ──50051──► Service matrix/pricing: gRPC calls
     between two rounds the frontend pod and one api pod are deleted and replaced.
 The probe counts UDP too: the frontend's lookups at CoreDNS are a UDP edge of their own;
 and HTTP requests, which the catalog's real HTTP server answered, and the statements and
 commands real PostgreSQL and Redis servers answered (Debian's clients: psycopg2's simple
-protocol, redis-py).
+protocol, redis-py), and the calls a grpcio server answered.
 """
 
 from __future__ import annotations
@@ -54,6 +55,9 @@ LEDGER_CALLS = ["CREATE TABLE items (id int PRIMARY KEY)", "INSERT INTO items VA
                 "SELECT generate_series(1, 5000)", "DELETE FROM items"]
 CACHE_CALLS = ["SET visits 1", "INCR visits", "GET visits", "HSET cart sku 2",
                "INCR cart", "LPUSH recent a b c", "LRANGE recent 0 -1", "GET nothing"]
+PRICING = f"pricing.{APP}.svc.cluster.local"
+PRICING_SVC = f"service:{APP}/pricing"
+PRICING_CALLS = [f"status:{code}" for code in (0, 0, 5, 0, 14, 0, 5, 0)]
 CATALOG_CALLS = ["GET:/size/300"] * 6 + ["GET:/status/404"] * 2 + ["POST:/echo:20000"] * 2 \
     + ["GET:/status/500"]
 BACKENDS_OF_API = {f"workload:{APP}/api": "api", f"workload:{APP}/api-canary": "api-canary"}
@@ -61,7 +65,8 @@ STORE_POD = f"workload:{DATA}/store"
 NAMES_POD = f"workload:{DATA}/names"
 UDP_SIZES = [40, 512, 1400, 3000]  # DNS-like, and one past the MTU
 WARMUP = f"workload:{APP}/warmup"
-PODS = 8  # running in APP: api x2, api-canary, flaky, frontend, warmup, hostnet, catalog
+PODS = 9  # running in APP: api x2, api-canary, flaky, frontend, warmup, hostnet, catalog,
+# pricing
 
 
 def _manifests(image: str) -> list[dict[str, Any]]:
@@ -70,7 +75,8 @@ def _manifests(image: str) -> list[dict[str, Any]]:
         shop.namespace(APP), shop.namespace(DATA),
         shop.traffic_configmap(APP), shop.traffic_configmap(DATA),
         shop.cluster_probe("matrix", [APP, DATA],
-                           probes=[*DEFAULT_KINDS, "udp", "http", "postgres", "redis"]),
+                           probes=[*DEFAULT_KINDS, "udp", "http", "grpc", "postgres",
+                                   "redis"]),
         shop.deployment("api", APP, image, shop.serve(8080, 100), replicas=2, port=8080,
                         labels={"tier": "api"}),
         shop.deployment("api-canary", APP, image, shop.serve(8080, 100), port=8080,
@@ -82,6 +88,8 @@ def _manifests(image: str) -> list[dict[str, Any]]:
         shop.service("store", DATA, 5432, 5432, headless=True),
         shop.deployment("names", DATA, image, shop.udp_echo(5353), port=5353),
         shop.deployment("catalog", APP, image, shop.http_serve(8080), port=8080),
+        shop.deployment("pricing", APP, image, shop.grpc_serve(50051), port=50051),
+        shop.service("pricing", APP, 50051, 50051),
         shop.deployment("ledger", DATA, image, shop.db_serve("pg", 5432), port=5432),
         shop.service("ledger", DATA, 5432, 5432),
         shop.deployment("cache", DATA, image, shop.db_serve("redis", 6379), port=6379),
@@ -104,6 +112,7 @@ class Matrix:
     udp: dict[str, Any] = field(default_factory=dict)  # udp-call's bytes each way
     http: list[dict[str, Any]] = field(default_factory=list)  # each request and its status
     db: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # pg/redis: outcomes
+    grpc: list[dict[str, Any]] = field(default_factory=list)  # each call and its status
     _logs: dict[str, str] = field(default_factory=dict)  # pod -> its log, deleted ones too
 
     def pod(self, app: str, ns: str = APP) -> str:
@@ -153,6 +162,8 @@ def _run_matrix(m: Matrix, image: str) -> None:
     m.udp = m.run("frontend", shop.udp_call(names["status"]["podIP"], 5353, UDP_SIZES))
     m.http = json.loads(node.kubectl("exec", "-n", APP, m.pod("frontend"), "--",
                                      *shop.http_call(CATALOG, 80, *CATALOG_CALLS)).stdout)
+    m.grpc = json.loads(node.kubectl("exec", "-n", APP, m.pod("frontend"), "--",
+                                     *shop.grpc_call(PRICING, 50051, *PRICING_CALLS)).stdout)
     for system, host, port, calls in (("pg", LEDGER, 5432, LEDGER_CALLS),
                                       ("redis", CACHE, 6379, CACHE_CALLS)):
         m.db[system] = json.loads(node.kubectl("exec", "-n", APP, m.pod("frontend"), "--",

@@ -9,12 +9,13 @@ from __future__ import annotations
 from typing import Any
 
 from harness.db_servers import DB_TRAFFIC
-from harness.traffic_control import HTTP_TRAFFIC, TRAFFIC
+from harness.traffic_control import GRPC_TRAFFIC, HTTP_TRAFFIC, TRAFFIC
 
 MOUNT = "/opt/traffic"
 SCRIPT = f"{MOUNT}/traffic.py"
 HTTP_SCRIPT = f"{MOUNT}/http_traffic.py"
 DB_SCRIPT = f"{MOUNT}/db_traffic.py"
+GRPC_SCRIPT = f"{MOUNT}/grpc_traffic.py"
 CONFIGMAP = "traffic-generator"
 READY_FILE = "/tmp/serving"
 
@@ -22,7 +23,7 @@ READY_FILE = "/tmp/serving"
 def traffic_configmap(namespace: str) -> dict[str, Any]:
     scripts = {}
     for path, key in ((TRAFFIC, "traffic.py"), (HTTP_TRAFFIC, "http_traffic.py"),
-                      (DB_TRAFFIC, "db_traffic.py")):
+                      (DB_TRAFFIC, "db_traffic.py"), (GRPC_TRAFFIC, "grpc_traffic.py")):
         with open(path, encoding="utf-8") as f:
             scripts[key] = f.read()
     return {"apiVersion": "v1", "kind": "ConfigMap",
@@ -95,6 +96,16 @@ def db_serve(system: str, port: int) -> list[str]:
 def db_call(system: str, host: str, port: int, *requests: str) -> list[str]:
     """Statements (pg) or commands (redis) on one connection; prints each outcome."""
     return ["python3", "-u", DB_SCRIPT, system, host, str(port), *requests]
+
+
+def grpc_serve(port: int) -> list[str]:
+    """A grpcio server (tests/harness/grpc_traffic.py serve)."""
+    return ["python3", "-u", GRPC_SCRIPT, "serve", str(port), "--ready-file", READY_FILE]
+
+
+def grpc_call(host: str, port: int, *calls: str) -> list[str]:
+    """Calls on one channel; prints each one's status code."""
+    return ["python3", "-u", GRPC_SCRIPT, "call", host, str(port), *calls]
 
 
 IDLE = ["sleep", "infinity"]  # a client that tests drive with `kubectl exec`

@@ -9,6 +9,7 @@ from typing import Any
 
 TRAFFIC = str(Path(__file__).resolve().parent / "traffic.py")
 HTTP_TRAFFIC = str(Path(__file__).resolve().parent / "http_traffic.py")
+GRPC_TRAFFIC = str(Path(__file__).resolve().parent / "grpc_traffic.py")
 PY = "/usr/bin/python3"  # Debian's: present on every node, stdlib is all traffic.py needs
 
 

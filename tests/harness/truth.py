@@ -44,3 +44,14 @@ def collector_edges(collector: Any, name: str, cluster: str, namespaces: Iterabl
         key = (f"{a['k8s.src.namespace']}/{a['k8s.src.name']}", dst, a.get("server.port", 0))
         latest[key] = max(latest.get(key, 0.0), p.value or 0.0)
     return latest
+
+
+def histogram_count(collector: Any, name: str, **attrs: Any) -> int:
+    """Samples in the histograms named `name` whose attributes include `attrs`: each
+    series' latest cumulative count (its largest), summed over the series. Every export
+    repeats a cumulative series, so summing every point received would count it again."""
+    latest: dict[tuple[tuple[str, Any], ...], int] = {}
+    for p in collector.find(name, **attrs):
+        series = tuple(sorted((k, str(v)) for k, v in p.attributes.items()))
+        latest[series] = max(latest.get(series, 0), int(p.extra.get("count", 0)))
+    return sum(latest.values())

@@ -24,6 +24,7 @@ from harness.node_matrix import (
     FRONTEND,
     HOSTNET,
     LEDGER_SVC,
+    PRICING_SVC,
     STORE_POD,
     WARMUP,
     Matrix,
@@ -55,6 +56,7 @@ EXPECTED = {  # (source, target, port): connections, as the generator counted th
     (FRONTEND, CATALOG_SVC, 80): 1,  # one keep-alive connection for every request
     (FRONTEND, LEDGER_SVC, 5432): 1,  # likewise for every statement
     (FRONTEND, CACHE_SVC, 6379): 1,   # and every command
+    (FRONTEND, PRICING_SVC, 50051): 1,  # and every gRPC call, multiplexed
 }
 REFUSED = {(FRONTEND, STORE_POD, 5433): 2}
 

@@ -20,11 +20,12 @@ from harness.node_matrix import (
     FRONTEND,
     LEDGER_SVC,
     NAMES_POD,
+    PRICING_SVC,
     UDP_SIZES,
     Matrix,
 )
 from harness.node_matrix import drawn as _drawn
-from harness.truth import DATAGRAMS, collector_edges
+from harness.truth import DATAGRAMS, collector_edges, histogram_count
 from harness.waiting import wait_until
 
 pytestmark = pytest.mark.timeout(900)
@@ -92,11 +93,11 @@ def test_http_requests_through_a_service_are_counted_once_with_both_sides_latenc
     assert http["latencyByServer"] and http["latencyByServer"]["samples"] == 11
 
     def exported() -> int:
-        return sum(int(p.extra["count"]) for p in matrix.collector.find(
-            "http.client.request.duration", **{"k8s.cluster.name": CLUSTER,
-                                               "k8s.src.name": "frontend"}))
+        return histogram_count(matrix.collector, "http.client.request.duration",
+                               **{"k8s.cluster.name": CLUSTER, "k8s.src.name": "frontend"})
 
-    assert wait_until(lambda: exported() == 11, 60, "the requests at the Collector")
+    assert wait_until(lambda: exported() == 11, 60, "the requests at the Collector",
+                      diagnose=lambda: f"exported: {exported()}")
 
 
 
@@ -139,8 +140,37 @@ def test_database_requests_through_a_service_match_what_the_client_got(
     assert requests["latencyByServer"] and requests["latencyByServer"]["samples"] == n
 
     def exported() -> int:
-        return sum(int(p.extra["count"]) for p in matrix.collector.find(
-            "db.client.operation.duration", **{"k8s.cluster.name": CLUSTER,
-                                               "db.system.name": protocol}))
+        return histogram_count(matrix.collector, "db.client.operation.duration",
+                               **{"k8s.cluster.name": CLUSTER, "db.system.name": protocol})
 
-    assert wait_until(lambda: exported() == n, 60, f"the {system} operations at the Collector")
+    assert wait_until(lambda: exported() == n, 60, f"the {system} operations at the Collector",
+                      diagnose=lambda: f"exported: {exported()}")
+
+
+def test_grpc_calls_through_a_service_are_counted_once_with_their_status_codes(
+        matrix: Matrix) -> None:
+    """The frontend's calls to the pricing Service (grpcio, one channel, Debian's): on
+    its edge exactly the status codes the client got, counted by the client, the
+    server's view joined, and the Collector's rpc.client.duration counts them all."""
+    names = {0: "OK", 5: "NOT_FOUND", 14: "UNAVAILABLE"}
+    truth = dict(Counter(names[r["status"]] for r in matrix.grpc))
+    assert truth == {"OK": 5, "NOT_FOUND": 2, "UNAVAILABLE": 1}
+
+    def statuses() -> dict[str, int] | None:
+        edge = _drawn(matrix).get((FRONTEND, PRICING_SVC, 50051))
+        return edge["requests"][0]["byStatus"] if edge and edge.get("requests") else None
+
+    try:
+        wait_until(lambda: statuses() == truth, 60, "the pricing edge's calls")
+    except AssertionError:
+        assert statuses() == truth, matrix.release.diagnose()
+    (calls,) = _drawn(matrix)[(FRONTEND, PRICING_SVC, 50051)]["requests"]
+    assert (calls["protocol"], calls["countedBy"], calls["errors"]) == ("grpc", "client", 3)
+    assert calls["latencyByServer"] and calls["latencyByServer"]["samples"] == 8
+
+    def exported() -> int:
+        return histogram_count(matrix.collector, "rpc.client.duration",
+                               **{"k8s.cluster.name": CLUSTER, "rpc.system": "grpc"})
+
+    assert wait_until(lambda: exported() == 8, 60, "the calls at the Collector",
+                      diagnose=lambda: f"exported: {exported()}")
