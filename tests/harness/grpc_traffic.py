@@ -6,8 +6,9 @@ truth for the gRPC request tests.
 
 `serve` (prints "ready" once listening, and creates --ready-file) answers unary calls
 to /traceprobe.Probe/Call: a request `status:N` ends with status code N (0 is OK, with
-a reply), `sleep:MS` answers OK after MS milliseconds. `call` makes each CALL on one channel (one HTTP/2 connection),
-in turn, or with --concurrent all at once (streams multiplexed on the connection), and
+a reply), `sleep:MS` answers OK after MS milliseconds. `call` makes each CALL on one
+channel (one HTTP/2 connection), in turn, or with --concurrent all at once (streams
+multiplexed on the connection), and
 prints one JSON line: per call its status code and the seconds it took. No protobuf:
 the messages are raw bytes.
 """
