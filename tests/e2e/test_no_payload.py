@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import secrets
+import subprocess
 import sys
 import urllib.request
 from collections.abc import Iterator
@@ -18,7 +19,7 @@ from harness.db_servers import DB_TRAFFIC
 from harness.install import apply_probe, install
 from harness.map_world import MapWorld
 from harness.pods import PodFactory
-from harness.traffic_control import dial, http_call, http_serve, serve, stop
+from harness.traffic_control import GRPC_TRAFFIC, dial, http_call, http_serve, serve, stop
 from harness.waiting import wait_until
 
 
@@ -43,13 +44,16 @@ def test_marker_in_traffic_is_in_no_output(world: tuple[MapWorld, PodFactory],
     server_pod = node.create("sink-0", "payload", owner=("StatefulSet", "sink"))
     w.start_map(collector.grpc_endpoint)
     apply_probe(w.cp, "payload", "payload",
-                "{interval: 1s, probes: [connections, bytes, dns, http, postgres, redis]}")
+                "{interval: 1s, probes: [connections, bytes, dns, http, grpc, postgres, redis]}")
     w.start_agent("payload-node")
     server = serve(server_pod, 8443, 64)
     # HTTP parsed in the kernel: the marker in bodies both ways and in a request's path.
     web = http_serve(server_pod, 8080, "--marker", marker)
     # Statements and commands too: in keys, values, a statement and an error's message.
     pg, redis = db_servers.postgres(server_pod, 5432), db_servers.redis(server_pod, 6379)
+    rpc = server_pod.popen([sys.executable, GRPC_TRAFFIC, "serve", "50051"],
+                           stdout=subprocess.PIPE, text=True)
+    assert rpc.stdout is not None and rpc.stdout.readline().strip() == "ready"
     try:
         wait_until(lambda: dial(client, server_pod.ip, 8443, 1) and any(
             e["target"] == "workload:payload/sink" for e in w.api_map()["edges"]),
@@ -60,12 +64,15 @@ def test_marker_in_traffic_is_in_no_output(world: tuple[MapWorld, PodFactory],
         db = [json.loads(client.run([sys.executable, DB_TRAFFIC, *call]).stdout) for call in (
             ["pg", server_pod.ip, "5432", f"SELECT '{marker}'", f"SELECT * FROM {marker}"],
             ["redis", server_pod.ip, "6379", f"SET {marker} {marker}", f"GET {marker}"])]
+        calls = json.loads(client.run([sys.executable, GRPC_TRAFFIC, "call", server_pod.ip,
+                                       "50051", f"echo:{marker}", "status:5"]).stdout)
     finally:
-        stop(server, web)
+        stop(server, web, rpc)
         pg.stop()
         redis.stop()
     assert [[r["outcome"] for r in calls] for calls in db] == [["00000", "42P01"],
                                                                 ["OK", "OK"]]
+    assert [c["status"] for c in calls] == [0, 5]
     assert truth["completed"] == 5 and truth["sent"] == 5 * 4096
     assert [a["status"] for a in answers] == [200, 200, 404]
     wait_until(lambda: collector.find("traceprobe.edge.bytes", **{
@@ -97,3 +104,4 @@ def test_marker_in_traffic_is_in_no_output(world: tuple[MapWorld, PodFactory],
                if e["target"] == "workload:payload/sink"}
     assert by_port[5432][0]["byStatus"] == {"00000": 1, "42P01": 1}
     assert by_port[6379][0]["byMethod"] == {"GET": 1, "SET": 1}
+    assert by_port[50051][0]["byStatus"] == {"NOT_FOUND": 1, "OK": 1}

@@ -6,7 +6,8 @@ truth for the gRPC request tests.
 
 `serve` (prints "ready" once listening, and creates --ready-file) answers unary calls
 to /traceprobe.Probe/Call: a request `status:N` ends with status code N (0 is OK, with
-a reply), `sleep:MS` answers OK after MS milliseconds. `call` makes each CALL on one
+a reply), `sleep:MS` answers OK after MS milliseconds, `echo:TEXT` answers OK with
+TEXT. `call` makes each CALL on one
 channel (one HTTP/2 connection), in turn, or with --concurrent all at once (streams
 multiplexed on the connection), and
 prints one JSON line: per call its status code and the seconds it took. No protobuf:
@@ -31,6 +32,8 @@ def _answer(request: bytes, context: grpc.ServicerContext) -> bytes:
     what, _, arg = request.decode().partition(":")
     if what == "sleep":
         time.sleep(int(arg) / 1000)
+    elif what == "echo":
+        return arg.encode()
     elif what == "status" and int(arg):
         context.abort(grpc.StatusCode(_CODES[int(arg)]), "as asked")
     return b"ok:" + request
