@@ -4,9 +4,9 @@
  * per-connection state of
  * its two directions, the requests in flight, the payload's place in a segment, and the
  * step a tail-called parse program takes. Loaded after request_maps.h, before the
- * protocols' files (http_heads.h, http_messages.h, http_segments.h, pg_messages.h,
- * redis_messages.h, dns_streams.h, h2_hpack.h, h2_frames.h), then stream_segments.h,
- * where segments enter.
+ * protocols' files (stream_bytes.h, http_heads.h, http_messages.h, http_segments.h,
+ * pg_fields.h, pg_messages.h, redis_messages.h, dns_streams.h, h2_hpack.h,
+ * h2_frames.h), then stream_segments.h, where segments enter.
  *
  * A socket sees requests go out and responses come in when it is the client, the
  * reverse when it is the server. Each direction is followed by TCP sequence number
@@ -105,41 +105,6 @@ struct step_ctx {
 };
 BPF_PERCPU_ARRAY(stream_steps, struct step_ctx, 2);
 BPF_PROG_ARRAY(stream_progs, 6); /* STEP_*: each step calls its own for the next */
-/* Bytes of a message a database step reads (per CPU: read at variable offsets). */
-struct db_scratch {
-    u8 buf[128];
-    u32 answers; /* Redis: replies begun in this step, answered at its end */
-    u32 errors;  /* Redis: which of them are errors, a bit each */
-    u32 value;   /* HTTP/2: the last HPACK integer or digits read, and its bytes: kept */
-    u32 used;    /* here, not in registers, so the verifier's paths meet after each */
-};
-BPF_PERCPU_ARRAY(db_scratch, struct db_scratch, 1);
-
-/* A name of up to 8 bytes as a little-endian word, folded to a constant by the
- * compiler: LIT8("GET") == 'G' | 'E' << 8 | 'T' << 16. */
-#define LIT8(s) lit8(s "\0\0\0\0\0\0\0\0")
-static __always_inline u64 lit8(const char *p)
-{
-    u64 v;
-    __builtin_memcpy(&v, p, 8);
-    return v;
-}
-
-/* The letters of b[at, at + 9), upper-cased, as a word: a keyword's first 8 letters
- * up to the first byte that is no letter; 0 when there is none, or more than 8. */
-static __always_inline u64 upper_word(struct db_scratch *b, u32 at, u32 n)
-{
-    u64 w = 0;
-    for (u32 k = 0; k < 9; k++) {
-        u8 c = b->buf[(at + k) & 127] & 0xdf;
-        if (k >= n || c < 'A' || c > 'Z')
-            return w;
-        if (k == 8)
-            return 0;
-        w |= (u64)c << (8 * k);
-    }
-    return 0;
-}
 
 /* The TCP payload of `skb`: its length, 0 when there is none or the headers are not in
  * the linear part; its offset and sequence number. */

@@ -57,7 +57,7 @@ POSTGRES_OPERATIONS = (
     "RESET", "CALL", "DO", "EXPLAIN", "ANALYZE", "VACUUM", "LISTEN", "NOTIFY", "UNLISTEN",
     "PREPARE", "EXECUTE", "DECLARE", "FETCH", "CLOSE", "DISCARD", "LOCK", "GRANT", "REVOKE",
     "VALUES", "TABLE")
-"""bpf/pg_messages.h's PG_OPERATIONS 1 …: a statement's first keyword; else "_OTHER"."""
+"""bpf/pg_fields.h's PG_OPERATIONS 1 …: a statement's first keyword; else "_OTHER"."""
 REDIS_COMMANDS = (
     "GET", "SET", "DEL", "EXISTS", "EXPIRE", "TTL", "INCR", "INCRBY", "DECR", "MGET", "MSET",
     "GETDEL", "SETEX", "SETNX", "APPEND", "HGET", "HSET", "HDEL", "HGETALL", "HINCRBY",

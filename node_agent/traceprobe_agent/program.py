@@ -24,8 +24,9 @@ SOCK_OPS, TRACEPOINT = "sock_ops", "tracepoint"
 CORES = (SOCK_OPS, TRACEPOINT)
 _CORE_SOURCES = {SOCK_OPS: ("edge_maps.h", "sock_storage.h", "request_maps.h",
                             "dns_requests.h", "udp_datagrams.h", "sock_ops_core.c",
-                            "tcp_streams.h", "http_heads.h", "http_messages.h",
-                            "http_segments.h", "pg_messages.h", "redis_messages.h",
+                            "tcp_streams.h", "stream_bytes.h", "http_heads.h",
+                            "http_messages.h", "http_segments.h", "pg_fields.h",
+                            "pg_messages.h", "redis_messages.h",
                             "dns_streams.h", "h2_hpack.h", "h2_frames.h",
                             "stream_segments.h", "tcp_segments.c"),
                  TRACEPOINT: ("edge_maps.h", SOURCE)}

@@ -38,8 +38,9 @@ def test_the_sock_ops_plan_needs_no_tracepoint_and_links_by_kind() -> None:
     assert set(plan.kinds) == {"connections", "bytes", "failures", "rtt"}
     assert plan.sources == ("edge_maps.h", "sock_storage.h", "request_maps.h",
                             "dns_requests.h", "udp_datagrams.h", "sock_ops_core.c",
-                            "tcp_streams.h", "http_heads.h", "http_messages.h",
-                            "http_segments.h", "pg_messages.h", "redis_messages.h",
+                            "tcp_streams.h", "stream_bytes.h", "http_heads.h",
+                            "http_messages.h", "http_segments.h", "pg_fields.h",
+                            "pg_messages.h", "redis_messages.h",
                             "dns_streams.h", "h2_hpack.h", "h2_frames.h",
                             "stream_segments.h", "tcp_segments.c")
     assert {"-DWITH_BYTES", "-DWITH_FAILURES", "-DWITH_RTT"} <= set(plan.cflags)

@@ -50,7 +50,7 @@ def _code(text: str) -> int:
 
 
 def test_the_kernels_tables_are_the_records_names_in_order() -> None:
-    assert _table("pg_messages.h", "PG_OPERATIONS") == POSTGRES_OPERATIONS
+    assert _table("pg_fields.h", "PG_OPERATIONS") == POSTGRES_OPERATIONS
     assert _table("redis_messages.h", "REDIS_COMMANDS") == REDIS_COMMANDS
     assert all(len(name) <= 8 for name in POSTGRES_OPERATIONS + REDIS_COMMANDS)  # one word
 
