@@ -109,6 +109,7 @@ class ConnTracker:
         self._bcc = _import_bcc()
         self._fds: list[int] = []
         self._linked: list[str] = []
+        self._tail_called: list[str] = []  # loaded and held too: listed with the rest
         self._prog = self._bcc.BPF(text=source.encode(), cflags=cflags)
         return_freed_memory()
         page_out_compiler()
@@ -135,6 +136,7 @@ class ConnTracker:
                 fn = self._prog.load_func(name.encode(), self._bcc.BPF.CGROUP_SKB)
                 progs = self._prog[table]
                 progs[progs.Key(index)] = progs.Leaf(fn.fd)
+                self._tail_called.append(f"tail_call/{name}")
             for name in links:
                 kind, attach = SOCK_OPS_PROGRAMS[name]
                 fn = load_cgroup_func(self._prog, self._bcc.BPF, name, kind, attach)
@@ -176,7 +178,7 @@ class ConnTracker:
 
         return sorted([f"tracepoint/{text(tp)}" for tp in self._prog.tracepoint_fds]
                       + [f"raw_tracepoint/{text(tp)}" for tp in self._prog.raw_tracepoint_fds]
-                      + self._kprobes + self._linked)
+                      + self._kprobes + self._linked + self._tail_called)
 
     def drain(self) -> list[tuple[dict[str, Any], dict[str, Any]]]:
         """Everything counted since the last drain (the other map keeps counting); an
