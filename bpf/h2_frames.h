@@ -12,12 +12,13 @@
 #define F_PADDED 0x8
 #define F_PRIORITY 0x20
 
-/* A stream the client opens at `now`. */
-static __always_inline void h2_open(struct stream_state *h, struct db_scratch *b, u32 id,
-                                    u64 now)
+/* A stream the client opens at `now`: its slot, STREAM_PENDING when none was free. */
+static __always_inline u32 h2_open(struct stream_state *h, struct db_scratch *b, u32 id,
+                                   u64 now)
 {
-    if (h2_slot(h, b, id) < STREAM_PENDING)
-        return;
+    u32 known = h2_slot(h, b, id);
+    if (known < STREAM_PENDING)
+        return known;
     volatile u32 *free = &b->used;
     *free = STREAM_PENDING;
     #pragma clang loop unroll(disable)
@@ -30,27 +31,30 @@ static __always_inline void h2_open(struct stream_state *h, struct db_scratch *b
     u32 i = *free;
     if (i >= STREAM_PENDING) {
         count(C_HTTP_PENDING_FULL);
-        return;
+        return STREAM_PENDING;
     }
     i &= STREAM_PENDING - 1;
     h->h2_used |= 1 << i;
     h->names[i] = id;
     h->method[i] = 0;
     h->sent_ns[i] = now;
+    return i;
 }
 
-/* The server's first header block on stream `id`: the request's time to first byte. */
-static __always_inline void h2_answered(struct stream_state *h, struct db_scratch *b,
-                                        u32 id, u64 now)
+/* The server's first header block on stream `id`: the request's time to first byte.
+ * Its slot, STREAM_PENDING when the stream is not followed. */
+static __always_inline u32 h2_answered(struct stream_state *h, struct db_scratch *b,
+                                       u32 id, u64 now)
 {
-    u32 slot = h2_slot(h, b, id);
-    if (slot >= STREAM_PENDING)
-        return;
-    slot &= STREAM_PENDING - 1;
+    u32 found = h2_slot(h, b, id);
+    if (found >= STREAM_PENDING)
+        return found;
+    u32 slot = found & (STREAM_PENDING - 1);
     if (!(h->names[slot] & H2_ANSWERED)) {
         h->sent_ns[slot] = now - h->sent_ns[slot];
         h->names[slot] |= H2_ANSWERED;
     }
+    return found;
 }
 
 /* The server ended stream `id`: counted as gRPC with its grpc-status, else as HTTP. */
@@ -121,7 +125,7 @@ static __always_inline void h2_act(struct __sk_buff *skb, struct step *s,
         d->next += size;
         return;
     }
-    u32 skip = 0, pad = 0;
+    u32 skip = 0, pad = 0, slot;
     if (type == 1) {
         if (flags & F_PADDED) {
             u8 p = 0;
@@ -135,19 +139,18 @@ static __always_inline void h2_act(struct __sk_buff *skb, struct step *s,
         }
         if (flags & F_PRIORITY)
             skip += 5;
-        if (s->requests)
-            h2_open(h, b, id, s->c->now);
-        else
-            h2_answered(h, b, id, s->c->now);
+        slot = s->requests ? h2_open(h, b, id, s->c->now)
+                           : h2_answered(h, b, id, s->c->now);
         d->flags = flags;
     } else { /* CONTINUATION: the stream's end is the HEADERS' */
+        slot = h2_slot(h, b, id);
         d->flags = (d->flags & F_END_STREAM) | flags;
     }
     if (skip + pad > size) {
         stream_lost(h, d);
         return;
     }
-    d->parts = h2_slot(h, b, id); /* the block's stream, for h2_note() */
+    d->parts = slot; /* the block's stream, for h2_note() */
     d->status = id;
     d->next += skip;
     d->left = size - skip - pad;
@@ -211,35 +214,36 @@ static __always_inline void h2_block(struct __sk_buff *skb, struct step *s,
         h2_end(s, b, d->status);
 }
 
-/* Frames, the step of a connection between header blocks. */
-int h2_step(struct __sk_buff *skb)
+/* One step in `mode`: frames between header blocks (M_HEAD), or a block's fields
+ * (M_FIELDS); then the next step, whichever the direction is in by then. */
+static __always_inline void h2_take(struct __sk_buff *skb, u8 mode)
 {
     struct step s;
     if (!step_begin(skb, &s))
-        return 1;
+        return;
     int zero = 0;
     struct db_scratch *b = db_scratch.lookup(&zero);
     if (!b)
-        return 1;
+        return;
     u32 before = s.d->next;
-    h2_frames(skb, &s, b);
-    step_next(skb, &s, M_HEAD, before, s.d->mode == M_FIELDS ? STEP_H2_FIELDS : STEP_H2);
+    if (mode == M_FIELDS)
+        h2_block(skb, &s, b);
+    else
+        h2_frames(skb, &s, b);
+    step_next(skb, &s, mode, before, s.d->mode == M_FIELDS ? STEP_H2_FIELDS : STEP_H2);
+}
+
+int h2_step(struct __sk_buff *skb)
+{
+    h2_take(skb, M_HEAD);
     return 1;
 }
 
-/* Fields, the step inside a header block: a program of its own, for the verifier. */
+/* The fields are a program of their own: with the frames, one is more than the
+ * verifier follows. */
 int h2_fields(struct __sk_buff *skb)
 {
-    struct step s;
-    if (!step_begin(skb, &s))
-        return 1;
-    int zero = 0;
-    struct db_scratch *b = db_scratch.lookup(&zero);
-    if (!b)
-        return 1;
-    u32 before = s.d->next;
-    h2_block(skb, &s, b);
-    step_next(skb, &s, M_FIELDS, before, s.d->mode == M_FIELDS ? STEP_H2_FIELDS : STEP_H2);
+    h2_take(skb, M_FIELDS);
     return 1;
 }
 #endif

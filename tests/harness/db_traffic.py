@@ -35,25 +35,34 @@ from pathlib import Path
 from typing import Any
 
 
+def _timed(statement: str, run: Any, error: type[Exception], code: str,
+           started: float | None = None) -> dict[str, Any]:
+    """`statement` run by `run` (which returns its cursor), its rows read: its operation,
+    its outcome (the error's SQLSTATE, from its attribute `code`) and its seconds."""
+    started = time.monotonic() if started is None else started
+    outcome = "00000"
+    try:
+        cur = run(statement)
+        if cur.description is not None:
+            cur.fetchall()
+    except error as e:
+        outcome = getattr(e, code) or "?"
+    return {"operation": statement.split()[0].upper(), "outcome": outcome,
+            "seconds": time.monotonic() - started}
+
+
 def _pg2(args: argparse.Namespace) -> list[dict[str, Any]]:
     import psycopg2  # type: ignore[import-untyped,import-not-found,unused-ignore]
 
-    out: list[dict[str, Any]] = []
     conn = psycopg2.connect(host=args.host, port=args.port, user="postgres",
                             dbname="postgres", sslmode=args.sslmode)
     conn.autocommit = True
     with conn.cursor() as cur:
-        for statement in args.requests:
-            started = time.monotonic()
-            outcome = "00000"
-            try:
-                cur.execute(statement)
-                if cur.description is not None:
-                    cur.fetchall()
-            except psycopg2.Error as e:
-                outcome = e.pgcode or "?"
-            out.append({"operation": statement.split()[0].upper(), "outcome": outcome,
-                        "seconds": time.monotonic() - started})
+        def run(statement: str) -> Any:
+            cur.execute(statement)
+            return cur
+
+        out = [_timed(statement, run, psycopg2.Error, "pgcode") for statement in args.requests]
     conn.close()
     return out
 
@@ -76,21 +85,13 @@ def _pg(args: argparse.Namespace) -> list[dict[str, Any]]:
                 for statement in args.requests:
                     cursors.append(conn.execute(statement))
                     pipe.sync()
-            for statement in args.requests:
-                out.append({"operation": statement.split()[0].upper(), "outcome": "00000",
-                            "seconds": time.monotonic() - started})
+            # Each result read after the pipeline: an error in one raises here.
+            for statement, cur in zip(args.requests, cursors, strict=True):
+                out.append(_timed(statement, lambda _, c=cur: c, psycopg.Error, "sqlstate",
+                                  started))
             return out
-        for statement in args.requests:
-            started = time.monotonic()
-            outcome = "00000"
-            try:
-                cur = conn.execute(statement)
-                if cur.description is not None:
-                    cur.fetchall()
-            except psycopg.Error as e:
-                outcome = e.sqlstate or "?"
-            out.append({"operation": statement.split()[0].upper(), "outcome": outcome,
-                        "seconds": time.monotonic() - started})
+        out = [_timed(statement, conn.execute, psycopg.Error, "sqlstate")
+               for statement in args.requests]
     return out
 
 

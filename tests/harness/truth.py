@@ -10,6 +10,8 @@ import subprocess
 from collections.abc import Iterable
 from typing import Any
 
+from traceprobe_api.latency import quantiles
+
 CONNS = "traceprobe.edge.connections"
 FAILURES = "traceprobe.edge.failures"
 DATAGRAMS = "traceprobe.edge.datagrams"
@@ -55,3 +57,17 @@ def histogram_count(collector: Any, name: str, **attrs: Any) -> int:
         series = tuple(sorted((k, str(v)) for k, v in p.attributes.items()))
         latest[series] = max(latest.get(series, 0), int(p.extra.get("count", 0)))
     return sum(latest.values())
+
+
+def latency_disagreements(buckets: dict[int, int], results: Iterable[dict[str, Any]]
+                          ) -> list[tuple[float, float | None, float]]:
+    """(quantile, kernel's ns, client's ns) for each of p50/p95/p99 where the kernel's
+    buckets and the client's own timing (each result's `seconds`) differ by more than
+    25% (a bucket's width) + 1 ms (the client library's work outside the wire)."""
+    measured = sorted(r["seconds"] * 1e9 for r in results)
+    out = []
+    for q, got in zip((0.5, 0.95, 0.99), quantiles(buckets, 0.5, 0.95, 0.99), strict=True):
+        want = measured[min(len(measured) - 1, int(q * len(measured)))]
+        if got is None or abs(got - want) > 0.25 * want + 1e6:
+            out.append((q, got, want))
+    return out
